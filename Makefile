@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` (set up, open the console) and
+# `make test` (set up, run every test). Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test snapshots bench lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/exalate-tui
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Re-record snapshot baselines; review snapshot_report.html first.
+snapshots: $(STAMP)
+	$(BIN)/python -m pytest tests -k snapshot --snapshot-update
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check exalate_tui screens tests
+	$(BIN)/mypy exalate_tui screens

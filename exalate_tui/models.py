@@ -1,0 +1,157 @@
+"""Pydantic models shared by every layer: this instance, connections, invitations.
+
+Validation rules for names live here so the wizard, the CLI and the files on
+disk all refuse the same things with the same words.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+SHORT_NAME_MAX = 32
+CONNECTION_NAME_MAX = 100
+DESCRIPTION_MAX = 1000
+URL_MAX = 2048
+
+_SHORT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# C0, DEL and C1 controls: never allowed in anything we store or show.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Mode(StrEnum):
+    BASIC = "basic"
+    SCRIPT = "script"
+
+
+class Topology(StrEnum):
+    """Who has a URL. The first word is the initiator, the second the acceptor."""
+
+    PUBLIC_PRIVATE = "public-private"
+    PUBLIC_PUBLIC = "public-public"
+    PRIVATE_PUBLIC = "private-public"
+
+
+class Role(StrEnum):
+    INITIATOR = "initiator"
+    ACCEPTOR = "acceptor"
+
+
+class Status(StrEnum):
+    """The stored state of a connection; "unreachable" is derived live from errors."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+
+
+def check_short_name(value: str) -> str:
+    """Return the problem with a short name, or raise nothing and return it."""
+    if not value:
+        raise ValueError("is required")
+    if len(value) > SHORT_NAME_MAX:
+        raise ValueError(f"must be at most {SHORT_NAME_MAX} characters (has {len(value)})")
+    if not _SHORT_NAME.fullmatch(value):
+        raise ValueError("may only contain letters, digits, '-', '_' and '.'")
+    return value
+
+
+def check_text(value: str, *, limit: int, required: bool) -> str:
+    if required and not value.strip():
+        raise ValueError("is required")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if len(value) > limit:
+        raise ValueError(f"must be at most {limit} characters (has {len(value)})")
+    return value
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host; the reason names what is missing."""
+    if not value:
+        raise ValueError("is required")
+    if len(value) > URL_MAX:
+        raise ValueError(f"must be at most {URL_MAX} characters")
+    if _CONTROL.search(value) or " " in value:
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the port)") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://, e.g. https://example.exalate.net")
+    if not parts.hostname:
+        raise ValueError("must name a host, e.g. https://example.exalate.net")
+    return value
+
+
+def normalize_url(value: str) -> str:
+    """The URL as stored: no trailing slash, so paths join cleanly."""
+    return value.strip().rstrip("/")
+
+
+ShortName = Annotated[str, AfterValidator(check_short_name)]
+ConnectionName = Annotated[
+    str, AfterValidator(lambda v: check_text(v, limit=CONNECTION_NAME_MAX, required=True))
+]
+Description = Annotated[
+    str, AfterValidator(lambda v: check_text(v, limit=DESCRIPTION_MAX, required=False))
+]
+Url = Annotated[str, AfterValidator(check_url)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Instance(BaseModel):
+    """This instance: `instance.toml`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    short_name: ShortName
+    public_url: Url | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=7917, ge=1, le=65535)
+
+
+class Connection(BaseModel):
+    """One connection: `connections/<id>.toml` (0600, it holds secrets)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    name: ConnectionName
+    description: Description = ""
+    mode: Mode
+    topology: Topology
+    role: Role
+    local_name: ShortName
+    remote_name: ShortName | None = None
+    # The other side's URL when it has one; None when it is private.
+    remote_url: Url | None = None
+    created: datetime = Field(default_factory=utcnow)
+    status: Status = Status.PENDING
+    # Invitation state: the side that receives the handshake holds the hash.
+    token_hash: str | None = None
+    # Only a private initiator keeps the token: it must present it itself.
+    token: SecretStr | None = None
+    token_expires: datetime | None = None
+    secret: SecretStr | None = None
+
+    @property
+    def is_private_here(self) -> bool:
+        """True when this side has no URL: it makes every HTTP request (it polls)."""
+        if self.topology is Topology.PUBLIC_PUBLIC:
+            return False
+        private_role = (
+            Role.ACCEPTOR if self.topology is Topology.PUBLIC_PRIVATE else Role.INITIATOR
+        )
+        return self.role is private_role

@@ -1,0 +1,243 @@
+"""The home folder: `instance.toml` and `connections/<id>.toml` (DESIGN.md, contract).
+
+Every write is atomic (temp file, fsync, rename) and serialized by an
+exclusive lock on `<home>/.lock`, so the console and the node can share a
+home. A file that does not parse is reported with its path and line and is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from .models import Connection, Instance
+
+HOME_ENV = "EXALATE_TUI_HOME"
+APP_NAME = "exalate-tui"
+
+
+class StoreError(Exception):
+    """A file in the home that cannot be used; str() names the file and the fix."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+class NotFound(LookupError):
+    """No connection matches the given id."""
+
+
+class NameTaken(ValueError):
+    """Another connection in this home already has that name."""
+
+
+def default_home() -> Path:
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP_NAME, appauthor=False))
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    """A model as TOML-ready data: no None (TOML has no null), secrets revealed."""
+    data: dict[str, Any] = {}
+    for name, value in model:
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        data[name] = value
+    return data
+
+
+def _parse(path: Path, model: type[BaseModel]) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(path, "is not UTF-8 text; fix or remove the file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = getattr(error, "lineno", None)
+        reason = getattr(error, "msg", str(error))
+        raise StoreError(path, f"is not valid TOML ({reason}); fix or remove the file", line)
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "file"
+        raise StoreError(path, f"key {key!r}: {first['msg']}; fix or remove the file") from None
+
+
+def _write_atomic(path: Path, data: dict[str, Any], mode: int) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as file:
+            tomli_w.dump(data, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Loaded:
+    """Every connection that parsed, and a problem for each file that did not."""
+
+    connections: list[Connection] = field(default_factory=list)
+    problems: list[StoreError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Home:
+    path: Path
+
+    @classmethod
+    def resolve(cls, override: str | os.PathLike[str] | None = None) -> Home:
+        return cls(Path(override).expanduser() if override else default_home())
+
+    @property
+    def instance_path(self) -> Path:
+        return self.path / "instance.toml"
+
+    @property
+    def connections_dir(self) -> Path:
+        return self.path / "connections"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.sqlite3"
+
+    def connection_path(self, cid: str) -> Path:
+        return self.connections_dir / f"{cid}.toml"
+
+    def ensure(self) -> None:
+        """Create the home (0700) and its connections folder."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.connections_dir.mkdir(mode=0o700, exist_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across processes and threads (one open file each time)."""
+        self.ensure()
+        with open(self.path / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- instance -----------------------------------------------------------
+
+    def load_instance(self) -> Instance | None:
+        if not self.instance_path.exists():
+            return None
+        instance: Instance = _parse(self.instance_path, Instance)
+        return instance
+
+    def save_instance(self, instance: Instance) -> None:
+        with self.lock():
+            if self.instance_path.exists():
+                _parse(self.instance_path, Instance)  # never overwrite a broken file
+            _write_atomic(self.instance_path, _dump(instance), 0o600)
+
+    # -- connections --------------------------------------------------------
+
+    def load_connections(self) -> Loaded:
+        loaded = Loaded()
+        if not self.connections_dir.is_dir():
+            return loaded
+        for path in sorted(self.connections_dir.glob("*.toml")):
+            try:
+                loaded.connections.append(_parse(path, Connection))
+            except StoreError as problem:
+                loaded.problems.append(problem)
+            except FileNotFoundError:
+                continue  # deleted by another process while listing
+        loaded.connections.sort(key=lambda c: (c.created, c.name))
+        return loaded
+
+    def get_connection(self, cid: str) -> Connection:
+        """By full id or a unique prefix of it (as `git` takes commit ids)."""
+        if not cid:
+            raise NotFound("no connection id given; see `exalate-tui connections`")
+        path = self.connection_path(cid)
+        if not path.exists():
+            matches = [p for p in self.connections_dir.glob(f"{_glob_safe(cid)}*.toml")]
+            if len(matches) > 1:
+                raise NotFound(f"{cid!r} matches {len(matches)} connections: give more of the id")
+            if not matches:
+                raise NotFound(f"no connection with id {cid!r}; see `exalate-tui connections`")
+            path = matches[0]
+        connection: Connection = _parse(path, Connection)
+        return connection
+
+    def save_connection(self, connection: Connection) -> None:
+        """Create or replace; refuses a name another connection already has."""
+        with self.lock():
+            self._check_name_free(connection)
+            path = self.connection_path(connection.id)
+            if path.exists():
+                _parse(path, Connection)  # never overwrite a broken file
+            _write_atomic(path, _dump(connection), 0o600)
+
+    def update_connection(
+        self, cid: str, change: Callable[[Connection], Connection | None]
+    ) -> Connection:
+        """Read, change and write one connection under the lock."""
+        with self.lock():
+            current = self.get_connection(cid)
+            updated = change(current.model_copy(deep=True)) or current
+            _write_atomic(self.connection_path(updated.id), _dump(updated), 0o600)
+            return updated
+
+    def delete_connection(self, cid: str) -> Connection:
+        with self.lock():
+            connection = self.get_connection(cid)
+            self.connection_path(connection.id).unlink()
+            _fsync_dir(self.connections_dir)
+            return connection
+
+    def name_taken(self, name: str, *, except_id: str | None = None) -> bool:
+        wanted = name.casefold()
+        return any(
+            c.name.casefold() == wanted and c.id != except_id
+            for c in self.load_connections().connections
+        )
+
+    def _check_name_free(self, connection: Connection) -> None:
+        if self.name_taken(connection.name, except_id=connection.id):
+            raise NameTaken(f"a connection named {connection.name!r} already exists")
+
+
+def _glob_safe(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum() or ch == "-")

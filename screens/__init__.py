@@ -1,0 +1,1 @@
+"""Textual screens: one module and one `.tcss` per wizard step, plus the Connections tab."""
