@@ -1,0 +1,261 @@
+"""Durable per-connection message streams: `state.sqlite3` (WAL).
+
+Per connection, an outbox (what this side sends, numbered from 1, kept until
+the other side acknowledges it), an inbox (what this side has applied) and
+the stream's cursors and last contact. Applying a batch and moving the
+cursor is one transaction: exactly-once effect on top of at-least-once
+delivery. Bodies are stored as JSON text and sent as such, never re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    body TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (cid, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    body TEXT NOT NULL, applied_at REAL NOT NULL, PRIMARY KEY (cid, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams (
+    cid TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL DEFAULT 0,      -- highest seq given to an outgoing message
+    last_applied INTEGER NOT NULL DEFAULT 0,  -- highest seq applied from the other side
+    last_ok REAL, last_error TEXT, error_since REAL
+);
+"""
+
+
+class StateError(Exception):
+    """`state.sqlite3` cannot be used; str() names the file and what to do."""
+
+
+class Gap(Exception):
+    """A batch starts after a missing message: resend from `last_applied + 1`."""
+
+    def __init__(self, last_applied: int) -> None:
+        self.last_applied = last_applied
+        super().__init__(f"messages after {last_applied} are missing; resend from there")
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    kind: str
+    body_json: str = "null"
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.body_json)
+
+    def wire(self) -> str:
+        """The message as JSON text, its body spliced in as stored."""
+        return f'{{"seq":{self.seq},"kind":{json.dumps(self.kind)},"body":{self.body_json}}}'
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        return cls(int(data["seq"]), str(data["kind"]), json.dumps(data.get("body")))
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What the last attempts to reach the other side said."""
+
+    last_ok: float | None = None
+    last_error: str | None = None
+    error_since: float | None = None
+
+
+class State:
+    """One open `state.sqlite3`; safe to share between threads of a process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged or applied message survives a power cut too.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise StateError(
+                f"{path}: cannot be used as the message store ({error}); "
+                "move it aside and restart (undelivered messages in it would be lost)"
+            ) from None
+        path.chmod(0o600)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _stream(self, cid: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO streams (cid) VALUES (?)", (cid,))
+
+    # -- outbox ---------------------------------------------------------------
+
+    def enqueue(self, cid: str, kind: str, body: Any = None) -> int:
+        return self.enqueue_many(cid, [(kind, body)])[0]
+
+    def enqueue_many(self, cid: str, items: Iterable[tuple[str, Any]]) -> list[int]:
+        """Append messages to the outbox in one transaction; returns their seqs."""
+        rows = [(kind, json.dumps(body, separators=(",", ":"))) for kind, body in items]
+        now = time.time()
+        with self._transaction() as db:
+            self._stream(cid)
+            (last,) = db.execute("SELECT last_seq FROM streams WHERE cid = ?", (cid,)).fetchone()
+            seqs = list(range(last + 1, last + 1 + len(rows)))
+            db.executemany(
+                "INSERT INTO outbox (cid, seq, kind, body, created) VALUES (?, ?, ?, ?, ?)",
+                [(cid, seq, kind, body, now) for seq, (kind, body) in zip(seqs, rows, strict=True)],
+            )
+            db.execute("UPDATE streams SET last_seq = ? WHERE cid = ?", (last + len(rows), cid))
+        return seqs
+
+    def pending(self, cid: str, after: int = 0, limit: int = 500) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, body FROM outbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (cid, after, limit),
+            ).fetchall()
+        return [Message(*row) for row in rows]
+
+    def last_seq(self, cid: str) -> int:
+        return self._read_int("SELECT last_seq FROM streams WHERE cid = ?", cid)
+
+    def ack(self, cid: str, upto: int) -> int:
+        """The other side applied everything up to `upto`: prune it. Returns rows pruned."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM outbox WHERE cid = ? AND seq <= ?", (cid, upto)).rowcount
+
+    # -- inbox ----------------------------------------------------------------
+
+    def last_applied(self, cid: str) -> int:
+        return self._read_int("SELECT last_applied FROM streams WHERE cid = ?", cid)
+
+    def apply(
+        self,
+        cid: str,
+        messages: Sequence[Message],
+        effect: Callable[[Message], None] | None = None,
+    ) -> int:
+        """Apply a batch once, in order, in one transaction; returns the new cursor.
+
+        Messages at or below the cursor were applied before and are skipped.
+        `effect` runs for each new message inside the transaction (an error
+        rolls the whole batch back), so it must be idempotent.
+        """
+        with self._transaction() as db:
+            self._stream(cid)
+            (cursor,) = db.execute(
+                "SELECT last_applied FROM streams WHERE cid = ?", (cid,)
+            ).fetchone()
+            fresh = sorted((m for m in messages if m.seq > cursor), key=lambda m: m.seq)
+            if not fresh:
+                return int(cursor)
+            expected = cursor + 1
+            for message in fresh:
+                if message.seq != expected:
+                    raise Gap(cursor)
+                expected += 1
+            now = time.time()
+            for message in fresh:
+                if effect is not None:
+                    effect(message)
+            db.executemany(
+                "INSERT INTO inbox (cid, seq, kind, body, applied_at) VALUES (?, ?, ?, ?, ?)",
+                [(cid, m.seq, m.kind, m.body_json, now) for m in fresh],
+            )
+            cursor = fresh[-1].seq
+            db.execute("UPDATE streams SET last_applied = ? WHERE cid = ?", (cursor, cid))
+            return int(cursor)
+
+    def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, body FROM inbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (cid, after, limit),
+            ).fetchall()
+        return [Message(*row) for row in rows]
+
+    # -- contact --------------------------------------------------------------
+
+    def record_ok(self, cid: str, when: float | None = None) -> None:
+        with self._transaction() as db:
+            self._stream(cid)
+            db.execute(
+                "UPDATE streams SET last_ok = ?, last_error = NULL, error_since = NULL "
+                "WHERE cid = ?",
+                (time.time() if when is None else when, cid),
+            )
+
+    def record_error(self, cid: str, error: str, when: float | None = None) -> None:
+        with self._transaction() as db:
+            self._stream(cid)
+            db.execute(
+                "UPDATE streams SET last_error = ?, error_since = COALESCE(error_since, ?) "
+                "WHERE cid = ?",
+                (error, time.time() if when is None else when, cid),
+            )
+
+    def contact(self, cid: str) -> Contact:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT last_ok, last_error, error_since FROM streams WHERE cid = ?", (cid,)
+            ).fetchone()
+        return Contact(*row) if row else Contact()
+
+    # -- housekeeping ---------------------------------------------------------
+
+    def forget(self, cid: str) -> None:
+        """Drop every trace of a deleted connection."""
+        with self._transaction() as db:
+            for table in ("outbox", "inbox", "streams"):
+                db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
+
+    def data_version(self) -> int:
+        """Changes when another connection (another process) commits: cheap to poll."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _read_int(self, sql: str, cid: str) -> int:
+        with self._lock:
+            row = self._db.execute(sql, (cid,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` … `COMMIT` under the thread lock; rollback on any error."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._state._lock.acquire()
+        try:
+            self._state._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._state._lock.release()
+            raise
+        return self._state._db
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            self._state._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self._state._lock.release()
