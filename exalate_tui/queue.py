@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS streams (
 """
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class StateError(Exception):
     """`state.sqlite3` cannot be used; str() names the file and what to do."""
 
@@ -64,7 +68,7 @@ class Message:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Message:
-        return cls(int(data["seq"]), str(data["kind"]), json.dumps(data.get("body")))
+        return cls(int(data["seq"]), str(data["kind"]), _compact(data.get("body")))
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class State:
 
     def enqueue_many(self, cid: str, items: Iterable[tuple[str, Any]]) -> list[int]:
         """Append messages to the outbox in one transaction; returns their seqs."""
-        rows = [(kind, json.dumps(body, separators=(",", ":"))) for kind, body in items]
+        rows = [(kind, _compact(body)) for kind, body in items]
         now = time.time()
         with self._transaction() as db:
             self._stream(cid)
