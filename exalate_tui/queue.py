@@ -100,10 +100,30 @@ class State:
             ) from None
         path.chmod(0o600)
         self._lock = threading.RLock()
+        self._listeners: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` after each enqueue through this object commits.
+
+        This is the in-process wake-up (docs/protocol.md): the node's long-poll
+        and the supervisor's pushers learn of new messages at once. It runs in
+        the enqueuing thread, so a listener must be thread-safe. Enqueues by
+        other processes are not seen here; watch `data_version` for those.
+        Returns a function that removes the listener.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
@@ -129,6 +149,10 @@ class State:
                 [(cid, seq, kind, body, now) for seq, (kind, body) in zip(seqs, rows, strict=True)],
             )
             db.execute("UPDATE streams SET last_seq = ? WHERE cid = ?", (last + len(rows), cid))
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(cid)
         return seqs
 
     def pending(self, cid: str, after: int = 0, limit: int = 500) -> list[Message]:
