@@ -315,6 +315,8 @@ class InitiateWizard:
             token_hash=codes.hash_token(token),
             token=SecretStr(token) if topology is Topology.PRIVATE_PUBLIC else None,
             token_expires=datetime.fromtimestamp(expires, UTC),
+            # The wizard's clock, so "created" and the expiry agree (and tests can fix both).
+            created=datetime.fromtimestamp(now, UTC),
         )
         invite = codes.Invitation(
             cid=connection.id,
