@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -344,3 +345,273 @@ class InitiateWizard:
         self.issued = Issued(connection, invite, codes.encode(invite))
         self._advance()
         return True
+
+
+# -- Accept invitation --------------------------------------------------------
+
+
+class AcceptStep(StrEnum):
+    CODE = "code"
+    DETAILS = "details"
+    ACCEPTING = "accepting"
+    DONE = "done"
+
+
+class Stage(StrEnum):
+    """What the accept flow is doing, shown as it happens."""
+
+    CONTACTING = "contacting"
+    ACCEPTED = "accepted"
+    CONNECTED = "connected"
+    # A public acceptor of a private initiator: stored, the initiator calls in.
+    WAITING = "waiting"
+
+
+ACCEPT_LABELS = {
+    "code": "Invitation code",
+    "local_name": "Local instance short name",
+    "name": "Connection name",
+}
+
+_TOPOLOGY_WORDS = {
+    Topology.PUBLIC_PRIVATE: (
+        "public-private: the initiator has a URL, this side has none and will poll it"
+    ),
+    Topology.PUBLIC_PUBLIC: "public-public: both sides have a URL and push to each other",
+    Topology.PRIVATE_PUBLIC: (
+        "private-public: the initiator has no URL and will connect to this instance"
+    ),
+}
+
+
+def remaining(seconds: float) -> str:
+    """A short, rounded-down "in N days" for an expiry."""
+    if seconds <= 0:
+        return "expired"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"in {count} {unit}{'s' if count != 1 else ''}"
+    return "in less than a minute"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a decoded code says, in the words the Accept screen shows."""
+
+    from_name: str
+    to_name: str
+    name: str
+    description: str
+    mode: Mode
+    topology: Topology
+    topology_text: str
+    initiator_url: str | None
+    dest_url: str | None
+    expires: datetime
+    expires_in: str
+
+
+class AcceptWizard:
+    """Accept an invitation: paste the code, review it, name this side, accept.
+
+    The network half lives in `accept.accept`, which reads this object and
+    reports back through `record_stage`, `record_done` and `record_failure`.
+    """
+
+    def __init__(
+        self, home: Home, instance: Instance | None, *, now: Callable[[], float] = time.time
+    ) -> None:
+        self.home = home
+        self.instance = instance
+        self._now = now
+        self.step = AcceptStep.CODE
+        self.errors: dict[str, str] = {}
+        self.code = ""
+        self.invitation: codes.Invitation | None = None
+        self.local_name = instance.short_name if instance else ""
+        self.name = ""
+        # Once the admin edits the name, a new paste no longer replaces it.
+        self._name_chosen = False
+        self.stages: list[Stage] = []
+        self.connection: Connection | None = None
+
+    # -- derived ------------------------------------------------------------
+
+    @property
+    def preview(self) -> Preview | None:
+        invite = self.invitation
+        if invite is None:
+            return None
+        return Preview(
+            from_name=invite.from_,
+            to_name=invite.to,
+            name=invite.name,
+            description=invite.desc,
+            mode=invite.mode,
+            topology=invite.topology,
+            topology_text=_TOPOLOGY_WORDS[invite.topology],
+            initiator_url=invite.url,
+            dest_url=invite.dest_url,
+            expires=datetime.fromtimestamp(invite.exp, UTC),
+            expires_in=remaining(invite.exp - self._now()),
+        )
+
+    @property
+    def public_url(self) -> str | None:
+        """The URL this side gives the initiator (public acceptors only)."""
+        return self.instance.public_url if self.instance else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things worth knowing that do not stop the accept."""
+        invite = self.invitation
+        if invite is None or invite.dest_url is None or not self.public_url:
+            return []
+        code_host = urlsplit(invite.dest_url).netloc
+        our_host = urlsplit(self.public_url).netloc
+        if code_host.casefold() == our_host.casefold():
+            return []
+        return [
+            f"The code was made for {invite.dest_url}, this instance's public URL is "
+            f"{self.public_url}: the initiator will call the former, so it must reach "
+            "this node too."
+        ]
+
+    # -- input --------------------------------------------------------------
+
+    def set_code(self, text: str) -> str | None:
+        """Decode a paste (line breaks and spaces are fine); the preview follows."""
+        self.code = text
+        self.invitation = None
+        try:
+            invitation = codes.decode(text)
+        except codes.InvitationError as error:
+            self.errors["code"] = str(error)
+            return self.errors["code"]
+        return self.set_invitation(invitation)
+
+    def set_invitation(self, invitation: codes.Invitation) -> str | None:
+        """An already decoded code (the CLI's path); same checks as a paste."""
+        self.invitation = invitation
+        if not self._name_chosen:
+            self.name = invitation.name
+        return self._revalidate("code")
+
+    def set_local_name(self, value: str) -> str | None:
+        self.local_name = value.strip()
+        return self._revalidate("local_name")
+
+    def set_name(self, value: str) -> str | None:
+        self.name = value.strip()
+        self._name_chosen = bool(self.name)
+        return self._revalidate("name")
+
+    def _revalidate(self, field: str) -> str | None:
+        problem = self._validate(field)
+        if problem:
+            self.errors[field] = problem
+        else:
+            self.errors.pop(field, None)
+        return problem
+
+    def _validate(self, field: str) -> str | None:
+        match field:
+            case "code":
+                return self._code_problem()
+            case "local_name":
+                try:
+                    check_short_name(self.local_name)
+                except ValueError as error:
+                    return f"{ACCEPT_LABELS[field]} {error}."
+                return None
+            case "name":
+                try:
+                    check_text(self.name, limit=CONNECTION_NAME_MAX, required=True)
+                except ValueError as error:
+                    return f"{ACCEPT_LABELS[field]} {error}."
+                if self.home.name_taken(self.name):
+                    return (
+                        f"A connection named {self.name!r} already exists in this home: "
+                        "choose another name for it here."
+                    )
+                return None
+        raise KeyError(field)
+
+    def _code_problem(self) -> str | None:
+        invite = self.invitation
+        if invite is None:
+            return self.errors.get("code") or (
+                "No invitation code given: paste the code your partner sent."
+            )
+        if invite.expired(self._now()):
+            when = datetime.fromtimestamp(invite.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return f"This invitation expired on {when}: ask {invite.from_} for a new code."
+        existing = next(
+            (c for c in self.home.load_connections().connections if c.id == invite.cid), None
+        )
+        if existing is not None:
+            if existing.role is Role.INITIATOR:
+                return (
+                    "This instance issued this invitation: send the code to your partner, "
+                    "who accepts it on their side."
+                )
+            return f"This invitation was already accepted here (connection {existing.name!r})."
+        if invite.topology is not Topology.PUBLIC_PRIVATE and not self.public_url:
+            return (
+                f"This code is for an instance with a public URL ({invite.dest_url}), but "
+                "this instance has none: set it with `exalate-tui init --short-name NAME "
+                "--public-url URL`, or ask for a code made with 'I don't have a URL'."
+            )
+        return None
+
+    # -- moving -------------------------------------------------------------
+
+    ACCEPT_FIELDS = {
+        AcceptStep.CODE: ("code",),
+        AcceptStep.DETAILS: ("local_name", "name"),
+    }
+
+    def next(self) -> bool:
+        """CODE → DETAILS → ACCEPTING when each step is clean; then `accept.accept` runs."""
+        fields = self.ACCEPT_FIELDS.get(self.step)
+        if fields is None:
+            return False
+        if self.step is AcceptStep.DETAILS:
+            # The code may have expired or been accepted elsewhere meanwhile.
+            fields = ("code", *fields)
+        problems = [self._revalidate(field) for field in fields]
+        if any(problems):
+            return False
+        self.errors.pop("accept", None)
+        if self.step is AcceptStep.CODE:
+            self.step = AcceptStep.DETAILS
+        else:
+            self.stages = []
+            self.step = AcceptStep.ACCEPTING
+        return True
+
+    def problems(self) -> dict[str, str]:
+        """Every field re-checked now, as `accept.accept` does before any I/O."""
+        for field in ("code", "local_name", "name"):
+            self._revalidate(field)
+        return {f: self.errors[f] for f in ACCEPT_LABELS if f in self.errors}
+
+    def back(self) -> bool:
+        if self.step is not AcceptStep.DETAILS:
+            return False
+        self.errors.clear()
+        self.step = AcceptStep.CODE
+        return True
+
+    def record_stage(self, stage: Stage) -> None:
+        self.stages.append(stage)
+
+    def record_done(self, connection: Connection) -> None:
+        self.connection = connection
+        self.step = AcceptStep.DONE
+
+    def record_failure(self, reason: str) -> None:
+        """Back to the details with the one-line reason; nothing was stored."""
+        self.errors["accept"] = reason
+        self.step = AcceptStep.DETAILS

@@ -1,0 +1,374 @@
+"""The httpx client for a remote node: verify, handshake, fetch, push (docs/protocol.md).
+
+One `Remote` per peer URL keeps one pooled `httpx.AsyncClient`. Every
+failure surfaces as a `RemoteError` whose str() is one line a person can act
+on and never holds a secret. `verify_url` classifies a destination URL for
+the Initiate wizard without raising.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from . import __version__, signing
+from .models import check_url, normalize_url
+from .queue import Message
+from .wizard import UrlCheck
+
+PRODUCT = "exalate-tui"
+API_VERSION = 1
+PREFIX = "/api/v1"
+VERIFY_TIMEOUT = 3.0
+# Connect and write are quick or broken; a long-poll read gets `wait` on top.
+TIMEOUT = httpx.Timeout(10.0)
+LONG_POLL_MARGIN = 10.0
+
+
+class RemoteError(Exception):
+    """A call to a remote node failed.
+
+    `status` is the HTTP status (None when no answer came), `code` the
+    node's error code or one of `unreachable`, `tls`, `timeout`, `protocol`,
+    `not_a_node`; `detail` the node's own words when it gave some.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str, detail: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What `GET /api/v1/info` says about a node."""
+
+    product: str
+    version: str
+    api: int
+    short_name: str | None
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """The initiator's answer: the connection secret and how it names itself."""
+
+    secret: SecretStr
+    short_name: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One long-poll answer: messages after the cursor, and the sender's highest seq."""
+
+    messages: list[Message]
+    last_seq: int
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and everything it was raised from (httpx wraps httpcore wraps OSError)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _transport_error(url: str, error: httpx.TransportError, timeout: float) -> RemoteError:
+    """Name what went wrong below HTTP: TLS, DNS, refused, timeout, or garbage."""
+    host = _host(url)
+    chain = _chain(error)
+    tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    if tls is not None:
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            why = f"its certificate is not trusted ({tls.verify_message or tls.reason})"
+        elif tls.reason == "WRONG_VERSION_NUMBER":
+            why = "it does not speak TLS there (is it plain http://?)"
+        else:
+            why = f"the TLS handshake failed ({tls.reason or tls})"
+        return RemoteError(
+            f"TLS problem with {host}: {why}; fix the certificate or the URL's scheme.",
+            code="tls",
+        )
+    if isinstance(error, httpx.TimeoutException):
+        return RemoteError(
+            f"Cannot reach {host}: no answer within {timeout:g} s; check the URL, "
+            "that the node is running and that no firewall is in the way.",
+            code="timeout",
+        )
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return RemoteError(
+            f"Cannot reach {host}: the host name does not resolve; check the URL for typos.",
+            code="unreachable",
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return RemoteError(
+            f"Cannot reach {host}: connection refused; check the port and that "
+            "`exalate-tui node` is running there.",
+            code="unreachable",
+        )
+    if isinstance(error, httpx.ConnectError | httpx.NetworkError):
+        return RemoteError(
+            f"Cannot reach {host}: {error or 'the connection failed'}; check the URL "
+            "and the network.",
+            code="unreachable",
+        )
+    return RemoteError(
+        f"{host} did not answer in HTTP ({error or type(error).__name__}); "
+        "check the URL points at an exalate-tui node.",
+        code="protocol",
+    )
+
+
+def _error_from_response(response: httpx.Response) -> RemoteError:
+    """A node's `{"error", "detail"}` answer, or a plain description of any other."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        code = data["error"]
+        detail = data.get("detail") if isinstance(data.get("detail"), str) else None
+        text = (detail or code).splitlines()[0] if (detail or code) else code
+        return RemoteError(
+            f"{_host(str(response.url))} refused the request ({response.status_code} {code}): "
+            f"{text}",
+            status=response.status_code,
+            code=code,
+            detail=detail,
+        )
+    return RemoteError(
+        f"{_host(str(response.url))} answered HTTP {response.status_code} without an "
+        "exalate-tui error; check the URL points at an exalate-tui node.",
+        status=response.status_code,
+        code="not_a_node",
+    )
+
+
+class Remote:
+    """One peer node: a pooled client and the four calls of the protocol."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+    ) -> None:
+        self.url = normalize_url(url)
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"User-Agent": f"{PRODUCT}/{__version__}"},
+        )
+
+    async def __aenter__(self) -> Remote:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, request: httpx.Request, read_timeout: float) -> httpx.Response:
+        try:
+            response = await self._client.send(request)
+        except httpx.TransportError as error:
+            raise _transport_error(self.url, error, read_timeout) from None
+        if response.status_code >= 300:
+            raise _error_from_response(response)
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RemoteError(
+                f"{_host(str(response.url))} answered something other than a JSON object; "
+                "check the URL points at an exalate-tui node.",
+                status=response.status_code,
+                code="not_a_node",
+            )
+        return data
+
+    def _signed(
+        self,
+        method: str,
+        path: str,
+        secret: SecretStr,
+        params: dict[str, Any],
+        body: bytes = b"",
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        # A random nonce: two honest requests never sign alike, so replay refusal is safe.
+        params = {**params, "n": secrets.token_hex(8)}
+        extensions = {"timeout": timeout.as_dict()} if timeout else None
+        headers = {"Content-Type": "application/json"} if body else {}
+        request = self._client.build_request(
+            method, path, params=params, content=body, headers=headers, extensions=extensions
+        )
+        request.headers["Authorization"] = signing.sign(
+            secret.get_secret_value(),
+            method,
+            request.url.path,
+            request.url.query.decode("ascii"),
+            body,
+        )
+        return request
+
+    # -- the protocol ---------------------------------------------------------
+
+    async def info(self) -> RemoteInfo:
+        request = self._client.build_request("GET", f"{PREFIX}/info")
+        response = await self._send(request, self._timeout.read or 0)
+        data = self._json(response)
+        return RemoteInfo(
+            product=data["product"] if isinstance(data.get("product"), str) else "",
+            version=str(data.get("version", "?")),
+            api=data["api"] if isinstance(data.get("api"), int) else -1,
+            short_name=data["short_name"] if isinstance(data.get("short_name"), str) else None,
+        )
+
+    async def handshake(
+        self, cid: str, token: SecretStr, short_name: str, url: str | None
+    ) -> Handshake:
+        body = json.dumps(
+            {"cid": cid, "tok": token.get_secret_value(), "short_name": short_name, "url": url}
+        ).encode()
+        request = self._client.build_request(
+            "POST",
+            f"{PREFIX}/handshake",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        data = self._json(await self._send(request, self._timeout.read or 0))
+        secret = data.get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise RemoteError(
+                f"{_host(self.url)} accepted the handshake but sent no secret; "
+                "update exalate-tui on that side.",
+                status=200,
+                code="protocol",
+            )
+        return Handshake(
+            secret=SecretStr(secret),
+            short_name=str(data.get("short_name") or ""),
+            name=str(data.get("name") or ""),
+        )
+
+    async def fetch(
+        self, cid: str, secret: SecretStr, after: int, wait: float = 0, limit: int = 500
+    ) -> Batch:
+        """Long-poll for messages after `after` (which also acks everything up to it)."""
+        read = wait + LONG_POLL_MARGIN
+        request = self._signed(
+            "GET",
+            f"{PREFIX}/connections/{cid}/messages",
+            secret,
+            {"after": after, "wait": f"{wait:g}", "limit": limit},
+            timeout=httpx.Timeout(self._timeout.connect, read=read),
+        )
+        data = self._json(await self._send(request, read))
+        try:
+            messages = [Message.from_wire(item) for item in data["messages"]]
+            last_seq = int(data.get("last_seq", 0))
+        except (KeyError, TypeError, ValueError):
+            raise RemoteError(
+                f"{_host(self.url)} sent a malformed message batch; update exalate-tui there.",
+                status=200,
+                code="protocol",
+            ) from None
+        return Batch(messages, last_seq)
+
+    async def push(self, cid: str, secret: SecretStr, messages: Sequence[Message]) -> int:
+        """Deliver a batch; returns the receiver's last applied seq (prune up to it)."""
+        body = ('{"messages":[' + ",".join(m.wire() for m in messages) + "]}").encode()
+        request = self._signed("POST", f"{PREFIX}/connections/{cid}/messages", secret, {}, body)
+        data = self._json(await self._send(request, self._timeout.read or 0))
+        applied = data.get("applied")
+        if not isinstance(applied, int):
+            raise RemoteError(
+                f"{_host(self.url)} did not say what it applied; update exalate-tui there.",
+                status=200,
+                code="protocol",
+            )
+        return applied
+
+
+async def verify_url(
+    url: str,
+    *,
+    timeout: float = VERIFY_TIMEOUT,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> UrlCheck:
+    """Check that `url` is a compatible exalate-tui node; never raises."""
+    url = normalize_url(url)
+    try:
+        check_url(url)
+    except ValueError as error:
+        return UrlCheck(url, ok=False, reason=f"The URL {error}.")
+    host = _host(url)
+    not_a_node = "is not an exalate-tui node"
+    fix = "check the URL points at the node (`exalate-tui node`), not another service."
+    try:
+        async with Remote(url, transport=transport, timeout=httpx.Timeout(timeout)) as remote:
+            info = await remote.info()
+    except RemoteError as error:
+        if error.code in ("unreachable", "timeout", "tls"):
+            return UrlCheck(url, ok=False, reason=str(error))
+        if error.status is not None and 300 <= error.status < 400:
+            return UrlCheck(
+                url,
+                ok=False,
+                reason=f"{host} {not_a_node} there: it redirects elsewhere; "
+                "enter the URL it redirects to.",
+            )
+        if error.status == 404:
+            why = f"it has no {PREFIX}/info"
+        elif error.status == 200:
+            why = "it does not answer in JSON"
+        elif error.status is None:
+            why = "it does not speak HTTP"
+        elif error.code == "not_a_node":
+            why = f"it answered HTTP {error.status}"
+        else:
+            why = f"it answered {error.status} {error.code}"
+        return UrlCheck(url, ok=False, reason=f"{host} {not_a_node} ({why}); {fix}")
+    if info.product != PRODUCT:
+        what = f"it is {info.product!r}" if info.product else "it does not name its product"
+        return UrlCheck(url, ok=False, reason=f"{host} {not_a_node} ({what}); {fix}")
+    if info.api != API_VERSION:
+        spoken = "no API version" if info.api < 0 else f"API version {info.api}"
+        return UrlCheck(
+            url,
+            ok=False,
+            reason=f"{host} runs exalate-tui {info.version} with {spoken}, this one speaks "
+            f"{API_VERSION}: update the older of the two.",
+        )
+    return UrlCheck(url, ok=True, remote_name=info.short_name, version=info.version)
