@@ -49,7 +49,8 @@ class Invitation(BaseModel):
     desc: Description
     mode: Mode
     tok: str = Field(pattern=_TOKEN)
-    exp: StrictInt = Field(ge=0)
+    # Year 9999 at most: later stamps overflow datetime on some platforms.
+    exp: StrictInt = Field(ge=0, le=253_402_300_799)
 
     @property
     def topology(self) -> Topology:
@@ -72,6 +73,12 @@ def hash_token(token: str) -> str:
 def token_matches(token: str, token_hash: str) -> bool:
     """Constant-time comparison of a presented token against a stored hash."""
     return hmac.compare_digest(hash_token(token), token_hash)
+
+
+def _brief(value: object) -> str:
+    """A repr short enough for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check(body: str) -> str:
@@ -107,7 +114,7 @@ def decode(text: str) -> Invitation:
         raise InvitationError("The code is incomplete: copy the whole code again.")
     _, payload, check = parts
     if not _B64URL.fullmatch(payload) or not hmac.compare_digest(
-        check.lower(), _check(f"{PREFIX}.{payload}")
+        check, _check(f"{PREFIX}.{payload}")
     ):
         raise InvitationError(
             "The code is damaged (its check digits do not match): copy it again, whole."
@@ -119,9 +126,10 @@ def decode(text: str) -> Invitation:
         raise InvitationError("The code's contents are unreadable: ask for a new code.") from None
     if not isinstance(data, dict):
         raise InvitationError("The code's contents are unreadable: ask for a new code.")
-    if data.get("v") != 1:
+    version = data.get("v")
+    if type(version) is not int or version != 1:  # True == 1 in Python: refuse it
         raise InvitationError(
-            f"Unsupported invitation version {data.get('v')!r}: update exalate-tui."
+            f"Unsupported invitation version {_brief(version)}: update exalate-tui."
         )
     try:
         return Invitation.model_validate(data)
