@@ -1,0 +1,406 @@
+"""The supervisor: every HTTP request this side makes after setup (docs/protocol.md).
+
+Per connection of the home, at most one *link* across all processes (a
+non-blocking `flock` on `<home>/locks/<cid>.lock`):
+
+- this side private and Active: a poller (long-poll the public side, apply
+  each batch in one transaction) beside a pusher (deliver this side's outbox);
+- public-public and Active: a pusher to the peer's URL;
+- private initiator of a Pending private-public connection: the handshake,
+  retried until it succeeds or the invitation expires; then the poller.
+
+Every attempt records contact; failures back off with full jitter. Time,
+sleep and jitter are injectable so tests need neither luck nor patience.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import httpx
+from pydantic import SecretStr
+
+from .client import Remote, RemoteError
+from .models import Connection, Role, Status, Topology
+from .queue import Message, State
+from .store import Home, NotFound
+
+log = logging.getLogger(__name__)
+
+WAIT = 25.0
+BATCH = 500
+RESCAN = 3.0
+# How often another process's enqueue (seen through `data_version`) is noticed.
+WATCH = 0.1
+CAP = 60.0
+BASE = 0.5
+
+Sleep = Callable[[float], Awaitable[None]]
+Jitter = Callable[[float, float], float]
+
+
+class Backoff:
+    """Full jitter: `jitter(0, min(cap, base * 2**failures))`, reset on success."""
+
+    def __init__(self, *, cap: float = CAP, base: float = BASE, jitter: Jitter = random.uniform):
+        self.cap = cap
+        self.base = base
+        self.jitter = jitter
+        self.failures = 0
+
+    def failure(self) -> float:
+        """Count one more failure; returns how long to wait before the next attempt."""
+        self.failures += 1
+        # The exponent is capped so a long outage cannot overflow the float.
+        return self.jitter(0.0, min(self.cap, self.base * 2 ** min(self.failures, 64)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Plan(StrEnum):
+    POLL = "poll"
+    PUSH = "push"
+    HANDSHAKE = "handshake"
+
+
+def plan_for(connection: Connection) -> Plan | None:
+    """What this side must do for a connection; None when the peer makes the requests."""
+    if connection.remote_url is None:
+        return None
+    if connection.status is Status.ACTIVE and connection.secret is not None:
+        if connection.is_private_here:
+            return Plan.POLL
+        if connection.topology is Topology.PUBLIC_PUBLIC:
+            return Plan.PUSH
+        return None
+    if (
+        connection.status is Status.PENDING
+        and connection.topology is Topology.PRIVATE_PUBLIC
+        and connection.role is Role.INITIATOR
+        and connection.token is not None
+    ):
+        return Plan.HANDSHAKE
+    return None
+
+
+class ConnectionLock:
+    """`<home>/locks/<cid>.lock`: held while this process makes a connection's requests.
+
+    `flock` belongs to the open file, so a killed process lets go at once and
+    two supervisors in one process exclude each other as two processes do.
+    """
+
+    def __init__(self, home: Home, cid: str) -> None:
+        self.path = home.path / "locks" / f"{cid}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when someone else holds it."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the flock
+            self._fd = None
+
+
+def _fingerprint(connection: Connection) -> tuple[object, ...]:
+    """What, when it changes, means the running link no longer fits the connection."""
+    secret = connection.secret.get_secret_value() if connection.secret else None
+    return (plan_for(connection), connection.remote_url, secret, connection.local_name)
+
+
+@dataclass
+class _Link:
+    connection: Connection
+    lock: ConnectionLock
+    fingerprint: tuple[object, ...]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs the links of one home until cancelled; see the module docstring."""
+
+    def __init__(
+        self,
+        home: Home,
+        state: State,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        wait: float = WAIT,
+        limit: int = BATCH,
+        rescan: float = RESCAN,
+        watch: float = WATCH,
+        cap: float = CAP,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Jitter = random.uniform,
+    ) -> None:
+        self.home = home
+        self.state = state
+        self.wait = wait
+        self.limit = limit
+        self.rescan = rescan
+        self.watch = watch
+        self.cap = cap
+        self._transport = transport
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._links: dict[str, _Link] = {}
+        self._remotes: dict[str, Remote] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rescan_now: asyncio.Event | None = None
+
+    @property
+    def running(self) -> frozenset[str]:
+        """The ids of the connections this supervisor holds the lock of."""
+        return frozenset(self._links)
+
+    def wake(self, cid: str | None = None) -> None:
+        """From any thread: deliver `cid`'s outbox now, or (None) rescan the home now."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self._wake, cid)
+
+    def _wake(self, cid: str | None) -> None:
+        link = self._links.get(cid) if cid else None
+        if link is not None:
+            link.wake.set()
+        elif self._rescan_now is not None:
+            # An enqueue for a connection without a link: it may be new or just activated.
+            self._rescan_now.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._rescan_now = asyncio.Event()
+        remove = self.state.on_enqueue(self.wake)
+        version = self.state.data_version()
+        next_scan = 0.0
+        try:
+            while True:
+                if self._rescan_now.is_set() or time.monotonic() >= next_scan:
+                    self._rescan_now.clear()
+                    await self._scan()
+                    next_scan = time.monotonic() + self.rescan
+                current = self.state.data_version()
+                if current != version:
+                    # Another process wrote (an enqueue, most likely): wake every pusher.
+                    version = current
+                    for link in self._links.values():
+                        link.wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rescan_now.wait(), self.watch)
+        finally:
+            remove()
+            for cid in list(self._links):
+                await self._stop(cid)
+            for remote in self._remotes.values():
+                await remote.aclose()
+            self._remotes.clear()
+            self._loop = None
+
+    # -- links ----------------------------------------------------------------
+
+    async def _scan(self) -> None:
+        wanted = {c.id: c for c in self.home.load_connections().connections if plan_for(c)}
+        for cid, link in list(self._links.items()):
+            connection = wanted.get(cid)
+            if connection is None or _fingerprint(connection) != link.fingerprint:
+                await self._stop(cid)
+            else:
+                link.connection = connection
+        for cid, connection in wanted.items():
+            if cid in self._links:
+                continue
+            lock = ConnectionLock(self.home, cid)
+            if not lock.acquire():
+                continue  # another process runs it; try again on the next scan
+            self._start(_Link(connection, lock, _fingerprint(connection)))
+
+    def _start(self, link: _Link) -> None:
+        cid = link.connection.id
+        self._links[cid] = link
+        jobs = {
+            Plan.POLL: (self._poll, self._push),
+            Plan.PUSH: (self._push,),
+            Plan.HANDSHAKE: (self._handshake,),
+        }
+        plan = plan_for(link.connection)
+        for job in jobs[plan] if plan else ():
+            task = asyncio.create_task(job(link), name=f"{job.__name__}:{cid}")
+            task.add_done_callback(_report_crash)
+            link.tasks.append(task)
+
+    async def _stop(self, cid: str) -> None:
+        link = self._links.pop(cid)
+        for task in link.tasks:
+            task.cancel()
+        for task in link.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        link.lock.release()
+
+    def _remote(self, url: str) -> Remote:
+        # One pooled client per peer URL, shared by every connection to that peer.
+        remote = self._remotes.get(url)
+        if remote is None:
+            remote = self._remotes[url] = Remote(url, transport=self._transport)
+        return remote
+
+    # -- jobs -----------------------------------------------------------------
+
+    async def _failed(self, cid: str, backoff: Backoff, error: Exception) -> None:
+        reason = str(error) or type(error).__name__
+        await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
+        await self._sleep(backoff.failure())
+
+    async def _ok(self, cid: str, backoff: Backoff) -> None:
+        await asyncio.to_thread(self.state.record_ok, cid, self._clock())
+        backoff.reset()
+
+    def _backoff(self) -> Backoff:
+        return Backoff(cap=self.cap, jitter=self._jitter)
+
+    async def _poll(self, link: _Link) -> None:
+        """Long-poll the public side; the `after` of each call acknowledges what we applied."""
+        connection = link.connection
+        assert connection.remote_url and connection.secret  # plan_for checked both
+        remote = self._remote(connection.remote_url)
+        backoff = self._backoff()
+        while True:
+            try:
+                after = self.state.last_applied(connection.id)
+                batch = await remote.fetch(
+                    connection.id, connection.secret, after, wait=self.wait, limit=self.limit
+                )
+                if batch.messages:
+                    await asyncio.to_thread(
+                        self.state.apply, connection.id, batch.messages, self._effect(connection)
+                    )
+                await self._ok(connection.id, backoff)
+            except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
+                await self._failed(connection.id, backoff, error)
+
+    async def _push(self, link: _Link) -> None:
+        """Deliver the outbox as soon as it has something; prune what the peer applied."""
+        connection = link.connection
+        assert connection.remote_url and connection.secret  # plan_for checked both
+        remote = self._remote(connection.remote_url)
+        backoff = self._backoff()
+        while True:
+            link.wake.clear()
+            pending = self.state.pending(connection.id, limit=self.limit)
+            if not pending:
+                # The periodic timeout is a safety net: wakes come from enqueues.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.wake.wait(), self.rescan)
+                continue
+            try:
+                applied = await remote.push(connection.id, connection.secret, pending)
+                # Never prune beyond what was sent, whatever the peer claims.
+                upto = min(applied, pending[-1].seq)
+                await asyncio.to_thread(self.state.ack, connection.id, upto)
+                await self._ok(connection.id, backoff)
+            except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
+                await self._failed(connection.id, backoff, error)
+
+    async def _handshake(self, link: _Link) -> None:
+        """A private initiator presents its token to the public acceptor until it is taken."""
+        connection = link.connection
+        assert connection.remote_url and connection.token  # plan_for checked both
+        remote = self._remote(connection.remote_url)
+        backoff = self._backoff()
+        while True:
+            expires = connection.token_expires
+            if expires is not None and self._clock() >= expires.timestamp():
+                await asyncio.to_thread(
+                    self.state.record_error,
+                    connection.id,
+                    "The invitation expired before the other side accepted it: "
+                    "regenerate the code and send it again.",
+                    self._clock(),
+                )
+                return
+            try:
+                answer = await remote.handshake(
+                    connection.id, connection.token, connection.local_name, None
+                )
+            except RemoteError as error:
+                if error.code == "invitation_used":
+                    # Burnt without our having the secret (an answer lost on the way):
+                    # only a new code can fix it, so stop and say so.
+                    await asyncio.to_thread(
+                        self.state.record_error,
+                        connection.id,
+                        "The other side says this invitation was already used: "
+                        "regenerate the code and send it again.",
+                        self._clock(),
+                    )
+                    return
+                # `invalid_invitation` is the usual answer until the partner pastes the code.
+                await self._failed(connection.id, backoff, error)
+                continue
+            except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
+                await self._failed(connection.id, backoff, error)
+                continue
+            await asyncio.to_thread(self._connected, connection, answer.secret, answer.short_name)
+            self.wake()  # rescan: the connection is Active, the poller takes over
+            return
+
+    def _connected(self, connection: Connection, secret: SecretStr, remote_name: str) -> None:
+        def change(current: Connection) -> Connection:
+            current.secret = secret
+            current.status = Status.ACTIVE
+            current.token = None
+            current.token_hash = None
+            if remote_name:
+                current.remote_name = remote_name
+            return current
+
+        self.home.update_connection(connection.id, change)
+        self.state.enqueue(connection.id, "hello", {"short_name": connection.local_name})
+        self.state.record_ok(connection.id, self._clock())
+
+    def _effect(self, connection: Connection) -> Callable[[Message], None]:
+        return lambda message: apply_effect(self.home, connection.id, message)
+
+
+def apply_effect(home: Home, cid: str, message: Message) -> None:
+    """What a received message does beyond the inbox; idempotent, as `State.apply` asks."""
+    if message.kind != "connection.deleted":
+        return
+
+    def deactivate(current: Connection) -> Connection:
+        current.status = Status.DEACTIVATED
+        return current
+
+    with contextlib.suppress(NotFound):  # deleted here as well: nothing left to mark
+        home.update_connection(cid, deactivate)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A job ends only by cancellation or by a bug: make the bug visible."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
