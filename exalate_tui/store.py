@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from .models import Connection, Instance
 
 HOME_ENV = "EXALATE_TUI_HOME"
+_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)")
 APP_NAME = "exalate-tui"
 
 
@@ -75,8 +77,10 @@ def _parse(path: Path, model: type[BaseModel]) -> Any:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        reason = getattr(error, "msg", str(error))
+        # Python < 3.14 puts the position only in the message: "... (at line 2, column 8)".
+        found = _POSITION.search(str(error))
+        line = int(found.group(1)) if found else None
+        reason = _POSITION.sub("", str(error)).strip()
         raise StoreError(path, f"is not valid TOML ({reason}); fix or remove the file", line)
     try:
         return model.model_validate(data)
@@ -144,6 +148,24 @@ class Home:
         """Create the home (0700) and its connections folder."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.connections_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def permission_warnings(self) -> list[str]:
+        """Files others can read though they hold secrets: one line each, with the fix."""
+        checks = [(self.path, 0o700), (self.connections_dir, 0o700)]
+        checks += [(p, 0o600) for p in (self.instance_path, self.state_path)]
+        if self.connections_dir.is_dir():
+            checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
+        warnings = []
+        for path, wanted in checks:
+            try:
+                mode = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                continue
+            if mode & ~wanted:
+                warnings.append(
+                    f"{path} is readable by others (mode {mode:o}): run chmod {wanted:o} {path}"
+                )
+        return warnings
 
     @contextmanager
     def lock(self) -> Iterator[None]:
