@@ -1,0 +1,107 @@
+"""First run: name this instance (and give its public URL, if it has one); saves instance.toml."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, Static
+
+from exalate_tui.models import Instance, check_short_name, check_url, normalize_url
+from exalate_tui.store import Home, StoreError
+
+FIELDS = {
+    "short_name": ("Short name", check_short_name),
+    "public_url": ("Public URL", check_url),
+}
+
+
+class FirstRunScreen(Screen[None]):
+    CSS_PATH = "first_run.tcss"
+    AUTO_FOCUS = "#short_name"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "save", "Save", id="first_run.save", tooltip="Save instance.toml"),
+    ]
+
+    class Saved(Message):
+        def __init__(self, instance: Instance) -> None:
+            super().__init__()
+            self.instance = instance
+
+    def __init__(self, home: Home) -> None:
+        super().__init__()
+        self.home = home
+
+    def compose(self) -> ComposeResult:
+        yield Label("Set up this instance", id="title")
+        with VerticalScroll(id="body"):
+            yield Static(
+                "Welcome to exalate-tui. Name this instance once; partners see the name "
+                "in invitations.",
+                id="intro",
+            )
+            with Horizontal(classes="field"):
+                yield Label("Short name*", classes="field-label")
+                with Vertical(classes="field-box"):
+                    yield Input(placeholder="e.g. servicenow-prod", id="short_name")
+                    yield Label("", id="error-short_name", classes="field-error")
+            with Horizontal(classes="field"):
+                yield Label("Public URL", classes="field-label")
+                with Vertical(classes="field-box"):
+                    yield Input(placeholder="https://example.exalate.net", id="public_url")
+                    yield Label("", id="error-public_url", classes="field-error")
+            yield Static(
+                "Short name: 1-32 letters, digits, '-', '_' or '.'. Public URL: where "
+                "partners reach this instance; leave it empty if it sits in a private "
+                "network (you can give it later, when an invitation needs it).",
+                classes="hint",
+            )
+            yield Static("", id="save-error", classes="field-error")
+        with Horizontal(id="buttons"):
+            yield Button("Save", id="save", variant="primary", compact=True)
+        yield Footer()
+
+    def _problems(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for field, (label, check) in FIELDS.items():
+            value = self.query_one(f"#{field}", Input).value.strip()
+            if field == "public_url" and not value:
+                continue  # optional
+            try:
+                check(value)
+            except ValueError as error:
+                problems[field] = f"{label} {error}."
+        return problems
+
+    def _show(self, problems: dict[str, str]) -> None:
+        for field in FIELDS:
+            self.query_one(f"#error-{field}", Label).update(problems.get(field, ""))
+
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self._show(self._problems())
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        problems = self._problems()
+        self._show(problems)
+        if problems:
+            self.query_one(f"#{next(iter(problems))}", Input).focus()
+            return
+        url = normalize_url(self.query_one("#public_url", Input).value)
+        instance = Instance(
+            short_name=self.query_one("#short_name", Input).value.strip(),
+            public_url=url or None,
+        )
+        try:
+            self.home.save_instance(instance)
+        except (StoreError, OSError) as error:
+            self.query_one("#save-error", Static).update(f"Could not save: {error}")
+            return
+        self.post_message(self.Saved(instance))

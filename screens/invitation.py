@@ -1,0 +1,99 @@
+"""The last step: the invitation code, to copy, write to a file, and send to the partner.
+
+The connection is already saved (pending) when this screen opens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.widget import Widget
+from textual.widgets import Button, Static, TextArea
+
+from .wizard_step import WizardStep
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def write_code_file(directory: Path, name: str, code: str) -> Path:
+    """Write `<directory>/<name>.invitation.txt`, readable by its owner only."""
+    # A connection name may hold '/', spaces or a leading dot; the file name may not.
+    stem = _UNSAFE.sub("_", name).strip("._") or "connection"
+    path = directory / f"{stem}.invitation.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)  # an older file may have been readable by others
+        file.write(code + "\n")
+    return path
+
+
+class InvitationScreen(WizardStep):
+    CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
+    AUTO_FOCUS = "#code"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "c",
+            "app.copy_code",
+            "Copy invitation code",
+            id="invitation.copy",
+            tooltip="Copy with OSC 52 (reaches your terminal over SSH) and to a local clipboard",
+        ),
+        Binding(
+            "w",
+            "write_file",
+            "Write to file",
+            id="invitation.write",
+            tooltip="Write the code to <connection name>.invitation.txt here (0600)",
+        ),
+        Binding("enter", "done", "Done", id="invitation.done", tooltip="Back to Connections"),
+        Binding("escape", "done", "Done", show=False, id="invitation.close"),
+    ]
+
+    def compose_body(self) -> Iterator[Widget]:
+        issued = self.wizard.issued
+        assert issued is not None
+        side = self.wizard.destination_label
+        expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        yield Static(
+            f'Ensure that the app is [b]installed[/b] on the destination side "{side}"',
+            id="installed",
+        )
+        yield Static(
+            f'On the "{side}" side, you (or their application administrator) need to '
+            "[b]Accept the Invitation[/b].",
+            id="accept",
+        )
+        yield Static("Use the following invitation code:", id="use")
+        yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
+        yield Static(f"It works once, until {expires}.", classes="hint")
+
+    def compose_buttons(self) -> Iterator[Widget]:
+        yield Button("Copy invitation code", id="copy", variant="primary", compact=True)
+        yield Button("Write to file", id="write", compact=True)
+        yield Button("Done", id="done", variant="success", compact=True)
+
+    @on(Button.Pressed, "#copy")
+    async def _copy_pressed(self) -> None:
+        await self.run_action("app.copy_code")
+
+    @on(Button.Pressed, "#write")
+    def action_write_file(self) -> None:
+        issued = self.wizard.issued
+        assert issued is not None
+        try:
+            path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
+        except OSError as error:
+            self.notify(f"Could not write the code: {error}", severity="error", timeout=10)
+            return
+        self.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
+
+    @on(Button.Pressed, "#done")
+    def action_done(self) -> None:
+        self.post_message(self.Closed())

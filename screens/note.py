@@ -1,0 +1,29 @@
+"""The Note step (public-private only), in the seed's words."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from textual.widget import Widget
+from textual.widgets import Static
+
+from .wizard_step import WizardStep
+
+NOTE = (
+    "As this is a Public-Private connection and you don't have admin access to the "
+    "other side, you can continue to configure on your end and then send an invitation "
+    "to your partner."
+)
+
+
+class NoteScreen(WizardStep):
+    CSS_PATH = ["wizard_step.tcss", "note.tcss"]
+    HEADING = "Note"
+
+    def compose_body(self) -> Iterator[Widget]:
+        yield Static(NOTE, id="note")
+        yield Static(
+            "The destination side is private: it will make every HTTP request, "
+            "to this instance.",
+            classes="hint",
+        )

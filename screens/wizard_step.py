@@ -1,0 +1,149 @@
+"""The frame every Initiate-connection step shares: title, "Step N of M", fields, keys.
+
+A step screen renders `InitiateWizard` state and forwards input to it; it
+never decides anything itself. It tells the app to show the next screen with
+`WizardStep.Moved` and to leave the wizard with `WizardStep.Closed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Button, Footer, Input, Label
+
+from exalate_tui.wizard import InitiateWizard
+
+
+def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
+    """A label on the left, the input on the right, its error right under it."""
+    assert field.id is not None
+    return Horizontal(
+        Label(f"{label}*" if required else label, classes="field-label"),
+        Vertical(
+            field,
+            Label("", id=f"error-{field.id}", classes="field-error"),
+            classes="field-box",
+        ),
+        classes="field",
+    )
+
+
+class WizardStep(Screen[None]):
+    """Base of the step screens; subclasses set HEADING and compose their body."""
+
+    CSS_PATH: ClassVar[str | list[str]] = "wizard_step.tcss"
+    AUTO_FOCUS = "Input, RadioSet, Button#next"
+    HEADING: ClassVar[str] = ""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape",
+            "back",
+            "Back",
+            id="wizard.back",
+            tooltip="Go back one step; everything entered is kept",
+        ),
+        Binding("enter", "next", "Next", id="wizard.next", tooltip="Check this step and go on"),
+    ]
+
+    class Moved(Message):
+        """The wizard changed step: the app shows the screen for its current step."""
+
+    class Closed(Message):
+        """Leave the wizard for the Connections tab."""
+
+    def __init__(self, wizard: InitiateWizard) -> None:
+        super().__init__()
+        self.wizard = wizard
+
+    @property
+    def setters(self) -> dict[str, Callable[[str], str | None]]:
+        """Which wizard method takes each Input's value (the Input's id is the field)."""
+        wizard = self.wizard
+        return {
+            "dest_url": wizard.set_dest_url,
+            "public_url": wizard.set_public_url,
+            "local_name": wizard.set_local_name,
+            "remote_name": wizard.set_remote_name,
+            "name": wizard.set_name,
+            "description": wizard.set_description,
+        }
+
+    def compose(self) -> ComposeResult:
+        steps = self.wizard.steps
+        with Horizontal(id="wizard-title"):
+            yield Label("Initiate connection", id="wizard-name")
+            yield Label(
+                f"Step {steps.index(self.wizard.step) + 1} of {len(steps)}", id="wizard-count"
+            )
+        with VerticalScroll(id="wizard-body"):
+            if self.HEADING:
+                yield Label(self.HEADING, classes="step-heading")
+            yield from self.compose_body()
+        with Horizontal(id="wizard-buttons"):
+            yield from self.compose_buttons()
+        yield Footer()
+
+    def compose_body(self) -> Iterator[Widget]:
+        return iter(())
+
+    def compose_buttons(self) -> Iterator[Widget]:
+        yield Button("< Previous", id="previous", compact=True)
+        yield Button("Next >", id="next", variant="primary", compact=True)
+
+    # -- input --------------------------------------------------------------
+
+    @on(Input.Changed)
+    def _forward(self, event: Input.Changed) -> None:
+        setter = self.setters.get(event.input.id or "")
+        if setter is not None:
+            setter(event.value)
+            self.after_change(event.input.id or "")
+            self.show_errors()
+
+    def after_change(self, field: str) -> None:
+        """Hook: a field changed and the wizard has taken it."""
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#previous")
+    def _previous_pressed(self) -> None:
+        self.action_back()
+
+    def show_errors(self) -> None:
+        """Each error Label shows the wizard's current problem with its field."""
+        for label in self.query(".field-error").results(Label):
+            field = (label.id or "").removeprefix("error-")
+            label.update(self.wizard.errors.get(field, ""))
+
+    # -- moving -------------------------------------------------------------
+
+    def action_next(self) -> None:
+        if self.wizard.next():
+            self.post_message(self.Moved())
+            return
+        self.show_errors()
+        for field in self.wizard.FIELDS[self.wizard.step]:
+            if field in self.wizard.errors:
+                for widget in self.query(f"#{field}"):
+                    widget.focus()
+                    return
+
+    def action_back(self) -> None:
+        if self.wizard.back():
+            self.post_message(self.Moved())
+        else:
+            self.post_message(self.Closed())
