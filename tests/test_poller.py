@@ -1,0 +1,182 @@
+"""The supervisor: backoff, the cross-process lock, and polling the real node.
+
+Backoff is checked with an injected jitter and sleep, so no test waits for
+it; the lock with a second real process; delivery against the real node app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from exalate_tui.models import Connection, Mode, Role, Status, Topology
+from exalate_tui.poller import Backoff, ConnectionLock, Plan, Supervisor, plan_for
+from exalate_tui.queue import State
+from exalate_tui.store import Home
+
+
+def upper(low: float, high: float) -> float:
+    """The jitter's worst case, so the delays are exactly the bounds."""
+    return high
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def private_connection(**changes: object) -> Connection:
+    values: dict[str, object] = {
+        "name": "jira_from_snow",
+        "mode": Mode.SCRIPT,
+        "topology": Topology.PUBLIC_PRIVATE,
+        "role": Role.ACCEPTOR,
+        "local_name": "jira",
+        "remote_name": "snow",
+        "remote_url": "http://127.0.0.1:9",
+        "status": Status.ACTIVE,
+        "secret": SecretStr("s" * 43),
+    }
+    values.update(changes)
+    return Connection.model_validate(values)
+
+
+# -- backoff -------------------------------------------------------------------
+
+
+def test_backoff_doubles_to_the_cap_and_resets() -> None:
+    seen: list[tuple[float, float]] = []
+
+    def jitter(low: float, high: float) -> float:
+        seen.append((low, high))
+        return high
+
+    backoff = Backoff(jitter=jitter)
+    assert [backoff.failure() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert all(low == 0 for low, _ in seen)
+    backoff.reset()
+    assert backoff.failure() == 1
+    for _ in range(5000):  # a very long outage never overflows
+        backoff.failure()
+    assert backoff.failure() == 60
+
+
+def test_full_jitter_draws_below_the_bound() -> None:
+    backoff = Backoff(jitter=lambda low, high: (low + high) / 2)
+    assert [backoff.failure() for _ in range(3)] == [0.5, 1, 2]
+
+
+# -- what runs for which connection -------------------------------------------
+
+
+def test_plan_per_topology_and_state() -> None:
+    assert plan_for(private_connection()) is Plan.POLL
+    assert plan_for(private_connection(status=Status.DEACTIVATED)) is None
+    assert plan_for(private_connection(status=Status.PENDING, secret=None)) is None
+    public_public = private_connection(topology=Topology.PUBLIC_PUBLIC)
+    assert plan_for(public_public) is Plan.PUSH
+    # The public side of a private partner makes no requests at all.
+    assert plan_for(private_connection(role=Role.INITIATOR, remote_url=None)) is None
+    pending_initiator = private_connection(
+        topology=Topology.PRIVATE_PUBLIC,
+        role=Role.INITIATOR,
+        status=Status.PENDING,
+        secret=None,
+        token=SecretStr("t" * 43),
+    )
+    assert plan_for(pending_initiator) is Plan.HANDSHAKE
+
+
+# -- one poller per connection across processes --------------------------------
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def hold_lock(path: Path) -> subprocess.Popen[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_lock_is_exclusive_across_processes_and_freed_by_a_kill(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    lock = ConnectionLock(home, "cid")
+    holder = hold_lock(lock.path)
+    try:
+        assert not lock.acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.acquire()
+    other = ConnectionLock(home, "cid")
+    assert not other.acquire()  # a second holder in the same process is refused too
+    lock.release()
+    assert other.acquire()
+    other.release()
+
+
+def run_supervisor(supervisor: Supervisor, body: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            await body()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+def test_supervisor_skips_a_connection_another_process_runs(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    connection = private_connection()
+    home.save_connection(connection)
+    state = State(home.state_path)
+    holder = hold_lock(ConnectionLock(home, connection.id).path)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(0.01)
+
+    supervisor = Supervisor(home, state, rescan=0.05, sleep=sleep, jitter=upper)
+
+    async def body() -> None:
+        await asyncio.sleep(0.3)  # several rescans
+        assert supervisor.running == frozenset()
+        assert state.contact(connection.id).last_error is None  # it never tried
+        holder.kill()
+        holder.wait()
+        await until(lambda: connection.id in supervisor.running)
+        # Now it runs: port 9 is closed, so it records the failure and backs off.
+        await until(lambda: state.contact(connection.id).last_error is not None)
+        assert "connection refused" in (state.contact(connection.id).last_error or "")
+        await until(lambda: len(delays) >= 3)
+
+    try:
+        run_supervisor(supervisor, body)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert delays[:3] == [1, 2, 4]  # the poller backs off; the empty outbox never failed
+    assert ConnectionLock(home, connection.id).acquire()  # released on cancel
