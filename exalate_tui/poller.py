@@ -43,6 +43,9 @@ RESCAN = 3.0
 WATCH = 0.1
 CAP = 60.0
 BASE = 0.5
+# Until the partner pastes the code every handshake is refused; retrying often
+# keeps "Active within seconds" true for a private initiator, and costs little.
+HANDSHAKE_CAP = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float, float], float]
@@ -125,7 +128,9 @@ class ConnectionLock:
 def _fingerprint(connection: Connection) -> tuple[object, ...]:
     """What, when it changes, means the running link no longer fits the connection."""
     secret = connection.secret.get_secret_value() if connection.secret else None
-    return (plan_for(connection), connection.remote_url, secret, connection.local_name)
+    # A regenerated invitation changes the token: the handshake must present the new one.
+    token = connection.token.get_secret_value() if connection.token else None
+    return (plan_for(connection), connection.remote_url, secret, token, connection.local_name)
 
 
 @dataclass
@@ -202,7 +207,11 @@ class Supervisor:
             while True:
                 if self._rescan_now.is_set() or time.monotonic() >= next_scan:
                     self._rescan_now.clear()
-                    await self._scan()
+                    try:
+                        await self._scan()
+                    except OSError as error:
+                        # The home is unreadable for now: keep the running links, retry.
+                        log.error("cannot scan %s: %s", self.home.path, error)
                     next_scan = time.monotonic() + self.rescan
                 current = self.state.data_version()
                 if current != version:
@@ -280,8 +289,8 @@ class Supervisor:
         await asyncio.to_thread(self.state.record_ok, cid, self._clock())
         backoff.reset()
 
-    def _backoff(self) -> Backoff:
-        return Backoff(cap=self.cap, jitter=self._jitter)
+    def _backoff(self, cap: float | None = None) -> Backoff:
+        return Backoff(cap=min(self.cap, cap or self.cap), jitter=self._jitter)
 
     async def _poll(self, link: _Link) -> None:
         """Long-poll the public side; the `after` of each call acknowledges what we applied."""
@@ -331,7 +340,7 @@ class Supervisor:
         connection = link.connection
         assert connection.remote_url and connection.token  # plan_for checked both
         remote = self._remote(connection.remote_url)
-        backoff = self._backoff()
+        backoff = self._backoff(HANDSHAKE_CAP)
         while True:
             expires = connection.token_expires
             if expires is not None and self._clock() >= expires.timestamp():
