@@ -1,0 +1,341 @@
+"""The `exalate-tui` entry point: the console, and the headless commands (DESIGN.md, contract).
+
+Each headless command is one small function taking the parsed arguments and
+the home, plus one entry in `_parser`. The commands drive the same objects the
+console does (`InitiateWizard`, `Home`), so both refuse the same input with the
+same words.
+
+Exit codes: 0 ok; 2 bad input, i.e. something the user changes on the command
+line or fixes with another command first (a refused flag value, an unknown
+connection id, no `instance.toml` yet); 1 anything else, e.g. a file in the
+home that does not parse (it is never overwritten: the message names it and
+its line) or an OS error. Bad input is refused before anything is written.
+
+Only the console imports Textual, and only when it starts: a headless command
+loads pydantic and the pure layer, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .models import Connection, Instance, check_short_name, check_url, normalize_url
+from .store import Home, NotFound, StoreError
+from .wizard import InitiateWizard, Step
+
+PROG = "exalate-tui"
+# Never printed, never in --json: they let someone else act as this side.
+SECRET_FIELDS = frozenset({"secret", "token", "token_hash"})
+
+# The flag that sets each wizard field, so an error names what to change.
+FLAGS = {
+    "dest_url": "--url",
+    "mode": "--mode",
+    "local_name": "--local-name",
+    "remote_name": "--remote-name",
+    "name": "--name",
+    "description": "--description",
+}
+
+
+class BadInput(Exception):
+    """Exit 2: str() says which flag or value is wrong and how to fix it."""
+
+
+def inert(text: object) -> str:
+    """Text safe for a terminal: control and other invisible characters shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def public(connection: Connection) -> dict[str, Any]:
+    """A connection as JSON data, without its secrets."""
+    return connection.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+
+
+def _print_json(data: object) -> None:
+    # ensure_ascii (the default) escapes every control character: the output stays inert.
+    print(json.dumps(data, indent=2))
+
+
+def _require_instance(home: Home) -> Instance:
+    instance = home.load_instance()
+    if instance is None:
+        raise BadInput(
+            f"this instance is not set up ({home.instance_path} does not exist): "
+            f"run `{PROG} init --short-name NAME [--public-url URL]` first"
+        )
+    return instance
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_console(args: argparse.Namespace, home: Home) -> int:
+    from .app import run_console
+
+    return run_console(home)
+
+
+def cmd_init(args: argparse.Namespace, home: Home) -> int:
+    problems = []
+    try:
+        check_short_name(args.short_name)
+    except ValueError as error:
+        problems.append(f"--short-name: this instance's short name {error}.")
+    public_url = args.public_url
+    if public_url:
+        public_url = normalize_url(public_url)
+        try:
+            check_url(public_url)
+        except ValueError as error:
+            problems.append(f"--public-url: this instance's public URL {error}.")
+    if problems:
+        raise BadInput("\n".join(problems))
+
+    current = home.load_instance()
+    if current is None:
+        instance = Instance(short_name=args.short_name, public_url=public_url or None)
+    else:
+        update: dict[str, Any] = {"short_name": args.short_name}
+        if public_url is not None:  # absent keeps it, "" removes it
+            update["public_url"] = public_url or None
+        instance = current.model_copy(update=update)
+    home.save_instance(instance)
+    print(f"Saved {inert(home.instance_path)}")
+    print(f"  short name: {inert(instance.short_name)}")
+    print(
+        f"  public URL: {inert(instance.public_url)}"
+        if instance.public_url
+        else "  public URL: none (partners cannot call this instance; "
+        "set one with --public-url to invite private partners)"
+    )
+    return 0
+
+
+def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
+    instance = _require_instance(home)
+    # URL verification against a live node is a separate step (a checker hands its
+    # result to `wizard.record_check`); until then the URL is only checked for form.
+    wizard = InitiateWizard(home, instance, require_verified=False)
+
+    if args.no_url:
+        wizard.choose_no_url()
+        if wizard.needs_public_url:
+            raise BadInput(
+                "--no-url: your private partner will call this instance, so it needs a "
+                f"public URL and {instance.short_name!r} has none: run `{PROG} init "
+                f"--short-name {instance.short_name} --public-url URL`, then try again"
+            )
+    else:
+        wizard.set_dest_url(args.url)
+    # Every field at once, so one run reports every problem.
+    wizard.set_mode(args.mode)
+    wizard.set_local_name(args.local_name)
+    wizard.set_remote_name(args.remote_name)
+    if args.name is not None:
+        wizard.set_name(args.name)
+    if args.description is not None:
+        wizard.set_description(args.description)
+    _refuse(wizard, args)
+
+    while wizard.step is not Step.INVITATION:
+        if not wizard.next():
+            _refuse(wizard, args)
+            raise RuntimeError(f"the wizard stopped at {wizard.step} without saying why")
+    issued = wizard.issued
+    assert issued is not None  # INVITATION is reached only by issuing
+
+    if args.json:
+        _print_json({"connection": public(issued.connection), "code": issued.code})
+    else:
+        print(issued.code)
+    return 0
+
+
+def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
+    """Raise BadInput naming every flag the wizard refused, if any."""
+    if not wizard.errors:
+        return
+    lines = []
+    for field, problem in wizard.errors.items():
+        hint = ""
+        if field == "name" and args.name is None:
+            hint = " The name was made from the two short names: give one with --name NAME."
+        lines.append(f"{FLAGS.get(field, field)}: {problem}{hint}")
+    raise BadInput("\n".join(lines))
+
+
+def cmd_connections_list(args: argparse.Namespace, home: Home) -> int:
+    loaded = home.load_connections()
+    for problem in loaded.problems:
+        print(f"{PROG}: {inert(problem)}", file=sys.stderr)
+    if args.json:
+        _print_json(
+            {
+                "connections": [public(c) for c in loaded.connections],
+                "problems": [
+                    {"path": str(p.path), "line": p.line, "message": p.message}
+                    for p in loaded.problems
+                ],
+            }
+        )
+    elif loaded.connections:
+        _print_table(loaded.connections)
+    elif not loaded.problems:
+        print(f"No connections yet: create one with `{PROG} initiate` or `{PROG}` (the console).")
+    # Like `ls` with an unreadable entry: list what loads, but do not report success.
+    return 1 if loaded.problems else 0
+
+
+def _print_table(connections: list[Connection]) -> None:
+    header = ("ID", "NAME", "LOCAL → REMOTE", "TOPOLOGY", "MODE", "STATUS", "CREATED")
+    rows = [header] + [
+        (
+            c.id[:8],
+            inert(c.name),
+            f"{c.local_name} → {c.remote_name or 'unknown'}",
+            c.topology.value,
+            c.mode.value,
+            c.status.value,
+            c.created.strftime("%Y-%m-%d %H:%M"),
+        )
+        for c in connections
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_connections_show(args: argparse.Namespace, home: Home) -> int:
+    connection = _find(home, args.id)
+    if args.json:
+        _print_json({"connection": public(connection)})
+        return 0
+    data = public(connection)
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        print(f"{key.ljust(width)}  {'-' if value in (None, '') else inert(value)}")
+    return 0
+
+
+def cmd_connections_delete(args: argparse.Namespace, home: Home) -> int:
+    connection = _find(home, args.id)
+    # Delete by the full id just resolved, so a prefix cannot hit a newer file.
+    deleted = home.delete_connection(connection.id)
+    if args.json:
+        _print_json({"deleted": public(deleted)})
+    else:
+        print(f"Deleted connection {inert(deleted.name)} ({deleted.id})")
+    return 0
+
+
+def _find(home: Home, cid: str) -> Connection:
+    try:
+        return home.get_connection(cid)
+    except NotFound as error:
+        raise BadInput(f"ID: {error}") from None
+
+
+# -- parsing --------------------------------------------------------------------
+
+
+def _common(*, json_flag: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after a subcommand's name.
+
+    SUPPRESS keeps a subcommand's default from overwriting a value given before it.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="home folder (default: $EXALATE_TUI_HOME, else the user config folder)",
+    )
+    if json_flag:
+        common.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print one JSON document on stdout",
+        )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    home = _common(json_flag=False)
+    home_json = _common(json_flag=True)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[home],
+        description="Set up cross-instance ticket-sync connections. "
+        "With no command, opens the console.",
+    )
+    parser.set_defaults(run=cmd_console)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+
+    init = commands.add_parser(
+        "init", parents=[home], help="create or update this instance (instance.toml)"
+    )
+    init.add_argument("--short-name", required=True, metavar="S", help="this instance's name")
+    init.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where partners reach this instance; '' removes it (default: keep)",
+    )
+    init.set_defaults(run=cmd_init)
+
+    initiate = commands.add_parser(
+        "initiate", parents=[home_json], help="initiate a connection, print its invitation code"
+    )
+    where = initiate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", metavar="URL", help="the destination instance's URL")
+    where.add_argument(
+        "--no-url", action="store_true", help="the destination has no URL (it is private)"
+    )
+    initiate.add_argument("--mode", required=True, choices=["basic", "script"])
+    initiate.add_argument("--local-name", required=True, metavar="A")
+    initiate.add_argument("--remote-name", required=True, metavar="B")
+    initiate.add_argument("--name", metavar="N", help="default: A_to_B")
+    initiate.add_argument("--description", metavar="D")
+    initiate.set_defaults(run=cmd_initiate)
+
+    connections = commands.add_parser(
+        "connections", parents=[home_json], help="list, show or delete connections"
+    )
+    connections.set_defaults(run=cmd_connections_list)
+    actions = connections.add_subparsers(title="actions", metavar="ACTION")
+    actions.add_parser("list", parents=[home_json], help="the default").set_defaults(
+        run=cmd_connections_list
+    )
+    for name, run, what in (
+        ("show", cmd_connections_show, "show one connection (no secrets)"),
+        ("delete", cmd_connections_delete, "delete one connection, without asking"),
+    ):
+        action = actions.add_parser(name, parents=[home_json], help=what)
+        action.add_argument("id", metavar="ID", help="a connection id or a unique prefix of it")
+        action.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    run: Callable[[argparse.Namespace, Home], int] = args.run
+    command = f"{PROG} {args.command}" if args.command else PROG
+    try:
+        return run(args, Home.resolve(getattr(args, "home", None)))
+    except BadInput as error:
+        for line in str(error).splitlines():
+            print(f"{command}: {inert(line)}", file=sys.stderr)
+        return 2
+    except (StoreError, OSError) as error:
+        print(f"{command}: {inert(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
