@@ -207,7 +207,8 @@ def _print_table(connections: list[Connection]) -> None:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
 
 
 def cmd_connections_show(args: argparse.Namespace, home: Home) -> int:
