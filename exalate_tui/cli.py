@@ -156,6 +156,70 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+def cmd_accept(args: argparse.Namespace, home: Home) -> int:
+    import asyncio
+
+    from .accept import AcceptError, accept
+    from .queue import State
+    from .wizard import AcceptWizard, Stage
+
+    text = sys.stdin.read() if args.code == "-" else args.code
+    wizard = AcceptWizard(home, home.load_instance())
+    wizard.set_code(text)
+    if args.short_name is not None:
+        wizard.set_local_name(args.short_name)
+    if args.name is not None:
+        wizard.set_name(args.name)
+    # Checked here too, before state.sqlite3 is opened: a refused code writes nothing.
+    problems = wizard.problems()
+    if problems:
+        flags = {"code": "CODE", "local_name": "--short-name", "name": "--name"}
+        if "local_name" in problems and args.short_name is None:
+            problems["local_name"] += f" Give it with --short-name S, or run `{PROG} init`."
+        raise BadInput("\n".join(f"{flags[f]}: {p}" for f, p in problems.items()))
+    invite = wizard.invitation
+    assert invite is not None  # problems() reports a missing code
+
+    def progress(stage: Stage) -> None:
+        if args.json:
+            return
+        if stage is Stage.CONTACTING:
+            print(f"Contacting {inert(invite.from_)} at {inert(invite.url)} …")
+        elif stage is Stage.ACCEPTED:
+            print("Accepted: the connection secret is stored.")
+        elif stage is Stage.CONNECTED:
+            print("Connected: the first message was delivered.")
+
+    opened: list[State] = []
+
+    def open_state() -> State:
+        # Opened only once there is something to store: a refused accept writes nothing.
+        home.ensure()
+        opened.append(State(home.state_path))
+        return opened[-1]
+
+    try:
+        connection = asyncio.run(accept(home, open_state, wizard, progress=progress))
+    except AcceptError as error:
+        if error.bad_input:
+            raise BadInput(str(error)) from None
+        print(f"{PROG} accept: {inert(error)}", file=sys.stderr)
+        return 1
+    finally:
+        for state in opened:
+            state.close()
+    if args.json:
+        _print_json({"connection": public(connection), "stages": wizard.stages})
+    elif Stage.WAITING in wizard.stages:
+        print(
+            f"Accepted {inert(connection.name)} ({connection.id}): pending until "
+            f"{inert(invite.from_)} connects to this instance; keep `{PROG} node` running."
+        )
+    else:
+        print(f"Connection {inert(connection.name)} ({connection.id}) is active.")
+    return 0
+
+
 def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
     """Raise BadInput naming every flag the wizard refused, if any."""
     if not wizard.errors:
@@ -303,6 +367,18 @@ def _parser() -> argparse.ArgumentParser:
     initiate.add_argument("--name", metavar="N", help="default: A_to_B")
     initiate.add_argument("--description", metavar="D")
     initiate.set_defaults(run=cmd_initiate)
+
+    accept = commands.add_parser(
+        "accept", parents=[home_json], help="accept an invitation code from a partner"
+    )
+    accept.add_argument("code", metavar="CODE", help="the invitation code, or - to read stdin")
+    accept.add_argument(
+        "--short-name", metavar="S", help="this side's short name (default: the instance's)"
+    )
+    accept.add_argument(
+        "--name", metavar="N", help="the connection's name here (default: the code's)"
+    )
+    accept.set_defaults(run=cmd_accept)
 
     connections = commands.add_parser(
         "connections", parents=[home_json], help="list, show or delete connections"
