@@ -25,6 +25,9 @@ from .store import Home, NameTaken
 from .wizard import ACCEPT_LABELS, AcceptWizard, Stage
 
 Progress = Callable[[Stage], None]
+# The console passes its open State; the CLI passes an opener, so that a
+# refused accept does not even create `state.sqlite3`.
+StateSource = State | Callable[[], State]
 
 
 class AcceptError(Exception):
@@ -71,7 +74,7 @@ def _save(home: Home, connection: Connection) -> Connection:
 
 async def accept(
     home: Home,
-    state: State,
+    state: StateSource,
     source: AcceptWizard | codes.Invitation,
     short_name: str | None = None,
     progress: Progress | None = None,
@@ -139,7 +142,7 @@ def _wait_for_initiator(home: Home, wizard: AcceptWizard, invite: codes.Invitati
 
 async def _handshake(
     home: Home,
-    state: State,
+    state_source: StateSource,
     wizard: AcceptWizard,
     invite: codes.Invitation,
     stage: Progress,
@@ -173,6 +176,7 @@ async def _handshake(
                 status=Status.ACTIVE,
             ),
         )
+        state = state_source if isinstance(state_source, State) else state_source()
         state.enqueue(connection.id, "hello", {"short_name": connection.local_name})
         # Delivering the hello proves the secret works both ways; when it cannot be
         # delivered now, the supervisor keeps trying and the contact shows why.

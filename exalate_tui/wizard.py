@@ -593,9 +593,11 @@ class AcceptWizard:
 
     def problems(self) -> dict[str, str]:
         """Every field re-checked now, as `accept.accept` does before any I/O."""
-        for field in ("code", "local_name", "name"):
+        # The connection name comes from the code: say nothing of it until the code reads.
+        fields = ("code", "local_name", "name") if self.invitation else ("code", "local_name")
+        for field in fields:
             self._revalidate(field)
-        return {f: self.errors[f] for f in ACCEPT_LABELS if f in self.errors}
+        return {f: self.errors[f] for f in fields if f in self.errors}
 
     def back(self) -> bool:
         if self.step is not AcceptStep.DETAILS:
