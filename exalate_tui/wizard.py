@@ -109,6 +109,7 @@ class InitiateWizard:
         self.no_url = False
         self.url_check: UrlCheck | None = None
         self.public_url = instance.public_url or ""
+        self._had_public_url = bool(instance.public_url)
         self.mode: Mode | None = None
         self.local_name = instance.short_name
         self.remote_name = ""
@@ -129,8 +130,12 @@ class InitiateWizard:
 
     @property
     def needs_public_url(self) -> bool:
-        """A private partner will call us, so this instance must have a URL."""
-        return self.topology is Topology.PUBLIC_PRIVATE and not self.instance.public_url
+        """A private partner will call us, so this instance must have a URL.
+
+        Judged on the instance as the walk began: saving the URL when the code is
+        issued must not drop the step from the walk ("step 6 of 6", not "of 5").
+        """
+        return self.topology is Topology.PUBLIC_PRIVATE and not self._had_public_url
 
     @property
     def steps(self) -> list[Step]:
