@@ -26,6 +26,7 @@ from .models import Connection, Instance
 
 HOME_ENV = "EXALATE_TUI_HOME"
 _POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)")
+_AT_END = "(at end of document)"
 APP_NAME = "exalate-tui"
 
 
@@ -80,8 +81,13 @@ def _parse(path: Path, model: type[BaseModel]) -> Any:
         # Python < 3.14 puts the position only in the message: "... (at line 2, column 8)".
         found = _POSITION.search(str(error))
         line = int(found.group(1)) if found else None
-        reason = _POSITION.sub("", str(error)).strip()
-        raise StoreError(path, f"is not valid TOML ({reason}); fix or remove the file", line)
+        if _AT_END in str(error):
+            # The last line with content: a file cut short ends there, not on a blank line.
+            line = len(text.rstrip().splitlines()) or 1
+        reason = _POSITION.sub("", str(error)).replace(_AT_END, "").strip()
+        raise StoreError(
+            path, f"is not valid TOML ({reason}); fix or remove the file", line
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -212,6 +218,9 @@ class Home:
         """By full id or a unique prefix of it (as `git` takes commit ids)."""
         if not cid:
             raise NotFound("no connection id given; see `exalate-tui connections`")
+        if _glob_safe(cid) != cid:
+            # Not an id: a path ("../instance") or a pattern ("*") must never reach a file.
+            raise NotFound(f"no connection with id {cid!r}; see `exalate-tui connections`")
         path = self.connection_path(cid)
         if not path.exists():
             matches = [p for p in self.connections_dir.glob(f"{_glob_safe(cid)}*.toml")]
@@ -237,8 +246,9 @@ class Home:
     ) -> Connection:
         """Read, change and write one connection under the lock."""
         with self.lock():
-            current = self.get_connection(cid)
-            updated = change(current.model_copy(deep=True)) or current
+            copy = self.get_connection(cid).model_copy(deep=True)
+            # None means "changed in place": the copy is what was changed.
+            updated = change(copy) or copy
             _write_atomic(self.connection_path(updated.id), _dump(updated), 0o600)
             return updated
 
