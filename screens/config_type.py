@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Label, RadioButton, RadioSet
+from textual.widgets import Label
 
 from exalate_tui.models import Mode
 
@@ -28,50 +29,76 @@ BULLETS = {
         "Recommended for use cases of basic to advanced complexity",
     ),
 }
+MODES = list(BULLETS)
 
 
-class ModeChoice(RadioSet):
-    """Arrows move, space or enter choose; enter on the chosen one means Next."""
+class ModeChoice(Widget, can_focus=True):
+    """Both types with their bullets; arrows and space choose (a radio group)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "toggle_button", "Choose", id="wizard.choose", tooltip="Choose this type"),
-        Binding(
-            "enter",
-            "choose_or_next",
-            "Choose / Next",
-            id="wizard.choose_next",
-            tooltip="Choose this type; on the chosen one, go on",
-        ),
+        Binding("up,left", "move(-1)", "Previous type", show=False),
+        Binding("down,right", "move(1)", "Next type", show=False),
+        Binding("space", "choose", "Choose", id="wizard.choose", tooltip="Choose this type"),
     ]
 
-    class Confirmed(Message):
-        """Enter on the option that is already chosen."""
+    class Chosen(Message):
+        def __init__(self, mode: Mode) -> None:
+            super().__init__()
+            self.mode = mode
 
-    def action_choose_or_next(self) -> None:
-        if self._selected is not None and self._selected == self.pressed_index:
-            self.post_message(self.Confirmed())
-        else:
-            self.action_toggle_button()
+    def __init__(self, chosen: Mode | None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.chosen = chosen
+        self.highlighted = MODES.index(chosen) if chosen else 0
+
+    def render(self) -> Text:
+        text = Text()
+        for index, mode in enumerate(MODES):
+            mark = "(•)" if mode is self.chosen else "( )"
+            title = Text(f" {mark} {mode.value.capitalize()} ", style="bold")
+            if index == self.highlighted and self.has_focus:
+                title.stylize("reverse")
+            text.append_text(title)
+            for line in BULLETS[mode]:
+                text.append(f"\n       - {line}")
+            if index < len(MODES) - 1:
+                text.append("\n\n")
+        return text
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def action_move(self, step: int) -> None:
+        self.highlighted = (self.highlighted + step) % len(MODES)
+        self.action_choose()
+
+    def action_choose(self) -> None:
+        self.chosen = MODES[self.highlighted]
+        self.refresh()
+        self.post_message(self.Chosen(self.chosen))
 
 
 class ConfigTypeScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "config_type.tcss"]
+    AUTO_FOCUS = "#mode"
     HEADING = "Choose the configuration type"
 
     def compose_body(self) -> Iterator[Widget]:
-        with ModeChoice(id="mode"):
-            for mode in Mode:
-                label = mode.value.capitalize() + "".join(
-                    f"\n  - {line}" for line in BULLETS[mode]
-                )
-                yield RadioButton(label, value=self.wizard.mode is mode, id=f"mode-{mode.value}")
+        yield ModeChoice(self.wizard.mode, id="mode")
         yield Label("", id="error-mode", classes="field-error")
 
-    @on(RadioSet.Changed)
-    def _chosen(self, event: RadioSet.Changed) -> None:
-        self.wizard.set_mode((event.pressed.id or "").removeprefix("mode-"))
+    @on(ModeChoice.Chosen)
+    def _chosen(self, event: ModeChoice.Chosen) -> None:
+        self.wizard.set_mode(event.mode)
         self.show_errors()
 
-    @on(ModeChoice.Confirmed)
-    def _confirmed(self) -> None:
-        self.action_next()
+    def action_next(self) -> None:
+        # Enter on the list before any choice chooses the highlighted type.
+        choice = self.query_one(ModeChoice)
+        if choice.has_focus and self.wizard.mode is None:
+            choice.action_choose()
+            return
+        super().action_next()

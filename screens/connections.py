@@ -15,7 +15,8 @@ from textual.widgets import DataTable, Footer, Label, Static
 from exalate_tui.models import Connection
 from exalate_tui.store import Home, StoreError
 
-COLUMNS = ("Name", "Local → Remote", "Topology", "Mode", "Status", "Created")
+# Name and "local → remote" share a column, on two lines: six facts fit 80 columns.
+COLUMNS = ("Name / local → remote", "Topology", "Mode", "Status", "Created")
 
 EMPTY = (
     "No connections yet.\n\n"
@@ -26,15 +27,15 @@ EMPTY = (
 
 def row(connection: Connection) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
-    cells = (
-        connection.name,
-        f"{connection.local_name} → {connection.remote_name or 'unknown'}",
-        connection.topology.value,
-        connection.mode.value.capitalize(),
-        connection.status.value.capitalize(),
-        connection.created.strftime("%Y-%m-%d"),
+    names = Text(connection.name)
+    names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
+    return (
+        names,
+        Text(connection.topology.value),
+        Text(connection.mode.value.capitalize()),
+        Text(connection.status.value.capitalize()),
+        Text(connection.created.strftime("%Y-%m-%d")),
     )
-    return tuple(Text(cell) for cell in cells)
 
 
 class ConnectionsScreen(Screen[None]):
@@ -93,7 +94,7 @@ class ConnectionsScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.clear()
         for connection in loaded.connections:
-            table.add_row(*row(connection), key=connection.id)
+            table.add_row(*row(connection), height=2, key=connection.id)
         table.display = bool(loaded.connections)
         self.query_one("#empty").display = not loaded.connections
 

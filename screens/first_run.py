@@ -25,7 +25,14 @@ class FirstRunScreen(Screen[None]):
     CSS_PATH = "first_run.tcss"
     AUTO_FOCUS = "#short_name"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "save", "Save", id="first_run.save", tooltip="Save instance.toml"),
+        Binding(
+            "enter",
+            "save",
+            "Save",
+            priority=True,
+            id="first_run.save",
+            tooltip="Save instance.toml",
+        ),
     ]
 
     class Saved(Message):
@@ -86,7 +93,6 @@ class FirstRunScreen(Screen[None]):
     def _changed(self) -> None:
         self._show(self._problems())
 
-    @on(Input.Submitted)
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
         problems = self._problems()

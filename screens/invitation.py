@@ -52,8 +52,15 @@ class InvitationScreen(WizardStep):
             id="invitation.write",
             tooltip="Write the code to <connection name>.invitation.txt here (0600)",
         ),
-        Binding("enter", "done", "Done", id="invitation.done", tooltip="Back to Connections"),
-        Binding("escape", "done", "Done", show=False, id="invitation.close"),
+        Binding(
+            "enter",
+            "submit",
+            "Done",
+            priority=True,
+            id="invitation.done",
+            tooltip="Back to Connections",
+        ),
+        Binding("escape", "next", "Done", show=False, id="invitation.close"),
     ]
 
     def compose_body(self) -> Iterator[Widget]:
@@ -95,5 +102,6 @@ class InvitationScreen(WizardStep):
         self.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
 
     @on(Button.Pressed, "#done")
-    def action_done(self) -> None:
+    def action_next(self) -> None:
+        """Done: the connection is saved (pending); back to Connections."""
         self.post_message(self.Closed())

@@ -23,7 +23,7 @@ class NoteScreen(WizardStep):
     def compose_body(self) -> Iterator[Widget]:
         yield Static(NOTE, id="note")
         yield Static(
-            "The destination side is private: it will make every HTTP request, "
-            "to this instance.",
+            "The destination is private: every HTTP request of this connection will "
+            "come from it, to this instance.",
             classes="hint",
         )

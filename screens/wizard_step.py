@@ -40,7 +40,7 @@ class WizardStep(Screen[None]):
     """Base of the step screens; subclasses set HEADING and compose their body."""
 
     CSS_PATH: ClassVar[str | list[str]] = "wizard_step.tcss"
-    AUTO_FOCUS = "Input, RadioSet, Button#next"
+    AUTO_FOCUS = "Input, Button#next"
     HEADING: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -50,7 +50,15 @@ class WizardStep(Screen[None]):
             id="wizard.back",
             tooltip="Go back one step; everything entered is kept",
         ),
-        Binding("enter", "next", "Next", id="wizard.next", tooltip="Check this step and go on"),
+        # Priority, so Enter means Next even inside an Input; on a button it presses it.
+        Binding(
+            "enter",
+            "submit",
+            "Next",
+            priority=True,
+            id="wizard.next",
+            tooltip="Check this step and go on",
+        ),
     ]
 
     class Moved(Message):
@@ -111,10 +119,6 @@ class WizardStep(Screen[None]):
     def after_change(self, field: str) -> None:
         """Hook: a field changed and the wizard has taken it."""
 
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_next()
-
     @on(Button.Pressed, "#next")
     def _next_pressed(self) -> None:
         self.action_next()
@@ -130,6 +134,12 @@ class WizardStep(Screen[None]):
             label.update(self.wizard.errors.get(field, ""))
 
     # -- moving -------------------------------------------------------------
+
+    def action_submit(self) -> None:
+        if isinstance(self.focused, Button):
+            self.focused.press()
+        else:
+            self.action_next()
 
     def action_next(self) -> None:
         if self.wizard.next():
