@@ -236,7 +236,7 @@ def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
 def cmd_connections_list(args: argparse.Namespace, home: Home) -> int:
     loaded = home.load_connections()
     for problem in loaded.problems:
-        print(f"{PROG}: {inert(problem)}", file=sys.stderr)
+        print(f"{PROG} connections: {inert(problem)}", file=sys.stderr)
     if args.json:
         _print_json(
             {

@@ -115,17 +115,19 @@ def test_any_valid_invitation_round_trips(
     mode: Mode,
     exp: int,
 ) -> None:
-    invite = codes.Invitation(
-        cid=str(cid),
-        url=url,
-        dest_url=dest_url,
-        **{"from": from_},
-        to=to,
-        name=name,
-        desc=desc,
-        mode=mode,
-        tok=codes.new_token(),
-        exp=exp,
+    invite = codes.Invitation.model_validate(
+        {
+            "cid": str(cid),
+            "url": url,
+            "dest_url": dest_url,
+            "from": from_,
+            "to": to,
+            "name": name,
+            "desc": desc,
+            "mode": mode,
+            "tok": codes.new_token(),
+            "exp": exp,
+        }
     )
     code = codes.encode(invite)
     assert code.isascii() and code.isprintable() and " " not in code
