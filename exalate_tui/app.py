@@ -46,9 +46,9 @@ def copy_locally(text: str) -> None:
     pyperclip.copy(text)
 
 
-def _load(target: str) -> type[Screen[None]]:
+def _load(target: str) -> type[WizardStep]:
     module, name = target.split(":")
-    screen: type[Screen[None]] = getattr(importlib.import_module(module), name)
+    screen: type[WizardStep] = getattr(importlib.import_module(module), name)
     return screen
 
 

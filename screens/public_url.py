@@ -28,7 +28,9 @@ class PublicUrlScreen(WizardStep):
         )
         yield field_row(
             "Public URL of this instance",
-            Input(self.wizard.public_url, placeholder="https://example.exalate.net", id="public_url"),
+            Input(
+                self.wizard.public_url, placeholder="https://example.exalate.net", id="public_url"
+            ),
             required=True,
         )
         yield Static("It is saved in instance.toml with the connection.", classes="hint")

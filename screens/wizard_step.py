@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import ComposeResult, CSSPathType
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
@@ -39,7 +39,7 @@ def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
 class WizardStep(Screen[None]):
     """Base of the step screens; subclasses set HEADING and compose their body."""
 
-    CSS_PATH: ClassVar[str | list[str]] = "wizard_step.tcss"
+    CSS_PATH: ClassVar[CSSPathType | None] = "wizard_step.tcss"
     AUTO_FOCUS = "Input, Button#next"
     HEADING: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [

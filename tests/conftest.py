@@ -17,7 +17,7 @@ from syrupy.location import PyTestLocation
 # this process (every App reads the constant when it is created); it still reaches
 # subprocesses.
 os.environ["TEXTUAL_ANIMATIONS"] = "none"
-textual.constants.TEXTUAL_ANIMATIONS = "none"
+textual.constants.TEXTUAL_ANIMATIONS = "none"  # type: ignore[misc]
 
 # DESIGN.md (contract): SVG baselines live in <project>/snapshots/<test module>/.
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"

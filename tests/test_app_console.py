@@ -55,7 +55,7 @@ class Clipboards:
 def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> ExalateApp:
     clipboards = clipboards or Clipboards()
     app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen)
-    app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign]
+    app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign, assignment]
     return app
 
 
@@ -247,7 +247,11 @@ async def test_seed_flow_without_url_asks_for_public_url(
         "snow",
         "jira",
     )
-    assert (invite.name, invite.desc, invite.mode) == ("snow_to_jira", "Incidents to bugs", "script")
+    assert (invite.name, invite.desc, invite.mode) == (
+        "snow_to_jira",
+        "Incidents to bugs",
+        "script",
+    )
     assert home.load_instance() == Instance(
         short_name="snow", public_url="https://snow.example.com"
     )
@@ -406,7 +410,10 @@ async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: fl
 
 
 def test_run_console_prints_every_code_issued(
-    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    frozen: float,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     home = home_with(tmp_path)
 
