@@ -51,6 +51,17 @@ class Status(StrEnum):
     DEACTIVATED = "deactivated"
 
 
+class PeerState(StrEnum):
+    """What the other side last said about its end (its `connection.*` messages).
+
+    Kept apart from `Status`, which is this side's own choice: a partner's pause
+    must not make this side refuse the partner's later `connection.activated`.
+    """
+
+    DEACTIVATED = "deactivated"
+    DELETED = "deleted"
+
+
 def check_short_name(value: str) -> str:
     """Return the problem with a short name, or raise nothing and return it."""
     if not value:
@@ -145,6 +156,8 @@ class Connection(BaseModel):
     token: SecretStr | None = None
     token_expires: datetime | None = None
     secret: SecretStr | None = None
+    # None while the other side has nothing to report (see PeerState).
+    peer_state: PeerState | None = None
 
     @property
     def is_private_here(self) -> bool:

@@ -32,6 +32,7 @@ CONNECTION_KEYS = {
     "created",
     "status",
     "token_expires",
+    "peer_state",
 }
 
 
