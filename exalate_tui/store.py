@@ -259,6 +259,56 @@ class Home:
             _fsync_dir(self.connections_dir)
             return connection
 
+    # -- tombstones: deleted connections a polling partner has yet to hear about --
+
+    @property
+    def tombstones_dir(self) -> Path:
+        return self.path / "tombstones"
+
+    def tombstone_path(self, cid: str) -> Path:
+        return self.tombstones_dir / f"{cid}.toml"
+
+    def bury_connection(self, cid: str) -> Connection:
+        """Delete a connection, keeping it in `tombstones/` (docs/protocol.md, Deleting).
+
+        Nothing that lists connections sees it any more; the node still answers
+        the partner's polls with it until the partner has fetched
+        `connection.deleted`. The tombstone's mtime is the time of deletion.
+        """
+        with self.lock():
+            connection = self.get_connection(cid)
+            self.tombstones_dir.mkdir(mode=0o700, exist_ok=True)
+            _write_atomic(self.tombstone_path(connection.id), _dump(connection), 0o600)
+            self.connection_path(connection.id).unlink()
+            _fsync_dir(self.connections_dir)
+            return connection
+
+    def get_tombstone(self, cid: str) -> Connection | None:
+        """A buried connection by its full id (no prefixes here), or None."""
+        if not cid or _glob_safe(cid) != cid:
+            return None
+        try:
+            connection: Connection = _parse(self.tombstone_path(cid), Connection)
+        except FileNotFoundError:
+            return None
+        return connection
+
+    def tombstones(self) -> list[tuple[str, float]]:
+        """The id of every buried connection and when it was deleted (Unix seconds)."""
+        found = []
+        for path in sorted(self.tombstones_dir.glob("*.toml")):
+            try:
+                found.append((path.stem, path.stat().st_mtime))
+            except FileNotFoundError:
+                continue  # dropped by another process while listing
+        return found
+
+    def drop_tombstone(self, cid: str) -> None:
+        if not cid or _glob_safe(cid) != cid:
+            return
+        with self.lock():
+            self.tombstone_path(cid).unlink(missing_ok=True)
+
     def name_taken(self, name: str, *, except_id: str | None = None) -> bool:
         wanted = name.casefold()
         return any(
