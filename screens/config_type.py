@@ -10,7 +10,7 @@ from textual import on
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Label
+from textual.widgets import Label, Static
 
 from exalate_tui.models import Mode
 
@@ -89,6 +89,7 @@ class ConfigTypeScreen(WizardStep):
     def compose_body(self) -> Iterator[Widget]:
         yield ModeChoice(self.wizard.mode, id="mode")
         yield Label("", id="error-mode", classes="field-error")
+        yield Static("Arrows or space choose; enter goes on.", classes="hint")
 
     @on(ModeChoice.Chosen)
     def _chosen(self, event: ModeChoice.Chosen) -> None:

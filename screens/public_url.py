@@ -27,7 +27,7 @@ class PublicUrlScreen(WizardStep):
             id="explain",
         )
         yield field_row(
-            "Public URL of this instance",
+            "Public URL",
             Input(
                 self.wizard.public_url, placeholder="https://example.exalate.net", id="public_url"
             ),
