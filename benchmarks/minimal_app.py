@@ -1,4 +1,4 @@
-"""The reference for console start-up: a minimal Textual app (Header, Input, two Buttons, Footer)."""
+"""Reference for console start-up: a minimal Textual app (Header, Input, 2 Buttons, Footer)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ the full run in docs/reliability.md uses 60).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import random
@@ -59,10 +60,9 @@ def test_looser_modes_are_warned_about_with_the_fix(tmp_path: Path) -> None:
 
 def _rewrite_forever(path: str, cid: str) -> None:
     home = Home(Path(path))
-    n = 0
-    while True:
-        n += 1
-        home.update_connection(cid, lambda c: c.model_copy(update={"description": "x" * (n % 997)}))
+    for n in itertools.count():
+        description = "x" * (n % 997)
+        home.update_connection(cid, lambda c, d=description: c.model_copy(update={"description": d}))
 
 
 @pytest.mark.parametrize("run", range(3))
