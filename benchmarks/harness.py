@@ -65,7 +65,10 @@ def table(figures: Sequence[Figure]) -> str:
         value = f"{f.value:.4g} {f.unit}"
         rows.append((f.name, value, reference, ratio, f.target, "yes" if f.met else "NO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

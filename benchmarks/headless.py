@@ -28,9 +28,20 @@ def measure() -> list[Figure]:
     _run(reference_argv)  # warm the page cache for both
     for n in range(RUNS + 1):
         ours_argv = [
-            sys.executable, "-m", "exalate_tui.cli", "--home", str(home.path), "initiate",
-            "--no-url", "--mode", "script", "--local-name", "snow",
-            "--remote-name", f"partner{n}", "--json",
+            sys.executable,
+            "-m",
+            "exalate_tui.cli",
+            "--home",
+            str(home.path),
+            "initiate",
+            "--no-url",
+            "--mode",
+            "script",
+            "--local-name",
+            "snow",
+            "--remote-name",
+            f"partner{n}",
+            "--json",
         ]
         sample = _run(ours_argv)
         if n:  # the first run compiles bytecode

@@ -38,7 +38,7 @@ def test_numbering_survives_acks_and_reopening(tmp_path: Path) -> None:
 
 
 def test_wire_form_splices_the_stored_body(state: State) -> None:
-    state.enqueue("a", "hello", {"text": "é\n\"quoted\""})
+    state.enqueue("a", "hello", {"text": 'é\n"quoted"'})
     (message,) = state.pending("a")
     decoded = json.loads(message.wire())
     assert decoded == {"seq": 1, "kind": "hello", "body": {"text": 'é\n"quoted"'}}

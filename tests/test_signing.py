@@ -44,8 +44,15 @@ def test_timestamps_more_than_300_s_off_are_refused(offset: int) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer x", "EXA-HMAC ts=1000", "EXA-HMAC ts=abc,sig=" + "0" * 64,
-     "EXA-HMAC ts=1000,sig=" + "0" * 63, "EXA-HMAC ts=1000,sig=" + "G" * 64],
+    [
+        None,
+        "",
+        "Bearer x",
+        "EXA-HMAC ts=1000",
+        "EXA-HMAC ts=abc,sig=" + "0" * 64,
+        "EXA-HMAC ts=1000,sig=" + "0" * 63,
+        "EXA-HMAC ts=1000,sig=" + "G" * 64,
+    ],
 )
 def test_garbled_headers_are_refused(header: str | None) -> None:
     assert not verify(SECRET, header, *REQUEST, now=1_000)

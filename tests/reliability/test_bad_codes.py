@@ -38,10 +38,16 @@ def invitations(draw: st.DrawFn) -> codes.Invitation:
         dest_url=draw(urls),
         **{"from": draw(short_names)},
         to=draw(short_names),
-        name=draw(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]),
-                          min_size=1, max_size=40).filter(str.strip)),
-        desc=draw(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]),
-                          max_size=80)),
+        name=draw(
+            st.text(
+                st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]),
+                min_size=1,
+                max_size=40,
+            ).filter(str.strip)
+        ),
+        desc=draw(
+            st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), max_size=80)
+        ),
         mode=draw(st.sampled_from(["basic", "script"])),
         tok=codes.new_token(),
         exp=draw(st.integers(0, 4_000_000_000)),
@@ -99,8 +105,12 @@ def test_wrong_types_missing_and_extra_keys_are_refused(
         payload[data.draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in payload))] = 1
     elif damage == "type":
         payload[key] = data.draw(
-            st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(st.text(), st.none()),
-                      st.floats(allow_nan=True), st.booleans())
+            st.one_of(
+                st.lists(st.integers(), max_size=2),
+                st.dictionaries(st.text(), st.none()),
+                st.floats(allow_nan=True),
+                st.booleans(),
+            )
         )
     else:
         payload["v"] = data.draw(st.one_of(st.integers().filter(lambda v: v != 1), st.text()))
@@ -127,8 +137,16 @@ def test_oversized_codes_are_refused_quickly() -> None:
 
 def test_expiry_out_of_range_is_refused() -> None:
     invite = codes.Invitation(
-        cid=str(uuid.uuid4()), url="https://a.example", dest_url=None, **{"from": "a"},
-        to="b", name="a_to_b", desc="", mode="script", tok=codes.new_token(), exp=1,
+        cid=str(uuid.uuid4()),
+        url="https://a.example",
+        dest_url=None,
+        **{"from": "a"},
+        to="b",
+        name="a_to_b",
+        desc="",
+        mode="script",
+        tok=codes.new_token(),
+        exp=1,
     )
     payload = invite.model_dump(mode="json", by_alias=True)
     for exp in (-1, 10**20, 1.5, "1"):

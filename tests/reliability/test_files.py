@@ -62,7 +62,9 @@ def _rewrite_forever(path: str, cid: str) -> None:
     home = Home(Path(path))
     for n in itertools.count():
         description = "x" * (n % 997)
-        home.update_connection(cid, lambda c, d=description: c.model_copy(update={"description": d}))
+        home.update_connection(
+            cid, lambda c, d=description: c.model_copy(update={"description": d})
+        )
 
 
 @pytest.mark.parametrize("run", range(3))
