@@ -29,10 +29,11 @@ from enum import StrEnum
 import httpx
 from pydantic import SecretStr
 
+from . import actions
 from .client import Remote, RemoteError
 from .models import Connection, Role, Status, Topology
 from .queue import Message, State
-from .store import Home, NotFound
+from .store import Home
 
 log = logging.getLogger(__name__)
 
@@ -305,9 +306,16 @@ class Supervisor:
                     connection.id, connection.secret, after, wait=self.wait, limit=self.limit
                 )
                 if batch.messages:
-                    await asyncio.to_thread(
+                    cursor = await asyncio.to_thread(
                         self.state.apply, connection.id, batch.messages, self._effect(connection)
                     )
+                    if any(m.kind == actions.DELETED for m in batch.messages):
+                        # The partner deleted it and keeps a tombstone until we acknowledge;
+                        # this side is now deactivated, so acknowledge at once and stop.
+                        await remote.fetch(connection.id, connection.secret, cursor, wait=0)
+                        await self._ok(connection.id, backoff)
+                        self.wake()
+                        return
                 await self._ok(connection.id, backoff)
             except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                 await self._failed(connection.id, backoff, error)
@@ -393,20 +401,7 @@ class Supervisor:
         self.state.record_ok(connection.id, self._clock())
 
     def _effect(self, connection: Connection) -> Callable[[Message], None]:
-        return lambda message: apply_effect(self.home, connection.id, message)
-
-
-def apply_effect(home: Home, cid: str, message: Message) -> None:
-    """What a received message does beyond the inbox; idempotent, as `State.apply` asks."""
-    if message.kind != "connection.deleted":
-        return
-
-    def deactivate(current: Connection) -> Connection:
-        current.status = Status.DEACTIVATED
-        return current
-
-    with contextlib.suppress(NotFound):  # deleted here as well: nothing left to mark
-        home.update_connection(cid, deactivate)
+        return lambda message: actions.apply_effect(self.home, connection.id, message)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

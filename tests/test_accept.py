@@ -7,17 +7,25 @@ of the contract meet here exactly as they do between two instances.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from exalate_tui import invitation as codes
+from exalate_tui import node
 from exalate_tui.accept import AcceptError, accept
-from exalate_tui.models import Connection, Instance, Mode, Role, Topology
+from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.poller import Supervisor
 from exalate_tui.queue import State
 from exalate_tui.store import Home
-from exalate_tui.wizard import AcceptStep, AcceptWizard, InitiateWizard, remaining
+from exalate_tui.wizard import AcceptStep, AcceptWizard, InitiateWizard, Stage, remaining
 
 NOW = 1_800_000_000.0
 PUBLIC_A = "http://127.0.0.1:7001"
@@ -219,3 +227,207 @@ def test_accept_checks_before_any_io(initiator: Home, acceptor: Home) -> None:
     assert str(error.value).startswith("This invitation expired on ")
     assert acceptor.load_connections().connections == []
     assert state.last_seq(invite.cid) == 0
+
+
+# -- accept against the real node (in-process) ----------------------------------
+
+
+@dataclass
+class Side:
+    """One instance: its home, its state and its node app, reachable in-process."""
+
+    home: Home
+    state: State
+    instance: Instance
+    transport: httpx.ASGITransport
+
+
+def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
+    home = Home(root / short_name)
+    instance = Instance(short_name=short_name, public_url=public_url)
+    home.save_instance(instance)
+    state = State(home.state_path)
+    return Side(home, state, instance, httpx.ASGITransport(app=node.create_app(home, state)))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def supervising(side: Side, peer: Side) -> AsyncIterator[Supervisor]:
+    """Run `side`'s supervisor, its requests reaching `peer`'s node app."""
+    supervisor = Supervisor(side.home, side.state, transport=peer.transport, wait=1, rescan=0.1)
+    task = asyncio.create_task(supervisor.run())
+    try:
+        yield supervisor
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def flows_both_ways(a: Side, b: Side, cid: str) -> None:
+    """A ping each way arrives after the hellos; both outboxes drain."""
+    a.state.enqueue(cid, "ping", {"from": "a"})
+    b.state.enqueue(cid, "ping", {"from": "b"})
+    await until(lambda: a.state.last_applied(cid) == 2 and b.state.last_applied(cid) == 2)
+    for side, other in ((a, "b"), (b, "a")):
+        kinds = [(m.seq, m.kind, m.body) for m in side.state.inbox(cid)]
+        assert kinds[0][:2] == (1, "hello")
+        assert kinds[1] == (2, "ping", {"from": other})
+    await until(lambda: a.state.pending(cid) == [] and b.state.pending(cid) == [])
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_public_private_private_acceptor_connects_at_once(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", None)
+    code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    stages: list[Stage] = []
+    connection = await accept(
+        b.home, b.state, codes.decode(code), None, stages.append, transport=a.transport
+    )
+    assert stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
+    assert (connection.status, connection.role, connection.remote_url) == (
+        Status.ACTIVE,
+        Role.ACCEPTOR,
+        PUBLIC_A,
+    )
+    path = b.home.connection_path(invite.cid)
+    assert path.stat().st_mode & 0o777 == 0o600
+    stored = b.home.get_connection(invite.cid)
+    theirs = a.home.get_connection(invite.cid)
+    assert stored.secret is not None and theirs.secret is not None
+    assert stored.secret.get_secret_value() == theirs.secret.get_secret_value()
+    assert (theirs.status, theirs.remote_name, stored.remote_name) == (
+        Status.ACTIVE,
+        "jira",
+        "snow",
+    )
+    assert theirs.token_hash is None
+    # The acceptor's hello was delivered during accept; its outbox is already pruned.
+    assert [m.kind for m in a.state.inbox(invite.cid)] == ["hello"]
+    assert b.state.pending(invite.cid) == []
+    assert b.state.contact(invite.cid).last_ok is not None
+    async with supervising(b, a):
+        await flows_both_ways(a, b, invite.cid)
+
+
+@pytest.mark.anyio
+async def test_public_public_both_sides_push(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", PUBLIC_B)
+    code, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
+    wizard = AcceptWizard(b.home, b.instance)
+    assert wizard.set_code(code) is None
+    assert wizard.next() and wizard.next()
+    connection = await accept(b.home, b.state, wizard, transport=a.transport)
+    assert wizard.step is AcceptStep.DONE and wizard.connection == connection
+    assert wizard.stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
+    theirs = a.home.get_connection(invite.cid)
+    assert (theirs.status, theirs.remote_url) == (Status.ACTIVE, PUBLIC_B)
+    async with supervising(a, b), supervising(b, a):
+        await flows_both_ways(a, b, invite.cid)
+
+
+@pytest.mark.anyio
+async def test_private_public_acceptor_waits_for_the_initiator(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", None)
+    b = make_side(tmp_path, "jira", PUBLIC_B)
+    code, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
+    assert a.home.get_connection(invite.cid).token is not None
+
+    def no_state() -> State:
+        raise AssertionError("a waiting acceptor stores nothing in state.sqlite3")
+
+    stages: list[Stage] = []
+    connection = await accept(b.home, no_state, codes.decode(code), "jira", stages.append)
+    assert stages == [Stage.WAITING]
+    assert connection.status is Status.PENDING and connection.secret is None
+    stored = b.home.get_connection(invite.cid)
+    assert stored.token_hash == codes.hash_token(invite.tok) and stored.token is None
+    assert stored.token_expires is not None and stored.token_expires.timestamp() == invite.exp
+
+    async with supervising(a, b):
+        await until(lambda: a.home.get_connection(invite.cid).status is Status.ACTIVE)
+        mine, theirs = a.home.get_connection(invite.cid), b.home.get_connection(invite.cid)
+        assert theirs.status is Status.ACTIVE and theirs.remote_name == "snow"
+        assert mine.token is None and mine.remote_name == "jira"
+        await flows_both_ways(a, b, invite.cid)
+
+
+@pytest.mark.anyio
+async def test_a_used_code_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", None)
+    code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    await accept(b.home, b.state, codes.decode(code), None, transport=a.transport)
+    other = Home(tmp_path / "other")
+    opened: list[State] = []
+    with pytest.raises(AcceptError) as error:
+        await accept(
+            other,
+            lambda: opened.append(State(other.state_path)) or opened[-1],
+            codes.decode(code),
+            "confluence",
+            transport=a.transport,
+        )
+    assert str(error.value) == "This invitation was already used: ask snow for a new code."
+    assert error.value.bad_input
+    assert not other.path.exists() and opened == []
+    # The first acceptor's connection is untouched.
+    assert a.home.get_connection(invite.cid).remote_name == "jira"
+
+
+@pytest.mark.anyio
+async def test_the_initiator_refusing_an_expired_code_is_reported(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", None)
+    issued_at = time.time() - codes.DEFAULT_LIFETIME - 60
+    _, invite = issue(a.home, a.instance, dest_url=None, now=issued_at)
+    # This side's clock is behind: only the initiator notices the expiry.
+    with pytest.raises(AcceptError) as error:
+        await accept(b.home, b.state, invite, "jira", transport=a.transport, now=lambda: issued_at)
+    assert str(error.value) == "This invitation has expired: ask snow for a new code."
+    assert b.home.load_connections().connections == []
+    assert a.home.get_connection(invite.cid).status is Status.PENDING
+
+
+@pytest.mark.anyio
+async def test_a_code_the_initiator_no_longer_knows_is_reported(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", None)
+    _, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    a.home.delete_connection(invite.cid)
+    with pytest.raises(AcceptError) as error:
+        await accept(b.home, b.state, invite, "jira", transport=a.transport)
+    assert "snow's instance does not know this invitation" in str(error.value)
+    assert error.value.bad_input
+    assert b.home.load_connections().connections == []
+
+
+def test_an_unreachable_initiator_is_not_bad_input(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    a = Home(tmp_path / "snow")
+    _, invite = issue(
+        a, Instance(short_name="snow", public_url=url), dest_url=None, now=time.time()
+    )
+    b = Home(tmp_path / "jira")
+    with pytest.raises(AcceptError) as error:
+        asyncio.run(accept(b, lambda: State(b.state_path), invite, "jira"))
+    assert not error.value.bad_input
+    assert str(error.value).startswith("Could not contact snow: Cannot reach 127.0.0.1:")
+    assert not b.path.exists()

@@ -7,19 +7,25 @@ it; the lock with a second real process; delivery against the real node app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
-from exalate_tui.models import Connection, Mode, Role, Status, Topology
+from exalate_tui import node
+from exalate_tui.accept import accept
+from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.poller import Backoff, ConnectionLock, Plan, Supervisor, plan_for
 from exalate_tui.queue import State
 from exalate_tui.store import Home
+from exalate_tui.wizard import InitiateWizard
 
 
 def upper(low: float, high: float) -> float:
@@ -180,3 +186,142 @@ def test_supervisor_skips_a_connection_another_process_runs(tmp_path: Path) -> N
         holder.wait()
     assert delays[:3] == [1, 2, 4]  # the poller backs off; the empty outbox never failed
     assert ConnectionLock(home, connection.id).acquire()  # released on cancel
+
+
+# -- against the real node (in-process) -------------------------------------------
+
+
+@dataclass
+class Side:
+    home: Home
+    state: State
+    instance: Instance
+    transport: httpx.ASGITransport
+
+
+def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
+    home = Home(root / short_name)
+    instance = Instance(short_name=short_name, public_url=public_url)
+    home.save_instance(instance)
+    state = State(home.state_path)
+    return Side(home, state, instance, httpx.ASGITransport(app=node.create_app(home, state)))
+
+
+def connect(tmp_path: Path) -> tuple[Side, Side, str]:
+    """snow (public, the real node) and jira (private, accepted): an Active connection."""
+    public = make_side(tmp_path, "snow", "http://127.0.0.1:7001")
+    private = make_side(tmp_path, "jira", None)
+    public.home.save_instance(public.instance)
+    wizard = InitiateWizard(public.home, public.instance)
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.BASIC)
+    wizard.next()
+    wizard.next()
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued
+    invite = wizard.issued.invitation
+    asyncio.run(accept(private.home, private.state, invite, "jira", transport=public.transport))
+    return public, private, invite.cid
+
+
+def set_status(home: Home, cid: str, status: Status) -> None:
+    def change(connection: Connection) -> Connection:
+        connection.status = status
+        return connection
+
+    home.update_connection(cid, change)
+
+
+def test_poller_resumes_from_its_cursor_after_being_stopped(tmp_path: Path) -> None:
+    public, private, cid = connect(tmp_path)
+    public.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(300)])
+
+    async def main() -> None:
+        first = Supervisor(private.home, private.state, transport=public.transport, limit=20)
+        task = asyncio.create_task(first.run())
+        await until(lambda: private.state.last_applied(cid) >= 100)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        stopped_at = private.state.last_applied(cid)
+        assert stopped_at < 301  # stopped mid-stream
+        again = Supervisor(private.home, private.state, transport=public.transport, limit=20)
+        task = asyncio.create_task(again.run())
+        await until(lambda: private.state.last_applied(cid) == 301)
+        # The next long-poll acknowledges the last batch: the public outbox drains.
+        await until(lambda: public.state.pending(cid) == [])
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    inbox = private.state.inbox(cid, limit=1000)
+    assert [m.seq for m in inbox] == list(range(1, 302))
+    assert inbox[0].kind == "hello"
+    assert [m.body["n"] for m in inbox[1:]] == list(range(300))
+
+
+def test_deactivated_connection_is_not_polled(tmp_path: Path) -> None:
+    public, private, cid = connect(tmp_path)
+    set_status(private.home, cid, Status.DEACTIVATED)
+    public.state.enqueue(cid, "ping")
+    supervisor = Supervisor(private.home, private.state, transport=public.transport, rescan=0.05)
+
+    async def body() -> None:
+        await asyncio.sleep(0.3)
+        assert supervisor.running == frozenset()
+        assert private.state.last_applied(cid) == 0
+        set_status(private.home, cid, Status.ACTIVE)
+        await until(lambda: private.state.last_applied(cid) == 2)
+
+    run_supervisor(supervisor, body)
+
+
+def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> None:
+    public, private, cid = connect(tmp_path)
+    ok_before = private.state.contact(cid).last_ok
+    set_status(public.home, cid, Status.DEACTIVATED)  # the node now answers 409
+    delays: list[float] = []
+    clock = iter(range(1_000, 2_000))
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(0)
+
+        async def sleep(delay: float) -> None:
+            delays.append(delay)
+            await gate.acquire()
+
+        supervisor = Supervisor(
+            private.home,
+            private.state,
+            transport=public.transport,
+            wait=0.2,
+            sleep=sleep,
+            jitter=upper,
+            clock=lambda: float(next(clock)),
+        )
+        task = asyncio.create_task(supervisor.run())
+        for count in (1, 2, 3):
+            await until(lambda: len(delays) == count)  # noqa: B023 - awaited at once
+            if count < 3:
+                gate.release()
+        assert delays == [1, 2, 4]
+        contact = private.state.contact(cid)
+        assert "deactivated" in (contact.last_error or "")
+        first_error = contact.error_since
+        assert first_error is not None and contact.last_ok == ok_before
+
+        set_status(public.home, cid, Status.ACTIVE)
+        gate.release()
+        await until(lambda: private.state.contact(cid).last_error is None)
+        assert private.state.contact(cid).last_ok is not None
+
+        set_status(public.home, cid, Status.DEACTIVATED)
+        await until(lambda: len(delays) == 4)
+        assert delays == [1, 2, 4, 1]  # reset by the success
+        assert (private.state.contact(cid).error_since or 0) > first_error
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
