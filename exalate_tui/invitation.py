@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from .models import ConnectionName, Description, Mode, ShortName, Topology, Url
+from .models import Connection, ConnectionName, Description, Mode, ShortName, Topology, Url
 
 PREFIX = "exa1"
 DEFAULT_LIFETIME = 7 * 24 * 3600
@@ -73,6 +73,29 @@ def hash_token(token: str) -> str:
 def token_matches(token: str, token_hash: str) -> bool:
     """Constant-time comparison of a presented token against a stored hash."""
     return hmac.compare_digest(hash_token(token), token_hash)
+
+
+def for_connection(
+    connection: Connection, *, url: str | None, token: str, expires: int
+) -> Invitation:
+    """The payload for a connection this side initiated: the wizard's code, or a regenerated one.
+
+    `url` is this instance's public URL; a private initiator's code carries none.
+    """
+    return Invitation.model_validate(
+        {
+            "cid": connection.id,
+            "url": None if connection.topology is Topology.PRIVATE_PUBLIC else url,
+            "dest_url": connection.remote_url,
+            "from": connection.local_name,
+            "to": connection.remote_name,
+            "name": connection.name,
+            "desc": connection.description,
+            "mode": connection.mode,
+            "tok": token,
+            "exp": expires,
+        }
+    )
 
 
 def _brief(value: object) -> str:

@@ -173,7 +173,7 @@ class InitiateWizard:
                 self.errors["dest_url"] = check.reason
 
     def choose_no_url(self) -> None:
-        """"I don't have a URL": the destination is private; go straight on."""
+        """ "I don't have a URL": the destination is private; go straight on."""
         if self.step is not Step.DESTINATION:
             return
         self.no_url = True
@@ -324,18 +324,7 @@ class InitiateWizard:
             # The wizard's clock, so "created" and the expiry agree (and tests can fix both).
             created=datetime.fromtimestamp(now, UTC),
         )
-        invite = codes.Invitation(
-            cid=connection.id,
-            url=None if topology is Topology.PRIVATE_PUBLIC else public_url,
-            dest_url=connection.remote_url,
-            **{"from": self.local_name},
-            to=self.remote_name,
-            name=self.name,
-            desc=self.description,
-            mode=connection.mode,
-            tok=token,
-            exp=expires,
-        )
+        invite = codes.for_connection(connection, url=public_url, token=token, expires=expires)
         if public_url != self.instance.public_url and self.needs_public_url:
             self.instance = self.instance.model_copy(update={"public_url": public_url})
             self.home.save_instance(self.instance)
