@@ -1,16 +1,32 @@
 """Connection actions the console and the CLI share; no UI (docs/protocol.md).
 
-Deactivate, activate, delete and regenerate an invitation here, and what a
-partner's `connection.*` message does to this side (`apply_effect`, used by
-the node for pushed batches and by the poller for fetched ones).
+Deactivate, activate and delete a connection, telling the partner; regenerate
+a Pending connection's invitation; and what a partner's `connection.*`
+message does here (`apply_effect`: the node applies it for pushed batches,
+the poller for fetched ones). Deleted connections whose partner polls this
+side stay as tombstones until the partner has fetched the news
+(`purge_tombstones` forgets the ones it never fetched).
+
+Lock order: a state transaction may take the home lock (`apply_effect`),
+so nothing here writes the state while holding the home lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 
-from .models import Connection, PeerState, Status
+import httpx
+from pydantic import SecretStr
+
+from . import invitation as codes
+from .client import Remote, RemoteError
+from .models import Connection, PeerState, Role, Status, Topology
 from .queue import Message, State
 from .store import Home, NotFound
 
@@ -19,6 +35,173 @@ ACTIVATED = "connection.activated"
 DELETED = "connection.deleted"
 # How long a deleted connection waits for its polling partner to fetch `connection.deleted`.
 TOMBSTONE_GRACE = 7 * 24 * 3600
+# An action tells the partner directly for at most this long; then the supervisor goes on.
+TELL_TIMEOUT = 5.0
+BATCH = 500
+
+
+class ActionError(Exception):
+    """The action does not apply to this connection; str() says why and what to do."""
+
+
+class Told(StrEnum):
+    """How the partner learns of an action."""
+
+    DELIVERED = "delivered"  # delivered just now
+    QUEUED = "queued"  # in the outbox: the partner fetches it, or the supervisor delivers it
+    UNREACHABLE = "unreachable"  # could not be delivered now (see `Outcome.error`)
+    NOBODY = "nobody"  # no partner to tell: still pending, or the partner deleted it
+
+
+@dataclass(frozen=True)
+class Outcome:
+    connection: Connection
+    told: Told
+    error: str | None = None
+
+
+async def deactivate(
+    home: Home,
+    state: State,
+    cid: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = TELL_TIMEOUT,
+) -> Outcome:
+    """Stop the flow both ways; messages queue on both sides until `activate`.
+
+    This side stops making requests and its node answers 409 `deactivated`;
+    the partner is told with `connection.deactivated` (pushed now when this
+    side calls the partner; a polling partner meets the 409 and fetches the
+    message once the connection is active again).
+    """
+
+    def change(connection: Connection) -> None:
+        if connection.status is not Status.ACTIVE:
+            raise ActionError(
+                f"{connection.name!r} is {connection.status.value}: only an active connection "
+                "can be deactivated"
+            )
+        connection.status = Status.DEACTIVATED
+
+    return await _change_and_tell(home, state, cid, change, DEACTIVATED, transport, timeout)
+
+
+async def activate(
+    home: Home,
+    state: State,
+    cid: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = TELL_TIMEOUT,
+) -> Outcome:
+    """Let messages flow again, the ones queued meanwhile first; tell the partner."""
+
+    def change(connection: Connection) -> None:
+        if connection.peer_state is PeerState.DELETED:
+            raise ActionError(
+                f"the partner deleted {connection.name!r}: it cannot be activated again; "
+                "delete it here too"
+            )
+        if connection.status is not Status.DEACTIVATED:
+            raise ActionError(
+                f"{connection.name!r} is {connection.status.value}: only a deactivated "
+                "connection can be activated"
+            )
+        connection.status = Status.ACTIVE
+
+    return await _change_and_tell(home, state, cid, change, ACTIVATED, transport, timeout)
+
+
+async def _change_and_tell(
+    home: Home,
+    state: State,
+    cid: str,
+    change: Callable[[Connection], None],
+    kind: str,
+    transport: httpx.AsyncBaseTransport | None,
+    timeout: float,
+) -> Outcome:
+    connection = await asyncio.to_thread(home.get_connection, cid)
+    updated = await asyncio.to_thread(home.update_connection, connection.id, change)
+    if updated.peer_state is PeerState.DELETED:
+        return Outcome(updated, Told.NOBODY)
+    # Status first, then the message: the enqueue wakes this process's supervisor,
+    # whose rescan then sees the new status.
+    seq = await asyncio.to_thread(state.enqueue, updated.id, kind)
+    return await _tell(updated, state, seq, transport, timeout)
+
+
+async def delete(
+    home: Home,
+    state: State,
+    cid: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = TELL_TIMEOUT,
+) -> Outcome:
+    """Delete a connection and tell the partner with `connection.deleted` when it can.
+
+    A side that calls its partner pushes the news, then deletes (it deletes
+    even when the push fails: `Outcome.error` says why). A side whose
+    partner polls it leaves a tombstone: its node keeps answering the
+    partner's polls until the partner has acknowledged `connection.deleted`,
+    or `TOMBSTONE_GRACE` passed. A pending connection has nobody to tell.
+    """
+    connection = await asyncio.to_thread(home.get_connection, cid)
+    cid = connection.id
+    if connection.secret is None or connection.peer_state is PeerState.DELETED:
+        await asyncio.to_thread(_erase, home, state, cid)
+        return Outcome(connection, Told.NOBODY)
+    seq = await asyncio.to_thread(state.enqueue, cid, DELETED)
+    if connection.remote_url is None:
+        await asyncio.to_thread(home.bury_connection, cid)
+        return Outcome(connection, Told.QUEUED)
+    outcome = await _tell(connection, state, seq, transport, timeout)
+    await asyncio.to_thread(_erase, home, state, cid)
+    return outcome
+
+
+def _erase(home: Home, state: State, cid: str) -> None:
+    home.delete_connection(cid)
+    state.forget(cid)
+
+
+async def _tell(
+    connection: Connection,
+    state: State,
+    seq: int,
+    transport: httpx.AsyncBaseTransport | None,
+    timeout: float,
+) -> Outcome:
+    """Push the outbox up to `seq` now, when this side is the one that calls the partner."""
+    if connection.secret is None:
+        return Outcome(connection, Told.NOBODY)
+    if connection.remote_url is None:
+        return Outcome(connection, Told.QUEUED)  # the partner fetches it when it polls
+    cid, secret = connection.id, connection.secret
+    try:
+        async with asyncio.timeout(timeout):
+            async with Remote(
+                connection.remote_url, transport=transport, timeout=httpx.Timeout(timeout)
+            ) as remote:
+                while True:
+                    pending = await asyncio.to_thread(state.pending, cid, 0, BATCH)
+                    if not pending or pending[0].seq > seq:
+                        # Delivered, by us or meanwhile by the supervisor's pusher.
+                        return Outcome(connection, Told.DELIVERED)
+                    applied = await remote.push(cid, secret, pending)
+                    if applied < pending[0].seq:
+                        raise RemoteError(
+                            "the partner applied none of the messages sent",
+                            code="protocol",
+                        )
+                    # Never prune beyond what was sent, whatever the partner claims.
+                    await asyncio.to_thread(state.ack, cid, min(applied, pending[-1].seq))
+    except TimeoutError:
+        return Outcome(connection, Told.QUEUED)
+    except RemoteError as error:
+        return Outcome(connection, Told.UNREACHABLE, str(error))
 
 
 def _after(kind: str, connection: Connection) -> tuple[PeerState | None, Status]:
@@ -68,3 +251,43 @@ def purge_tombstones(
             state.forget(cid)
             purged.append(cid)
     return purged
+
+
+def regenerate_invitation(
+    home: Home,
+    cid: str,
+    *,
+    now: Callable[[], float] = time.time,
+    lifetime: int = codes.DEFAULT_LIFETIME,
+) -> str:
+    """A new code for a Pending connection this side initiated; the old one stops working."""
+    connection = home.get_connection(cid)
+    if connection.status is not Status.PENDING or connection.role is not Role.INITIATOR:
+        raise ActionError(
+            f"{connection.name!r} is {connection.status.value} and was "
+            f"{'initiated' if connection.role is Role.INITIATOR else 'accepted'} here: only a "
+            "pending connection this side initiated has an invitation to regenerate"
+        )
+    instance = home.load_instance()
+    url = instance.public_url if instance else None
+    if url is None and connection.topology is not Topology.PRIVATE_PUBLIC:
+        raise ActionError(
+            "this instance has no public URL, and the partner must call it: "
+            "set one with `exalate-tui init --public-url URL`"
+        )
+    token = codes.new_token()
+    expires = int(now()) + lifetime
+    # Built before anything is written: a payload that does not validate changes nothing.
+    code = codes.encode(codes.for_connection(connection, url=url, token=token, expires=expires))
+
+    def change(current: Connection) -> None:
+        if current.status is not Status.PENDING:
+            raise ActionError(f"{current.name!r} was accepted meanwhile: it needs no new code")
+        current.token_hash = codes.hash_token(token)
+        # Only a private initiator presents the token itself (its supervisor's handshake).
+        private = current.topology is Topology.PRIVATE_PUBLIC
+        current.token = SecretStr(token) if private else None
+        current.token_expires = datetime.fromtimestamp(expires, UTC)
+
+    home.update_connection(connection.id, change)
+    return code
