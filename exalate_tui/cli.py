@@ -288,14 +288,68 @@ def cmd_connections_show(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_connections_delete(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "delete", "Deleted")
+
+
+def cmd_connections_deactivate(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "deactivate", "Deactivated")
+
+
+def cmd_connections_activate(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "activate", "Activated")
+
+
+def _connection_action(args: argparse.Namespace, home: Home, name: str, done: str) -> int:
+    """Run `actions.<name>`, which also tells the partner (docs/protocol.md)."""
+    import asyncio
+
+    from . import actions
+    from .queue import State
+
     connection = _find(home, args.id)
-    # Delete by the full id just resolved, so a prefix cannot hit a newer file.
-    deleted = home.delete_connection(connection.id)
+    home.ensure()
+    state = State(home.state_path)
+    try:
+        # By the full id just resolved, so a prefix cannot hit a newer file.
+        outcome = asyncio.run(getattr(actions, name)(home, state, connection.id))
+    except actions.ActionError as refused:
+        raise BadInput(f"ID: {refused}") from None
+    finally:
+        state.close()
+    told, error = outcome.told, outcome.error
     if args.json:
-        _print_json({"deleted": public(deleted)})
-    else:
-        print(f"Deleted connection {inert(deleted.name)} ({deleted.id})")
+        key = "deleted" if name == "delete" else "connection"
+        _print_json(
+            {key: public(outcome.connection), "partner": told.value, "partner_error": error}
+        )
+        return 0
+    print(f"{done} connection {inert(connection.name)} ({connection.id})")
+    if told is actions.Told.DELIVERED:
+        print("The partner was told.")
+    elif told is actions.Told.QUEUED:
+        print(f"The partner learns of it when it next connects; keep `{PROG} node` running.")
+    elif told is actions.Told.UNREACHABLE:
+        print(f"Could not tell the partner now: {inert(error)}")
     return 0
+
+
+def cmd_node(args: argparse.Namespace, home: Home) -> int:
+    import asyncio
+    import logging
+
+    from .node import serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(home, args.host, args.port))
+    return 0
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def _find(home: Home, cid: str) -> Connection:
@@ -380,8 +434,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     accept.set_defaults(run=cmd_accept)
 
+    node = commands.add_parser(
+        "node", parents=[home], help="serve the API and run the pollers, headless (Ctrl+C stops)"
+    )
+    node.add_argument(
+        "--host", metavar="H", help="address to listen on (default: instance.toml, else 127.0.0.1)"
+    )
+    node.add_argument(
+        "--port", metavar="P", type=_port, help="port (default: instance.toml, else 7917)"
+    )
+    node.set_defaults(run=cmd_node)
+
     connections = commands.add_parser(
-        "connections", parents=[home_json], help="list, show or delete connections"
+        "connections",
+        parents=[home_json],
+        help="list, show, delete, deactivate or activate connections",
     )
     connections.set_defaults(run=cmd_connections_list)
     actions = connections.add_subparsers(title="actions", metavar="ACTION")
@@ -391,6 +458,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, run, what in (
         ("show", cmd_connections_show, "show one connection (no secrets)"),
         ("delete", cmd_connections_delete, "delete one connection, without asking"),
+        ("deactivate", cmd_connections_deactivate, "pause one connection; messages queue"),
+        ("activate", cmd_connections_activate, "resume a deactivated connection"),
     ):
         action = actions.add_parser(name, parents=[home_json], help=what)
         action.add_argument("id", metavar="ID", help="a connection id or a unique prefix of it")

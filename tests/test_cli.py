@@ -482,7 +482,11 @@ def test_delete_json(public_home: Path) -> None:
     cid = str(document["connection"]["id"])  # type: ignore[index]
     result = run("--home", str(public_home), "connections", "delete", cid, "--json")
     assert result.returncode == 0
-    assert json.loads(result.stdout) == {"deleted": document["connection"]}
+    assert json.loads(result.stdout) == {
+        "deleted": document["connection"],
+        "partner": "nobody",  # pending: nobody to tell
+        "partner_error": None,
+    }
 
 
 @pytest.mark.parametrize("action", ["show", "delete"])
