@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from pydantic import SecretStr
 
 from exalate_tui import node
 from exalate_tui.accept import accept
+from exalate_tui.client import Remote
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.poller import Backoff, ConnectionLock, Plan, Supervisor, plan_for
 from exalate_tui.queue import State
@@ -323,5 +326,175 @@ def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> No
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    asyncio.run(main())
+
+
+# -- real node processes on 127.0.0.1 ---------------------------------------------
+
+_SERVE = """
+import asyncio, logging, sys
+from exalate_tui.node import serve
+from exalate_tui.store import Home
+logging.basicConfig(level=logging.INFO)
+asyncio.run(serve(Home.resolve(sys.argv[1]), "127.0.0.1", int(sys.argv[2])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class NodeProcess:
+    """`node.serve` for one home in its own process: the API and the supervisor."""
+
+    def __init__(self, home: Home, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.home.path.parent / f"{self.home.path.name}.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(self.home.path), str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.process.poll() is None, "the node exited; see its log"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/api/v1/info", timeout=1).status_code == 200:
+                    return
+            assert time.monotonic() < deadline, "the node did not start in time"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no cleanup at all
+        self.process.wait()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[NodeProcess]]:
+    started: list[NodeProcess] = []
+    yield started
+    # Killed, not stopped: a graceful stop is the node's own tests' business.
+    for process in started:
+        if process.process is not None and process.process.poll() is None:
+            process.kill()
+
+
+def connect_over_http(tmp_path: Path, nodes: list[NodeProcess]) -> tuple[NodeProcess, Home, str]:
+    """A public node process, and a private home accepted over real HTTP (no node yet)."""
+    port = free_port()
+    public_home = Home(tmp_path / "snow")
+    instance = Instance(short_name="snow", public_url=f"http://127.0.0.1:{port}")
+    public_home.save_instance(instance)
+    public = NodeProcess(public_home, port)
+    nodes.append(public)
+    public.start()
+    wizard = InitiateWizard(public_home, instance)
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.BASIC)
+    wizard.next()
+    wizard.next()
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued
+    private_home = Home(tmp_path / "jira")
+    private_home.save_instance(Instance(short_name="jira"))
+    state = State(private_home.state_path)
+    try:
+        asyncio.run(accept(private_home, state, wizard.issued.invitation, None))
+    finally:
+        state.close()
+    return public, private_home, wizard.issued.invitation.cid
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.mark.e2e
+def test_private_node_killed_mid_stream_resumes_and_applies_each_message_once(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    public, private_home, cid = connect_over_http(tmp_path, nodes)
+    private = NodeProcess(private_home, free_port())
+    nodes.append(private)
+    private.start()
+    public_state = State(public.home.state_path)
+    private_state = State(private_home.state_path)
+
+    def stream() -> None:
+        for start in range(0, 1000, 10):
+            public_state.enqueue_many(cid, [("ping", {"n": n}) for n in range(start, start + 10)])
+            time.sleep(0.004)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        wait_for(lambda: private_state.last_applied(cid) >= 200)
+        private.kill()
+        killed_at = private_state.last_applied(cid)
+    finally:
+        streamer.join()
+    assert killed_at < 1001  # killed mid-stream
+    private.start()
+    wait_for(lambda: private_state.last_applied(cid) == 1001)
+    # Its next long-poll acknowledges the rest: the public outbox drains.
+    wait_for(lambda: public_state.pending(cid) == [])
+    inbox = private_state.inbox(cid, limit=2000)
+    assert [m.seq for m in inbox] == list(range(1, 1002))
+    assert [m.body["n"] for m in inbox[1:]] == list(range(1000))
+
+
+@pytest.mark.e2e
+def test_poller_rides_out_a_public_node_restart(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    public, private_home, cid = connect_over_http(tmp_path, nodes)
+    private = NodeProcess(private_home, free_port())
+    nodes.append(private)
+    private.start()
+    public_state = State(public.home.state_path)
+    private_state = State(private_home.state_path)
+    public_state.enqueue(cid, "ping", {"n": 1})
+    wait_for(lambda: private_state.last_applied(cid) == 2)
+
+    public.kill()
+    wait_for(lambda: "Cannot reach" in (private_state.contact(cid).last_error or ""))
+    # While it is down, both sides have something to say.
+    public_state.enqueue(cid, "ping", {"n": 2})
+    private_state.enqueue(cid, "ping", {"from": "jira"})
+    public.start()
+
+    wait_for(lambda: private_state.last_applied(cid) == 3, timeout=60)
+    wait_for(lambda: public_state.last_applied(cid) == 2, timeout=60)
+    assert [m.body for m in public_state.inbox(cid)][-1] == {"from": "jira"}
+    wait_for(lambda: private_state.contact(cid).last_error is None)
+    wait_for(lambda: private_state.pending(cid) == [] and public_state.pending(cid) == [])
+
+
+@pytest.mark.e2e
+def test_long_poll_outlives_the_clients_read_timeout(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    public, private_home, cid = connect_over_http(tmp_path, nodes)
+    secret = private_home.get_connection(cid).secret
+    assert secret is not None
+
+    async def main() -> None:
+        # Reads time out after 0.5 s, but a long-poll gets its wait on top.
+        remote = Remote(public.url, timeout=httpx.Timeout(0.5))
+        async with remote:
+            started = time.monotonic()
+            batch = await remote.fetch(cid, secret, after=1, wait=1.5)
+            assert batch.messages == [] and time.monotonic() - started >= 1.4
 
     asyncio.run(main())
