@@ -194,8 +194,9 @@ class Supervisor:
         link = self._links.get(cid) if cid else None
         if link is not None:
             link.wake.set()
-        elif self._rescan_now is not None:
-            # An enqueue for a connection without a link: it may be new or just activated.
+        if self._rescan_now is not None:
+            # Actions change a connection, then enqueue the news: the connection may be
+            # new, activated, deactivated or gone, so look again (coalesced per tick).
             self._rescan_now.set()
 
     async def run(self) -> None:
@@ -234,7 +235,8 @@ class Supervisor:
     # -- links ----------------------------------------------------------------
 
     async def _scan(self) -> None:
-        wanted = {c.id: c for c in self.home.load_connections().connections if plan_for(c)}
+        loaded = await asyncio.to_thread(self.home.load_connections)
+        wanted = {c.id: c for c in loaded.connections if plan_for(c)}
         for cid, link in list(self._links.items()):
             connection = wanted.get(cid)
             if connection is None or _fingerprint(connection) != link.fingerprint:

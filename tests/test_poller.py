@@ -21,7 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exalate_tui import node
+from exalate_tui import actions, node
 from exalate_tui.accept import accept
 from exalate_tui.client import Remote
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
@@ -498,3 +498,29 @@ def test_long_poll_outlives_the_clients_read_timeout(
             assert batch.messages == [] and time.monotonic() - started >= 1.4
 
     asyncio.run(main())
+
+
+def test_an_action_here_reaches_the_supervisor_at_once(tmp_path: Path) -> None:
+    """Deactivate stops the link without waiting for a periodic rescan; activate resumes."""
+    public, private, cid = connect(tmp_path)
+    supervisor = Supervisor(private.home, private.state, transport=public.transport, rescan=60)
+
+    async def body() -> None:
+        await until(lambda: cid in supervisor.running)
+        outcome = await actions.deactivate(
+            private.home, private.state, cid, transport=public.transport
+        )
+        assert outcome.told is actions.Told.DELIVERED
+        await until(lambda: cid not in supervisor.running, timeout=2)
+        public.state.enqueue(cid, "ping", {"n": 1})
+        await asyncio.sleep(0.3)
+        assert private.state.last_applied(cid) == 1  # the hello only
+        await actions.activate(private.home, private.state, cid, transport=public.transport)
+        await until(lambda: private.state.last_applied(cid) == 2, timeout=2)
+        assert [m.kind for m in public.state.inbox(cid)] == [
+            "hello",
+            "connection.deactivated",
+            "connection.activated",
+        ]
+
+    run_supervisor(supervisor, body)
