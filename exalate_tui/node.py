@@ -469,7 +469,6 @@ def _take_invitation(home: Home, offer: HandshakeIn, now: float) -> Connection:
         connection.status = Status.ACTIVE
         connection.token_hash = None
         connection.token = None
-        connection.token_expires = None
         connection.remote_name = offer.short_name
         if offer.url and connection.topology is Topology.PUBLIC_PUBLIC:
             # The URL this side verified when initiating is proven reachable from here;
