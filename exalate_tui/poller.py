@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from . import actions
 from .client import Remote, RemoteError
-from .models import Connection, Role, Status, Topology
+from .models import Connection, PeerState, Role, Status, Topology
 from .queue import Message, State
 from .store import Home
 
@@ -44,9 +44,10 @@ RESCAN = 3.0
 WATCH = 0.1
 CAP = 60.0
 BASE = 0.5
-# Until the partner pastes the code every handshake is refused; retrying often
-# keeps "Active within seconds" true for a private initiator, and costs little.
-HANDSHAKE_CAP = 10.0
+# Waiting on the partner's admin (to paste the code, or to activate the
+# connection again) is no outage: retrying at least this often keeps "Active
+# within seconds" true once they act, and costs one small request.
+WAITING_CAP = 10.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float, float], float]
@@ -131,7 +132,14 @@ def _fingerprint(connection: Connection) -> tuple[object, ...]:
     secret = connection.secret.get_secret_value() if connection.secret else None
     # A regenerated invitation changes the token: the handshake must present the new one.
     token = connection.token.get_secret_value() if connection.token else None
-    return (plan_for(connection), connection.remote_url, secret, token, connection.local_name)
+    return (
+        plan_for(connection),
+        connection.remote_url,
+        secret,
+        token,
+        connection.local_name,
+        connection.peer_state,
+    )
 
 
 @dataclass
@@ -286,7 +294,10 @@ class Supervisor:
     async def _failed(self, cid: str, backoff: Backoff, error: Exception) -> None:
         reason = str(error) or type(error).__name__
         await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
-        await self._sleep(backoff.failure())
+        delay = backoff.failure()
+        if isinstance(error, RemoteError) and error.code == "deactivated":
+            delay = min(delay, WAITING_CAP)
+        await self._sleep(delay)
 
     async def _ok(self, cid: str, backoff: Backoff) -> None:
         await asyncio.to_thread(self.state.record_ok, cid, self._clock())
@@ -330,7 +341,10 @@ class Supervisor:
         backoff = self._backoff()
         while True:
             link.wake.clear()
-            pending = self.state.pending(connection.id, limit=self.limit)
+            # A partner that paused the connection answers 409 until it sends
+            # `connection.activated`; that clears `peer_state` and restarts this link.
+            paused = link.connection.peer_state is PeerState.DEACTIVATED
+            pending = [] if paused else self.state.pending(connection.id, limit=self.limit)
             if not pending:
                 # The periodic timeout is a safety net: wakes come from enqueues.
                 with contextlib.suppress(TimeoutError):
@@ -350,7 +364,7 @@ class Supervisor:
         connection = link.connection
         assert connection.remote_url and connection.token  # plan_for checked both
         remote = self._remote(connection.remote_url)
-        backoff = self._backoff(HANDSHAKE_CAP)
+        backoff = self._backoff(WAITING_CAP)
         while True:
             expires = connection.token_expires
             if expires is not None and self._clock() >= expires.timestamp():

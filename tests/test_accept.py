@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exalate_tui import actions, node
 from exalate_tui import invitation as codes
-from exalate_tui import node
 from exalate_tui.accept import AcceptError, accept
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.poller import Supervisor
 from exalate_tui.queue import State
 from exalate_tui.store import Home
@@ -431,3 +431,27 @@ def test_an_unreachable_initiator_is_not_bad_input(tmp_path: Path) -> None:
     assert not error.value.bad_input
     assert str(error.value).startswith("Could not contact snow: Cannot reach 127.0.0.1:")
     assert not b.path.exists()
+
+
+@pytest.mark.anyio
+async def test_public_public_pusher_pauses_while_the_partner_has_deactivated(
+    tmp_path: Path,
+) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", PUBLIC_B)
+    _, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
+    await accept(b.home, b.state, invite, "jira", transport=a.transport)
+    cid = invite.cid
+    async with supervising(a, b), supervising(b, a):
+        outcome = await actions.deactivate(a.home, a.state, cid, transport=b.transport)
+        assert outcome.told is actions.Told.DELIVERED
+        assert b.home.get_connection(cid).peer_state is PeerState.DEACTIVATED
+        await asyncio.sleep(0.3)  # a few rescans (every 0.1 s here) see the pause
+        b.state.enqueue(cid, "ping", {"n": 1})
+        await asyncio.sleep(0.5)
+        # Held back, not hammered against the partner's 409.
+        assert a.state.last_applied(cid) == 1
+        assert b.state.contact(cid).last_error is None
+        await actions.activate(a.home, a.state, cid, transport=b.transport)
+        await until(lambda: a.state.last_applied(cid) == 2)
+        assert a.state.inbox(cid)[-1].body == {"n": 1}
