@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -455,3 +458,142 @@ async def test_public_public_pusher_pauses_while_the_partner_has_deactivated(
         await actions.activate(a.home, a.state, cid, transport=b.transport)
         await until(lambda: a.state.last_applied(cid) == 2)
         assert a.state.inbox(cid)[-1].body == {"n": 1}
+
+
+# -- headless, end to end: `exalate-tui` processes on 127.0.0.1 ----------------------
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exalate_tui.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[[Home, int], None]]:
+    """Start `exalate-tui node` for a home; every node is killed at the end."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(home: Home, port: int) -> None:
+        with open(tmp_path / f"{home.path.name}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "exalate_tui.cli", "--home", str(home.path), "node"]
+                + ["--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, (tmp_path / f"{home.path.name}.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/info").status_code == 200:
+                    return
+            assert time.monotonic() < deadline, "the node did not start in time"
+            time.sleep(0.05)
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def messages_flow(a: Home, b: Home, cid: str) -> None:
+    a_state, b_state = State(a.state_path), State(b.state_path)
+    try:
+        a_state.enqueue(cid, "ping", {"from": a.path.name})
+        b_state.enqueue(cid, "ping", {"from": b.path.name})
+        wait_for(lambda: a_state.last_applied(cid) == 2 and b_state.last_applied(cid) == 2)
+        assert a_state.inbox(cid)[-1].body == {"from": b.path.name}
+        assert b_state.inbox(cid)[-1].body == {"from": a.path.name}
+    finally:
+        a_state.close()
+        b_state.close()
+
+
+@pytest.mark.e2e
+def test_cli_private_public_two_nodes(tmp_path: Path, spawn: Callable[[Home, int], None]) -> None:
+    a, b = Home(tmp_path / "snow"), Home(tmp_path / "jira")
+    port_a, port_b = free_port(), free_port()
+    url_b = f"http://127.0.0.1:{port_b}"
+    assert cli("--home", str(a.path), "init", "--short-name", "snow").returncode == 0
+    assert (
+        cli("--home", str(b.path), "init", "--short-name", "jira", "--public-url", url_b)
+    ).returncode == 0
+    spawn(b, port_b)
+    spawn(a, port_a)  # private: its supervisor retries the handshake until jira accepts
+    made = cli(
+        "--home", str(a.path), "initiate", "--url", url_b, "--mode", "script",
+        "--local-name", "snow", "--remote-name", "jira",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    code = made.stdout.strip()
+    folded = "\n".join(code[i : i + 60] for i in range(0, len(code), 60)) + "\n"
+    accepted = cli("--home", str(b.path), "accept", "-", "--json", stdin=folded)
+    assert accepted.returncode == 0, accepted.stderr
+    document = json.loads(accepted.stdout)
+    assert document["stages"] == ["waiting"]
+    assert document["connection"]["status"] == "pending"
+    assert not {"secret", "token", "token_hash"} & document["connection"].keys()
+    cid = document["connection"]["id"]
+
+    def active(home: Home) -> bool:
+        return home.get_connection(cid).status is Status.ACTIVE
+
+    wait_for(lambda: active(a) and active(b))
+    messages_flow(a, b, cid)
+
+
+@pytest.mark.e2e
+def test_cli_accept_exit_codes(tmp_path: Path, spawn: Callable[[Home, int], None]) -> None:
+    a = Home(tmp_path / "snow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    init = cli("--home", str(a.path), "init", "--short-name", "snow", "--public-url", url)
+    assert init.returncode == 0
+    spawn(a, port)
+    made = cli(
+        "--home", str(a.path), "initiate", "--no-url", "--mode", "basic",
+        "--local-name", "snow", "--remote-name", "jira",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    code = made.stdout.strip()
+
+    typo = code[:-1] + ("1" if code[-1] == "0" else "0")
+    damaged = cli("--home", str(tmp_path / "x"), "accept", typo, "--short-name", "x")
+    assert damaged.returncode == 2
+    assert "damaged" in damaged.stderr and not (tmp_path / "x").exists()
+
+    accepted = cli("--home", str(tmp_path / "jira"), "accept", code, "--short-name", "jira")
+    assert accepted.returncode == 0, accepted.stderr
+    lines = accepted.stdout.splitlines()
+    assert lines[:3] == [
+        f"Contacting snow at {url} …",
+        "Accepted: the connection secret is stored.",
+        "Connected: the first message was delivered.",
+    ]
+    assert lines[3].startswith("Connection snow_to_jira (") and lines[3].endswith(") is active.")
+
+    again = cli("--home", str(tmp_path / "conf"), "accept", code, "--short-name", "conf")
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        "exalate-tui accept: This invitation was already used: ask snow for a new code."
+    )
+    assert not (tmp_path / "conf").exists()
