@@ -109,7 +109,7 @@ def _unavailable() -> ApiError:
     )
 
 
-# -- request and response bodies (also the OpenAPI document) ---------------------
+# -- request and response bodies (also the OpenAPI document) ---------------------------
 
 
 class Info(BaseModel):
@@ -183,7 +183,7 @@ def _problems(error: ValidationError | RequestValidationError) -> str:
     return "; ".join(parts[:5])
 
 
-# -- wake-ups for long-polls --------------------------------------------------------
+# -- wake-ups for long-polls -----------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -209,6 +209,10 @@ class Wakeups:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def notify(self, cid: str) -> None:
         """Wake `cid`'s long-polls; safe from any thread."""
@@ -273,7 +277,7 @@ class Wakeups:
         return {cid: self.state.last_seq(cid) for cid in cids}
 
 
-# -- signatures ----------------------------------------------------------------------
+# -- signatures ------------------------------------------------------------------------
 
 
 class ReplayCache:
@@ -307,7 +311,7 @@ class ReplayCache:
         return True
 
 
-# -- the node's shared state ------------------------------------------------------------
+# -- the node's shared state -----------------------------------------------------------
 
 
 class Node:
@@ -396,7 +400,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# -- routes --------------------------------------------------------------------------------
+# -- routes ----------------------------------------------------------------------------
 
 router = APIRouter(prefix=PREFIX)
 
@@ -522,7 +526,7 @@ async def fetch(
     while True:
         messages, last_seq = await asyncio.to_thread(_outbox, state, cid, after, limit)
         remaining = deadline - loop.time()
-        if messages or remaining <= 0:
+        if messages or remaining <= 0 or node.wakeups.closed:
             return _batch(messages, last_seq)
         await node.wakeups.wait(cid, after, remaining)
 
@@ -582,7 +586,7 @@ async def push(request: Request, cid: str) -> Applied:
     return Applied(applied=applied)
 
 
-# -- the app -------------------------------------------------------------------------------
+# -- the app ---------------------------------------------------------------------------
 
 
 def _error_response(error: ApiError) -> JSONResponse:
@@ -637,7 +641,7 @@ def create_app(home: Home, state: State, *, watch: float = WATCH) -> FastAPI:
     return app
 
 
-# -- serving ---------------------------------------------------------------------------------
+# -- serving ---------------------------------------------------------------------------
 
 
 class _Server(uvicorn.Server):
