@@ -258,6 +258,9 @@ class Supervisor:
             if not lock.acquire():
                 continue  # another process runs it; try again on the next scan
             self._start(_Link(connection, lock, _fingerprint(connection)))
+        used = {link.connection.remote_url for link in self._links.values()}
+        for url in [url for url in self._remotes if url not in used]:
+            await self._remotes.pop(url).aclose()
 
     def _start(self, link: _Link) -> None:
         cid = link.connection.id
@@ -275,12 +278,14 @@ class Supervisor:
 
     async def _stop(self, cid: str) -> None:
         link = self._links.pop(cid)
-        for task in link.tasks:
-            task.cancel()
-        for task in link.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        link.lock.release()
+        try:
+            for task in link.tasks:
+                task.cancel()
+            if link.tasks:
+                # `wait` never raises a task's own error (`_report_crash` logged it).
+                await asyncio.wait(link.tasks)
+        finally:
+            link.lock.release()
 
     def _remote(self, url: str) -> Remote:
         # One pooled client per peer URL, shared by every connection to that peer.
