@@ -9,6 +9,7 @@ the Initiate wizard without raising.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -21,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from . import __version__, signing
-from .models import check_url, normalize_url
+from .models import check_short_name, check_url, normalize_url
 from .queue import Message
 from .wizard import UrlCheck
 
@@ -32,6 +33,9 @@ VERIFY_TIMEOUT = 3.0
 # Connect and write are quick or broken; a long-poll read gets `wait` on top.
 TIMEOUT = httpx.Timeout(10.0)
 LONG_POLL_MARGIN = 10.0
+
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 class RemoteError(Exception):
@@ -139,6 +143,22 @@ def _transport_error(url: str, error: httpx.TransportError, timeout: float) -> R
     )
 
 
+def _shown(text: str, limit: int) -> str:
+    """Remote text fit for one line of a terminal: printable, first line, bounded."""
+    line = "".join(ch if ch.isprintable() else " " for ch in text.strip().split("\n")[0])
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _short_name(value: object) -> str | None:
+    """The peer's short name when it is a valid one; anything else is not shown or stored."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_short_name(value)
+    except ValueError:
+        return None
+
+
 def _error_from_response(response: httpx.Response) -> RemoteError:
     """A node's `{"error", "detail"}` answer, or a plain description of any other."""
     try:
@@ -146,9 +166,9 @@ def _error_from_response(response: httpx.Response) -> RemoteError:
     except ValueError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), str):
-        code = data["error"]
-        detail = data.get("detail") if isinstance(data.get("detail"), str) else None
-        text = (detail or code).splitlines()[0] if (detail or code) else code
+        code = _shown(data["error"], 40)
+        detail = _shown(data["detail"], 300) if isinstance(data.get("detail"), str) else None
+        text = detail or code
         return RemoteError(
             f"{_host(str(response.url))} refused the request ({response.status_code} {code}): "
             f"{text}",
@@ -249,10 +269,10 @@ class Remote:
         response = await self._send(request, self._timeout.read or 0)
         data = self._json(response)
         return RemoteInfo(
-            product=data["product"] if isinstance(data.get("product"), str) else "",
-            version=str(data.get("version", "?")),
+            product=_shown(data["product"], 40) if isinstance(data.get("product"), str) else "",
+            version=_shown(str(data.get("version", "?")), 40),
             api=data["api"] if isinstance(data.get("api"), int) else -1,
-            short_name=data["short_name"] if isinstance(data.get("short_name"), str) else None,
+            short_name=_short_name(data.get("short_name")),
         )
 
     async def handshake(
@@ -269,17 +289,18 @@ class Remote:
         )
         data = self._json(await self._send(request, self._timeout.read or 0))
         secret = data.get("secret")
-        if not isinstance(secret, str) or not secret:
+        # A secret is a short token (the node makes 43 characters); refuse anything else.
+        if not isinstance(secret, str) or not _SECRET.fullmatch(secret):
             raise RemoteError(
-                f"{_host(self.url)} accepted the handshake but sent no secret; "
+                f"{_host(self.url)} accepted the handshake but sent no usable secret; "
                 "update exalate-tui on that side.",
                 status=200,
                 code="protocol",
             )
         return Handshake(
             secret=SecretStr(secret),
-            short_name=str(data.get("short_name") or ""),
-            name=str(data.get("name") or ""),
+            short_name=_short_name(data.get("short_name")) or "",
+            name=_shown(str(data.get("name") or ""), 100),
         )
 
     async def fetch(
