@@ -5,8 +5,11 @@ partner's `connection.*` messages do here.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,3 +373,39 @@ def test_partner_messages_are_idempotent_and_write_only_on_change(tmp_path: Path
     assert receive("connection.activated") == (PeerState.DELETED, Status.DEACTIVATED)
     path.unlink()
     actions.apply_effect(home, CID, Message(2, "connection.deleted"))  # gone here too: no error
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def cli(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exalate_tui.cli", "--home", str(home.path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_connections_deactivate_and_activate_from_the_command_line(tmp_path: Path) -> None:
+    public = side(tmp_path, "snow", PUBLIC)
+    public.home.save_connection(connection(role=Role.INITIATOR, local_name="snow"))
+    paused = cli(public.home, "connections", "deactivate", CID[:8], "--json")
+    assert paused.returncode == 0, paused.stderr
+    document = json.loads(paused.stdout)
+    assert document["connection"]["status"] == "deactivated"
+    assert (document["partner"], document["partner_error"]) == ("queued", None)
+    assert "secret" not in document["connection"]
+
+    again = cli(public.home, "connections", "deactivate", CID)
+    assert again.returncode == 2
+    assert "only an active connection can be deactivated" in again.stderr
+
+    resumed = cli(public.home, "connections", "activate", CID)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith(f"Activated connection snow_to_jira ({CID})\n")
+    assert "when it next connects" in resumed.stdout
+    assert [m.kind for m in public.state.pending(CID)] == [
+        "connection.deactivated",
+        "connection.activated",
+    ]
