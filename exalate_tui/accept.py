@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from . import invitation as codes
 from .client import Remote, RemoteError
-from .models import Connection, Role, Status, Topology
+from .models import CONNECTION_NAME_MAX, Connection, Role, Status, Topology
 from .queue import State
 from .store import Home, NameTaken
 from .wizard import ACCEPT_LABELS, AcceptWizard, Stage
@@ -65,9 +65,9 @@ def _save(home: Home, connection: Connection) -> Connection:
         home.save_connection(connection)
     except NameTaken:
         # Someone took the name since the wizard checked it; keep both, tell them apart.
-        connection = connection.model_copy(
-            update={"name": f"{connection.name} ({connection.id[:8]})"}
-        )
+        suffix = f" ({connection.id[:8]})"
+        name = connection.name[: CONNECTION_NAME_MAX - len(suffix)] + suffix
+        connection = connection.model_copy(update={"name": name})
         home.save_connection(connection)
     return connection
 
