@@ -150,6 +150,17 @@ class InitiateWizard:
         return steps
 
     @property
+    def needs_check(self) -> bool:
+        """A well-formed destination URL without a successful verification yet.
+
+        The console verifies on Next when this is True (and on a retry after
+        a failed check); a URL that is not even well-formed is refused inline.
+        """
+        if self.no_url or _problem("dest_url", check_url, self.dest_url):
+            return False
+        return self.url_check is None or not self.url_check.ok
+
+    @property
     def destination_label(self) -> str:
         """How the invitation step names the other side."""
         return self.remote_name or "unknown"

@@ -239,6 +239,21 @@ def test_a_verified_url_is_required_when_asked_for(tmp_path: Path) -> None:
     assert wizard.step is Step.CONFIG_TYPE
 
 
+def test_needs_check_only_for_a_well_formed_url_not_yet_verified(tmp_path: Path) -> None:
+    wizard = make(tmp_path, require_verified=True)
+    assert not wizard.needs_check  # nothing typed
+    wizard.set_dest_url("ftp://jira")
+    assert not wizard.needs_check  # refused for its form, no request
+    wizard.set_dest_url(DEST)
+    assert wizard.needs_check
+    wizard.record_check(UrlCheck(DEST, ok=False, reason="Unreachable."))
+    assert wizard.needs_check  # a retry checks again
+    wizard.record_check(UrlCheck(DEST, ok=True))
+    assert not wizard.needs_check
+    wizard.choose_no_url()
+    assert not wizard.needs_check
+
+
 def test_a_check_of_an_older_url_is_ignored_and_a_new_url_drops_the_check(
     tmp_path: Path,
 ) -> None:
