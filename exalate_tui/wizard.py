@@ -168,12 +168,23 @@ class InitiateWizard:
     # -- input --------------------------------------------------------------
 
     def set_dest_url(self, value: str) -> str | None:
-        """Typing a URL means there is one: it leaves the "no URL" choice."""
+        """Typing a URL means there is one: it leaves the "no URL" choice.
+
+        As it is typed only its form is judged (and a failed check of this very
+        URL stands); that it is verified is required by `next`, which says so.
+        """
         self.dest_url = value.strip()
         self.no_url = False
         if self.url_check and self.url_check.url != normalize_url(self.dest_url):
             self.url_check = None
-        return self._revalidate("dest_url")
+        problem = _problem("dest_url", check_url, self.dest_url)
+        if problem is None and self.url_check is not None and not self.url_check.ok:
+            problem = self.url_check.reason
+        if problem:
+            self.errors["dest_url"] = problem
+        else:
+            self.errors.pop("dest_url", None)
+        return problem
 
     def record_check(self, check: UrlCheck) -> None:
         """Hand in a verification result; a result for an older URL is ignored."""

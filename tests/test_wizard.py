@@ -239,6 +239,16 @@ def test_a_verified_url_is_required_when_asked_for(tmp_path: Path) -> None:
     assert wizard.step is Step.CONFIG_TYPE
 
 
+def test_typing_a_url_judges_its_form_only_next_wants_it_verified(tmp_path: Path) -> None:
+    wizard = make(tmp_path, require_verified=True)
+    assert wizard.set_dest_url(DEST) is None
+    assert "dest_url" not in wizard.errors  # no nagging while typing
+    assert not wizard.next()
+    assert wizard.errors["dest_url"] == "Verify the destination URL first (Next checks it)."
+    wizard.record_check(UrlCheck(DEST, ok=False, reason="Unreachable."))
+    assert wizard.set_dest_url(DEST + "/") == "Unreachable."  # the same URL: still failed
+
+
 def test_needs_check_only_for_a_well_formed_url_not_yet_verified(tmp_path: Path) -> None:
     wizard = make(tmp_path, require_verified=True)
     assert not wizard.needs_check  # nothing typed
