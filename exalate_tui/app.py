@@ -1,29 +1,41 @@
 """The Textual console: screen routing, app-wide keys, the clipboard, codes printed on exit.
 
 Screens are imported when they first open, so starting the console loads only
-what the first screen needs (and never the node's FastAPI/uvicorn).
+what the first screen needs (and never the node's FastAPI/uvicorn). The
+network half (httpx: URL checks, accepting, the supervisor that runs this
+home's pollers while the console is open) loads after the first screen shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from .models import Instance
 from .store import Home, StoreError
-from .wizard import InitiateWizard, Issued, Step
+from .wizard import AcceptWizard, InitiateWizard, Issued, Step, UrlCheck
 
 if TYPE_CHECKING:
+    from screens.connection_detail import ConnectionDetailScreen
+    from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
     from screens.wizard_step import WizardStep
+
+    from .poller import Supervisor
+    from .queue import State
+
+# Checks a destination URL (`GET {url}/api/v1/info`); never raises.
+Verifier = Callable[[str], Awaitable[UrlCheck]]
 
 # A local clipboard helper (xclip, pbcopy...) that hangs must not hide the toast for long.
 LOCAL_COPY_TIMEOUT = 3.0
@@ -46,6 +58,13 @@ def copy_locally(text: str) -> None:
     pyperclip.copy(text)
 
 
+async def verify_url(url: str) -> UrlCheck:
+    """`client.verify_url` with its short timeout; httpx loads on the first check."""
+    client = await asyncio.to_thread(importlib.import_module, "exalate_tui.client")
+    check: UrlCheck = await client.verify_url(url)
+    return check
+
+
 def _load(target: str) -> type[WizardStep]:
     module, name = target.split(":")
     screen: type[WizardStep] = getattr(importlib.import_module(module), name)
@@ -53,7 +72,7 @@ def _load(target: str) -> type[WizardStep]:
 
 
 class ExalateApp(App[None]):
-    """Connections tab, first-run setup and the Initiate-connection wizard."""
+    """Connections tab, first-run setup, the Initiate and Accept flows, connection details."""
 
     CSS_PATH = "app.tcss"
     TITLE = "exalate-tui"
@@ -75,18 +94,36 @@ class ExalateApp(App[None]):
         *,
         local_copy: Callable[[str], None] = copy_locally,
         now: Callable[[], float] = time.time,
+        verify: Verifier = verify_url,
+        supervise: bool = True,
     ) -> None:
         super().__init__()
         self.home = home
         self.local_copy = local_copy
         self.now = now
+        self.verify = verify
+        self.supervise = supervise
         self.instance: Instance | None = None
         self.wizard: InitiateWizard | None = None
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
+        # state.sqlite3, opened with the Connections tab; None when it cannot be used.
+        self.state: State | None = None
+        self.state_problem: str | None = None
+        self.supervisor: Supervisor | None = None
 
     def on_mount(self) -> None:
         self._start()
+
+    async def on_unmount(self) -> None:
+        """Stop the pollers (releasing their locks) before the state closes."""
+        for worker in [w for w in self.workers if w.group == "supervisor"]:
+            worker.cancel()
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                await worker.wait()
+        if self.state is not None:
+            self.state.close()
+            self.state = None
 
     def _start(self) -> None:
         """The first screen: setup, a broken instance.toml, or the Connections tab."""
@@ -108,7 +145,51 @@ class ExalateApp(App[None]):
         from screens.connections import ConnectionsScreen
 
         self.instance = instance
-        self.push_screen(ConnectionsScreen(self.home))
+        if self.state is None and self.state_problem is None:
+            self._open_state()
+        self.push_screen(ConnectionsScreen(self.home, self.state, self.state_problem, self.now))
+        if self.supervise and self.state is not None and not self.supervisor:
+            # After the first screen is painted: the network stack loads off the critical path.
+            self.call_after_refresh(self._supervise, self.state)
+
+    def _open_state(self) -> None:
+        from .queue import State, StateError
+
+        try:
+            self.home.ensure()
+            self.state = State(self.home.state_path)
+        except (StateError, OSError) as error:
+            self.state_problem = str(error)
+
+    # -- the supervisor: this home's pollers and pushers --------------------
+
+    @work(exclusive=True, exit_on_error=False, group="supervisor")
+    async def _supervise(self, state: State) -> None:
+        """Run `poller.Supervisor` for as long as the console is open (DESIGN.md).
+
+        Its per-connection locks make it skip connections that a running
+        `exalate-tui node` already polls.
+        """
+        poller = await asyncio.to_thread(importlib.import_module, "exalate_tui.poller")
+        self.supervisor = poller.Supervisor(self.home, state)
+        await self.supervisor.run()
+
+    @on(Worker.StateChanged)
+    def _supervisor_stopped(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "supervisor" and event.state is WorkerState.ERROR:
+            self.supervisor = None
+            self.notify(
+                f"The pollers stopped: {event.worker.error}. Restart the console, or run "
+                "`exalate-tui node`.",
+                title="Pollers",
+                severity="error",
+                timeout=15,
+            )
+
+    def wake_supervisor(self) -> None:
+        """Look at the home again now (a connection was added, activated or changed)."""
+        if self.supervisor is not None:
+            self.supervisor.wake()
 
     def action_reload_home(self) -> None:
         """Read instance.toml again (after the admin fixed it in another terminal)."""
@@ -125,9 +206,9 @@ class ExalateApp(App[None]):
         """Open the wizard on its first step (bound to `i` on the Connections tab)."""
         if self.instance is None:
             return
-        # URL verification against a live node comes with the node: it will run in a
-        # worker and hand its result to `wizard.record_check`.
-        self.wizard = InitiateWizard(self.home, self.instance, require_verified=False, now=self.now)
+        # The destination step verifies a URL in a worker and hands the result to
+        # `wizard.record_check`; Next goes on only with a verified URL.
+        self.wizard = InitiateWizard(self.home, self.instance, require_verified=True, now=self.now)
         self.push_screen(self._step_screen())
 
     def _step_screen(self) -> Screen[None]:
@@ -149,16 +230,47 @@ class ExalateApp(App[None]):
             self.instance = self.wizard.instance
         self.wizard = None
         self.pop_screen()
+        self.wake_supervisor()  # a private initiator's handshake starts at once
+
+    # -- Accept invitation, connection details ------------------------------
+
+    def action_accept_invitation(self) -> None:
+        """Open the Accept-invitation screen (bound to `a` on the Connections tab)."""
+        from screens.accept import AcceptScreen
+
+        if self.instance is None:
+            return
+        wizard = AcceptWizard(self.home, self.instance, now=self.now)
+        self.push_screen(AcceptScreen(wizard, self.state, self.state_problem))
+
+    def on_connections_screen_opened(self, event: ConnectionsScreen.Opened) -> None:
+        from screens.connection_detail import ConnectionDetailScreen
+
+        self.push_screen(
+            ConnectionDetailScreen(self.home, self.state, self.state_problem, event.cid, self.now)
+        )
+
+    def on_connection_detail_screen_regenerated(
+        self, event: ConnectionDetailScreen.Regenerated
+    ) -> None:
+        from screens.regenerated import RegeneratedScreen
+
+        self.issued.append(event.issued)
+        self.wake_supervisor()  # a private initiator presents the new token at once
+        self.push_screen(RegeneratedScreen(event.issued))
 
     # -- clipboard ----------------------------------------------------------
 
     def action_copy_code(self) -> None:
         """OSC 52 to the admin's terminal, then the local clipboard, then say what happened."""
-        issued = self.wizard.issued if self.wizard else None
-        if issued is None:
+        from screens.invitation import ShowsCode
+
+        screen = self.screen
+        if not isinstance(screen, ShowsCode):
             return
-        self.copy_to_clipboard(issued.code)
-        self._copy_locally(issued.code)
+        code = screen.issued.code
+        self.copy_to_clipboard(code)
+        self._copy_locally(code)
 
     @work(exclusive=True, group="clipboard", exit_on_error=False)
     async def _copy_locally(self, text: str) -> None:
@@ -185,9 +297,15 @@ def make_app(
     *,
     local_copy: Callable[[str], None] = copy_locally,
     now: Callable[[], float] = time.time,
+    verify: Verifier = verify_url,
+    supervise: bool = True,
 ) -> ExalateApp:
-    """The console for `home`; tests pass a stand-in clipboard and a fixed clock."""
-    return ExalateApp(home, local_copy=local_copy, now=now)
+    """The console for `home`.
+
+    Tests pass a stand-in clipboard, a fixed clock, a verifier bound to their own
+    servers, and `supervise=False` where no poller may run.
+    """
+    return ExalateApp(home, local_copy=local_copy, now=now, verify=verify, supervise=supervise)
 
 
 def run_console(home: Home) -> int:

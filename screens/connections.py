@@ -1,40 +1,130 @@
-"""The Connections tab: every connection of this home, files that did not load, what to do next."""
+"""The Connections tab: every connection of this home with its live state, files that did
+not load, what to do next.
+
+Every second or two a thread worker looks at the home: the connection files
+are parsed again only when their names, sizes or mtimes changed; the last
+contact of each comes from `state.sqlite3`. The handler then rebuilds the
+table (the files changed) or updates the Status cells that read differently.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from exalate_tui.models import Connection
+from exalate_tui.live import Live, LiveState, live_state
+from exalate_tui.models import Connection, Instance
+from exalate_tui.queue import Contact, State
 from exalate_tui.store import Home, StoreError
 
-# Name and "local → remote" share a column, on two lines: six facts fit 80 columns.
-COLUMNS = ("Name / local → remote", "Topology", "Mode", "Status", "Created")
+# Every cell holds two lines, so four columns carry seven facts within 80 columns.
+COLUMNS = (
+    ("names", "Name / local → remote"),
+    ("kind", "Topology / mode"),
+    ("status", "Status"),
+    ("created", "Created"),
+)
+REFRESH = 1.5
 
 EMPTY = (
     "No connections yet.\n\n"
     "Press [b]i[/b] to initiate a connection: you choose the destination, the "
-    "configuration type and the names, and get an invitation code to send to your partner."
+    "configuration type and the names, and get an invitation code to send to your partner.\n\n"
+    "Press [b]a[/b] to accept an invitation code your partner sent you."
 )
 
+STYLES = {
+    Live.PENDING: "yellow",
+    Live.ACTIVE: "green",
+    Live.UNREACHABLE: "bold red",
+    Live.DEACTIVATED: "dim",
+}
 
-def row(connection: Connection) -> tuple[Text, ...]:
+
+def status_cell(live: LiveState) -> Text:
+    text = Text(live.label, STYLES[live.live])
+    text.append(f"\n{live.detail}", "dim")
+    return text
+
+
+def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
     names = Text(connection.name)
     names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
     return (
         names,
-        Text(connection.topology.value),
-        Text(connection.mode.value.capitalize()),
-        Text(connection.status.value.capitalize()),
+        Text(f"{connection.topology.value}\n{connection.mode.value.capitalize()}"),
+        status_cell(live),
         Text(connection.created.strftime("%Y-%m-%d")),
+    )
+
+
+# (file name, mtime in ns, size) of every connection file, and instance.toml's.
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def signature(home: Home) -> Signature:
+    """What changes when any file of the home changes; cheap: one stat per file."""
+    entries: list[tuple[str, int, int]] = []
+    for path in (home.instance_path,):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((path.name, st.st_mtime_ns, st.st_size))
+    try:
+        with os.scandir(home.connections_dir) as listing:
+            for entry in listing:
+                if entry.name.endswith(".toml"):
+                    st = entry.stat()
+                    entries.append((entry.name, st.st_mtime_ns, st.st_size))
+    except FileNotFoundError:
+        pass
+    return tuple(sorted(entries))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The home as read at one moment: files (unless unchanged) and last contacts."""
+
+    signature: Signature
+    files_changed: bool
+    instance: Instance | None = None
+    connections: list[Connection] = field(default_factory=list)
+    problems: list[StoreError] = field(default_factory=list)
+    contacts: dict[str, Contact] = field(default_factory=dict)
+
+
+def read_home(
+    home: Home, state: State | None, previous: Signature | None, known: list[Connection]
+) -> Reading:
+    """Parse the files again only when `previous` no longer matches; contacts always."""
+    current = signature(home)
+    if current == previous:
+        contacts = {c.id: state.contact(c.id) for c in known} if state else {}
+        return Reading(current, False, connections=known, contacts=contacts)
+    problems: list[StoreError] = []
+    try:
+        instance = home.load_instance()
+    except StoreError as error:
+        instance = None
+        problems.append(error)
+    loaded = home.load_connections()
+    contacts = {c.id: state.contact(c.id) for c in loaded.connections} if state else {}
+    return Reading(
+        current, True, instance, loaded.connections, problems + loaded.problems, contacts
     )
 
 
@@ -50,6 +140,13 @@ class ConnectionsScreen(Screen[None]):
             tooltip="Set up a connection and get an invitation code for your partner",
         ),
         Binding(
+            "a",
+            "app.accept_invitation",
+            "Accept invitation",
+            id="connections.accept",
+            tooltip="Paste an invitation code your partner sent and connect",
+        ),
+        Binding(
             "r",
             "reload",
             "Reload",
@@ -58,9 +155,29 @@ class ConnectionsScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self, home: Home) -> None:
+    class Opened(Message):
+        """Enter on a row: show that connection's details."""
+
+        def __init__(self, cid: str) -> None:
+            super().__init__()
+            self.cid = cid
+
+    class Read(Message):
+        def __init__(self, reading: Reading) -> None:
+            super().__init__()
+            self.reading = reading
+
+    def __init__(
+        self, home: Home, state: State | None, state_problem: str | None, now: Callable[[], float]
+    ) -> None:
         super().__init__()
         self.home = home
+        self.state = state
+        self.state_problem = state_problem
+        self.now = now
+        self._signature: Signature | None = None
+        self._connections: list[Connection] = []
+        self._statuses: dict[str, Text] = {}
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="tabs"):
@@ -72,38 +189,82 @@ class ConnectionsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*COLUMNS)
+        table = self.query_one(DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        # The first reading is done here and now, so the first frame shows every row.
+        self._show(read_home(self.home, self.state, None, []))
+        self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
         self.action_reload()
 
     def action_reload(self) -> None:
         """Show the home as it is on disk now."""
-        problems: list[StoreError] = []
-        try:
-            instance = self.home.load_instance()
-        except StoreError as error:
-            instance = None
-            problems.append(error)
-        if instance is not None:
-            where = instance.public_url or "no public URL"
-            self.query_one("#instance", Label).update(f"{instance.short_name} · {where}")
-        loaded = self.home.load_connections()
-        problems += loaded.problems
+        self._read(force=True)
 
+    def _tick(self) -> None:
+        self._read(force=False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="read")
+    def _read(self, force: bool) -> None:
+        previous = None if force else self._signature
+        self.post_message(self.Read(read_home(self.home, self.state, previous, self._connections)))
+
+    @on(Read)
+    def _read_done(self, event: Read) -> None:
+        self._show(event.reading)
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.post_message(self.Opened(event.row_key.value))
+
+    def _show(self, reading: Reading) -> None:
+        now = self.now()
         table = self.query_one(DataTable)
-        table.clear()
-        for connection in loaded.connections:
-            table.add_row(*row(connection), height=2, key=connection.id)
-        table.display = bool(loaded.connections)
-        self.query_one("#empty").display = not loaded.connections
-
-        box = self.query_one("#problems", Static)
-        box.display = bool(problems)
-        if problems:
-            count = len(problems)
-            box.update(
-                f"[b]{count} file{'s' if count > 1 else ''} could not be read[/b] "
-                "(fix or remove it; it is never overwritten):\n"
-                + "\n".join(escape(str(problem)) for problem in problems)
+        statuses = {
+            c.id: status_cell(live_state(c, reading.contacts.get(c.id, Contact()), now))
+            for c in reading.connections
+        }
+        if not reading.files_changed:
+            for cid, cell in statuses.items():
+                if cid in self._statuses and cell != self._statuses[cid]:
+                    table.update_cell(cid, "status", cell)
+            self._statuses = statuses
+            return
+        self._signature = reading.signature
+        self._connections = reading.connections
+        self._statuses = statuses
+        if reading.instance is not None:
+            where = reading.instance.public_url or "no public URL"
+            self.query_one("#instance", Label).update(
+                Text(f"{reading.instance.short_name} · {where}")
             )
+        selected = table.cursor_row
+        table.clear()
+        for connection in reading.connections:
+            live = live_state(connection, reading.contacts.get(connection.id, Contact()), now)
+            table.add_row(*row(connection, live), height=2, key=connection.id)
+        if reading.connections:
+            table.move_cursor(row=min(selected, len(reading.connections) - 1))
+        table.display = bool(reading.connections)
+        self.query_one("#empty").display = not reading.connections
+        self._show_problems(reading.problems)
+
+    def _show_problems(self, problems: list[StoreError]) -> None:
+        lines = [escape(str(problem)) for problem in problems]
+        box = self.query_one("#problems", Static)
+        box.display = bool(lines or self.state_problem)
+        text = ""
+        if lines:
+            count = len(lines)
+            text = (
+                f"[b]{count} file{'s' if count > 1 else ''} could not be read[/b] "
+                "(fix or remove it; it is never overwritten):\n" + "\n".join(lines)
+            )
+        if self.state_problem:
+            text += ("\n" if text else "") + (
+                f"[b]No live state, no pollers:[/b] {escape(self.state_problem)}"
+            )
+        box.update(text)

@@ -1,6 +1,8 @@
 """The last step: the invitation code, to copy, write to a file, and send to the partner.
 
-The connection is already saved (pending) when this screen opens.
+The connection is already saved (pending) when this screen opens. The code's
+widgets, keys and file writing are shared with the regenerated-code screen
+(`CODE_BINDINGS`, `compose_code`, `write_code`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from textual import on
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
+
+from exalate_tui.wizard import Issued
 
 from .wizard_step import WizardStep
 
@@ -34,24 +39,60 @@ def write_code_file(directory: Path, name: str, code: str) -> Path:
     return path
 
 
+@runtime_checkable
+class ShowsCode(Protocol):
+    """A screen showing an invitation code: `app.copy_code` copies `issued.code`."""
+
+    @property
+    def issued(self) -> Issued: ...
+
+
+# The screen showing a code binds these and defines `action_write_file` with `write_code`.
+CODE_BINDINGS: list[BindingType] = [
+    Binding(
+        "c",
+        "app.copy_code",
+        "Copy invitation code",
+        id="invitation.copy",
+        tooltip="Copy with OSC 52 (reaches your terminal over SSH) and to a local clipboard",
+    ),
+    Binding(
+        "w",
+        "write_file",
+        "Write to file",
+        id="invitation.write",
+        tooltip="Write the code to <connection name>.invitation.txt here (0600)",
+    ),
+]
+
+
+def compose_code(issued: Issued) -> Iterator[Widget]:
+    """The code, selectable, and until when it works."""
+    expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
+    yield Static(f"It works once, until {expires}.", classes="hint")
+
+
+def compose_code_buttons() -> Iterator[Widget]:
+    yield Button("Copy invitation code", id="copy", variant="primary", compact=True)
+    yield Button("Write to file", id="write", compact=True)
+
+
+def write_code(screen: Screen[None], issued: Issued) -> None:
+    """Write the code to a file in the working directory; the toast says where."""
+    try:
+        path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
+    except OSError as error:
+        screen.notify(f"Could not write the code: {error}", severity="error", timeout=10)
+        return
+    screen.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
+
+
 class InvitationScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     AUTO_FOCUS = "#code"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "c",
-            "app.copy_code",
-            "Copy invitation code",
-            id="invitation.copy",
-            tooltip="Copy with OSC 52 (reaches your terminal over SSH) and to a local clipboard",
-        ),
-        Binding(
-            "w",
-            "write_file",
-            "Write to file",
-            id="invitation.write",
-            tooltip="Write the code to <connection name>.invitation.txt here (0600)",
-        ),
+        *CODE_BINDINGS,
         Binding(
             "enter",
             "submit",
@@ -63,11 +104,13 @@ class InvitationScreen(WizardStep):
         Binding("escape", "next", "Done", show=False, id="invitation.close"),
     ]
 
+    @property
+    def issued(self) -> Issued:
+        assert self.wizard.issued is not None  # this step comes after the code is issued
+        return self.wizard.issued
+
     def compose_body(self) -> Iterator[Widget]:
-        issued = self.wizard.issued
-        assert issued is not None
         side = self.wizard.destination_label
-        expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
         yield Static(
             f'Ensure that the app is [b]installed[/b] on the destination side "{side}"',
             id="installed",
@@ -78,12 +121,10 @@ class InvitationScreen(WizardStep):
             id="accept",
         )
         yield Static("Use the following invitation code:", id="use")
-        yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
-        yield Static(f"It works once, until {expires}.", classes="hint")
+        yield from compose_code(self.issued)
 
     def compose_buttons(self) -> Iterator[Widget]:
-        yield Button("Copy invitation code", id="copy", variant="primary", compact=True)
-        yield Button("Write to file", id="write", compact=True)
+        yield from compose_code_buttons()
         yield Button("Done", id="done", variant="success", compact=True)
 
     @on(Button.Pressed, "#copy")
@@ -92,14 +133,7 @@ class InvitationScreen(WizardStep):
 
     @on(Button.Pressed, "#write")
     def action_write_file(self) -> None:
-        issued = self.wizard.issued
-        assert issued is not None
-        try:
-            path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
-        except OSError as error:
-            self.notify(f"Could not write the code: {error}", severity="error", timeout=10)
-            return
-        self.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
+        write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
     def action_next(self) -> None:

@@ -1,0 +1,258 @@
+"""Accept invitation: paste the code, see what it is (or why it cannot be accepted), name
+this side, accept, and watch each stage.
+
+`AcceptWizard` judges the code and the names; `accept.accept` does the work
+in a worker and reports its stages, which arrive here as messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, Static, TextArea
+
+from exalate_tui.models import Connection
+from exalate_tui.queue import State
+from exalate_tui.wizard import AcceptStep, AcceptWizard, Stage
+
+
+class CodeArea(TextArea):
+    """The code field: a paste arrives whole, its line breaks and spaces dropped."""
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        event.stop()
+        self.replace("".join(event.text.split()), *self.selection)
+
+
+def preview_table(wizard: AcceptWizard) -> Table | str:
+    """What the code says: from whom, the connection, mode, topology, expiry."""
+    preview = wizard.preview
+    if preview is None:
+        return ""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    source = preview.from_name
+    if preview.initiator_url:
+        source += f" at {preview.initiator_url}"
+    connection = preview.name + (f": {preview.description}" if preview.description else "")
+    expires = f"{preview.expires.strftime('%Y-%m-%d %H:%M UTC')} ({preview.expires_in})"
+    for label, value in (
+        ("From", source),
+        ("Connection", connection),
+        ("Mode", preview.mode.value.capitalize()),
+        ("Topology", preview.topology_text),
+        ("Expires", expires),
+    ):
+        grid.add_row(label, Text(value))
+    return grid
+
+
+def stages_text(wizard: AcceptWizard, connection: Connection | None) -> Text:
+    """Each stage reached so far, in words; the last line says what comes next."""
+    invite = wizard.invitation
+    partner = invite.from_ if invite else "the initiator"
+    text = Text()
+    for stage in wizard.stages:
+        match stage:
+            case Stage.CONTACTING:
+                text.append(f"… Contacting {partner} at {invite.url if invite else ''}\n")
+            case Stage.ACCEPTED:
+                text.append("✓ Accepted: the connection secret is stored.\n", "green")
+            case Stage.CONNECTED:
+                text.append("✓ Connected: the first message was delivered.\n", "green")
+            case Stage.WAITING:
+                text.append(
+                    f"✓ Accepted. Waiting for {partner} to connect to this instance: "
+                    "keep `exalate-tui node` running, it receives the call.\n",
+                    "green",
+                )
+    if connection is not None and wizard.stages and wizard.stages[-1] is Stage.ACCEPTED:
+        text.append("Not connected yet: the poller keeps trying; see the Connections tab.\n")
+    if connection is not None:
+        text.append("Enter goes back to Connections.", "bold")
+    return text
+
+
+class AcceptScreen(Screen[None]):
+    CSS_PATH = "accept.tcss"
+    AUTO_FOCUS = "#code"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", id="accept.close", tooltip="Back to Connections"),
+        # Priority, so Enter goes on even inside the code field; on a button it presses it.
+        Binding(
+            "enter",
+            "submit",
+            "Next",
+            priority=True,
+            id="accept.next",
+            tooltip="Check the code, then accept it",
+        ),
+    ]
+
+    class Staged(Message):
+        """`accept.accept` reached a stage."""
+
+    class Finished(Message):
+        def __init__(self, connection: Connection | None) -> None:
+            super().__init__()
+            self.connection = connection
+
+    def __init__(
+        self, wizard: AcceptWizard, state: State | None, state_problem: str | None
+    ) -> None:
+        super().__init__()
+        self.wizard = wizard
+        self.state = state
+        self.state_problem = state_problem
+        # Until the first Enter an empty code field is no error, just empty.
+        self._tried = False
+
+    def compose(self) -> ComposeResult:
+        yield Label("Accept invitation", id="title")
+        with VerticalScroll(id="body"):
+            yield Static(
+                "Paste the invitation code your partner sent (line breaks are fine):",
+                id="intro",
+            )
+            yield CodeArea("", soft_wrap=True, compact=True, id="code")
+            yield Label("", id="error-code", classes="field-error")
+            yield Static("", id="preview")
+            with Horizontal(classes="field"):
+                yield Label("Local instance short name*", classes="field-label")
+                with Vertical(classes="field-box"):
+                    yield Input(self.wizard.local_name, compact=True, id="local_name")
+                    yield Label("", id="error-local_name", classes="field-error")
+            with Horizontal(classes="field"):
+                yield Label("Connection name*", classes="field-label")
+                with Vertical(classes="field-box"):
+                    yield Input(self.wizard.name, compact=True, id="name")
+                    yield Label("", id="error-name", classes="field-error")
+            yield Static("", id="stages")
+            yield Label("", id="error-accept", classes="field-error")
+        with Horizontal(id="buttons"):
+            yield Button("Accept", id="accept", variant="primary", compact=True)
+            yield Button("Close", id="close", compact=True)
+        yield Footer()
+
+    # -- input --------------------------------------------------------------
+
+    @on(TextArea.Changed, "#code")
+    def _code_changed(self, event: TextArea.Changed) -> None:
+        self.wizard.set_code(event.text_area.text)
+        name = self.query_one("#name", Input)
+        if name.value != self.wizard.name:
+            # The name follows the code until the admin edits it; not an edit itself.
+            with name.prevent(Input.Changed):
+                name.value = self.wizard.name
+        self._show()
+
+    @on(Input.Changed, "#local_name")
+    def _local_name_changed(self, event: Input.Changed) -> None:
+        self.wizard.set_local_name(event.value)
+        self._show()
+
+    @on(Input.Changed, "#name")
+    def _name_changed(self, event: Input.Changed) -> None:
+        self.wizard.set_name(event.value)
+        self._show()
+
+    def _show(self, connection: Connection | None = None) -> None:
+        wizard = self.wizard
+        errors = dict(wizard.errors)
+        if not wizard.code.strip() and not self._tried:
+            errors.pop("code", None)  # nothing pasted yet: nothing wrong yet
+        for field in ("code", "local_name", "name", "accept"):
+            self.query_one(f"#error-{field}", Label).update(Text(errors.get(field, "")))
+        self.query_one("#preview", Static).update(preview_table(wizard))
+        self.query_one("#stages", Static).update(stages_text(wizard, connection))
+        accepting = wizard.step in (AcceptStep.ACCEPTING, AcceptStep.DONE)
+        for widget in ("#code", "#local_name", "#name", "#accept"):
+            self.query_one(widget).disabled = accepting
+
+    # -- moving -------------------------------------------------------------
+
+    def action_submit(self) -> None:
+        if isinstance(self.focused, Button):
+            self.focused.press()
+        else:
+            self.action_next()
+
+    @on(Button.Pressed, "#accept")
+    def action_next(self) -> None:
+        """CODE: check it, go to the names; DETAILS: accept; DONE: back to Connections."""
+        wizard = self.wizard
+        self._tried = True
+        if wizard.step is AcceptStep.DONE:
+            self.dismiss()
+            return
+        if wizard.step is AcceptStep.ACCEPTING:
+            return
+        if wizard.step is AcceptStep.CODE:
+            if wizard.next():
+                self.query_one("#local_name", Input).focus()
+            else:
+                self.query_one("#code").focus()
+            self._show()
+            return
+        if self.state is None:
+            wizard.record_failure(f"No state to store the connection in: {self.state_problem}")
+            self._show()
+            return
+        if not wizard.next():
+            self._show()
+            for field in ("code", "local_name", "name"):
+                if field in wizard.errors:
+                    self.query_one(f"#{field}").focus()
+                    break
+            return
+        self._show()
+        self._accept(self.state)
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        if self.wizard.step is AcceptStep.ACCEPTING:
+            # The token may be spent already: leaving now could lose the connection's secret.
+            self.notify("Accepting: wait a moment for the result.", severity="warning")
+            return
+        self.dismiss()
+
+    @work(exclusive=True, exit_on_error=False, group="accept")
+    async def _accept(self, state: State) -> None:
+        """`accept.accept`: the handshake (or the wait for the initiator), stage by stage."""
+        accept = await asyncio.to_thread(importlib.import_module, "exalate_tui.accept")
+        try:
+            connection = await accept.accept(
+                self.wizard.home,
+                state,
+                self.wizard,
+                progress=lambda stage: self.post_message(self.Staged()),
+            )
+        except accept.AcceptError:
+            connection = None  # the wizard holds the one-line reason
+        except OSError as error:
+            self.wizard.record_failure(f"Could not store the connection: {error}")
+            connection = None
+        self.post_message(self.Finished(connection))
+
+    @on(Staged)
+    def _staged(self) -> None:
+        self._show()
+
+    @on(Finished)
+    def _finished(self, event: Finished) -> None:
+        self._show(event.connection)
+        if event.connection is None:
+            self.query_one("#accept", Button).focus()
+        else:
+            self.query_one("#close", Button).focus()

@@ -1,0 +1,340 @@
+"""One connection in full (never its secret), its last error, and what can be done to it.
+
+Deactivate / Activate / Delete go through `exalate_tui.actions` in a worker
+(they may tell the partner over the network, for up to a few seconds);
+Regenerate invitation code asks the app to show the new code. The view
+re-reads the connection and its last contact every second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Label, Static
+
+from exalate_tui import invitation as codes
+from exalate_tui.live import ago, live_state, when
+from exalate_tui.models import Connection, PeerState, Role, Status
+from exalate_tui.queue import Contact, State
+from exalate_tui.store import Home, NotFound, StoreError
+from exalate_tui.wizard import Issued
+
+from .confirm_delete import ConfirmDeleteScreen
+from .connections import REFRESH, STYLES
+
+if TYPE_CHECKING:
+    from exalate_tui.actions import Outcome
+
+DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
+DONE = {"deactivate": "Deactivated", "activate": "Activated", "delete": "Deleted"}
+
+
+def fields(connection: Connection, contact: Contact, now: float) -> Table:
+    """Every field worth knowing, label and value, in a grid that wraps long values."""
+    live = live_state(connection, contact, now)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    status = Text(live.label, STYLES[live.live])
+    status.append(f" · {live.detail}")
+    remote_url = connection.remote_url or (
+        "none: the partner is private and calls this instance"
+        if not connection.is_private_here
+        else "none"
+    )
+    rows: list[tuple[str, Text | str]] = [
+        ("Status", status),
+        ("Name", connection.name),
+        ("Description", connection.description or "-"),
+        ("Local → remote", f"{connection.local_name} → {connection.remote_name or 'unknown'}"),
+        ("Remote URL", remote_url),
+        ("Topology", f"{connection.topology.value}, this side {connection.role.value}"),
+        ("Mode", connection.mode.value.capitalize()),
+        ("Created", connection.created.strftime("%Y-%m-%d %H:%M UTC")),
+        ("Id", connection.id),
+    ]
+    if connection.peer_state is not None:
+        rows.append(("Partner says", f"{connection.peer_state.value} on its side"))
+    if connection.status is Status.PENDING and connection.token_expires is not None:
+        expires = connection.token_expires
+        rows.append(("Invitation", f"works until {expires.strftime('%Y-%m-%d %H:%M UTC')}"))
+    if contact.last_ok is not None:
+        rows.append(
+            ("Last contact", f"{when(contact.last_ok, now)} ({ago(now - contact.last_ok)})")
+        )
+    else:
+        rows.append(("Last contact", "never"))
+    for label, value in rows:
+        grid.add_row(label, value if isinstance(value, Text) else Text(value))
+    return grid
+
+
+class ConnectionDetailScreen(Screen[None]):
+    CSS_PATH = "connection_detail.tcss"
+    AUTO_FOCUS = "#body"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="detail.back", tooltip="Back to Connections"),
+        Binding(
+            "d",
+            "run('deactivate')",
+            "Deactivate",
+            id="detail.deactivate",
+            tooltip="Stop the flow both ways; messages wait until it is activated",
+        ),
+        Binding(
+            "a",
+            "run('activate')",
+            "Activate",
+            id="detail.activate",
+            tooltip="Let messages flow again, the ones queued meanwhile first",
+        ),
+        Binding(
+            "x",
+            "delete",
+            "Delete",
+            id="detail.delete",
+            tooltip="Delete this connection (asks first); the partner is told when possible",
+        ),
+        Binding(
+            "g",
+            "regenerate",
+            "New invitation code",
+            id="detail.regenerate",
+            tooltip="Issue a new code for this pending connection; the old one stops working",
+        ),
+    ]
+
+    class Regenerated(Message):
+        """A new invitation code was issued: the app shows it."""
+
+        def __init__(self, issued: Issued) -> None:
+            super().__init__()
+            self.issued = issued
+
+    class Loaded(Message):
+        def __init__(self, connection: Connection | None, contact: Contact, problem: str) -> None:
+            super().__init__()
+            self.connection = connection
+            self.contact = contact
+            self.problem = problem
+
+    class Finished(Message):
+        """An action ended: its outcome, or why it did not happen."""
+
+        def __init__(self, name: str, outcome: Outcome | None, problem: str = "") -> None:
+            super().__init__()
+            self.name = name
+            self.outcome = outcome
+            self.problem = problem
+
+    def __init__(
+        self,
+        home: Home,
+        state: State | None,
+        state_problem: str | None,
+        cid: str,
+        now: Callable[[], float],
+    ) -> None:
+        super().__init__()
+        self.home = home
+        self.state = state
+        self.state_problem = state_problem
+        self.cid = cid
+        self.now = now
+        self.connection: Connection | None = None
+        self.contact = Contact()
+        self.busy = ""
+
+    def compose(self) -> ComposeResult:
+        yield Label("Connection", id="title")
+        with VerticalScroll(id="body"):
+            yield Static("", id="fields")
+            yield Static("", id="error")
+            yield Static("", id="busy")
+        with Horizontal(id="buttons"):
+            yield Button("Deactivate", id="deactivate", compact=True)
+            yield Button("Activate", id="activate", compact=True)
+            yield Button("New invitation code", id="regenerate", compact=True)
+            yield Button("Delete", id="delete", variant="error", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show(*self._load())
+        self.set_interval(REFRESH, self._reload)
+
+    # -- reading ------------------------------------------------------------
+
+    def _load(self) -> tuple[Connection | None, Contact, str]:
+        try:
+            connection = self.home.get_connection(self.cid)
+        except (NotFound, StoreError) as error:
+            return None, Contact(), str(error)
+        contact = self.state.contact(connection.id) if self.state else Contact()
+        return connection, contact, ""
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="read")
+    def _reload(self) -> None:
+        self.post_message(self.Loaded(*self._load()))
+
+    @on(Loaded)
+    def _loaded(self, event: Loaded) -> None:
+        self._show(event.connection, event.contact, event.problem)
+
+    def _show(self, connection: Connection | None, contact: Contact, problem: str) -> None:
+        self.connection, self.contact = connection, contact
+        title = self.query_one("#title", Label)
+        if connection is None:
+            title.update("Connection")
+            self.query_one("#fields", Static).update(Text(problem or "This connection is gone."))
+            self.query_one("#error", Static).display = False
+        else:
+            title.update(Text(f"Connection · {connection.name}"))
+            self.query_one("#fields", Static).update(fields(connection, contact, self.now()))
+            box = self.query_one("#error", Static)
+            box.display = contact.last_error is not None
+            if contact.last_error is not None:
+                since = contact.error_since
+                text = Text("Last error", "bold")
+                if since is not None:
+                    text.append(f" (failing since {when(since, self.now())})", "bold")
+                text.append(f"\n{contact.last_error}")
+                box.update(text)
+        busy = self.query_one("#busy", Static)
+        busy.display = bool(self.busy)
+        busy.update(self.busy)
+        for action in ("deactivate", "activate", "regenerate", "delete"):
+            self.query_one(f"#{action}", Button).display = self._allowed(action)
+        self.refresh_bindings()
+
+    def _allowed(self, action: str) -> bool:
+        """Which actions to offer; the actions themselves refuse what does not apply."""
+        connection = self.connection
+        if connection is None or self.busy:
+            return False
+        match action:
+            case "deactivate":
+                return connection.status is Status.ACTIVE
+            case "activate":
+                return (
+                    connection.status is Status.DEACTIVATED
+                    and connection.peer_state is not PeerState.DELETED
+                )
+            case "regenerate":
+                return connection.status is Status.PENDING and connection.role is Role.INITIATOR
+        return True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "run":
+            return self._allowed(str(parameters[0]))
+        if action in ("delete", "regenerate"):
+            return self._allowed(action)
+        return True
+
+    # -- acting -------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    @on(Button.Pressed, "#deactivate, #activate")
+    def _run_pressed(self, event: Button.Pressed) -> None:
+        self.action_run(event.button.id or "")
+
+    @on(Button.Pressed, "#delete")
+    def _delete_pressed(self) -> None:
+        self.action_delete()
+
+    @on(Button.Pressed, "#regenerate")
+    def _regenerate_pressed(self) -> None:
+        self.action_regenerate()
+
+    def action_delete(self) -> None:
+        connection = self.connection
+        if connection is None or not self._allowed("delete"):
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.action_run("delete")
+
+        self.app.push_screen(ConfirmDeleteScreen(connection), confirmed)
+
+    def action_run(self, name: str) -> None:
+        if self.connection is None or not self._allowed(name):
+            return
+        if self.state is None:
+            self.notify(f"Cannot change connections: {self.state_problem}", severity="error")
+            return
+        partner = self.connection.remote_name or "the partner"
+        self.busy = f"{DOING[name]} {self.connection.name} and telling {partner} …"
+        self._show(self.connection, self.contact, "")
+        self._act(name, self.state)
+
+    @work(exclusive=True, exit_on_error=False, group="action")
+    async def _act(self, name: str, state: State) -> None:
+        """Run one of `actions.deactivate/activate/delete`; the outcome comes by message."""
+        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.actions")
+        run = {"deactivate": actions.deactivate, "activate": actions.activate}.get(
+            name, actions.delete
+        )
+        try:
+            outcome = await run(self.home, state, self.cid)
+        except (actions.ActionError, NotFound, StoreError, OSError) as error:
+            self.post_message(self.Finished(name, None, str(error)))
+            return
+        self.post_message(self.Finished(name, outcome))
+
+    @on(Finished)
+    def _finished(self, event: Finished) -> None:
+        self.busy = ""
+        if event.outcome is None:
+            self.notify(f"Could not {event.name}: {event.problem}", severity="error", timeout=10)
+            self._reload()
+            return
+        outcome = event.outcome
+        connection = outcome.connection
+        partner = connection.remote_name or "the partner"
+        told = {
+            "delivered": f"{partner} was told.",
+            "queued": f"{partner} learns of it when it next connects.",
+            "unreachable": f"Could not tell {partner} now: {outcome.error}",
+            "nobody": "",
+        }[outcome.told.value]
+        self.notify(
+            f"{DONE[event.name]} {connection.name}. {told}".strip(),
+            title="Connection",
+            severity="warning" if outcome.told.value == "unreachable" else "information",
+            timeout=8,
+        )
+        if event.name == "delete":
+            self.dismiss()
+        else:
+            self._reload()
+
+    def action_regenerate(self) -> None:
+        if self.connection is None or not self._allowed("regenerate"):
+            return
+        self._regenerate()
+
+    @work(exclusive=True, exit_on_error=False, group="action")
+    async def _regenerate(self) -> None:
+        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.actions")
+        try:
+            code = await asyncio.to_thread(
+                actions.regenerate_invitation, self.home, self.cid, now=self.now
+            )
+            connection = await asyncio.to_thread(self.home.get_connection, self.cid)
+        except (actions.ActionError, NotFound, StoreError, OSError) as error:
+            self.post_message(self.Finished("regenerate", None, str(error)))
+            return
+        self.post_message(self.Regenerated(Issued(connection, codes.decode(code), code)))
