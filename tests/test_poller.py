@@ -524,3 +524,30 @@ def test_an_action_here_reaches_the_supervisor_at_once(tmp_path: Path) -> None:
         ]
 
     run_supervisor(supervisor, body)
+
+
+@pytest.mark.e2e
+def test_console_supervisor_takes_over_only_when_the_node_is_gone(
+    tmp_path: Path, nodes: list[NodeProcess]
+) -> None:
+    """The node process polls; a second supervisor on the same home (the console's) waits."""
+    public, private_home, cid = connect_over_http(tmp_path, nodes)
+    private = NodeProcess(private_home, free_port())
+    nodes.append(private)
+    private.start()
+    public_state = State(public.home.state_path)
+    state = State(private_home.state_path)
+    public_state.enqueue(cid, "ping", {"n": 1})
+    console = Supervisor(private_home, state, rescan=0.05)
+
+    async def body() -> None:
+        await until(lambda: state.last_applied(cid) == 2)  # delivered by the node process
+        await asyncio.sleep(0.3)
+        assert console.running == frozenset()
+        private.kill()
+        await until(lambda: cid in console.running)
+        public_state.enqueue(cid, "ping", {"n": 2})
+        await until(lambda: state.last_applied(cid) == 3)
+
+    run_supervisor(console, body)
+    assert [m.body for m in state.inbox(cid)][1:] == [{"n": 1}, {"n": 2}]
