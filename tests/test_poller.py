@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from exalate_tui import actions, node
+from exalate_tui import invitation as codes
 from exalate_tui.accept import accept
 from exalate_tui.client import Remote
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
@@ -551,3 +552,74 @@ def test_console_supervisor_takes_over_only_when_the_node_is_gone(
 
     run_supervisor(console, body)
     assert [m.body for m in state.inbox(cid)][1:] == [{"n": 1}, {"n": 2}]
+
+
+def private_initiator(tmp_path: Path) -> tuple[Side, Side, codes.Invitation]:
+    """snow (private) invited jira (public, the real node); jira has not accepted yet."""
+    private = make_side(tmp_path, "snow", None)
+    public = make_side(tmp_path, "jira", "http://127.0.0.1:7002")
+    wizard = InitiateWizard(private.home, private.instance)
+    wizard.set_dest_url("http://127.0.0.1:7002")
+    wizard.next()
+    wizard.set_mode(Mode.SCRIPT)
+    wizard.next()
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued
+    return private, public, wizard.issued.invitation
+
+
+def test_private_initiator_retries_the_handshake_until_accepted(tmp_path: Path) -> None:
+    private, public, invite = private_initiator(tmp_path)
+    delays: list[float] = []
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(0)
+
+        async def sleep(delay: float) -> None:
+            delays.append(delay)
+            await gate.acquire()
+
+        supervisor = Supervisor(
+            private.home, private.state, transport=public.transport, sleep=sleep, jitter=upper
+        )
+        task = asyncio.create_task(supervisor.run())
+        for count in range(1, 7):
+            await until(lambda: len(delays) == count)  # noqa: B023 - awaited at once
+            if count < 6:
+                gate.release()
+        # Not accepted yet: the partner's node does not know the invitation.
+        assert delays == [1, 2, 4, 8, 10, 10]
+        error = private.state.contact(invite.cid).last_error or ""
+        assert "403 invalid_invitation" in error
+        await accept(public.home, public.state, invite, "jira")
+        gate.release()
+        await until(lambda: private.home.get_connection(invite.cid).status is Status.ACTIVE)
+        await until(lambda: public.state.last_applied(invite.cid) == 1)  # snow's hello
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    mine = private.home.get_connection(invite.cid)
+    assert mine.token is None and mine.secret is not None and mine.remote_name == "jira"
+    assert private.state.contact(invite.cid).last_error is None
+
+
+def test_an_expired_invitation_ends_the_handshake_with_the_reason(tmp_path: Path) -> None:
+    private, public, invite = private_initiator(tmp_path)
+    supervisor = Supervisor(
+        private.home,
+        private.state,
+        transport=public.transport,
+        clock=lambda: float(invite.exp),
+    )
+
+    async def body() -> None:
+        await until(lambda: private.state.contact(invite.cid).last_error is not None)
+
+    run_supervisor(supervisor, body)
+    assert private.state.contact(invite.cid).last_error == (
+        "The invitation expired before the other side accepted it: "
+        "regenerate the code and send it again."
+    )
+    assert private.home.get_connection(invite.cid).status is Status.PENDING
