@@ -600,3 +600,14 @@ def test_cli_accept_exit_codes(tmp_path: Path, spawn: Callable[[Home, int], None
         "exalate-tui accept: This invitation was already used: ask snow for a new code."
     )
     assert not (tmp_path / "conf").exists()
+
+
+def test_cli_accept_loads_neither_textual_nor_the_node(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from exalate_tui import cli\n"
+        f"code = cli.main(['--home', {str(tmp_path / 'h')!r}, 'accept', 'exa1.x.y'])\n"
+        "print(code, 'textual' in sys.modules, 'fastapi' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr
