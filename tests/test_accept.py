@@ -532,18 +532,33 @@ def messages_flow(a: Home, b: Home, cid: str) -> None:
 
 
 @pytest.mark.e2e
-def test_cli_private_public_two_nodes(tmp_path: Path, spawn: Callable[[Home, int], None]) -> None:
+@pytest.mark.parametrize(
+    ("topology", "stages"),
+    [
+        (Topology.PUBLIC_PRIVATE, ["contacting", "accepted", "connected"]),
+        (Topology.PUBLIC_PUBLIC, ["contacting", "accepted", "connected"]),
+        (Topology.PRIVATE_PUBLIC, ["waiting"]),
+    ],
+)
+def test_cli_two_nodes(
+    tmp_path: Path, spawn: Callable[[Home, int], None], topology: Topology, stages: list[str]
+) -> None:
+    """The walk-through: init both, a node each, initiate on one, accept on the other."""
     a, b = Home(tmp_path / "snow"), Home(tmp_path / "jira")
     port_a, port_b = free_port(), free_port()
-    url_b = f"http://127.0.0.1:{port_b}"
-    assert cli("--home", str(a.path), "init", "--short-name", "snow").returncode == 0
-    assert (
-        cli("--home", str(b.path), "init", "--short-name", "jira", "--public-url", url_b)
-    ).returncode == 0
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
+    a_public = topology is not Topology.PRIVATE_PUBLIC
+    b_public = topology is not Topology.PUBLIC_PRIVATE
+    for home, name, url, public in ((a, "snow", url_a, a_public), (b, "jira", url_b, b_public)):
+        public_url = ["--public-url", url] if public else []
+        init = cli("--home", str(home.path), "init", "--short-name", name, *public_url)
+        assert init.returncode == 0, init.stderr
+    # A private initiator's supervisor starts at once and retries until jira accepts.
+    spawn(a, port_a)
     spawn(b, port_b)
-    spawn(a, port_a)  # private: its supervisor retries the handshake until jira accepts
+    where = ["--url", url_b] if b_public else ["--no-url"]
     made = cli(
-        "--home", str(a.path), "initiate", "--url", url_b, "--mode", "script",
+        "--home", str(a.path), "initiate", *where, "--mode", "script",
         "--local-name", "snow", "--remote-name", "jira",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -552,8 +567,8 @@ def test_cli_private_public_two_nodes(tmp_path: Path, spawn: Callable[[Home, int
     accepted = cli("--home", str(b.path), "accept", "-", "--json", stdin=folded)
     assert accepted.returncode == 0, accepted.stderr
     document = json.loads(accepted.stdout)
-    assert document["stages"] == ["waiting"]
-    assert document["connection"]["status"] == "pending"
+    assert document["stages"] == stages
+    assert document["connection"]["topology"] == topology.value
     assert not {"secret", "token", "token_hash"} & document["connection"].keys()
     cid = document["connection"]["id"]
 
