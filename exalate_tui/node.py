@@ -564,12 +564,18 @@ async def push(request: Request, cid: str) -> Applied:
     connection, buried = await node.authenticate(request, cid, raw)
     if buried:
         raise ApiError(410, "deleted", "this connection was deleted on this side")
-    if connection.status is Status.DEACTIVATED:
-        raise ApiError(409, "deactivated", "this connection is deactivated on this side")
     try:
         batch = PushIn.model_validate_json(raw)
     except ValidationError as error:
         raise ApiError(400, "bad_request", _problems(error)) from None
+    if connection.status is Status.DEACTIVATED:
+        # A batch sent again after it was applied gets the answer it got the first time,
+        # even when applying it deactivated this side (`connection.deleted`): the
+        # partner's action and its pusher race to deliver the same message.
+        last = await asyncio.to_thread(node.state.last_applied, cid)
+        if not batch.messages or batch.messages[-1].seq > last:
+            raise ApiError(409, "deactivated", "this connection is deactivated on this side")
+        return Applied(applied=last)
     messages = [Message.from_wire(m.model_dump()) for m in batch.messages]
     home = node.home
 

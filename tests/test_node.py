@@ -676,6 +676,26 @@ async def test_partner_connection_messages_change_this_side(n: Node) -> None:
     ]
 
 
+@pytest.mark.anyio
+async def test_a_resent_batch_is_acknowledged_even_after_it_deactivated_this_side(
+    n: Node,
+) -> None:
+    """The partner's `delete` and its pusher both deliver `connection.deleted`: the
+    second delivery must hear "applied", not 409, or the partner reports a failure."""
+    connection = n.add()
+    assert (await n.push(connection.id, wire(1, 2))).json() == {"applied": 2}
+    first = await n.push(connection.id, wire(3, kind="connection.deleted"))
+    assert first.json() == {"applied": 3}
+    assert n.home.get_connection(connection.id).status is Status.DEACTIVATED
+    again = await n.push(connection.id, wire(2, 3))
+    assert again.status_code == 200 and again.json() == {"applied": 3}
+    # Anything new is still refused, and nothing is applied.
+    newer = await n.push(connection.id, wire(3, 4))
+    assert newer.status_code == 409 and error_of(newer)["error"] == "deactivated"
+    assert (await n.push(connection.id, [])).status_code == 409
+    assert n.state.last_applied(connection.id) == 3
+
+
 # -- tombstones ------------------------------------------------------------------------
 
 
