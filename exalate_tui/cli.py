@@ -342,6 +342,9 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: one line per push and long-poll would bury the
+    # node's own lines in the journal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(home, args.host, args.port))
     return 0
 
