@@ -417,8 +417,9 @@ class Supervisor:
                 current.remote_name = remote_name
             return current
 
-        self.home.update_connection(connection.id, change)
+        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
         self.state.enqueue(connection.id, "hello", {"short_name": connection.local_name})
+        self.home.update_connection(connection.id, change)
         self.state.record_ok(connection.id, self._clock())
 
     def _effect(self, connection: Connection) -> Callable[[Message], None]:
