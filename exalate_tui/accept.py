@@ -130,6 +130,7 @@ def _wait_for_initiator(home: Home, wizard: AcceptWizard, invite: codes.Invitati
         local_name=wizard.local_name,
         remote_name=invite.from_,
         token_hash=codes.hash_token(invite.tok),
+        code_digest=codes.digest(invite),
         token_expires=datetime.fromtimestamp(invite.exp, UTC),
         status=Status.PENDING,
     )
@@ -155,7 +156,11 @@ async def _handshake(
     async with Remote(invite.url, transport=transport) as remote:
         try:
             answer = await remote.handshake(
-                invite.cid, SecretStr(invite.tok), wizard.local_name, our_url
+                invite.cid,
+                SecretStr(invite.tok),
+                wizard.local_name,
+                our_url,
+                digest=codes.digest(invite),
             )
         except RemoteError as error:
             raise _handshake_failure(error, invite) from None

@@ -278,12 +278,14 @@ def regenerate_invitation(
     token = codes.new_token()
     expires = int(now()) + lifetime
     # Built before anything is written: a payload that does not validate changes nothing.
-    code = codes.encode(codes.for_connection(connection, url=url, token=token, expires=expires))
+    invite = codes.for_connection(connection, url=url, token=token, expires=expires)
+    code = codes.encode(invite)
 
     def change(current: Connection) -> None:
         if current.status is not Status.PENDING:
             raise ActionError(f"{current.name!r} was accepted meanwhile: it needs no new code")
         current.token_hash = codes.hash_token(token)
+        current.code_digest = codes.digest(invite)
         # Only a private initiator presents the token itself (its supervisor's handshake).
         private = current.topology is Topology.PRIVATE_PUBLIC
         current.token = SecretStr(token) if private else None

@@ -30,6 +30,8 @@ from .wizard import InitiateWizard, Step
 PROG = "exalate-tui"
 # Never printed, never in --json: they let someone else act as this side.
 SECRET_FIELDS = frozenset({"secret", "token", "token_hash"})
+# Bookkeeping of the handshake, of no use to a reader.
+INTERNAL_FIELDS = frozenset({"code_digest"})
 
 # The flag that sets each wizard field, so an error names what to change.
 FLAGS = {
@@ -53,7 +55,7 @@ def inert(text: object) -> str:
 
 def public(connection: Connection) -> dict[str, Any]:
     """A connection as JSON data, without its secrets."""
-    return connection.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    return connection.model_dump(mode="json", exclude=set(SECRET_FIELDS | INTERNAL_FIELDS))
 
 
 def _print_json(data: object) -> None:

@@ -276,11 +276,19 @@ class Remote:
         )
 
     async def handshake(
-        self, cid: str, token: SecretStr, short_name: str, url: str | None
+        self,
+        cid: str,
+        token: SecretStr,
+        short_name: str,
+        url: str | None,
+        *,
+        digest: str | None = None,
     ) -> Handshake:
-        body = json.dumps(
-            {"cid": cid, "tok": token.get_secret_value(), "short_name": short_name, "url": url}
-        ).encode()
+        """Present the token (and `invitation.digest` of the code it came in)."""
+        offer = {"cid": cid, "tok": token.get_secret_value(), "short_name": short_name, "url": url}
+        if digest is not None:
+            offer["sum"] = digest
+        body = json.dumps(offer).encode()
         request = self._client.build_request(
             "POST",
             f"{PREFIX}/handshake",

@@ -70,6 +70,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def digest(invitation: Invitation) -> str:
+    """SHA-256 over what the code says, its token aside: the handshake presents it.
+
+    The side holding the token's hash also holds this digest, so a code whose
+    payload was changed (and re-sealed with good check digits) is refused
+    even though its token is right. Canonical JSON: a re-encoding of the same
+    payload has the same digest.
+    """
+    data = invitation.model_dump(mode="json", by_alias=True, exclude={"tok"})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def token_matches(token: str, token_hash: str) -> bool:
     """Constant-time comparison of a presented token against a stored hash."""
     return hmac.compare_digest(hash_token(token), token_hash)

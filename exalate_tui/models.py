@@ -155,6 +155,8 @@ class Connection(BaseModel):
     # Only a private initiator keeps the token: it must present it itself.
     token: SecretStr | None = None
     token_expires: datetime | None = None
+    # `invitation.digest` of the code: the handshake must present it (a changed code is refused).
+    code_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     secret: SecretStr | None = None
     # None while the other side has nothing to report (see PeerState).
     peer_state: PeerState | None = None

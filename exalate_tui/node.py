@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import hmac
 import logging
 import re
 import secrets
@@ -127,6 +128,8 @@ class HandshakeIn(BaseModel):
     tok: str = Field(max_length=128)
     short_name: ShortName
     url: Url | None = None
+    # `invitation.digest` of the code the token came in; required when the receiver holds one.
+    sum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class HandshakeOut(BaseModel):
@@ -466,6 +469,10 @@ def _take_invitation(home: Home, offer: HandshakeIn, now: float) -> Connection:
             raise ApiError(403, "invitation_used", "this invitation was already used")
         if not token_matches(offer.tok, connection.token_hash):
             raise invalid
+        if connection.code_digest is not None and not hmac.compare_digest(
+            offer.sum or "", connection.code_digest
+        ):
+            raise invalid  # the right token in a changed code
         expires = connection.token_expires
         if expires is not None and now >= expires.timestamp():
             raise ApiError(403, "invitation_expired", "this invitation has expired")
@@ -473,6 +480,7 @@ def _take_invitation(home: Home, offer: HandshakeIn, now: float) -> Connection:
         connection.status = Status.ACTIVE
         connection.token_hash = None
         connection.token = None
+        connection.code_digest = None
         connection.remote_name = offer.short_name
         if offer.url and connection.topology is Topology.PUBLIC_PUBLIC:
             # The URL this side verified when initiating is proven reachable from here;

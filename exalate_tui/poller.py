@@ -383,7 +383,11 @@ class Supervisor:
                 return
             try:
                 answer = await remote.handshake(
-                    connection.id, connection.token, connection.local_name, None
+                    connection.id,
+                    connection.token,
+                    connection.local_name,
+                    None,
+                    digest=connection.code_digest,
                 )
             except RemoteError as error:
                 if error.code == "invitation_used":
@@ -413,6 +417,7 @@ class Supervisor:
             current.status = Status.ACTIVE
             current.token = None
             current.token_hash = None
+            current.code_digest = None
             if remote_name:
                 current.remote_name = remote_name
             return current

@@ -347,6 +347,7 @@ class InitiateWizard:
             created=datetime.fromtimestamp(now, UTC),
         )
         invite = codes.for_connection(connection, url=public_url, token=token, expires=expires)
+        connection.code_digest = codes.digest(invite)
         if public_url != self.instance.public_url and self.needs_public_url:
             self.instance = self.instance.model_copy(update={"public_url": public_url})
             self.home.save_instance(self.instance)

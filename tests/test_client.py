@@ -186,7 +186,9 @@ async def test_another_api_version_is_incompatible(
 async def test_handshake_then_signed_fetch_and_push(public: Public) -> None:
     invitation = invite(public)
     async with Remote(URL, transport=public.transport) as remote:
-        answer = await remote.handshake(invitation.cid, SecretStr(invitation.tok), "jira", None)
+        answer = await remote.handshake(
+            invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
+        )
         assert (answer.short_name, answer.name) == ("snow", "snow_to_jira")
         stored = public.home.get_connection(invitation.cid).secret
         assert stored is not None and answer.secret.get_secret_value() == stored.get_secret_value()
@@ -210,7 +212,9 @@ async def test_handshake_then_signed_fetch_and_push(public: Public) -> None:
 async def test_long_poll_returns_when_a_message_is_enqueued(public: Public) -> None:
     invitation = invite(public)
     async with Remote(URL, transport=public.transport) as remote:
-        answer = await remote.handshake(invitation.cid, SecretStr(invitation.tok), "jira", None)
+        answer = await remote.handshake(
+            invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
+        )
         started = time.monotonic()
         waiting = asyncio.create_task(remote.fetch(invitation.cid, answer.secret, 1, wait=20))
         await asyncio.sleep(0.2)
@@ -225,9 +229,13 @@ async def test_long_poll_returns_when_a_message_is_enqueued(public: Public) -> N
 async def test_refusals_are_remote_errors_without_secrets(public: Public) -> None:
     invitation = invite(public)
     async with Remote(URL, transport=public.transport) as remote:
-        answer = await remote.handshake(invitation.cid, SecretStr(invitation.tok), "jira", None)
+        answer = await remote.handshake(
+            invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
+        )
         with pytest.raises(RemoteError) as used:
-            await remote.handshake(invitation.cid, SecretStr(invitation.tok), "jira", None)
+            await remote.handshake(
+                invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
+            )
         assert (used.value.status, used.value.code) == (403, "invitation_used")
         assert str(used.value).startswith("127.0.0.1:7001 refused the request (403 ")
 
