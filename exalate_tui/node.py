@@ -173,6 +173,34 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """A request body for `openapi_extra`, with pydantic's `$defs` inlined.
+
+    Left in place, `#/$defs/...` would point at the document's root, where
+    nothing is: the push body's messages had no schema a client could follow.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return inline(defs[ref.removeprefix("#/$defs/")]) | rest
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorOut} for status in statuses}
 
@@ -418,13 +446,8 @@ async def info(request: Request) -> Info:
     "/handshake",
     response_model=HandshakeOut,
     summary="Present an invitation token once; get the connection secret",
-    responses=_errors(400, 403, 413),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": HandshakeIn.model_json_schema()}},
-        }
-    },
+    responses=_errors(400, 403, 413, 503),
+    openapi_extra=_body(HandshakeIn),
 )
 async def handshake(request: Request) -> HandshakeOut:
     node = _node(request)
@@ -507,7 +530,7 @@ _MESSAGES = "/connections/{cid}/messages"
     _MESSAGES,
     response_model=Batch,
     summary="Long-poll for messages after SEQ (acknowledging everything up to it); signed",
-    responses=_errors(400, 401, 409, 413),
+    responses=_errors(400, 401, 409, 413, 503),
 )
 async def fetch(
     request: Request,
@@ -558,13 +581,8 @@ def _batch(messages: list[Message], last_seq: int) -> Response:
     _MESSAGES,
     response_model=Applied,
     summary="Push a batch; applied once, in order, in one transaction; signed",
-    responses=_errors(400, 401, 409, 410, 413),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PushIn.model_json_schema()}},
-        }
-    },
+    responses=_errors(400, 401, 409, 410, 413, 503),
+    openapi_extra=_body(PushIn),
 )
 async def push(request: Request, cid: str) -> Applied:
     node = _node(request)
@@ -626,6 +644,22 @@ def create_app(home: Home, state: State, *, watch: float = WATCH) -> FastAPI:
     )
     app.state.node = Node(home, state, watch=watch)
     app.include_router(router)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI documents a 422 for every route with parameters; this node answers
+        # 400 `bad_request` instead (declared per route), so the 422 would be a lie.
+        if app.openapi_schema is None:
+            document = plain_openapi()
+            for route in document.get("paths", {}).values():
+                for operation in route.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+        return app.openapi_schema or document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
