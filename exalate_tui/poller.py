@@ -212,10 +212,17 @@ class Supervisor:
         self._rescan_now = asyncio.Event()
         remove = self.state.on_enqueue(self.wake)
         version = self.state.data_version()
+        files = self._files_stamp()
         next_scan = 0.0
         try:
             while True:
-                if self._rescan_now.is_set() or time.monotonic() >= next_scan:
+                # Another process (the CLI, the console) changed a connection file: an
+                # admin's deactivate must stop this side's requests now, not at the next
+                # periodic rescan. Read before scanning, so a change during it is seen.
+                current_files = self._files_stamp()
+                changed = current_files != files
+                files = current_files
+                if changed or self._rescan_now.is_set() or time.monotonic() >= next_scan:
                     self._rescan_now.clear()
                     try:
                         await self._scan()
@@ -239,6 +246,13 @@ class Supervisor:
                 await remote.aclose()
             self._remotes.clear()
             self._loop = None
+
+    def _files_stamp(self) -> int | None:
+        """Changes when a connection file is written or removed (each is a rename or unlink)."""
+        try:
+            return self.home.connections_dir.stat().st_mtime_ns
+        except OSError:
+            return None
 
     # -- links ----------------------------------------------------------------
 

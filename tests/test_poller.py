@@ -281,6 +281,22 @@ def test_deactivated_connection_is_not_polled(tmp_path: Path) -> None:
     run_supervisor(supervisor, body)
 
 
+def test_a_file_changed_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    """No enqueue, no periodic rescan (60 s): the write to connections/ is enough."""
+    public, private, cid = connect(tmp_path)
+    supervisor = Supervisor(private.home, private.state, transport=public.transport, rescan=60)
+
+    async def body() -> None:
+        await until(lambda: cid in supervisor.running, timeout=2)
+        set_status(private.home, cid, Status.DEACTIVATED)
+        await until(lambda: cid not in supervisor.running, timeout=2)
+        public.state.enqueue(cid, "ping")
+        set_status(private.home, cid, Status.ACTIVE)
+        await until(lambda: private.state.last_applied(cid) == 2, timeout=2)
+
+    run_supervisor(supervisor, body)
+
+
 def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> None:
     public, private, cid = connect(tmp_path)
     ok_before = private.state.contact(cid).last_ok
