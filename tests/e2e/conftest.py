@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from exalate_tui.models import Connection
 from exalate_tui.queue import State
+from exalate_tui.store import Home
 
 # Every wait in these tests has a deadline: a stuck node fails the test, never hangs it.
 DEADLINE = 30.0
@@ -91,6 +93,10 @@ class Instance:
     def show(self, cid: str) -> dict[str, Any]:
         connection: dict[str, Any] = self.json("connections", "show", cid)["connection"]
         return connection
+
+    def stored(self, cid: str) -> Connection:
+        """The connection file as it is now: cheap enough to poll (`show` spawns a process)."""
+        return Home(self.home).get_connection(cid)
 
     # -- the node --------------------------------------------------------------
 

@@ -8,12 +8,15 @@ code is refused; deactivate, activate and delete reach the partner.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from exalate_tui.poller import ConnectionLock
 from exalate_tui.queue import Message
+from exalate_tui.store import Home
 
 from .conftest import Instance, MakeInstance, run_cli, wait_for
 
@@ -29,10 +32,14 @@ ACTIVE_WITHIN = 15.0
 
 
 def tree(path: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `path` with its size and mtime: to prove nothing was written."""
+    """The home's files an accept would write, with size and mtime: to prove it wrote none.
+
+    (state.sqlite3 is left out: the running node writes it all the time.)
+    """
+    files = [path / "instance.toml", *sorted(path.glob("connections/*"))]
     return {
         str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(path.rglob("*"))
+        for p in files
         if p.is_file()
     }
 
@@ -98,6 +105,14 @@ def pings(sender: Instance, count: int, tag: str) -> list[tuple[str, dict[str, A
     return [("ping", {"from": sender.short_name, "tag": tag, "n": n}) for n in range(count)]
 
 
+def lock_free(instance: Instance, cid: str) -> bool:
+    """Whether no process runs the connection's requests (polls, pushes) now."""
+    lock = ConnectionLock(Home(instance.home), cid)
+    free = lock.acquire()
+    lock.release()
+    return free
+
+
 def kinds(instance: Instance, cid: str, after: int) -> list[str]:
     return [m.kind for m in instance.state.inbox(cid, after=after)]
 
@@ -151,11 +166,26 @@ def test_two_instances_connect_talk_pause_and_delete(
             lambda: "deactivated" in (a.state.contact(cid).last_error or ""),
             "the initiator sees the pause",
         )
+    # The acceptor's node has stopped its requests (it holds no link's lock), and
+    # messages queue on both sides instead of flowing.
+    wait_for(lambda: lock_free(b, cid), "the acceptor's node stops calling")
+    mark_b = b.state.last_applied(cid)
+    a.state.enqueue(cid, "ping", {"while": "paused"})
+    b.state.enqueue(cid, "ping", {"while": "paused"})
+    held = time.monotonic() + 0.5  # a bounded look: nothing has an event for "did not arrive"
+    while time.monotonic() < held:
+        # A long-poll open at the moment of the pause may carry the news itself.
+        assert kinds(a, cid, mark_a) in ([], ["connection.deactivated"])
+        assert b.state.last_applied(cid) == mark_b
+        time.sleep(0.05)
     resumed = b.json("connections", "activate", cid)
     assert resumed["connection"]["status"] == "active"
-    wait_for(lambda: a.show(cid)["peer_state"] is None, "the initiator sees the resume")
-    wait_for(lambda: a.state.last_applied(cid) >= mark_a + 2, "both news applied")
-    assert kinds(a, cid, mark_a) == ["connection.deactivated", "connection.activated"]
+    wait_for(lambda: a.stored(cid).peer_state is None, "the initiator sees the resume")
+    assert a.show(cid)["peer_state"] is None
+    wait_for(lambda: a.state.last_applied(cid) >= mark_a + 3, "the news and the queued ping")
+    assert kinds(a, cid, mark_a) == ["connection.deactivated", "ping", "connection.activated"]
+    wait_for(lambda: b.state.last_applied(cid) == mark_b + 1, "the initiator's queued ping")
+    assert b.state.inbox(cid, after=mark_b)[0].body == {"while": "paused"}
 
     # -- the same from the initiator's side ------------------------------------------------
     initiator_calls = topology != "public-private"
@@ -183,8 +213,9 @@ def test_two_instances_connect_talk_pause_and_delete(
     assert deleted["deleted"]["id"] == cid
     assert deleted["partner"] == told, deleted["partner_error"]
     assert deleter.cli("connections", "show", cid).returncode == 2
-    wait_for(lambda: partner.show(cid)["peer_state"] == "deleted", "the partner sees the delete")
-    assert partner.show(cid)["status"] == "deactivated"
+    wait_for(lambda: partner.stored(cid).peer_state == "deleted", "the partner sees the delete")
+    shown = partner.show(cid)
+    assert (shown["peer_state"], shown["status"]) == ("deleted", "deactivated")
     # Nothing is left behind on the deleting side once the partner has heard.
     wait_for(
         lambda: not (deleter.home / "tombstones").exists()
