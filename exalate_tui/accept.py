@@ -165,6 +165,9 @@ async def _handshake(
         except RemoteError as error:
             raise _handshake_failure(error, invite) from None
         stage(Stage.ACCEPTED)
+        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
+        state = state_source if isinstance(state_source, State) else state_source()
+        state.enqueue(invite.cid, "hello", {"short_name": wizard.local_name})
         connection = _save(
             home,
             Connection(
@@ -181,8 +184,6 @@ async def _handshake(
                 status=Status.ACTIVE,
             ),
         )
-        state = state_source if isinstance(state_source, State) else state_source()
-        state.enqueue(connection.id, "hello", {"short_name": connection.local_name})
         # Delivering the hello proves the secret works both ways; when it cannot be
         # delivered now, the supervisor keeps trying and the contact shows why.
         try:
