@@ -125,6 +125,9 @@ async def test_no_secret_in_logs_output_errors_or_screens(
             seen.append((await raw.post("/api/v1/handshake", json={
                 "cid": invite.cid, "tok": token, "short_name": "x" * 99})).text)
     finally:
+        # Long-polls answered and the node's watcher gone before its state closes.
+        app.state.node.wakeups.close()
+        await asyncio.sleep(0.3)
         state_a.close()
         state_b.close()
     for home in (a, b):
