@@ -23,6 +23,9 @@ URL_MAX = 2048
 _SHORT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 # C0, DEL and C1 controls: never allowed in anything we store or show.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidi embeddings, overrides and isolates: they reorder what follows them on screen
+# ("Trojan Source"), so a name from a partner could show other than it reads.
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 class Mode(StrEnum):
@@ -78,6 +81,8 @@ def check_text(value: str, *, limit: int, required: bool) -> str:
         raise ValueError("is required")
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if _BIDI.search(value):
+        raise ValueError("must not contain bidirectional override characters")
     if len(value) > limit:
         raise ValueError(f"must be at most {limit} characters (has {len(value)})")
     return value

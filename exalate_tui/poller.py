@@ -149,6 +149,9 @@ class _Link:
     fingerprint: tuple[object, ...]
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Set while the poller acknowledges a partner's `connection.deleted`: applying it
+    # rewrote the file, and a rescan must not cut the acknowledgement short.
+    finishing: bool = False
 
 
 class Supervisor:
@@ -262,6 +265,8 @@ class Supervisor:
         for cid, link in list(self._links.items()):
             connection = wanted.get(cid)
             if connection is None or _fingerprint(connection) != link.fingerprint:
+                if link.finishing:
+                    continue  # its poller stops by itself once the partner has heard
                 await self._stop(cid)
             else:
                 link.connection = connection
@@ -338,16 +343,25 @@ class Supervisor:
                     connection.id, connection.secret, after, wait=self.wait, limit=self.limit
                 )
                 if batch.messages:
-                    cursor = await asyncio.to_thread(
-                        self.state.apply, connection.id, batch.messages, self._effect(connection)
-                    )
-                    if any(m.kind == actions.DELETED for m in batch.messages):
-                        # The partner deleted it and keeps a tombstone until we acknowledge;
-                        # this side is now deactivated, so acknowledge at once and stop.
-                        await remote.fetch(connection.id, connection.secret, cursor, wait=0)
-                        await self._ok(connection.id, backoff)
-                        self.wake()
-                        return
+                    deleted = any(m.kind == actions.DELETED for m in batch.messages)
+                    link.finishing = deleted
+                    try:
+                        cursor = await asyncio.to_thread(
+                            self.state.apply,
+                            connection.id,
+                            batch.messages,
+                            self._effect(connection),
+                        )
+                        if deleted:
+                            # The partner keeps a tombstone until we acknowledge; this side
+                            # is now deactivated, so acknowledge at once and stop.
+                            await remote.fetch(connection.id, connection.secret, cursor, wait=0)
+                            await self._ok(connection.id, backoff)
+                            return
+                    finally:
+                        if deleted:
+                            link.finishing = False
+                            self.wake()  # rescan: the link is no longer wanted
                 await self._ok(connection.id, backoff)
             except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                 await self._failed(connection.id, backoff, error)
