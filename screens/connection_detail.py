@@ -212,7 +212,7 @@ class ConnectionDetailScreen(Screen[None]):
                 box.update(text)
         busy = self.query_one("#busy", Static)
         busy.display = bool(self.busy)
-        busy.update(self.busy)
+        busy.update(Text(self.busy))  # names from the partner: never markup
         for action in ("deactivate", "activate", "regenerate", "delete"):
             self.query_one(f"#{action}", Button).display = self._allowed(action)
         self.refresh_bindings()
@@ -273,7 +273,9 @@ class ConnectionDetailScreen(Screen[None]):
         if self.connection is None or not self._allowed(name):
             return
         if self.state is None:
-            self.notify(f"Cannot change connections: {self.state_problem}", severity="error")
+            self.notify(
+                f"Cannot change connections: {self.state_problem}", severity="error", markup=False
+            )
             return
         partner = self.connection.remote_name or "the partner"
         self.busy = f"{DOING[name]} {self.connection.name} and telling {partner} …"
@@ -298,7 +300,12 @@ class ConnectionDetailScreen(Screen[None]):
     def _finished(self, event: Finished) -> None:
         self.busy = ""
         if event.outcome is None:
-            self.notify(f"Could not {event.name}: {event.problem}", severity="error", timeout=10)
+            self.notify(
+                f"Could not {event.name}: {event.problem}",
+                severity="error",
+                timeout=10,
+                markup=False,
+            )
             self._reload()
             return
         outcome = event.outcome
@@ -315,6 +322,7 @@ class ConnectionDetailScreen(Screen[None]):
             title="Connection",
             severity="warning" if outcome.told.value == "unreachable" else "information",
             timeout=8,
+            markup=False,  # the name and the partner's words, shown as they are
         )
         if event.name == "delete":
             self.dismiss()
