@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, CSSPathType
 from textual.binding import Binding, BindingType
@@ -131,7 +132,8 @@ class WizardStep(Screen[None]):
         """Each error Label shows the wizard's current problem with its field."""
         for label in self.query(".field-error").results(Label):
             field = (label.id or "").removeprefix("error-")
-            label.update(self.wizard.errors.get(field, ""))
+            # Text: a reason may quote what a remote node said, never to be read as markup.
+            label.update(Text(self.wizard.errors.get(field, "")))
 
     # -- moving -------------------------------------------------------------
 
