@@ -297,6 +297,38 @@ def test_a_file_changed_by_another_process_is_seen_at_once(tmp_path: Path) -> No
     run_supervisor(supervisor, body)
 
 
+class SlowAck(httpx.AsyncBaseTransport):
+    """The network to the public node, where `wait=0` fetches (the acknowledgement of a
+    deletion) take `delay` s to arrive: longer than the supervisor takes to rescan."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.params.get("wait") == "0":
+            await asyncio.sleep(self.delay)
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_deletion_is_acknowledged_before_the_link_stops(tmp_path: Path) -> None:
+    """Applying `connection.deleted` rewrites the file, which makes the supervisor rescan;
+    the rescan must not cancel the acknowledgement, or the partner's tombstone stays."""
+    public, private, cid = connect(tmp_path)
+    network = SlowAck(public.transport, delay=0.5)
+    supervisor = Supervisor(private.home, private.state, transport=network, watch=0.01)
+
+    async def body() -> None:
+        await until(lambda: cid in supervisor.running, timeout=2)
+        outcome = await actions.delete(public.home, public.state, cid)
+        assert outcome.told is actions.Told.QUEUED
+        await until(lambda: public.home.get_tombstone(cid) is None, timeout=5)
+        await until(lambda: cid not in supervisor.running, timeout=2)
+
+    run_supervisor(supervisor, body)
+    assert private.home.get_connection(cid).peer_state == "deleted"
+
+
 def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> None:
     public, private, cid = connect(tmp_path)
     ok_before = private.state.contact(cid).last_ok
