@@ -89,13 +89,14 @@ def connect(a: Instance, b: Instance, topology: str) -> tuple[str, str]:
 
 def exchange(a: Instance, b: Instance, cid: str, count: int, tag: str) -> None:
     """`count` pings each way, enqueued by this process; each arrives once, in order."""
-    sent_a = [seq for seq in a.state.enqueue_many(cid, pings(a, count, tag))]
-    sent_b = [seq for seq in b.state.enqueue_many(cid, pings(b, count, tag))]
+    sent_a = a.state.enqueue_many(cid, pings(a, count, tag))
+    sent_b = b.state.enqueue_many(cid, pings(b, count, tag))
     for sender, receiver, seqs in ((a, b, sent_a), (b, a, sent_b)):
-        wait_for(
-            lambda r=receiver, s=seqs: r.state.last_applied(cid) >= s[-1],
-            f"{receiver.short_name} applied {tag} pings up to {seqs[-1]}",
-        )
+
+        def arrived(r: Instance = receiver, last: int = seqs[-1]) -> bool:
+            return r.state.last_applied(cid) >= last
+
+        wait_for(arrived, f"{receiver.short_name} applied {tag} pings up to {seqs[-1]}")
         got = receiver.state.inbox(cid, after=seqs[0] - 1, limit=count + 10)
         assert [m.seq for m in got] == seqs
         assert [m.body for m in got] == [body for _, body in pings(sender, count, tag)]
@@ -143,11 +144,11 @@ def test_two_instances_connect_talk_pause_and_delete(
         other = tmp_path / "conf"
         if b_public:  # a public-public code wants an acceptor the initiator can call
             run_cli("--home", str(other), "init", "--short-name", "conf", "--public-url", b.url)
-        before = tree(other) if other.exists() else None
+        written = tree(other) if other.exists() else None
         used = run_cli("--home", str(other), "accept", code, "--short-name", "conf")
         assert used.returncode == 2, used.stderr
         assert "already used" in used.stderr
-        assert (tree(other) if other.exists() else None) == before
+        assert (tree(other) if other.exists() else None) == written
     # (A private initiator's code names no URL to ask: a third public instance would
     # wait for a call that never comes. Nothing to refuse there.)
 
@@ -218,8 +219,10 @@ def test_two_instances_connect_talk_pause_and_delete(
     assert (shown["peer_state"], shown["status"]) == ("deleted", "deactivated")
     # Nothing is left behind on the deleting side once the partner has heard.
     wait_for(
-        lambda: not (deleter.home / "tombstones").exists()
-        or not os.listdir(deleter.home / "tombstones"),
+        lambda: (
+            not (deleter.home / "tombstones").exists()
+            or not os.listdir(deleter.home / "tombstones")
+        ),
         "the tombstone is dropped",
     )
     assert deleter.state.last_seq(cid) == 0 and deleter.state.inbox(cid) == []
