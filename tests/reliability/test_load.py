@@ -2,7 +2,7 @@
 
 A real `exalate-tui node` holds RELIABILITY_CONNECTIONS Active connections
 (CI and full run: 1,000), each long-polled at the same time by swarm.py for
-RELIABILITY_LOAD_SECONDS (CI 12, full 40). Meanwhile `/api/v1/info` is
+RELIABILITY_LOAD_SECONDS (CI 10, full 40). Meanwhile `/api/v1/info` is
 sampled and `exalate-tui connections --json` (the console's own listing of
 the same home) is timed; both are compared with the idle node. Messages
 enqueued for some of the connections during the load must reach them.
@@ -34,7 +34,7 @@ from .nodes import NodeProcess, cli, free_port
 pytestmark = pytest.mark.e2e
 
 CONNECTIONS = int(os.environ.get("RELIABILITY_CONNECTIONS", "1000"))
-SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "12"))
+SECONDS = float(os.environ.get("RELIABILITY_LOAD_SECONDS", "10"))
 SWARM = Path(__file__).with_name("swarm.py")
 
 
