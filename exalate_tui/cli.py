@@ -389,6 +389,24 @@ def _common(*, json_flag: bool) -> argparse.ArgumentParser:
     return common
 
 
+# `exalate-tui --help` ends with the README's two-instance walk-through, in brief.
+WALK_THROUGH = f"""\
+two instances, each with its own home and its own node (see the README):
+snow has a public URL; jira sits in a private network and has none.
+  snow$ {PROG} init --short-name snow \\
+            --public-url https://snow.example.com
+  snow$ {PROG} node       # keep it running: 127.0.0.1:7917, https in front
+  jira$ {PROG} init --short-name jira
+  jira$ {PROG} node       # jira's poller: jira makes every request
+  snow$ {PROG} initiate --no-url --mode script \\
+            --local-name snow --remote-name jira    # prints the code
+  jira$ {PROG} accept CODE   # contacts snow: both Active within seconds
+  either$ {PROG} connections [show|deactivate|activate|delete ID]
+Both public: snow initiates with --url https://jira.example.com instead.
+Only jira public: the same --url; jira's accept waits for snow's node to call.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     home = _common(json_flag=False)
     home_json = _common(json_flag=True)
@@ -397,6 +415,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[home],
         description="Set up cross-instance ticket-sync connections. "
         "With no command, opens the console.",
+        epilog=WALK_THROUGH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(run=cmd_console)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")

@@ -591,3 +591,21 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("init", "initiate", "connections"):
         assert command in result.stdout
+
+
+def test_help_walks_through_two_instances_with_commands_that_parse() -> None:
+    """The epilog's command lines are real: each one parses as written."""
+    import shlex
+
+    from exalate_tui.cli import _parser
+
+    result = run("--help")
+    assert result.returncode == 0
+    text = result.stdout.replace("\\\n", " ")
+    lines = [line.split("$ ", 1)[1] for line in text.splitlines() if "$ exalate-tui " in line]
+    assert len(lines) >= 7 and any("accept CODE" in line for line in lines)
+    assert "7917" in text and "--no-url" in text
+    for line in lines:
+        words = shlex.split(line.split("#")[0].replace("[show|deactivate|activate|delete ID]", ""))
+        assert words[0] == "exalate-tui"
+        _parser().parse_args(words[1:])  # exits 2 (and fails the test) if it does not parse
