@@ -462,7 +462,9 @@ async def handshake(request: Request) -> HandshakeOut:
         node.state.enqueue, connection.id, "hello", {"short_name": connection.local_name}
     )
     await node._record_contact(connection.id)
-    log.info("connection %s is active: %s accepted it", connection.id, connection.remote_name)
+    # The caller accepted our invitation, or (private-public) initiated and brings ours back.
+    did = "initiated" if connection.topology is Topology.PRIVATE_PUBLIC else "accepted"
+    log.info("connection %s is active: %s %s it", connection.id, connection.remote_name, did)
     return HandshakeOut(
         secret=connection.secret.get_secret_value(),
         short_name=connection.local_name,
