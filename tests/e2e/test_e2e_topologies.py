@@ -232,6 +232,10 @@ def test_two_instances_connect_talk_pause_and_delete(
     assert partner.json("connections")["connections"] == []
     assert deleter.json("connections")["connections"] == []
 
+    # The node that took the handshake says so, with the partner's part in it.
+    caller, taker = (a, b) if topology == "private-public" else (b, a)
+    did = "initiated" if topology == "private-public" else "accepted"
+    assert f"connection {cid} is active: {caller.short_name} {did} it" in taker.log.read_text()
     # The nodes' logs (the journal, under systemd) hold their own lines, not one per request.
     for instance in (a, b):
         lines = instance.log.read_text().splitlines()
