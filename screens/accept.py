@@ -30,6 +30,8 @@ class CodeArea(TextArea):
     """The code field: a paste arrives whole, its line breaks and spaces dropped."""
 
     async def _on_paste(self, event: events.Paste) -> None:
+        # Instead of TextArea's own paste, which would insert the text as it came.
+        event.prevent_default()
         event.stop()
         self.replace("".join(event.text.split()), *self.selection)
 

@@ -46,8 +46,7 @@ def fields(connection: Connection, contact: Contact, now: float) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    status = Text(live.label, STYLES[live.live])
-    status.append(f" · {live.detail}")
+    status = Text.assemble((live.label, STYLES[live.live]), f" · {live.detail}")
     remote_url = connection.remote_url or (
         "none: the partner is private and calls this instance"
         if not connection.is_private_here
@@ -205,10 +204,10 @@ class ConnectionDetailScreen(Screen[None]):
             box.display = contact.last_error is not None
             if contact.last_error is not None:
                 since = contact.error_since
-                text = Text("Last error", "bold")
+                heading = "Last error"
                 if since is not None:
-                    text.append(f" (failing since {when(since, self.now())})", "bold")
-                text.append(f"\n{contact.last_error}")
+                    heading += f", failing since {when(since, self.now())}"
+                text = Text.assemble((heading, "bold"), f"\n{contact.last_error}")
                 box.update(text)
         busy = self.query_one("#busy", Static)
         busy.display = bool(self.busy)

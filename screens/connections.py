@@ -54,9 +54,7 @@ STYLES = {
 
 
 def status_cell(live: LiveState) -> Text:
-    text = Text(live.label, STYLES[live.live])
-    text.append(f"\n{live.detail}", "dim")
-    return text
+    return Text.assemble((live.label, STYLES[live.live]), (f"\n{live.detail}", "dim"))
 
 
 def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:

@@ -94,7 +94,9 @@ class DestinationScreen(WizardStep):
         url = self.wizard.dest_url
         self.wizard.errors.pop("dest_url", None)
         self.show_errors()
-        self.query_one("#url-check", Label).update(f"Checking {escape(url)} …")
+        label = self.query_one("#url-check", Label)
+        label.display = True
+        label.update(f"Checking {escape(url)} …")
         self._verify(url)
 
     @work(exclusive=True, exit_on_error=False, group="verify")
@@ -116,6 +118,7 @@ class DestinationScreen(WizardStep):
         label = self.query_one("#url-check", Label)
         check = self.wizard.url_check
         label.set_class(check is not None and check.ok, "verified")
+        label.display = check is not None
         if check is None:
             label.update("")
         elif check.ok:

@@ -1,8 +1,16 @@
-"""Shared test setup: a still terminal for Textual, and snapshot baselines in `snapshots/`."""
+"""Shared test setup: a still terminal for Textual, snapshot baselines in `snapshots/`,
+and real servers on 127.0.0.1 (or a Unix socket) for the console's network flows.
+"""
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +19,9 @@ import textual.constants
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
+
+from exalate_tui.store import Home
+from exalate_tui.wizard import UrlCheck
 
 # No animations, so screenshots are the same every run. The snapshot plugin imports
 # Textual before this file runs, so the environment variable alone comes too late for
@@ -68,3 +79,135 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
     monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
     monkeypatch.setattr(invitation, "new_token", lambda: "T" * 43)
     return NOW
+
+
+# -- real servers for the console's tests ----------------------------------------------
+
+
+class _Html(http.server.BaseHTTPRequestHandler):
+    """Some other web server: HTML at every path ("not an exalate-tui node")."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        body = b"<html><body>Welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "local"  # a Unix socket has no client address
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class Servers:
+    """Real servers in threads: the node app under uvicorn, or a plain HTTP server.
+
+    Each listens on 127.0.0.1 at a free port, or on a Unix socket when `uds` is
+    given: a snapshot then types a fixed URL and the verifier's transport takes
+    the request to that socket, so no port number reaches the screen.
+    """
+
+    def __init__(self) -> None:
+        self._stops: list[Callable[[], None]] = []
+
+    def node(self, home: Home, *, uds: Path | None = None, port: int = 0) -> str:
+        """`node.create_app` for `home` under uvicorn; returns its URL."""
+        import uvicorn
+
+        from exalate_tui import node
+        from exalate_tui.queue import State
+
+        state = State(home.state_path)
+        sock = _listening(uds, port)
+        config = uvicorn.Config(
+            node.create_app(home, state), lifespan="off", log_config=None, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the node did not start"
+            time.sleep(0.01)
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
+            state.close()
+
+        self._stops.append(stop)
+        return _url(sock, uds)
+
+    def html(self, *, uds: Path | None = None) -> str:
+        """A plain `http.server` that is not a node; returns its URL."""
+        if uds is not None:
+            server: socketserver.BaseServer = _UnixHttpServer(str(uds), _Html)
+        else:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Html)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+
+        self._stops.append(stop)
+        if uds is not None:
+            return "http://127.0.0.1:7001"
+        return f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[index]
+
+    def stop_all(self) -> None:
+        for stop in reversed(self._stops):
+            stop()
+        self._stops.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(uds: Path | None, port: int) -> socket.socket:
+    if uds is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(uds))
+    else:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    return sock
+
+
+def _url(sock: socket.socket, uds: Path | None) -> str:
+    if uds is not None:
+        return "http://127.0.0.1:7001"
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    started = Servers()
+    yield started
+    started.stop_all()
+
+
+def verifier_via(uds: Path) -> Callable[[str], Awaitable[UrlCheck]]:
+    """The real `client.verify_url`, its requests sent to the Unix socket `uds`."""
+    import httpx
+
+    from exalate_tui.client import verify_url
+
+    async def verify(url: str) -> UrlCheck:
+        return await verify_url(url, transport=httpx.AsyncHTTPTransport(uds=str(uds)))
+
+    return verify

@@ -19,6 +19,7 @@ from exalate_tui import invitation as codes
 from exalate_tui.app import ExalateApp, make_app
 from exalate_tui.models import Instance, Mode, Status, Topology
 from exalate_tui.store import Home
+from conftest import Servers
 from screens.config_type import ConfigTypeScreen, ModeChoice
 from screens.connections import ConnectionsScreen
 from screens.destination import DestinationScreen
@@ -54,7 +55,8 @@ class Clipboards:
 
 def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> ExalateApp:
     clipboards = clipboards or Clipboards()
-    app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen)
+    # No pollers here: these tests are about the screens (tests/test_app_live.py runs them).
+    app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
     app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign, assignment]
     return app
 
@@ -238,7 +240,7 @@ async def test_seed_flow_without_url_asks_for_public_url(
         assert isinstance(app.screen, ConnectionsScreen)
         [row] = table_rows(app)
         assert row[0].splitlines() == ["snow_to_jira", "snow → jira"]
-        assert row[1:4] == ["public-private", "Script", "Pending"]
+        assert row[1:3] == ["public-private\nScript", "Pending\nwaiting for jira"]
 
     invite = codes.decode(code)
     assert (invite.url, invite.dest_url, invite.from_, invite.to) == (
@@ -259,12 +261,19 @@ async def test_seed_flow_without_url_asks_for_public_url(
     assert saved.status is Status.PENDING and saved.topology is Topology.PUBLIC_PRIVATE
 
 
-async def test_flow_with_destination_url(tmp_path: Path, frozen: float) -> None:
+async def test_flow_with_destination_url(
+    tmp_path: Path, frozen: float, servers: Servers
+) -> None:
+    jira = Home(tmp_path / "jira")
+    jira.save_instance(Instance(short_name="jira"))
+    url = servers.node(jira)
     home = home_with(tmp_path)
     app = console(home, frozen)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i")
-        await type_text(pilot, "https://jira.example.com/")
+        await type_text(pilot, url + "/")
+        await press(pilot, "enter")  # verifies: ✓, and Enter again goes on
+        assert isinstance(app.screen, DestinationScreen)
         await press(pilot, "enter")
         assert isinstance(app.screen, ConfigTypeScreen)  # public-public: no note
         assert "Step 2 of 4" in str(app.screen.query_one("#wizard-count", Label).render())
@@ -278,7 +287,7 @@ async def test_flow_with_destination_url(tmp_path: Path, frozen: float) -> None:
         await press(pilot, "enter")
         assert isinstance(app.screen, ConnectionsScreen)
     invite = codes.decode(code)
-    assert invite.dest_url == "https://jira.example.com"
+    assert invite.dest_url == url
     assert invite.topology is Topology.PUBLIC_PUBLIC
     assert invite.mode is Mode.BASIC
 
