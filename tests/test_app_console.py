@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Servers
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static, TextArea
 
@@ -19,7 +20,6 @@ from exalate_tui import invitation as codes
 from exalate_tui.app import ExalateApp, make_app
 from exalate_tui.models import Instance, Mode, Status, Topology
 from exalate_tui.store import Home
-from conftest import Servers
 from screens.config_type import ConfigTypeScreen, ModeChoice
 from screens.connections import ConnectionsScreen
 from screens.destination import DestinationScreen
