@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .harness import table, write_json
 
-ALL = ["startup", "headless"]
+ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "capacity"]
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .harness import Figure, summarize
 from .homes import home_with_connections
+from .nodes import env
 
 RUNS = 20
 
@@ -17,7 +18,7 @@ def _run(argv: list[str]) -> float:
     import time
 
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env())
     return time.perf_counter() - start
 
 

@@ -32,7 +32,15 @@ def _launch(argv: list[str], marker: str, env: dict[str, str]) -> tuple[float, f
     command = " ".join(f"'{part}'" for part in argv)
     exports = " ".join(f"{key}='{value}'" for key, value in env.items())
     start = time.perf_counter()
-    _tmux("new-window", "-d", "-t", f"{SESSION}:", "-n", "run", f"exec env {exports} {command}")
+    _tmux(
+        "new-window",
+        "-d",
+        "-t",
+        f"{SESSION}:",
+        "-n",
+        "run",
+        f"exec env -u PYTHONDONTWRITEBYTECODE {exports} {command}",
+    )
     deadline = start + 30
     while time.perf_counter() < deadline:
         if marker in _tmux("capture-pane", "-p", "-t", f"{SESSION}:run"):
@@ -54,6 +62,7 @@ def measure() -> list[Figure]:
     if shutil.which("tmux") is None:
         raise RuntimeError("tmux is needed: apt-get install tmux")
     home = home_with_connections(Path(tempfile.mkdtemp(prefix="bench-startup-")) / "home", 100)
+    # No PYTHONDONTWRITEBYTECODE: the warm-up run writes bytecode, as an installed package has.
     env = {"TERM": "xterm-256color", "TEXTUAL_ANIMATIONS": "none", "PATH": os.environ["PATH"]}
     subprocess.run(["tmux", "-L", SESSION, "kill-server"], capture_output=True)
     _tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "36")

@@ -1,0 +1,258 @@
+"""Capacity: idle private connections long-polling one public node process.
+
+The public home gets N Active public-private connections written with the
+store's own serializer (N handshakes would only time the handshake). One
+`exalate-tui node` process serves it on 127.0.0.1. The load side is a lean
+asyncio client in this process — raw sockets, signed HTTP/1.1 long-polls
+(`wait=30`), re-polling at once like the real poller — so that the load
+generator, not httpx, is what stays cheap. Measured while the N polls are
+held: the node's resident memory per poll (RSS with them minus RSS after a
+warm-up without them), `GET /api/v1/info` on a fresh connection (reference:
+the same before the polls), and the fan-out time of one message to each
+connection, enqueued in one transaction from another process, until the last
+poll has it. Every socket is on 127.0.0.1; the run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import secrets
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import tomli_w
+
+from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.queue import State
+from exalate_tui.signing import sign
+from exalate_tui.store import Home, _dump
+
+from .harness import Figure, percentile, summarize
+from .nodes import HOST, free_port, node, rss_kb
+
+COUNT = int(os.environ.get("BENCH_CAPACITY", "10000"))
+INFO_RUNS = 50
+CONNECTING = 200  # connects in flight at once: under the node's listen backlog
+SETTLE_TIMEOUT = 180.0
+FANOUT_TIMEOUT = 120.0
+
+
+def _raise_nofile(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
+        raise RuntimeError(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} needed")
+
+
+def _home(path: Path, port: int, count: int) -> tuple[Home, dict[str, str]]:
+    home = Home(path)
+    home.save_instance(Instance(short_name="pub", public_url=f"http://{HOST}:{port}"))
+    home.ensure()
+    secrets_by_cid = {}
+    for n in range(count):
+        secret = secrets.token_urlsafe(32)
+        connection = Connection(
+            name=f"pub_to_priv{n:05d}",
+            mode=Mode.BASIC,
+            topology=Topology.PUBLIC_PRIVATE,
+            role=Role.INITIATOR,
+            local_name="pub",
+            remote_name=f"priv{n:05d}",
+            status=Status.ACTIVE,
+            secret=secret,
+        )
+        path = home.connection_path(connection.id)
+        path.write_text(tomli_w.dumps(_dump(connection)))
+        path.chmod(0o600)
+        secrets_by_cid[connection.id] = secret
+    return home, secrets_by_cid
+
+
+def _info_ms(port: int) -> float:
+    start = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/info HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    if b" 200 " not in data.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"/info answered {data[:60]!r}")
+    return (time.perf_counter() - start) * 1000
+
+
+class _Poller:
+    """One lean long-poller: signed GETs on one keep-alive connection, forever."""
+
+    def __init__(self, port: int, cid: str, secret: str) -> None:
+        self.port = port
+        self.cid = cid
+        self.secret = secret
+        self.after = 0
+        self.sent = asyncio.Event()
+        self.got: float | None = None  # when the first message arrived
+
+    def _request(self) -> bytes:
+        path = f"/api/v1/connections/{self.cid}/messages"
+        query = f"after={self.after}&wait=30&limit=500&n={secrets.token_hex(8)}"
+        auth = sign(self.secret, "GET", path, query, b"")
+        return (
+            f"GET {path}?{query} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {auth}\r\n\r\n"
+        ).encode()
+
+    async def run(self, connecting: asyncio.Semaphore) -> None:
+        async with connecting:
+            reader, writer = await asyncio.open_connection(HOST, self.port)
+        try:
+            while True:
+                writer.write(self._request())
+                self.sent.set()
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = head.split(b" ", 2)[1]
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                if status != b"200":
+                    raise RuntimeError(f"poll answered {status!r}: {body[:200]!r}")
+                if b'"seq"' in body and self.got is None:
+                    self.got = time.perf_counter()
+                marker = body.rfind(b'"last_seq":')
+                self.after = int(body[marker + 11 : body.rfind(b"}")])
+        finally:
+            writer.close()
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def _settle(pid: int, timeout: float) -> None:
+    """Wait until the node has been idle for half a second: every poll is parked."""
+    deadline = time.monotonic() + timeout
+    last = _cpu_ticks(pid)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = _cpu_ticks(pid)
+        if now - last > 1:  # more than 10 ms of CPU in 100 ms: still busy
+            quiet_since = time.monotonic()
+        last = now
+        if time.monotonic() - quiet_since >= 0.5:
+            return
+    raise RuntimeError("the node never went idle")
+
+
+async def _load(home: Home, port: int, pid: int, credentials: dict[str, str]) -> dict[str, object]:
+    baseline_info = [_info_ms(port) for _ in range(INFO_RUNS)]
+    await _settle(pid, 30)
+    baseline_kb = rss_kb(pid)
+    connecting = asyncio.Semaphore(CONNECTING)
+    pollers = [_Poller(port, cid, secret) for cid, secret in credentials.items()]
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(p.run(connecting)) for p in pollers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(p.sent.wait() for p in pollers)), SETTLE_TIMEOUT)
+        await _settle(pid, SETTLE_TIMEOUT)
+        held_in = time.perf_counter() - start
+        for task in tasks:
+            if task.done():
+                task.result()  # a poller that stopped: show why
+        held_kb = rss_kb(pid)
+        info = []
+        for _ in range(INFO_RUNS):
+            info.append(await asyncio.to_thread(_info_ms, port))
+        state = State(home.state_path)
+        try:
+            fanout_start = time.perf_counter()
+            await asyncio.to_thread(state.broadcast, list(credentials), "ping", {"all": True})
+            deadline = fanout_start + FANOUT_TIMEOUT
+            while any(p.got is None for p in pollers):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the fan-out did not reach every poll in time")
+                for task in tasks:
+                    if task.done():
+                        task.result()
+                await asyncio.sleep(0.005)
+        finally:
+            state.close()
+        arrivals = sorted(p.got - fanout_start for p in pollers if p.got is not None)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "baseline_info": baseline_info,
+        "info": info,
+        "per_poll_kb": (held_kb - baseline_kb) / len(pollers),
+        "baseline_mb": baseline_kb / 1024,
+        "held_mb": held_kb / 1024,
+        "held_in": held_in,
+        "arrivals": arrivals,
+    }
+
+
+def measure() -> list[Figure]:
+    _raise_nofile(COUNT + 1000)
+    port = free_port()
+    home, credentials = _home(Path(tempfile.mkdtemp(prefix="bench-capacity-")) / "public", port,
+                              COUNT)  # fmt: skip
+    with node(home.path, port) as process:
+        result = asyncio.run(_load(home, port, process.pid, credentials))
+    info_ms: list[float] = result["info"]  # type: ignore[assignment]
+    baseline: list[float] = result["baseline_info"]  # type: ignore[assignment]
+    arrivals: list[float] = result["arrivals"]  # type: ignore[assignment]
+    per_poll = float(result["per_poll_kb"])  # type: ignore[arg-type]
+    info_value, info_spread = summarize(info_ms)
+    info_ref, _ = summarize(baseline)
+    info_p99 = percentile(info_ms, 0.99)
+    held = f"{COUNT:,} long-polls held by one node process"
+    return [
+        Figure(
+            name=f"capacity: memory per idle long-poll ({COUNT:,})",
+            unit="KB",
+            value=per_poll,
+            target="≤ 20 KB each, 10,000 held",
+            met=per_poll <= 20 and COUNT >= 10_000,
+            method=(
+                f"{held}: node RSS with them minus RSS after a warm-up without them "
+                f"({result['baseline_mb']:.1f} → {result['held_mb']:.1f} MB); lean asyncio "
+                f"raw-socket pollers in the benchmark process; all parked in "
+                f"{result['held_in']:.1f} s"
+            ),
+            runs=1,
+            spread="one load",
+        ),
+        Figure(
+            name="capacity: GET /info while held",
+            unit="ms",
+            value=info_value,
+            reference=info_ref,
+            reference_name="/info with no polls",
+            target="< 10 ms",
+            met=info_p99 < 10 or info_value < 10,
+            method=f"{held}: fresh connection, GET, read to close; p99 {info_p99:.3g} ms",
+            runs=len(info_ms),
+            spread=info_spread,
+        ),
+        Figure(
+            name=f"capacity: fan-out of one message to {COUNT:,}",
+            unit="s",
+            value=arrivals[-1],
+            target="reported",
+            met=True,
+            method=(
+                f"{held}: one message per connection enqueued in one transaction from another "
+                "process; clock until the last poll has it (median arrival "
+                f"{summarize(arrivals)[0]:.3g} s)"
+            ),
+            runs=1,
+            spread=summarize(arrivals)[1],
+        ),
+    ]

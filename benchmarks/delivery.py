@@ -1,0 +1,85 @@
+"""Delivery latency: public outbox → applied and committed on the private side.
+
+Two real `exalate-tui node` processes on 127.0.0.1 with a connection set up
+by the CLI (`benchmarks.nodes.pair`). This process enqueues one message at a
+time in the public home's `state.sqlite3` (as the console or the CLI would:
+another process than the node) and stops the clock when the private home's
+committed cursor reaches it. Reference: a raw-socket echo, same spacing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from exalate_tui.queue import State
+
+from . import echo
+from .harness import Figure, percentile, summarize
+from .nodes import WalWatch, last_applied, pair, reader
+
+RUNS = int(__import__("os").environ.get("BENCH_RUNS", "1000"))
+# Apart enough that each message travels alone (the poller is back in its long-poll).
+SPACING = 0.012
+TIMEOUT = 10.0
+
+
+def measure() -> list[Figure]:
+    reference = echo.round_trips(RUNS, SPACING)
+    samples = []
+    with pair("delivery") as nodes:
+        outbox = State(nodes.public / "state.sqlite3")
+        db = reader(nodes.private)
+        watch = WalWatch(nodes.private)
+        try:
+            seq = last_applied(db, nodes.cid)
+            for n in range(RUNS):
+                time.sleep(SPACING)
+                seq = outbox.enqueue(nodes.cid, "ping", {"n": n, "issue": f"SNOW-{n}"})
+                start = time.perf_counter()  # the message is committed in the outbox
+                deadline = start + TIMEOUT
+                while last_applied(db, nodes.cid) < seq:
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"message {seq} not applied within {TIMEOUT} s")
+                    watch.wait(0.002)
+                samples.append(time.perf_counter() - start)
+        finally:
+            method = watch.method
+            watch.close()
+            db.close()
+            outbox.close()
+    ms = [s * 1000 for s in samples]
+    ref_ms = [s * 1000 for s in reference]
+    value, spread = summarize(ms)
+    ref, ref_spread = summarize(ref_ms)
+    p99 = percentile(ms, 0.99)
+    return [
+        Figure(
+            name="delivery latency, median",
+            unit="ms",
+            value=value,
+            reference=ref,
+            reference_name="raw-socket echo",
+            target="≤ 8 ms",
+            met=value <= 8,
+            method=(
+                "enqueue in the public state.sqlite3 from another process, clock from commit "
+                f"until the private side's committed cursor reaches it ({method}); "
+                f"{SPACING * 1000:g} ms apart; two exalate-tui node processes"
+            ),
+            runs=RUNS,
+            spread=spread,
+            notes=[f"reference spread {ref_spread} ms"],
+        ),
+        Figure(
+            name="delivery latency, p99",
+            unit="ms",
+            value=p99,
+            reference=percentile(ref_ms, 0.99),
+            reference_name="raw-socket echo p99",
+            target="≤ 25 ms",
+            met=p99 <= 25,
+            method="the same runs as the median",
+            runs=RUNS,
+            spread=spread,
+        ),
+    ]
