@@ -182,6 +182,10 @@ class AcceptScreen(Screen[None]):
         for widget in ("#code", "#local_name", "#name", "#accept"):
             self.query_one(widget).disabled = accepting
 
+    def _reveal(self) -> None:
+        """The stages and the outcome sit below the fold at 80×24: bring them up."""
+        self.call_after_refresh(self.query_one("#body", VerticalScroll).scroll_end, animate=False)
+
     # -- moving -------------------------------------------------------------
 
     def action_submit(self) -> None:
@@ -250,10 +254,12 @@ class AcceptScreen(Screen[None]):
     @on(Staged)
     def _staged(self) -> None:
         self._show()
+        self._reveal()
 
     @on(Finished)
     def _finished(self, event: Finished) -> None:
         self._show(event.connection)
+        self._reveal()
         if event.connection is None:
             self.query_one("#accept", Button).focus()
         else:
