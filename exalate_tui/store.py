@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,7 +96,10 @@ def _parse(path: Path, model: type[BaseModel]) -> Any:
 
 
 def _write_atomic(path: Path, data: dict[str, Any], mode: int) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not tempfile.mkstemp: tempfile imports shutil, bz2, lzma and random, ~3 ms of a
+    # headless command's start-up (benchmarks/README.md). O_EXCL gives the same guarantee.
+    temp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
