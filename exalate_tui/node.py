@@ -729,7 +729,10 @@ class _Server(uvicorn.Server):
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything starts: a taken port fails plainly."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    # Without it a keep-alive answer written in two parts waits ~40 ms for the
+    # caller's delayed ACK (Nagle), on every request but a connection's first.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
