@@ -18,13 +18,14 @@ import heapq
 import hmac
 import logging
 import re
+import resource
 import secrets
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -48,7 +49,7 @@ from .actions import apply_effect, purge_tombstones
 from .client import API_VERSION, PREFIX, PRODUCT
 from .invitation import token_matches
 from .models import Connection, Role, ShortName, Status, Topology, Url, normalize_url
-from .queue import Gap, Message, State
+from .queue import Gap, Message, State, doorbell_address
 from .store import Home, NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,18 @@ def _problems(error: ValidationError | RequestValidationError) -> str:
 
 @dataclass(eq=False)
 class _Waiter:
+    """One parked long-poll: a bare future and a timer, no task of its own.
+
+    Thousands are held at once, so each costs as little as it can
+    (`asyncio.wait_for` would add a task and a coroutine per poll).
+    """
+
     after: int
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Future[None]
+
+    def wake(self) -> None:
+        if not self.woken.done():
+            self.woken.set_result(None)
 
 
 class Wakeups:
@@ -253,23 +264,60 @@ class Wakeups:
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
             loop.call_soon_threadsafe(self._wake, cid)
 
+    def ring_here(self, address: str | None) -> Callable[[], None]:
+        """Hear enqueues of other processes at once on `address` (`queue.doorbell_address`).
+
+        Each datagram names a cid whose outbox grew. Without it (no address,
+        or another process bound it) the `data_version` watch still catches
+        every enqueue, within `watch` seconds instead of a millisecond.
+        Call from the serving loop; returns what stops listening.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if address is None:
+            return lambda: None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            log.warning("other processes' enqueues are seen within %g s: %s", self.watch, error)
+            sock.close()
+            return lambda: None
+        sock.setblocking(False)
+
+        def rung() -> None:
+            while True:
+                try:
+                    cid = sock.recv(128)
+                except OSError:  # drained
+                    return
+                self._wake(cid.decode("ascii", "replace"))
+
+        loop.add_reader(sock.fileno(), rung)
+
+        def stop() -> None:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+        return stop
+
     def close(self) -> None:
         """Answer every long-poll now, and every later one without waiting (shutdown)."""
         self._closed = True
         for waiters in self._waiters.values():
             for waiter in waiters:
-                waiter.event.set()
+                waiter.wake()
 
     def _wake(self, cid: str) -> None:
         for waiter in self._waiters.get(cid, ()):
-            waiter.event.set()
+            waiter.wake()
 
     async def wait(self, cid: str, after: int, timeout: float) -> None:
         """Return once `cid` may have a message after `after`, or after `timeout` s."""
         if self._closed:
             return
-        self._loop = asyncio.get_running_loop()
-        waiter = _Waiter(after)
+        loop = self._loop = asyncio.get_running_loop()
+        waiter = _Waiter(after, loop.create_future())
         self._waiters.setdefault(cid, set()).add(waiter)
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="node:data_version")
@@ -277,8 +325,11 @@ class Wakeups:
             # Checked after registering: an enqueue since the caller looked is not missed.
             if await asyncio.to_thread(self.state.last_seq, cid) > after:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.event.wait(), timeout)
+            timer = loop.call_later(timeout, waiter.wake)
+            try:
+                await waiter.woken
+            finally:
+                timer.cancel()
         finally:
             waiters = self._waiters[cid]
             waiters.discard(waiter)
@@ -297,7 +348,7 @@ class Wakeups:
                     for cid, seq in seqs.items():
                         for waiter in self._waiters.get(cid, ()):
                             if seq > waiter.after:
-                                waiter.event.set()
+                                waiter.wake()
                 await asyncio.sleep(self.watch)
                 current = await asyncio.to_thread(self.state.data_version)
                 changed, version = current != version, current
@@ -742,6 +793,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _raise_open_files() -> None:
+    """Every long-poll holds a socket: allow as many as the hard limit lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def _housekeeping(home: Home, state: State) -> None:
     """Drop tombstones whose partner never came to fetch `connection.deleted`."""
     while True:
@@ -762,6 +821,7 @@ async def serve(home: Home, host: str | None = None, port: int | None = None) ->
     host = host or (instance.listen_host if instance else DEFAULT_HOST)
     port = port if port is not None else (instance.listen_port if instance else DEFAULT_PORT)
     home.ensure()
+    _raise_open_files()
     sock = _bind(host, port)
     state = State(home.state_path)
     try:
@@ -788,6 +848,7 @@ async def serve(home: Home, host: str | None = None, port: int | None = None) ->
             bound,
             home.path,
         )
+        stop_ringing = node.wakeups.ring_here(doorbell_address(home.state_path))
         supervisor = asyncio.create_task(Supervisor(home, state).run(), name="supervisor")
         # Polling nobody is no node at all: a crashed supervisor stops the node, loudly.
         supervisor.add_done_callback(lambda _: setattr(server, "should_exit", True))
@@ -801,6 +862,7 @@ async def serve(home: Home, host: str | None = None, port: int | None = None) ->
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             node.remove_listener()
+            stop_ringing()
     finally:
         state.close()
         sock.close()

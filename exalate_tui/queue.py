@@ -5,12 +5,19 @@ the other side acknowledges it), an inbox (what this side has applied) and
 the stream's cursors and last contact. Applying a batch and moving the
 cursor is one transaction: exactly-once effect on top of at-least-once
 delivery. Bodies are stored as JSON text and sent as such, never re-encoded.
+
+Every enqueue also rings the home's *doorbell* (`doorbell_address`): one
+datagram to the node serving this state, so its long-polls answer within a
+millisecond even when another process (the console, the CLI) enqueued.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,26 +25,65 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    body TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (cid, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inbox (
-    cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    body TEXT NOT NULL, applied_at REAL NOT NULL, PRIMARY KEY (cid, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS streams (
-    cid TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL DEFAULT 0,      -- highest seq given to an outgoing message
-    last_applied INTEGER NOT NULL DEFAULT 0,  -- highest seq applied from the other side
-    last_ok REAL, last_error TEXT, error_since REAL
-);
-"""
+# Plain rowid tables: WITHOUT ROWID stores each row inside the primary-key
+# b-tree, and with ~1 KB bodies that made every insert ~8× slower
+# (benchmarks/README.md, throughput).
+_TABLES = {
+    "outbox": """CREATE TABLE IF NOT EXISTS outbox (
+        cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+        body TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (cid, seq)
+    )""",
+    "inbox": """CREATE TABLE IF NOT EXISTS inbox (
+        cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+        body TEXT NOT NULL, applied_at REAL NOT NULL, PRIMARY KEY (cid, seq)
+    )""",
+    "streams": """CREATE TABLE IF NOT EXISTS streams (
+        cid TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL DEFAULT 0,      -- highest seq given to an outgoing message
+        last_applied INTEGER NOT NULL DEFAULT 0,  -- highest seq applied from the other side
+        last_ok REAL, last_error TEXT, error_since REAL
+    )""",
+}
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """Create the tables, moving an outbox or inbox made WITHOUT ROWID into a rowid table."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        moved = []
+        for table in ("outbox", "inbox"):
+            row = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            if row and "WITHOUT ROWID" in row[0].upper():
+                db.execute(f"ALTER TABLE {table} RENAME TO {table}_without_rowid")
+                moved.append(table)
+        for sql in _TABLES.values():
+            db.execute(sql)
+        for table in moved:
+            db.execute(f"INSERT INTO {table} SELECT * FROM {table}_without_rowid")
+            db.execute(f"DROP TABLE {table}_without_rowid")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def doorbell_address(path: Path) -> str | None:
+    """Where the node serving the state at `path` hears of enqueues; None off Linux.
+
+    A Linux abstract socket: no file to clean up, no path-length limit. Any
+    local user may ring it, which only makes the node look at its outbox
+    again; when it cannot be bound the node watches `data_version` instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return f"\0exalate-tui-{digest}"
 
 
 class StateError(Exception):
@@ -92,7 +138,7 @@ class State:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged or applied message survives a power cut too.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            _create_tables(self._db)
         except sqlite3.DatabaseError as error:
             raise StateError(
                 f"{path}: cannot be used as the message store ({error}); "
@@ -101,10 +147,14 @@ class State:
         path.chmod(0o600)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        self._doorbell = doorbell_address(path)
+        self._bell: socket.socket | None = None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._bell is not None:
+                self._bell.close()
 
     def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(cid)` after each enqueue through this object commits.
@@ -125,8 +175,8 @@ class State:
 
         return remove
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
+    def _transaction(self, *, durable: bool = True) -> _Transaction:
+        return _Transaction(self, durable=durable)
 
     def _stream(self, cid: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO streams (cid) VALUES (?)", (cid,))
@@ -149,11 +199,50 @@ class State:
                 [(cid, seq, kind, body, now) for seq, (kind, body) in zip(seqs, rows, strict=True)],
             )
             db.execute("UPDATE streams SET last_seq = ? WHERE cid = ?", (last + len(rows), cid))
+        self._ring(cid)
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(cid)
         return seqs
+
+    def broadcast(self, cids: Sequence[str], kind: str, body: Any = None) -> dict[str, int]:
+        """The same message to each connection in `cids`, in one transaction; their seqs."""
+        text = _compact(body)
+        now = time.time()
+        seqs = {}
+        with self._transaction() as db:
+            for cid in cids:
+                self._stream(cid)
+                (last,) = db.execute(
+                    "SELECT last_seq FROM streams WHERE cid = ?", (cid,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO outbox (cid, seq, kind, body, created) VALUES (?, ?, ?, ?, ?)",
+                    (cid, last + 1, kind, text, now),
+                )
+                db.execute("UPDATE streams SET last_seq = ? WHERE cid = ?", (last + 1, cid))
+                seqs[cid] = last + 1
+        with self._lock:
+            listeners = list(self._listeners)
+        for cid in cids:
+            self._ring(cid)
+            for listener in listeners:
+                listener(cid)
+        return seqs
+
+    def _ring(self, cid: str) -> None:
+        """Tell the node serving this state (if any) that `cid`'s outbox grew; never blocks."""
+        if self._doorbell is None:
+            return
+        try:
+            with self._lock:
+                if self._bell is None:
+                    self._bell = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._bell.setblocking(False)
+                self._bell.sendto(cid.encode(), self._doorbell)
+        except OSError:
+            pass  # no node listens, or its queue is full: it watches data_version too
 
     def pending(self, cid: str, after: int = 0, limit: int = 500) -> list[Message]:
         with self._lock:
@@ -168,7 +257,7 @@ class State:
 
     def ack(self, cid: str, upto: int) -> int:
         """The other side applied everything up to `upto`: prune it. Returns rows pruned."""
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             return db.execute("DELETE FROM outbox WHERE cid = ? AND seq <= ?", (cid, upto)).rowcount
 
     # -- inbox ----------------------------------------------------------------
@@ -224,7 +313,7 @@ class State:
     # -- contact --------------------------------------------------------------
 
     def record_ok(self, cid: str, when: float | None = None) -> None:
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             self._stream(cid)
             db.execute(
                 "UPDATE streams SET last_ok = ?, last_error = NULL, error_since = NULL "
@@ -233,7 +322,7 @@ class State:
             )
 
     def record_error(self, cid: str, error: str, when: float | None = None) -> None:
-        with self._transaction() as db:
+        with self._transaction(durable=False) as db:
             self._stream(cid)
             db.execute(
                 "UPDATE streams SET last_error = ?, error_since = COALESCE(error_since, ?) "
@@ -268,16 +357,28 @@ class State:
 
 
 class _Transaction:
-    """`BEGIN IMMEDIATE` … `COMMIT` under the thread lock; rollback on any error."""
+    """`BEGIN IMMEDIATE` … `COMMIT` under the thread lock; rollback on any error.
 
-    def __init__(self, state: State) -> None:
+    `durable=False` commits without waiting for the disk (synchronous=NORMAL
+    for this one transaction). Only for writes whose loss in a power cut
+    harms nothing: pruning acknowledged messages (the receiver's durable
+    cursor keeps them from being sent again; they are pruned at the next
+    ack) and the advisory last-contact times. In WAL mode the next durable
+    commit syncs the log with these frames in it, in order.
+    """
+
+    def __init__(self, state: State, *, durable: bool = True) -> None:
         self._state = state
+        self._durable = durable
 
     def __enter__(self) -> sqlite3.Connection:
         self._state._lock.acquire()
         try:
+            if not self._durable:
+                self._state._db.execute("PRAGMA synchronous=NORMAL")
             self._state._db.execute("BEGIN IMMEDIATE")
         except BaseException:
+            self._restore()
             self._state._lock.release()
             raise
         return self._state._db
@@ -286,4 +387,11 @@ class _Transaction:
         try:
             self._state._db.execute("COMMIT" if kind is None else "ROLLBACK")
         finally:
-            self._state._lock.release()
+            try:
+                self._restore()
+            finally:
+                self._state._lock.release()
+
+    def _restore(self) -> None:
+        if not self._durable:
+            self._state._db.execute("PRAGMA synchronous=FULL")
