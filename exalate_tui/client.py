@@ -82,6 +82,51 @@ class Batch:
     last_seq: int
 
 
+_DECODER = json.JSONDecoder()
+_MESSAGE_START = re.compile(r'\{"seq":(\d{1,19}),"kind":')
+
+
+def _splice_batch(text: str) -> Batch | None:
+    """A batch in the exact form nodes write it, each body kept as its JSON text.
+
+    Nodes splice stored bodies into `{"messages":[{"seq":N,"kind":K,"body":B},...],
+    "last_seq":N}`; reading that form back by hand keeps each body's text as
+    sent, so the poller stores it without encoding it again (most of a poll's
+    cost with ~1 KB bodies). Each kind and body is still parsed, so nothing
+    but JSON is stored. Anything else (another node's spacing or key order)
+    returns None and is read the general way.
+    """
+    prefix = '{"messages":['
+    if not text.startswith(prefix):
+        return None
+    at = len(prefix)
+    messages = []
+    try:
+        while text[at] != "]":
+            if messages:
+                if text[at] != ",":
+                    return None
+                at += 1
+            start = _MESSAGE_START.match(text, at)
+            if start is None:
+                return None
+            kind, at = _DECODER.raw_decode(text, start.end())
+            if not isinstance(kind, str) or not text.startswith(',"body":', at):
+                return None
+            begin = at + len(',"body":')
+            _, at = _DECODER.raw_decode(text, begin)
+            if text[at] != "}":
+                return None
+            messages.append(Message(int(start.group(1)), kind, text[begin:at]))
+            at += 1
+        tail = re.fullmatch(r'\],"last_seq":(\d{1,19})\}\s*', text[at:])
+    except (IndexError, ValueError):
+        return None
+    if tail is None:
+        return None
+    return Batch(messages, int(tail.group(1)))
+
+
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc or url
@@ -323,7 +368,11 @@ class Remote:
             {"after": after, "wait": f"{wait:g}", "limit": limit},
             timeout=httpx.Timeout(self._timeout.connect, read=read),
         )
-        data = self._json(await self._send(request, read))
+        response = await self._send(request, read)
+        batch = _splice_batch(response.text)
+        if batch is not None:
+            return batch
+        data = self._json(response)
         try:
             messages = [Message.from_wire(item) for item in data["messages"]]
             last_seq = int(data.get("last_seq", 0))

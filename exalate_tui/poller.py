@@ -38,7 +38,11 @@ from .store import Home
 log = logging.getLogger(__name__)
 
 WAIT = 25.0
-BATCH = 500
+# Messages per long-poll: each round trip costs two commits and a request, so
+# bigger batches carry more (benchmarks/README.md, throughput).
+BATCH = 2000
+# Messages per push, at most: a push body must stay under the node's 8 MiB.
+PUSH_BATCH = 500
 RESCAN = 3.0
 # How often another process's enqueue (seen through `data_version`) is noticed.
 WATCH = 0.1
@@ -377,7 +381,8 @@ class Supervisor:
             # A partner that paused the connection answers 409 until it sends
             # `connection.activated`; that clears `peer_state` and restarts this link.
             paused = link.connection.peer_state is PeerState.DEACTIVATED
-            pending = [] if paused else self.state.pending(connection.id, limit=self.limit)
+            limit = min(self.limit, PUSH_BATCH)
+            pending = [] if paused else self.state.pending(connection.id, limit=limit)
             if not pending:
                 # The periodic timeout is a safety net: wakes come from enqueues.
                 with contextlib.suppress(TimeoutError):
