@@ -80,8 +80,6 @@ def test_private_node_killed_mid_stream_applies_every_message_once(
         for thread in threads:
             thread.join(timeout=60)
     assert at_kill[0] < N + 1 and at_kill[1] < N + 1  # mid-stream, both ways
-    # While it is down nothing moves: nobody else makes this connection's requests.
-    assert public.state.last_applied(cid) == at_kill[1]
 
     private.start()
     private.serving()
@@ -143,14 +141,14 @@ def test_poller_backs_off_while_the_public_node_restarts_and_recovers(
         public.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(100)])
         private.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(100)])
         wait_for(lambda: impostor.knocks >= 2, "the private side retried")
-        time.sleep(2.0)  # a window to count knocks in: no event says "did not knock"
+        time.sleep(1.0)  # a window to count knocks in: no event says "did not knock"
         knocks = impostor.knocks
         contact = private.state.contact(cid)
     finally:
         impostor.close()
     # Full-jitter backoff (0.5 s doubling) allows a handful of knocks from the poller
-    # and the pusher in these seconds; a retry loop without backoff makes hundreds.
-    assert knocks <= 20, knocks
+    # and the pusher in this time; a retry loop without backoff makes hundreds.
+    assert knocks <= 15, knocks
     assert contact.last_error and contact.error_since is not None
     assert contact.error_since >= stopped_at - 1
 
