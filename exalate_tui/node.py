@@ -350,6 +350,8 @@ class Wakeups:
                             if seq > waiter.after:
                                 waiter.wake()
                 await asyncio.sleep(self.watch)
+                if not self._waiters or self._closed:
+                    break  # everyone left while we slept: the state may be closing
                 current = await asyncio.to_thread(self.state.data_version)
                 changed, version = current != version, current
         finally:
