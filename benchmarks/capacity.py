@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import tomli_w
+from pydantic import SecretStr
 
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.queue import State
@@ -64,7 +65,7 @@ def _home(path: Path, port: int, count: int) -> tuple[Home, dict[str, str]]:
             local_name="pub",
             remote_name=f"priv{n:05d}",
             status=Status.ACTIVE,
-            secret=secret,
+            secret=SecretStr(secret),
         )
         path = home.connection_path(connection.id)
         path.write_text(tomli_w.dumps(_dump(connection)))
