@@ -100,7 +100,7 @@ def _splice_batch(text: str) -> Batch | None:
     if not text.startswith(prefix):
         return None
     at = len(prefix)
-    messages = []
+    messages: list[Message] = []
     try:
         while text[at] != "]":
             if messages:
