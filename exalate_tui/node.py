@@ -489,9 +489,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
 router = APIRouter(prefix=PREFIX)
 
 
-@router.get("/info", response_model=Info, summary="What this node is (URL verification)")
+@router.get(
+    "/info",
+    response_model=Info,
+    summary="What this node is (URL verification)",
+    responses=_errors(503),
+)
 async def info(request: Request) -> Info:
-    instance = await asyncio.to_thread(_node(request).home.load_instance)
+    try:
+        instance = await asyncio.to_thread(_node(request).home.load_instance)
+    except StoreError as error:
+        log.error("%s", error)
+        raise _unavailable() from None
     return Info(short_name=instance.short_name if instance else None)
 
 

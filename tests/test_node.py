@@ -162,6 +162,15 @@ async def test_info_before_init_has_no_short_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_info_with_a_damaged_instance_file_is_unavailable(n: Node) -> None:
+    n.home.instance_path.write_text("short_name = \n")
+    response = await n.client.get("/api/v1/info")
+    assert response.status_code == 503
+    assert error_of(response)["error"] == "unavailable"
+    assert "instance.toml" not in response.text  # the path is for the admin's log only
+
+
+@pytest.mark.anyio
 async def test_openapi_document_is_served_under_the_prefix(n: Node) -> None:
     response = await n.client.get("/api/v1/openapi.json")
     assert response.status_code == 200
