@@ -84,7 +84,24 @@ def suggested_name(local: str, remote: str) -> str:
     return f"{local}_to_{remote}" if local and remote else ""
 
 
-class InitiateWizard:
+class _Form:
+    """Per-field errors, kept current as fields change; `_validate` says what is wrong."""
+
+    errors: dict[str, str]
+
+    def _validate(self, field: str) -> str | None:
+        raise NotImplementedError
+
+    def _revalidate(self, field: str) -> str | None:
+        problem = self._validate(field)
+        if problem:
+            self.errors[field] = problem
+        else:
+            self.errors.pop(field, None)
+        return problem
+
+
+class InitiateWizard(_Form):
     """Initiate a connection: destination, configuration type, note, information, code."""
 
     def __init__(
@@ -239,14 +256,6 @@ class InitiateWizard:
             self.name = suggested_name(self.local_name, self.remote_name)
             if "name" in self.errors:
                 self._revalidate("name")
-
-    def _revalidate(self, field: str) -> str | None:
-        problem = self._validate(field)
-        if problem:
-            self.errors[field] = problem
-        else:
-            self.errors.pop(field, None)
-        return problem
 
     def _validate(self, field: str) -> str | None:
         match field:
@@ -429,7 +438,7 @@ class Preview:
     expires_in: str
 
 
-class AcceptWizard:
+class AcceptWizard(_Form):
     """Accept an invitation: paste the code, review it, name this side, accept.
 
     The network half lives in `accept.accept`, which reads this object and
@@ -523,14 +532,6 @@ class AcceptWizard:
         self.name = value.strip()
         self._name_chosen = bool(self.name)
         return self._revalidate("name")
-
-    def _revalidate(self, field: str) -> str | None:
-        problem = self._validate(field)
-        if problem:
-            self.errors[field] = problem
-        else:
-            self.errors.pop(field, None)
-        return problem
 
     def _validate(self, field: str) -> str | None:
         match field:
