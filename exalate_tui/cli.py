@@ -25,7 +25,7 @@ from typing import Any
 
 from .models import Connection, Instance, check_short_name, check_url, normalize_url
 from .store import Home, NotFound, StoreError
-from .wizard import InitiateWizard, Step
+from .wizard import InitiateWizard, Step, UrlCheck
 
 PROG = "exalate-tui"
 # Never printed, never in --json: they let someone else act as this side.
@@ -120,9 +120,7 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
     instance = _require_instance(home)
-    # URL verification against a live node is a separate step (a checker hands its
-    # result to `wizard.record_check`); until then the URL is only checked for form.
-    wizard = InitiateWizard(home, instance, require_verified=False)
+    wizard = InitiateWizard(home, instance, require_verified=not args.no_verify)
 
     if args.no_url:
         wizard.choose_no_url()
@@ -134,6 +132,8 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
             )
     else:
         wizard.set_dest_url(args.url)
+        if wizard.needs_check and wizard.require_verified:
+            wizard.record_check(_verify(wizard.dest_url))
     # Every field at once, so one run reports every problem.
     wizard.set_mode(args.mode)
     wizard.set_local_name(args.local_name)
@@ -222,6 +222,15 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+def _verify(url: str) -> UrlCheck:
+    """`GET {url}/api/v1/info`, as the console's step 1 does (httpx loads only here)."""
+    import asyncio
+
+    from .client import verify_url
+
+    return asyncio.run(verify_url(url))
+
+
 def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
     """Raise BadInput naming every flag the wizard refused, if any."""
     if not wizard.errors:
@@ -231,6 +240,8 @@ def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
         hint = ""
         if field == "name" and args.name is None:
             hint = " The name was made from the two short names: give one with --name NAME."
+        if field == "dest_url" and wizard.url_check is not None:
+            hint = " (--no-verify skips this check, e.g. before the partner's node is up.)"
         lines.append(f"{FLAGS.get(field, field)}: {problem}{hint}")
     raise BadInput("\n".join(lines))
 
@@ -439,6 +450,11 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--url", metavar="URL", help="the destination instance's URL")
     where.add_argument(
         "--no-url", action="store_true", help="the destination has no URL (it is private)"
+    )
+    initiate.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check --url against the destination's node (GET /api/v1/info)",
     )
     initiate.add_argument("--mode", required=True, choices=["basic", "script"])
     initiate.add_argument("--local-name", required=True, metavar="A")

@@ -13,8 +13,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import Servers, free_port
 
 from exalate_tui import invitation as codes
+from exalate_tui.models import Instance
+from exalate_tui.store import Home
 
 PUBLIC = "https://snow.example.com"
 DEST = "https://jira.example.com"
@@ -83,7 +86,9 @@ def private_home(home: Path) -> Path:
 
 
 def initiate(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run("--home", str(home), "initiate", "--mode", "script", *args)
+    """`initiate`; a --url is not verified here (DEST has no node): see the verify tests."""
+    verify = ["--no-verify"] if "--url" in args else []
+    return run("--home", str(home), "initiate", "--mode", "script", *verify, *args)
 
 
 def issued(home: Path, *args: str) -> dict[str, object]:
@@ -609,3 +614,32 @@ def test_help_walks_through_two_instances_with_commands_that_parse() -> None:
         words = shlex.split(line.split("#")[0].replace("[show|deactivate|activate|delete ID]", ""))
         assert words[0] == "exalate-tui"
         _parser().parse_args(words[1:])  # exits 2 (and fails the test) if it does not parse
+
+
+# -- initiate --url checks the destination's node, as the console's step 1 does ------
+
+
+def test_initiate_verifies_the_url_against_a_real_node(
+    public_home: Path, tmp_path: Path, servers: Servers
+) -> None:
+    partner = Home(tmp_path / "partner")
+    partner.save_instance(Instance(short_name="jira"))
+    url = servers.node(partner)
+    result = run(
+        "--home", str(public_home), "initiate", "--url", url, "--mode", "basic",
+        "--local-name", "snow", "--remote-name", "jira", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["connection"]["remote_url"] == url
+
+
+def test_initiate_refuses_a_url_with_no_node_and_writes_nothing(public_home: Path) -> None:
+    before = files(public_home)
+    result = run(
+        "--home", str(public_home), "initiate", "--url", f"http://127.0.0.1:{free_port()}",
+        "--mode", "basic", "--local-name", "snow", "--remote-name", "jira",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("exalate-tui initiate: --url: ")
+    assert "--no-verify" in result.stderr
+    assert files(public_home) == before
