@@ -234,7 +234,11 @@ async def test_refusals_are_remote_errors_without_secrets(public: Public) -> Non
         )
         with pytest.raises(RemoteError) as used:
             await remote.handshake(
-                invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
+                invitation.cid,
+                SecretStr(invitation.tok),
+                "jira",
+                None,
+                digest=codes.digest(invitation),
             )
         assert (used.value.status, used.value.code) == (403, "invitation_used")
         assert str(used.value).startswith("127.0.0.1:7001 refused the request (403 ")
