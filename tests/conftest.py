@@ -127,7 +127,12 @@ class Servers:
         state = State(home.state_path)
         sock = _listening(uds, port)
         config = uvicorn.Config(
-            node.create_app(home, state), lifespan="off", log_config=None, log_level="warning"
+            node.create_app(home, state),
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            # A poll still parked at teardown would hold the stop for its whole wait.
+            timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
