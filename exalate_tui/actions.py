@@ -155,11 +155,25 @@ async def delete(
         return Outcome(connection, Told.NOBODY)
     seq = await asyncio.to_thread(state.enqueue, cid, DELETED)
     if connection.remote_url is None:
-        await asyncio.to_thread(home.bury_connection, cid)
+        await asyncio.to_thread(_bury, home, state, cid, seq)
         return Outcome(connection, Told.QUEUED)
     outcome = await _tell(connection, state, seq, transport, timeout)
     await asyncio.to_thread(_erase, home, state, cid)
     return outcome
+
+
+def _bury(home: Home, state: State, cid: str, seq: int) -> None:
+    """Keep the connection as a tombstone until the partner acknowledges `seq`.
+
+    The enqueue wakes the partner's poll before the file moves, so its ack can
+    land while the node still sees a live connection. That ack pruned the news
+    from the outbox: then the partner has heard, and nothing is left to keep.
+    (After the move, the node itself drops the tombstone on the ack; both may.)
+    """
+    home.bury_connection(cid)
+    if not any(m.seq == seq for m in state.pending(cid, seq - 1, 1)):
+        home.drop_tombstone(cid)
+        state.forget(cid)
 
 
 def _erase(home: Home, state: State, cid: str) -> None:

@@ -52,8 +52,6 @@ BASE = 0.5
 # connection again) is no outage: retrying at least this often keeps "Active
 # within seconds" true once they act, and costs one small request.
 WAITING_CAP = 10.0
-# How long a partner's delete gets to finish moving its file before we acknowledge it.
-ACK_DELETED_AFTER = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float, float], float]
@@ -360,11 +358,7 @@ class Supervisor:
                         )
                         if deleted:
                             # The partner keeps a tombstone until we acknowledge; this side
-                            # is now deactivated, so acknowledge and stop. The deleting side
-                            # enqueues the news before it moves its file to tombstones/, and
-                            # an ack that lands in between is not taken as "heard": give it
-                            # a moment. (The real fix, atomic enqueue+bury, is still to do.)
-                            await asyncio.sleep(ACK_DELETED_AFTER)
+                            # is now deactivated, so acknowledge and stop.
                             await remote.fetch(connection.id, connection.secret, cursor, wait=0)
                             await self._ok(connection.id, backoff)
                             return

@@ -224,6 +224,29 @@ async def test_polled_side_leaves_a_tombstone_until_the_partner_has_the_news(
 
 
 @pytest.mark.anyio
+async def test_an_ack_landing_before_the_file_moves_still_counts_as_heard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enqueue wakes the partner at once: its ack can reach the node while the
+    connection is still live there (the node just prunes). No tombstone may linger."""
+    public, private = pair(tmp_path)
+    enqueue = public.state.enqueue
+
+    def enqueue_then_partner_acks(cid: str, kind: str, body: Any = None) -> int:
+        seq = enqueue(cid, kind, body)
+        assert public.home.get_tombstone(cid) is None  # not buried yet
+        public.state.ack(cid, seq)  # what the node does with a live connection's ack
+        return seq
+
+    monkeypatch.setattr(public.state, "enqueue", enqueue_then_partner_acks)
+    outcome = await actions.delete(public.home, public.state, CID)
+    assert outcome.told is Told.QUEUED
+    assert public.home.get_tombstone(CID) is None
+    assert public.home.load_connections().connections == []
+    assert public.state.last_seq(CID) == 0
+
+
+@pytest.mark.anyio
 async def test_a_deactivated_polled_side_still_leaves_the_news(tmp_path: Path) -> None:
     public, private = pair(tmp_path)
     await actions.deactivate(public.home, public.state, CID)
