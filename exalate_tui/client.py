@@ -29,6 +29,9 @@ from .wizard import UrlCheck
 PRODUCT = "exalate-tui"
 API_VERSION = 1
 PREFIX = "/api/v1"
+# On a fetch's answer: the seq up to which the node acknowledged (pruned). A node
+# that sends it honours the `ack` parameter, so its caller may fetch ahead.
+ACK_HEADER = "Exalate-Acked"
 VERIFY_TIMEOUT = 3.0
 # Connect and write are quick or broken; a long-poll read gets `wait` on top.
 TIMEOUT = httpx.Timeout(10.0)
@@ -76,17 +79,23 @@ class Handshake:
 
 @dataclass(frozen=True)
 class Batch:
-    """One long-poll answer: messages after the cursor, and the sender's highest seq."""
+    """One long-poll answer: messages after the cursor, and the sender's highest seq.
+
+    `acked` is what the node says it acknowledged (`ACK_HEADER`); None from a
+    node that does not honour `ack`, which must not be fetched ahead of.
+    """
 
     messages: list[Message]
     last_seq: int
+    acked: int | None = None
 
 
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _DECODER = json.JSONDecoder()
 _MESSAGE_START = re.compile(r'\{"seq":(\d{1,19}),"kind":')
 
 
-def _splice_batch(text: str) -> Batch | None:
+def _splice_batch(text: str, acked: int | None = None) -> Batch | None:
     """A batch in the exact form nodes write it, each body kept as its JSON text.
 
     Nodes splice stored bodies into `{"messages":[{"seq":N,"kind":K,"body":B},...],
@@ -124,7 +133,7 @@ def _splice_batch(text: str) -> Batch | None:
         return None
     if tail is None:
         return None
-    return Batch(messages, int(tail.group(1)))
+    return Batch(messages, int(tail.group(1)), acked)
 
 
 def _host(url: str) -> str:
@@ -357,19 +366,37 @@ class Remote:
         )
 
     async def fetch(
-        self, cid: str, secret: SecretStr, after: int, wait: float = 0, limit: int = 500
+        self,
+        cid: str,
+        secret: SecretStr,
+        after: int,
+        wait: float = 0,
+        limit: int = 500,
+        *,
+        ack: int | None = None,
     ) -> Batch:
-        """Long-poll for messages after `after` (which also acks everything up to it)."""
+        """Long-poll for messages after `after`, acknowledging everything up to `ack`.
+
+        Without `ack`, `after` is the acknowledgement too. Send an `ack` below
+        `after` only to a node whose last answer had `acked` (an older node
+        ignores `ack` and prunes up to `after`).
+        """
         read = wait + LONG_POLL_MARGIN
+        params: dict[str, Any] = {"after": after}
+        if ack is not None:
+            params["ack"] = ack
+        params |= {"wait": f"{wait:g}", "limit": limit}
         request = self._signed(
             "GET",
             f"{PREFIX}/connections/{cid}/messages",
             secret,
-            {"after": after, "wait": f"{wait:g}", "limit": limit},
+            params,
             timeout=httpx.Timeout(self._timeout.connect, read=read),
         )
         response = await self._send(request, read)
-        batch = _splice_batch(response.text)
+        acked_header = response.headers.get(ACK_HEADER, "")
+        acked = int(acked_header) if _DIGITS.fullmatch(acked_header) else None
+        batch = _splice_batch(response.text, acked)
         if batch is not None:
             return batch
         data = self._json(response)
@@ -382,7 +409,7 @@ class Remote:
                 status=200,
                 code="protocol",
             ) from None
-        return Batch(messages, last_seq)
+        return Batch(messages, last_seq, acked)
 
     async def push(self, cid: str, secret: SecretStr, messages: Sequence[Message]) -> int:
         """Deliver a batch; returns the receiver's last applied seq (prune up to it)."""

@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, signing
 from .actions import apply_effect, purge_tombstones
-from .client import API_VERSION, PREFIX, PRODUCT
+from .client import ACK_HEADER, API_VERSION, PREFIX, PRODUCT
 from .invitation import token_matches
 from .models import Connection, Role, ShortName, Status, Topology, Url, normalize_url
 from .queue import Gap, Message, State, doorbell_address
@@ -593,13 +593,36 @@ _MESSAGES = "/connections/{cid}/messages"
 @router.get(
     _MESSAGES,
     response_model=Batch,
-    summary="Long-poll for messages after SEQ (acknowledging everything up to it); signed",
-    responses=_errors(400, 401, 409, 413, 503),
+    summary="Long-poll for messages after SEQ (acknowledging everything up to `ack`); signed",
+    responses={
+        200: {
+            "headers": {
+                ACK_HEADER: {
+                    "description": "every seq ≤ this is acknowledged and pruned "
+                    "(sent by nodes that honour `ack`)",
+                    "schema": {"type": "integer"},
+                }
+            }
+        },
+        **_errors(400, 401, 409, 413, 503),
+    },
 )
 async def fetch(
     request: Request,
     cid: str,
-    after: int = Query(0, ge=0, le=MAX_SEQ, description="the caller applied every seq ≤ this"),
+    after: int = Query(
+        0,
+        ge=0,
+        le=MAX_SEQ,
+        description="answer messages after this seq; also the acknowledgement when `ack` is absent",
+    ),
+    ack: int | None = Query(
+        None,
+        ge=0,
+        le=MAX_SEQ,
+        description="the caller applied every seq ≤ this (default: `after`); lets a caller "
+        "fetch the next batch while it still applies the last",
+    ),
     wait: float = Query(0, ge=0, le=MAX_WAIT, description="seconds to wait for a message"),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     n: str | None = Query(None, max_length=64, description="random nonce (part of the signature)"),
@@ -610,19 +633,20 @@ async def fetch(
     if connection.status is Status.DEACTIVATED and not buried:
         raise ApiError(409, "deactivated", "this connection is deactivated on this side")
     state = node.state
-    await asyncio.to_thread(state.ack, cid, after)
-    if buried and after >= await asyncio.to_thread(state.last_seq, cid):
+    acked = after if ack is None else ack
+    await asyncio.to_thread(state.ack, cid, acked)
+    if buried and acked >= await asyncio.to_thread(state.last_seq, cid):
         # The partner has applied `connection.deleted`: nothing is left to tell it.
         await asyncio.to_thread(_forget, node.home, state, cid)
         log.info("connection %s: the partner has heard of its deletion", cid)
-        return _batch([], after)
+        return _batch([], after, acked)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
         messages, last_seq = await asyncio.to_thread(_outbox, state, cid, after, limit)
         remaining = deadline - loop.time()
         if messages or remaining <= 0 or node.wakeups.closed:
-            return _batch(messages, last_seq)
+            return _batch(messages, last_seq, acked)
         await node.wakeups.wait(cid, after, remaining)
 
 
@@ -635,10 +659,11 @@ def _forget(home: Home, state: State, cid: str) -> None:
     state.forget(cid)
 
 
-def _batch(messages: list[Message], last_seq: int) -> Response:
+def _batch(messages: list[Message], last_seq: int, acked: int) -> Response:
     # Bodies go out as stored: the JSON text is spliced in, never decoded and re-encoded.
     text = '{"messages":[' + ",".join(m.wire() for m in messages) + f'],"last_seq":{last_seq}}}'
-    return Response(text, media_type="application/json")
+    # The header tells the caller this node honours `ack` (an older one prunes up to `after`).
+    return Response(text, media_type="application/json", headers={ACK_HEADER: str(acked)})
 
 
 @router.post(

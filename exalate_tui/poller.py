@@ -30,7 +30,7 @@ import httpx
 from pydantic import SecretStr
 
 from . import actions
-from .client import Remote, RemoteError
+from .client import Batch, Remote, RemoteError
 from .models import Connection, PeerState, Role, Status, Topology
 from .queue import Message, State
 from .store import Home
@@ -52,6 +52,8 @@ BASE = 0.5
 # connection again) is no outage: retrying at least this often keeps "Active
 # within seconds" true once they act, and costs one small request.
 WAITING_CAP = 10.0
+# Contact ("last contact N s ago") is written at most this often per connection.
+CONTACT_EVERY = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float, float], float]
@@ -189,6 +191,7 @@ class Supervisor:
         self._jitter = jitter
         self._links: dict[str, _Link] = {}
         self._remotes: dict[str, Remote] = {}
+        self._recorded: dict[str, float] = {}  # when each cid's contact was last written ok
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan_now: asyncio.Event | None = None
 
@@ -218,7 +221,7 @@ class Supervisor:
         self._loop = asyncio.get_running_loop()
         self._rescan_now = asyncio.Event()
         remove = self.state.on_enqueue(self.wake)
-        version = self.state.data_version()
+        version = await asyncio.to_thread(self.state.data_version)
         files = self._files_stamp()
         next_scan = 0.0
         try:
@@ -237,7 +240,8 @@ class Supervisor:
                         # The home is unreadable for now: keep the running links, retry.
                         log.error("cannot scan %s: %s", self.home.path, error)
                     next_scan = time.monotonic() + self.rescan
-                current = self.state.data_version()
+                # In a thread: a batch being applied holds the state for tens of ms.
+                current = await asyncio.to_thread(self.state.data_version)
                 if current != version:
                     # Another process wrote (an enqueue, most likely): wake every pusher.
                     version = current
@@ -320,6 +324,7 @@ class Supervisor:
     # -- jobs -----------------------------------------------------------------
 
     async def _failed(self, cid: str, backoff: Backoff, error: Exception) -> None:
+        self._recorded.pop(cid, None)  # the next success clears this error at once
         reason = str(error) or type(error).__name__
         await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
         delay = backoff.failure()
@@ -328,47 +333,82 @@ class Supervisor:
         await self._sleep(delay)
 
     async def _ok(self, cid: str, backoff: Backoff) -> None:
-        await asyncio.to_thread(self.state.record_ok, cid, self._clock())
+        # A busy stream succeeds hundreds of times a second: "last contact" needs one write
+        # a second, but the first success after a failure is written at once.
+        now = time.monotonic()
+        if now - self._recorded.get(cid, -CONTACT_EVERY) >= CONTACT_EVERY or backoff.failures:
+            self._recorded[cid] = now
+            await asyncio.to_thread(self.state.record_ok, cid, self._clock())
         backoff.reset()
 
     def _backoff(self, cap: float | None = None) -> Backoff:
         return Backoff(cap=min(self.cap, cap or self.cap), jitter=self._jitter)
 
     async def _poll(self, link: _Link) -> None:
-        """Long-poll the public side; the `after` of each call acknowledges what we applied."""
+        """Long-poll the public side, applying each batch in order, once.
+
+        `applied` is the durable cursor, and every fetch acknowledges it.
+        While a batch is applied the next one is already asked for (`after`
+        = the batch's last seq, `ack` = the cursor before it, `wait` 0), so
+        the network and the public node work while this side's disk does.
+        What was fetched ahead is used only once the batch before it is
+        applied whole; after any failure it is dropped and the poller starts
+        again from the cursor. A node that does not say it honours `ack` is
+        never fetched ahead of: it would prune what is not applied yet.
+        """
         connection = link.connection
         assert connection.remote_url and connection.secret  # plan_for checked both
+        cid, secret = connection.id, connection.secret
         remote = self._remote(connection.remote_url)
         backoff = self._backoff()
-        while True:
-            try:
-                after = self.state.last_applied(connection.id)
-                batch = await remote.fetch(
-                    connection.id, connection.secret, after, wait=self.wait, limit=self.limit
-                )
-                if batch.messages:
-                    deleted = any(m.kind == actions.DELETED for m in batch.messages)
-                    link.finishing = deleted
-                    try:
-                        cursor = await asyncio.to_thread(
-                            self.state.apply,
-                            connection.id,
-                            batch.messages,
-                            self._effect(connection),
-                        )
-                        if deleted:
-                            # The partner keeps a tombstone until we acknowledge; this side
-                            # is now deactivated, so acknowledge and stop.
-                            await remote.fetch(connection.id, connection.secret, cursor, wait=0)
-                            await self._ok(connection.id, backoff)
-                            return
-                    finally:
-                        if deleted:
-                            link.finishing = False
-                            self.wake()  # rescan: the link is no longer wanted
-                await self._ok(connection.id, backoff)
-            except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
-                await self._failed(connection.id, backoff, error)
+        ahead: asyncio.Task[Batch] | None = None
+        try:
+            while True:
+                try:
+                    applied = await asyncio.to_thread(self.state.last_applied, cid)
+                    while True:
+                        if ahead is None:
+                            batch = await remote.fetch(
+                                cid, secret, applied, wait=self.wait, limit=self.limit
+                            )
+                        else:
+                            batch, ahead = await ahead, None
+                        if batch.messages:
+                            last = batch.messages[-1].seq
+                            deleted = any(m.kind == actions.DELETED for m in batch.messages)
+                            if not deleted and batch.acked is not None and last > applied:
+                                ahead = asyncio.create_task(
+                                    remote.fetch(
+                                        cid, secret, last, wait=0, limit=self.limit, ack=applied
+                                    ),
+                                    name=f"fetch-ahead:{cid}",
+                                )
+                            link.finishing = deleted
+                            try:
+                                cursor = await asyncio.to_thread(
+                                    self.state.apply, cid, batch.messages, self._effect(connection)
+                                )
+                                if deleted:
+                                    # The partner keeps a tombstone until we acknowledge; this
+                                    # side is now deactivated, so acknowledge and stop.
+                                    await remote.fetch(cid, secret, cursor, wait=0)
+                                    await self._ok(cid, backoff)
+                                    return
+                            finally:
+                                if deleted:
+                                    link.finishing = False
+                                    self.wake()  # rescan: the link is no longer wanted
+                            if cursor != last:
+                                _drop(ahead)  # it starts past the cursor
+                                ahead = None
+                            applied = cursor
+                        await self._ok(cid, backoff)
+                except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
+                    _drop(ahead)
+                    ahead = None
+                    await self._failed(cid, backoff, error)
+        finally:
+            _drop(ahead)
 
     async def _push(self, link: _Link) -> None:
         """Deliver the outbox as soon as it has something; prune what the peer applied."""
@@ -382,7 +422,11 @@ class Supervisor:
             # `connection.activated`; that clears `peer_state` and restarts this link.
             paused = link.connection.peer_state is PeerState.DEACTIVATED
             limit = min(self.limit, PUSH_BATCH)
-            pending = [] if paused else self.state.pending(connection.id, limit=limit)
+            pending = (
+                []
+                if paused
+                else await asyncio.to_thread(self.state.pending, connection.id, 0, limit)
+            )
             if not pending:
                 # The periodic timeout is a safety net: wakes come from enqueues.
                 with contextlib.suppress(TimeoutError):
@@ -462,6 +506,13 @@ class Supervisor:
 
     def _effect(self, connection: Connection) -> Callable[[Message], None]:
         return lambda message: actions.apply_effect(self.home, connection.id, message)
+
+
+def _drop(task: asyncio.Task[Batch] | None) -> None:
+    """Cancel a fetch whose answer is no longer wanted (and never report its error)."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

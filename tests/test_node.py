@@ -181,7 +181,7 @@ async def test_openapi_document_is_served_under_the_prefix(n: Node) -> None:
         "/api/v1/connections/{cid}/messages",
     }
     fetch = document["paths"]["/api/v1/connections/{cid}/messages"]["get"]
-    assert {p["name"] for p in fetch["parameters"]} == {"cid", "after", "wait", "limit", "n"}
+    assert {p["name"] for p in fetch["parameters"]} == {"cid", "after", "ack", "wait", "limit", "n"}
     push = document["paths"]["/api/v1/connections/{cid}/messages"]["post"]
     assert "messages" in push["requestBody"]["content"]["application/json"]["schema"]["properties"]
     for off in ("/docs", "/redoc", "/openapi.json", "/api/v1/docs"):
