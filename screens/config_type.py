@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Label, Static
 
 from exalate_tui.models import Mode
+from exalate_tui.wizard import Step
 
 from .wizard_step import WizardStep
 
@@ -83,6 +84,7 @@ class ModeChoice(Widget, can_focus=True):
 
 class ConfigTypeScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "config_type.tcss"]
+    STEP = Step.CONFIG_TYPE
     AUTO_FOCUS = "#mode"
     HEADING = "Choose the configuration type"
 

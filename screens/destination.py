@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
-from exalate_tui.wizard import UrlCheck
+from exalate_tui.wizard import Step, UrlCheck
 
 from .wizard_step import WizardStep, field_row
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 class DestinationScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "destination.tcss"]
+    STEP = Step.DESTINATION
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
             "escape",

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from textual.widget import Widget
 from textual.widgets import Input
 
+from exalate_tui.wizard import Step
+
 from .wizard_step import WizardStep, field_row
 
 
 class InfoScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "info.tcss"]
+    STEP = Step.INFO
     HEADING = "Connection information"
 
     def compose_body(self) -> Iterator[Widget]:

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
 
-from exalate_tui.wizard import Issued
+from exalate_tui.wizard import Issued, Step
 
 from .wizard_step import WizardStep
 
@@ -66,11 +66,15 @@ CODE_BINDINGS: list[BindingType] = [
 ]
 
 
+def _expiry(issued: Issued) -> str:
+    expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"It works once, until {expires}."
+
+
 def compose_code(issued: Issued) -> Iterator[Widget]:
     """The code, selectable, and until when it works."""
-    expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
     yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
-    yield Static(f"It works once, until {expires}.", classes="hint")
+    yield Static(_expiry(issued), classes="hint")
 
 
 def compose_code_buttons() -> Iterator[Widget]:
@@ -88,8 +92,20 @@ def write_code(screen: Screen[None], issued: Issued) -> None:
     screen.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
 
 
+def _installed(side: str) -> str:
+    return f'Ensure that the app is [b]installed[/b] on the destination side "{side}"'
+
+
+def _accept(side: str) -> str:
+    return (
+        f'On the "{side}" side, you (or their application administrator) need to '
+        "[b]Accept the Invitation[/b]."
+    )
+
+
 class InvitationScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
+    STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
     BINDINGS: ClassVar[list[BindingType]] = [
         *CODE_BINDINGS,
@@ -111,17 +127,25 @@ class InvitationScreen(WizardStep):
 
     def compose_body(self) -> Iterator[Widget]:
         side = self.wizard.destination_label
-        yield Static(
-            f'Ensure that the app is [b]installed[/b] on the destination side "{side}"',
-            id="installed",
-        )
-        yield Static(
-            f'On the "{side}" side, you (or their application administrator) need to '
-            "[b]Accept the Invitation[/b].",
-            id="accept",
-        )
+        yield Static(_installed(side), id="installed")
+        yield Static(_accept(side), id="accept")
         yield Static("Use the following invitation code:", id="use")
-        yield from compose_code(self.issued)
+        if self.wizard.issued is not None:
+            yield from compose_code(self.issued)
+        else:
+            # Composed ahead, while the admin fills in the information: `sync` shows the code.
+            yield TextArea("", read_only=True, soft_wrap=True, id="code")
+            yield Static("", classes="hint")
+
+    def sync(self) -> None:
+        super().sync()
+        side = self.wizard.destination_label
+        self.query_one("#installed", Static).update(_installed(side))
+        self.query_one("#accept", Static).update(_accept(side))
+        code = self.query_one("#code", TextArea)
+        if code.text != self.issued.code:
+            code.load_text(self.issued.code)
+        self.query_one("#wizard-body .hint", Static).update(_expiry(self.issued))
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from textual.widget import Widget
 from textual.widgets import Static
 
+from exalate_tui.wizard import Step
+
 from .wizard_step import WizardStep
 
 NOTE = (
@@ -18,6 +20,7 @@ NOTE = (
 
 class NoteScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "note.tcss"]
+    STEP = Step.NOTE
     HEADING = "Note"
 
     def compose_body(self) -> Iterator[Widget]:

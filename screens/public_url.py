@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
+from exalate_tui.wizard import Step
+
 from .wizard_step import WizardStep, field_row
 
 
 class PublicUrlScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "public_url.tcss"]
+    STEP = Step.PUBLIC_URL
     HEADING = "This instance's public URL"
 
     def compose_body(self) -> Iterator[Widget]:

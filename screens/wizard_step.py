@@ -2,7 +2,9 @@
 
 A step screen renders `InitiateWizard` state and forwards input to it; it
 never decides anything itself. It tells the app to show the next screen with
-`WizardStep.Moved` and to leave the wizard with `WizardStep.Closed`.
+`WizardStep.Moved` and to leave the wizard with `WizardStep.Closed`; the app
+gets that screen from `StepScreens`, which builds the screens of the steps
+around the current one before they are needed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult, CSSPathType
+from textual.app import App, ComposeResult, CSSPathType
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
@@ -20,7 +22,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label
 
-from exalate_tui.wizard import InitiateWizard
+from exalate_tui.wizard import InitiateWizard, Step
 
 
 def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
@@ -38,10 +40,11 @@ def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
 
 
 class WizardStep(Screen[None]):
-    """Base of the step screens; subclasses set HEADING and compose their body."""
+    """Base of the step screens; subclasses set STEP and HEADING and compose their body."""
 
     CSS_PATH: ClassVar[CSSPathType | None] = "wizard_step.tcss"
     AUTO_FOCUS = "Input, Button#next"
+    STEP: ClassVar[Step]
     HEADING: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -85,13 +88,17 @@ class WizardStep(Screen[None]):
             "description": wizard.set_description,
         }
 
-    def compose(self) -> ComposeResult:
+    def count(self) -> str:
         steps = self.wizard.steps
+        if self.STEP not in steps:
+            # Built ahead for one of the destination's two ways out: `sync` counts it.
+            return ""
+        return f"Step {steps.index(self.STEP) + 1} of {len(steps)}"
+
+    def compose(self) -> ComposeResult:
         with Horizontal(id="wizard-title"):
             yield Label("Initiate connection", id="wizard-name")
-            yield Label(
-                f"Step {steps.index(self.wizard.step) + 1} of {len(steps)}", id="wizard-count"
-            )
+            yield Label(self.count(), id="wizard-count")
         with VerticalScroll(id="wizard-body"):
             if self.HEADING:
                 yield Label(self.HEADING, classes="step-heading")
@@ -102,6 +109,14 @@ class WizardStep(Screen[None]):
 
     def compose_body(self) -> Iterator[Widget]:
         return iter(())
+
+    def sync(self) -> None:
+        """Catch up with what earlier steps decided since this screen was composed.
+
+        Only the step count can change: each step's own fields change only on its
+        screen (the invitation step adds its code).
+        """
+        self.query_one("#wizard-count", Label).update(self.count())
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield Button("< Previous", id="previous", compact=True)
@@ -159,3 +174,58 @@ class WizardStep(Screen[None]):
             self.post_message(self.Moved())
         else:
             self.post_message(self.Closed())
+
+
+class StepScreens:
+    """The wizard's step screens, each composed before Next or Back needs it.
+
+    A new Screen costs Textual a compose, a stylesheet match for every widget and
+    a first layout, 25–70 ms at 80×24, between Next and the next step's first
+    frame (benchmarks/README.md). So once a step is on screen, the screens of the
+    steps one Next or one Back away (`InitiateWizard.nearby`) are built in the
+    background, and moving is a switch to a screen that is ready. A screen built
+    ahead shows what a new one would: a step's fields change only on its own
+    screen, and `WizardStep.sync` brings in the rest.
+    """
+
+    def __init__(
+        self,
+        app: App[None],
+        wizard: InitiateWizard,
+        screen_class: Callable[[Step], type[WizardStep]],
+    ) -> None:
+        self._app = app
+        self._wizard = wizard
+        self._screen_class = screen_class
+        self._ahead: dict[Step, WizardStep] = {}
+        self._closed = False
+
+    def take(self) -> WizardStep:
+        """The screen for the wizard's current step; the steps around it are built next."""
+        step = self._wizard.step
+        screen = self._ahead.pop(step, None)
+        if screen is None:
+            screen = self._screen_class(step)(self._wizard)
+        else:
+            screen.sync()
+        screen.call_after_refresh(self._build_ahead)
+        return screen
+
+    def _build_ahead(self) -> None:
+        if self._closed:
+            return
+        for step in self._wizard.nearby:
+            if step not in self._ahead:
+                screen = self._screen_class(step)(self._wizard)
+                # What push_screen and switch_screen do before they show a new screen: its
+                # stylesheet, then compose and mount (Textual has no public call for it).
+                self._app._load_screen_css(screen)
+                self._app._register(self._app, screen)
+                self._ahead[step] = screen
+
+    def close(self) -> None:
+        """The wizard is over: drop the screens built for steps not taken."""
+        self._closed = True
+        for screen in self._ahead.values():
+            screen.remove()
+        self._ahead.clear()
