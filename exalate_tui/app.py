@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from .models import Instance
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
-    from screens.wizard_step import WizardStep
+    from screens.wizard_step import StepScreens, WizardStep
 
     from .poller import Supervisor
     from .queue import State
@@ -65,8 +64,8 @@ async def verify_url(url: str) -> UrlCheck:
     return check
 
 
-def _load(target: str) -> type[WizardStep]:
-    module, name = target.split(":")
+def _step_class(step: Step) -> type[WizardStep]:
+    module, name = STEP_SCREENS[step].split(":")
     screen: type[WizardStep] = getattr(importlib.import_module(module), name)
     return screen
 
@@ -105,6 +104,7 @@ class ExalateApp(App[None]):
         self.supervise = supervise
         self.instance: Instance | None = None
         self.wizard: InitiateWizard | None = None
+        self.wizard_screens: StepScreens | None = None
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
         # state.sqlite3, opened with the Connections tab; None when it cannot be used.
@@ -206,29 +206,31 @@ class ExalateApp(App[None]):
         """Open the wizard on its first step (bound to `i` on the Connections tab)."""
         if self.instance is None:
             return
+        from screens.wizard_step import StepScreens
+
         # The destination step verifies a URL in a worker and hands the result to
         # `wizard.record_check`; Next goes on only with a verified URL.
         self.wizard = InitiateWizard(self.home, self.instance, require_verified=True, now=self.now)
-        self.push_screen(self._step_screen())
-
-    def _step_screen(self) -> Screen[None]:
-        assert self.wizard is not None
-        return _load(STEP_SCREENS[self.wizard.step])(self.wizard)
+        self.wizard_screens = StepScreens(self, self.wizard, _step_class)
+        self.push_screen(self.wizard_screens.take())
 
     def on_wizard_step_moved(self, event: WizardStep.Moved) -> None:
         """Replace the wizard screen with the one for the wizard's current step."""
         wizard = self.wizard
-        if wizard is None:
+        if wizard is None or self.wizard_screens is None:
             return
         if wizard.issued is not None and wizard.issued not in self.issued:
             self.issued.append(wizard.issued)
-        self.switch_screen(self._step_screen())
+        self.switch_screen(self.wizard_screens.take())
 
     def on_wizard_step_closed(self, event: WizardStep.Closed) -> None:
         """Back to the Connections tab, which reloads and shows any new connection."""
         if self.wizard is not None:
             self.instance = self.wizard.instance
+        if self.wizard_screens is not None:
+            self.wizard_screens.close()
         self.wizard = None
+        self.wizard_screens = None
         self.pop_screen()
         self.wake_supervisor()  # a private initiator's handshake starts at once
 

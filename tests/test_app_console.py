@@ -29,6 +29,7 @@ from screens.instance_error import InstanceErrorScreen
 from screens.invitation import InvitationScreen
 from screens.note import NoteScreen
 from screens.public_url import PublicUrlScreen
+from screens.wizard_step import WizardStep
 
 SIZE = (80, 24)
 pytestmark = pytest.mark.anyio
@@ -399,6 +400,24 @@ async def test_previous_button_goes_back(tmp_path: Path, frozen: float) -> None:
         await pilot.click("#previous")
         await pilot.pause()
         assert isinstance(app.screen, ConfigTypeScreen)
+
+
+async def test_next_shows_a_screen_built_ahead_and_closing_drops_the_rest(
+    tmp_path: Path, frozen: float
+) -> None:
+    app = console(home_with(tmp_path, public_url=None), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i")
+        # Both ways out of the destination are ready before either key is pressed.
+        ahead = {type(s) for s in app._registry if isinstance(s, WizardStep)}
+        assert ahead == {DestinationScreen, PublicUrlScreen, ConfigTypeScreen}
+        ready = next(s for s in app._registry if isinstance(s, PublicUrlScreen))
+        await press(pilot, "ctrl+n")
+        assert app.screen is ready
+        assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
+        await press(pilot, "escape", "escape")
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert not [s for s in app._registry if isinstance(s, WizardStep)]
 
 
 async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: float) -> None:
