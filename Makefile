@@ -16,14 +16,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/exalate-tui
 
+# Two workers: the tests wait on real nodes as much as they compute.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Re-record snapshot baselines; review snapshot_report.html first. Whole files,
 # never -k: syrupy deletes the baselines of deselected tests.
 SNAPSHOT_TESTS := $(shell grep -rl snap_compare tests --include='test_*.py')
 snapshots: $(STAMP)
-	$(BIN)/python -m pytest $(SNAPSHOT_TESTS) --snapshot-update
+	$(BIN)/python -m pytest -p no:xdist $(SNAPSHOT_TESTS) --snapshot-update
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

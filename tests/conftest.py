@@ -216,3 +216,12 @@ def verifier_via(uds: Path) -> Callable[[str], Awaitable[UrlCheck]]:
         return await verify_url(url, transport=httpx.AsyncHTTPTransport(uds=str(uds)))
 
     return verify
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist (`make test`), the tests that start real node processes (marked
+    e2e) share one worker, one after another: beside each other they would starve
+    each other's nodes on a 2-core machine. The rest spread out."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("nodes"))

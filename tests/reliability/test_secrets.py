@@ -155,6 +155,7 @@ async def test_no_secret_in_logs_output_errors_or_screens(
     assert token not in issued and code in issued  # initiate prints the code, and only that
 
 
+@pytest.mark.e2e
 def test_no_secret_in_the_logs_of_real_node_processes(tmp_path: Path) -> None:
     public = NodeProcess(tmp_path / "snow", free_port(), tmp_path / "snow.log")
     private = NodeProcess(tmp_path / "jira", free_port(), tmp_path / "jira.log")
