@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from exalate_tui import __version__, node, signing
 from exalate_tui import invitation as codes
+from exalate_tui.client import ACK_HEADER
 from exalate_tui.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.queue import State
 from exalate_tui.store import Home
@@ -497,6 +498,22 @@ async def test_fetch_acks_by_after_and_honours_limit(n: Node) -> None:
 
 
 @pytest.mark.anyio
+async def test_ack_prunes_only_what_the_caller_applied(n: Node) -> None:
+    """Fetching ahead: messages after `after`, but only seqs ≤ `ack` are pruned."""
+    connection = n.add()
+    n.state.enqueue_many(connection.id, [("ping", {"n": i}) for i in range(10)])
+    plain = await n.fetch(connection.id, after=2, limit=2)
+    assert plain.headers[ACK_HEADER] == "2"  # without `ack`, `after` acknowledges
+    ahead = await n.fetch(connection.id, after=6, ack=4)
+    assert [m["seq"] for m in ahead.json()["messages"]] == [7, 8, 9, 10]
+    assert ahead.headers[ACK_HEADER] == "4"
+    assert n.state.pending(connection.id)[0].seq == 5  # 5 and 6 are not applied yet
+    # An `ack` above `after` only prunes more.
+    beyond = (await n.fetch(connection.id, after=0, ack=8)).json()
+    assert [m["seq"] for m in beyond["messages"]] == [9, 10]
+
+
+@pytest.mark.anyio
 async def test_bodies_go_out_exactly_as_stored(n: Node) -> None:
     connection = n.add()
     n.state.enqueue(connection.id, "ping", {"z": 1, "a": "é", "n": [1.5, None]})
@@ -508,7 +525,16 @@ async def test_bodies_go_out_exactly_as_stored(n: Node) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 5001}, {"wait": 31}, {"wait": "nan"}, {"after": -1}]
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 5001},
+        {"wait": 31},
+        {"wait": "nan"},
+        {"after": -1},
+        {"ack": -1},
+        {"ack": "x"},
+    ],
 )
 async def test_bad_query_parameters_are_400(n: Node, params: dict[str, Any]) -> None:
     connection = n.add()
@@ -723,6 +749,21 @@ async def test_a_tombstone_serves_polls_until_the_partner_has_the_news(n: Node) 
     assert n.home.get_tombstone(connection.id) is None
     assert n.state.last_seq(connection.id) == 0  # forgotten
     assert (await n.fetch(connection.id, after=2)).json() == UNAUTHORIZED
+
+
+@pytest.mark.anyio
+async def test_a_tombstone_stays_until_the_news_is_acknowledged_not_just_fetched(
+    n: Node,
+) -> None:
+    connection = n.add(status=Status.DEACTIVATED)
+    n.state.enqueue_many(connection.id, [("ping", None), ("connection.deleted", None)])
+    n.home.bury_connection(connection.id)
+    ahead = await n.fetch(connection.id, after=2, ack=1)  # fetched, not applied yet
+    assert ahead.json() == {"messages": [], "last_seq": 2}
+    assert n.home.get_tombstone(connection.id) is not None
+    assert [m.seq for m in n.state.pending(connection.id)] == [2]
+    await n.fetch(connection.id, after=2, ack=2)
+    assert n.home.get_tombstone(connection.id) is None
 
 
 # -- unexpected failures ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from exalate_tui import actions, node
 from exalate_tui import invitation as codes
 from exalate_tui.accept import accept
-from exalate_tui.client import Remote
+from exalate_tui.client import ACK_HEADER, Remote
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.poller import Backoff, ConnectionLock, Plan, Supervisor, plan_for
 from exalate_tui.queue import State
@@ -263,6 +263,71 @@ def test_poller_resumes_from_its_cursor_after_being_stopped(tmp_path: Path) -> N
     assert [m.seq for m in inbox] == list(range(1, 302))
     assert inbox[0].kind == "hello"
     assert [m.body["n"] for m in inbox[1:]] == list(range(300))
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """The network to the public node: notes each fetch's `after` and `ack` as it leaves,
+    with what the private side had durably applied then; can hide `Exalate-Acked`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, private: State, cid: str) -> None:
+        self.inner = inner
+        self.private = private
+        self.cid = cid
+        self.hide_acked = False
+        self.fetches: list[tuple[int, int | None, int]] = []  # after, ack, applied
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            params = request.url.params
+            ack = params.get("ack")
+            self.fetches.append(
+                (
+                    int(params["after"]),
+                    None if ack is None else int(ack),
+                    self.private.last_applied(self.cid),
+                )
+            )
+        response = await self.inner.handle_async_request(request)
+        if self.hide_acked:
+            del response.headers[ACK_HEADER]
+        return response
+
+
+def test_the_poller_fetches_ahead_but_acknowledges_only_what_is_applied(tmp_path: Path) -> None:
+    public, private, cid = connect(tmp_path)
+    network = Recording(public.transport, private.state, cid)
+    public.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(300)])
+    supervisor = Supervisor(private.home, private.state, transport=network, limit=20)
+
+    async def body() -> None:
+        await until(lambda: private.state.last_applied(cid) == 301)
+        await until(lambda: public.state.pending(cid) == [])  # the last ack went out too
+
+    run_supervisor(supervisor, body)
+    ahead = [(after, ack) for after, ack, _ in network.fetches if ack is not None]
+    assert ahead and all(ack < after for after, ack in ahead)
+    # Whatever a fetch acknowledged was durably applied before it left.
+    assert all(
+        (after if ack is None else ack) <= applied for after, ack, applied in network.fetches
+    )
+    inbox = private.state.inbox(cid, limit=1000)
+    assert [m.seq for m in inbox] == list(range(1, 302))
+    assert [m.body["n"] for m in inbox[1:]] == list(range(300))
+
+
+def test_a_node_that_does_not_honour_ack_is_never_fetched_ahead_of(tmp_path: Path) -> None:
+    public, private, cid = connect(tmp_path)
+    network = Recording(public.transport, private.state, cid)
+    network.hide_acked = True  # an older node: it would prune up to `after`
+    public.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(100)])
+    supervisor = Supervisor(private.home, private.state, transport=network, limit=20)
+
+    async def body() -> None:
+        await until(lambda: private.state.last_applied(cid) == 101)
+
+    run_supervisor(supervisor, body)
+    assert network.fetches and all(ack is None for _, ack, _ in network.fetches)
+    assert all(after <= applied for after, _, applied in network.fetches)
 
 
 def test_deactivated_connection_is_not_polled(tmp_path: Path) -> None:
