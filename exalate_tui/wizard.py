@@ -134,6 +134,10 @@ class InitiateWizard(_Form):
         self.description = ""
         self._name_edited = False
         self.issued: Issued | None = None
+        # The instance to write with the code (the public URL entered on the way), if any.
+        self._new_instance: Instance | None = None
+        # A code shown but not saved: its name was taken meanwhile (`saved`).
+        self.refused: Issued | None = None
 
     # -- derived ------------------------------------------------------------
 
@@ -321,8 +325,12 @@ class InitiateWizard(_Form):
         Step.INVITATION: (),
     }
 
-    def next(self) -> bool:
-        """Validate this step; advance (issuing the code after INFO) when it is clean."""
+    def next(self, *, save: bool = True) -> bool:
+        """Validate this step; advance (issuing the code after INFO) when it is clean.
+
+        Issuing saves the connection, unless `save` is False: the console shows the
+        code first and calls `save` in a worker (an fsync is most of a frame).
+        """
         if self.step is Step.INVITATION:
             return False
         if self.step is Step.DESTINATION and not self.dest_url and self.no_url:
@@ -332,7 +340,10 @@ class InitiateWizard(_Form):
         if any(problems):
             return False
         if self.step is Step.INFO:
-            return self._issue()
+            self._issue()
+            if save:
+                return self.saved(self.save())
+            return True
         self._advance()
         return True
 
@@ -350,7 +361,8 @@ class InitiateWizard(_Form):
         self.errors.clear()
         self.step = steps[steps.index(self.step) + 1]
 
-    def _issue(self) -> bool:
+    def _issue(self) -> None:
+        """Make the connection and its code, and move to the invitation step; no I/O."""
         now = int(self._now())
         public_url = normalize_url(self.public_url) if self.public_url else None
         topology = self.topology
@@ -373,20 +385,45 @@ class InitiateWizard(_Form):
         )
         invite = codes.for_connection(connection, url=public_url, token=token, expires=expires)
         connection.code_digest = codes.digest(invite)
+        self._new_instance = None
         if public_url != self.instance.public_url and self.needs_public_url:
-            self.instance = self.instance.model_copy(update={"public_url": public_url})
-            self.home.save_instance(self.instance)
-        try:
-            self.home.save_connection(connection)
-        except NameTaken:
-            # Another process took the name since we checked it.
-            self.errors["name"] = (
-                f"A connection named {self.name!r} already exists: choose another name."
-            )
-            return False
+            self._new_instance = self.instance.model_copy(update={"public_url": public_url})
+            self.instance = self._new_instance
         self.issued = Issued(connection, invite, codes.encode(invite))
         self._advance()
+
+    def save(self) -> bool:
+        """Write the issued connection (pending), and the public URL entered on the way.
+
+        Only I/O: it changes nothing here, so the console can run it in a thread
+        while the code is on screen, and hand the outcome to `saved`. False when
+        another process took the connection's name since `next` checked it.
+        """
+        assert self.issued is not None
+        if self._new_instance is not None:
+            self.home.save_instance(self._new_instance)
+        try:
+            self.home.save_connection(self.issued.connection)
+        except NameTaken:
+            return False
         return True
+
+    def saved(self, ok: bool) -> bool:
+        """The outcome of `save`; on a name taken meanwhile, back to INFO with the reason."""
+        if ok:
+            return True
+        self.not_saved()
+        self.errors["name"] = (
+            f"A connection named {self.name!r} already exists: choose another name."
+        )
+        return False
+
+    def not_saved(self) -> None:
+        """`save` failed: the code shown is void; back to INFO, everything entered kept."""
+        self.refused = self.issued
+        self.issued = None
+        self.step = self._history.pop()
+        self.errors.clear()
 
 
 # -- Accept invitation --------------------------------------------------------

@@ -7,6 +7,7 @@ widgets, keys and file writing are shared with the regenerated-code screen
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import Iterator
@@ -14,13 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from textual import on
+from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
+from textual.worker import Worker
 
-from exalate_tui.wizard import Issued, Step
+from exalate_tui.store import StoreError
+from exalate_tui.wizard import InitiateWizard, Issued, Step
 
 from .wizard_step import WizardStep
 
@@ -111,14 +114,19 @@ class InvitationScreen(WizardStep):
         *CODE_BINDINGS,
         Binding(
             "enter",
-            "submit",
+            "press_or_done",
             "Done",
             priority=True,
             id="invitation.done",
             tooltip="Back to Connections",
         ),
-        Binding("escape", "next", "Done", show=False, id="invitation.close"),
+        Binding("escape", "done", "Done", show=False, id="invitation.close"),
     ]
+
+    def __init__(self, wizard: InitiateWizard) -> None:
+        super().__init__(wizard)
+        self._saving: Worker[None] | None = None
+        self._saved = False
 
     @property
     def issued(self) -> Issued:
@@ -160,6 +168,36 @@ class InvitationScreen(WizardStep):
         write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
-    def action_next(self) -> None:
-        """Done: the connection is saved (pending); back to Connections."""
-        self.post_message(self.Closed())
+    async def action_done(self) -> None:
+        """Done: back to Connections, once the connection is saved (pending)."""
+        if self._saving is not None:
+            await self._saving.wait()
+        if self._saved:
+            self.post_message(self.Closed())
+
+    async def action_press_or_done(self) -> None:
+        if isinstance(self.focused, Button):
+            self.focused.press()
+        else:
+            await self.action_done()
+
+    def on_screen_resume(self) -> None:
+        # After the first frame: the code shows at once, the fsync follows.
+        if self._saving is None:
+            self._saving = self._save()
+
+    @work(exclusive=True, exit_on_error=False, group="save")
+    async def _save(self) -> None:
+        """Write the connection (`InitiateWizard.save`) in a thread; a failure goes back a step."""
+        wizard = self.wizard
+        try:
+            ok = await asyncio.to_thread(wizard.save)
+        except (OSError, StoreError) as error:
+            wizard.not_saved()
+            self.notify(f"Could not save the connection: {error}", severity="error", timeout=15)
+            self.post_message(self.Moved())
+            return
+        if wizard.saved(ok):
+            self._saved = True
+        else:
+            self.post_message(self.Moved())

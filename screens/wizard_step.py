@@ -159,15 +159,27 @@ class WizardStep(Screen[None]):
             self.action_next()
 
     def action_next(self) -> None:
-        if self.wizard.next():
+        # The code is saved by the invitation step, once it is on screen.
+        if self.wizard.next(save=False):
             self.post_message(self.Moved())
             return
         self.show_errors()
+        self.focus_error()
+
+    def focus_error(self) -> None:
+        """Focus the first field this step has a problem with."""
         for field in self.wizard.FIELDS[self.wizard.step]:
             if field in self.wizard.errors:
                 for widget in self.query(f"#{field}"):
                     widget.focus()
                     return
+
+    def on_screen_resume(self) -> None:
+        # Steps open with no errors, but for one: the information step, when the
+        # connection's name was taken while its code was being saved.
+        if self.wizard.errors and self.wizard.step is self.STEP:
+            self.show_errors()
+            self.focus_error()
 
     def action_back(self) -> None:
         if self.wizard.back():

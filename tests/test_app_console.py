@@ -5,9 +5,11 @@ Escape at every step, inline errors, copy, write to file, Done.
 
 from __future__ import annotations
 
+import asyncio
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from exalate_tui import invitation as codes
 from exalate_tui.app import ExalateApp, make_app
 from exalate_tui.models import Instance, Mode, Status, Topology
 from exalate_tui.store import Home
+from exalate_tui.wizard import InitiateWizard
 from screens.config_type import ConfigTypeScreen, ModeChoice
 from screens.connections import ConnectionsScreen
 from screens.destination import DestinationScreen
@@ -418,6 +421,81 @@ async def test_next_shows_a_screen_built_ahead_and_closing_drops_the_rest(
         await press(pilot, "escape", "escape")
         assert isinstance(app.screen, ConnectionsScreen)
         assert not [s for s in app._registry if isinstance(s, WizardStep)]
+
+
+async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        save = InitiateWizard.save
+
+        def taken_meanwhile(self: InitiateWizard) -> bool:
+            # The code is on screen; another process saves the same name first.
+            assert self.issued is not None
+            other = self.issued.connection.model_copy(update={"id": "other"})
+            home.save_connection(other)
+            return save(self)
+
+        monkeypatch.setattr(InitiateWizard, "save", taken_meanwhile)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert error(app, "name") == (
+            "A connection named 'snow_to_jira' already exists: choose another name."
+        )
+        assert app.screen.focused is app.screen.query_one("#name")
+        assert value(app, "remote_name") == "jira"
+        assert app.issued == []
+    assert [c.id for c in home.load_connections().connections] == ["other"]
+
+
+async def test_a_connection_that_cannot_be_written_goes_back_and_says_why(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unwritable(self: InitiateWizard) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    app = console(home_with(tmp_path), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        monkeypatch.setattr(InitiateWizard, "save", unwritable)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert any("Could not save the connection" in m for m in messages(app))
+        assert app.issued == []
+
+
+async def test_done_while_the_code_is_being_saved_waits_for_it(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    slow = threading.Event()
+    save = InitiateWizard.save
+
+    def slow_save(self: InitiateWizard) -> bool:
+        slow.wait(5)
+        return save(self)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        monkeypatch.setattr(InitiateWizard, "save", slow_save)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, InvitationScreen)
+        done = asyncio.create_task(pilot.press("enter"))  # before the connection is on disk
+        await asyncio.sleep(0.2)
+        assert isinstance(app.screen, InvitationScreen)
+        slow.set()
+        await done
+        await press(pilot)
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert [row[0].splitlines()[0] for row in table_rows(app)] == ["snow_to_jira"]
 
 
 async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: float) -> None:
