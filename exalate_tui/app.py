@@ -221,6 +221,8 @@ class ExalateApp(App[None]):
             return
         if wizard.issued is not None and wizard.issued not in self.issued:
             self.issued.append(wizard.issued)
+        if wizard.refused in self.issued:  # shown, then not saved: the code is void
+            self.issued.remove(wizard.refused)
         self.switch_screen(self.wizard_screens.take())
 
     def on_wizard_step_closed(self, event: WizardStep.Closed) -> None:
