@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -20,9 +21,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from .models import Instance
-from .store import Home, StoreError
-from .wizard import AcceptWizard, InitiateWizard, Issued, Step, UrlCheck
+from .models import pydantic_loaded
+from .store import Glance, Home, StoreError
 
 if TYPE_CHECKING:
     from screens.connection_detail import ConnectionDetailScreen
@@ -30,23 +30,31 @@ if TYPE_CHECKING:
     from screens.first_run import FirstRunScreen
     from screens.wizard_step import StepScreens, WizardStep
 
+    from .models import Instance
     from .poller import Supervisor
     from .queue import State
+    from .wizard import InitiateWizard, Issued, Step, UrlCheck
 
 # Checks a destination URL (`GET {url}/api/v1/info`); never raises.
-Verifier = Callable[[str], Awaitable[UrlCheck]]
+Verifier = Callable[[str], Awaitable["UrlCheck"]]
 
 # A local clipboard helper (xclip, pbcopy...) that hangs must not hide the toast for long.
 LOCAL_COPY_TIMEOUT = 3.0
 
-# "module:Class" for each wizard step, imported when the step opens.
-STEP_SCREENS: dict[Step, str] = {
-    Step.DESTINATION: "screens.destination:DestinationScreen",
-    Step.PUBLIC_URL: "screens.public_url:PublicUrlScreen",
-    Step.CONFIG_TYPE: "screens.config_type:ConfigTypeScreen",
-    Step.NOTE: "screens.note:NoteScreen",
-    Step.INFO: "screens.info:InfoScreen",
-    Step.INVITATION: "screens.invitation:InvitationScreen",
+# Work that loads more code once the first frame is drawn (the supervisor's network
+# stack) waits this long: Textual's writer thread needs the GIL to get that frame to
+# the terminal, and an import in another thread holds it 5 ms at a time.
+SETTLE = 0.1
+
+# "module:Class" for each wizard `Step` (by its value: the wizard, and with it
+# pydantic, loads once the first screen is up), imported when the step opens.
+STEP_SCREENS: dict[str, str] = {
+    "destination": "screens.destination:DestinationScreen",
+    "public-url": "screens.public_url:PublicUrlScreen",
+    "config-type": "screens.config_type:ConfigTypeScreen",
+    "note": "screens.note:NoteScreen",
+    "info": "screens.info:InfoScreen",
+    "invitation": "screens.invitation:InvitationScreen",
 }
 
 
@@ -102,7 +110,9 @@ class ExalateApp(App[None]):
         self.now = now
         self.verify = verify
         self.supervise = supervise
-        self.instance: Instance | None = None
+        self._instance: Instance | None = None
+        # What the first screen was drawn from when pydantic had not loaded yet.
+        self._glance: Glance | None = None
         self.wizard: InitiateWizard | None = None
         self.wizard_screens: StepScreens | None = None
         # Every code issued while the console was open, printed on exit.
@@ -111,6 +121,17 @@ class ExalateApp(App[None]):
         self.state: State | None = None
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
+
+    @property
+    def instance(self) -> Instance | None:
+        """This instance; after a glance, validated (pydantic) when first asked for."""
+        if self._glance is not None:
+            self._instance, self._glance = self._glance.instance(), None
+        return self._instance
+
+    @instance.setter
+    def instance(self, instance: Instance | None) -> None:
+        self._instance, self._glance = instance, None
 
     def on_mount(self) -> None:
         self._start()
@@ -127,6 +148,12 @@ class ExalateApp(App[None]):
 
     def _start(self) -> None:
         """The first screen: setup, a broken instance.toml, or the Connections tab."""
+        # Before pydantic has loaded, a home whose files are plainly valid is shown from a
+        # glance at them (no pydantic: ~100 ms sooner); the screen's first tick validates them.
+        glance = None if pydantic_loaded() else self.home.glance()
+        if glance is not None:
+            self._open_connections(None, glance)
+            return
         try:
             instance = self.home.load_instance()
         except StoreError as error:
@@ -141,16 +168,19 @@ class ExalateApp(App[None]):
             return
         self._open_connections(instance)
 
-    def _open_connections(self, instance: Instance) -> None:
+    def _open_connections(self, instance: Instance | None, glance: Glance | None = None) -> None:
         from screens.connections import ConnectionsScreen
 
         self.instance = instance
+        self._glance = glance
         if self.state is None and self.state_problem is None:
             self._open_state()
-        self.push_screen(ConnectionsScreen(self.home, self.state, self.state_problem, self.now))
+        self.push_screen(
+            ConnectionsScreen(self.home, self.state, self.state_problem, self.now, glance)
+        )
         if self.supervise and self.state is not None and not self.supervisor:
-            # After the first screen is painted: the network stack loads off the critical path.
-            self.call_after_refresh(self._supervise, self.state)
+            # After the first screen is out: the network stack loads off the critical path.
+            self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))
 
     def _open_state(self) -> None:
         from .queue import State, StateError
@@ -204,6 +234,8 @@ class ExalateApp(App[None]):
 
     def action_initiate(self) -> None:
         """Open the wizard on its first step (bound to `i` on the Connections tab)."""
+        from .wizard import InitiateWizard
+
         if self.instance is None:
             return
         from screens.wizard_step import StepScreens
@@ -241,6 +273,8 @@ class ExalateApp(App[None]):
     def action_accept_invitation(self) -> None:
         """Open the Accept-invitation screen (bound to `a` on the Connections tab)."""
         from screens.accept import AcceptScreen
+
+        from .wizard import AcceptWizard
 
         if self.instance is None:
             return

@@ -12,7 +12,9 @@ home that does not parse (it is never overwritten: the message names it and
 its line) or an OS error. Bad input is refused before anything is written.
 
 Only the console imports Textual, and only when it starts: a headless command
-loads pydantic and the pure layer, nothing else.
+loads pydantic and the pure layer, nothing else. The console loads pydantic
+only once its first screen is up (`Home.glance`), so this module imports the
+models and the wizard where a command uses them.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .models import Connection, Instance, check_short_name, check_url, normalize_url
+from .models import check_short_name, check_url, normalize_url
 from .store import Home, NotFound, StoreError
-from .wizard import InitiateWizard, Step, UrlCheck
+
+if TYPE_CHECKING:
+    from .models import Connection, Instance
+    from .wizard import InitiateWizard, UrlCheck
 
 PROG = "exalate-tui"
 # Never printed, never in --json: they let someone else act as this side.
@@ -83,6 +88,8 @@ def cmd_console(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_init(args: argparse.Namespace, home: Home) -> int:
+    from .models import Instance
+
     problems = []
     try:
         check_short_name(args.short_name)
@@ -119,6 +126,8 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
+    from .wizard import InitiateWizard, Step
+
     instance = _require_instance(home)
     wizard = InitiateWizard(home, instance, require_verified=not args.no_verify)
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from .models import Connection, PeerState, Status
+from .models import PeerState, Status
 from .queue import Contact
+
+if TYPE_CHECKING:
+    from .models import Connection
+    from .store import Listed
 
 
 class Live(StrEnum):
@@ -59,7 +64,7 @@ _PEER = {
 }
 
 
-def live_state(connection: Connection, contact: Contact, now: float) -> LiveState:
+def live_state(connection: Connection | Listed, contact: Contact, now: float) -> LiveState:
     """The state to show for `connection` at `now`."""
     peer = _PEER.get(connection.peer_state) if connection.peer_state else None
     match connection.status:

@@ -5,14 +5,18 @@ Every second or two a thread worker looks at the home: the connection files
 are parsed again only when their names, sizes or mtimes changed; the last
 contact of each comes from `state.sqlite3`. The handler then rebuilds the
 table (the files changed) or updates the Status cells that read differently.
+
+When the console starts, the first frame may be drawn from `Home.glance` (the
+files read without pydantic); the first tick reads the home the usual way, and
+its rows are the same, so the table is left as it is.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -25,9 +29,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
 from exalate_tui.live import Live, LiveState, live_state
-from exalate_tui.models import Connection, Instance
 from exalate_tui.queue import Contact, State
-from exalate_tui.store import Home, StoreError
+from exalate_tui.store import Glance, Home, Listed, StoreError
+
+if TYPE_CHECKING:
+    from exalate_tui.models import Connection, Instance
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -57,7 +63,7 @@ def status_cell(live: LiveState) -> Text:
     return Text.assemble((live.label, STYLES[live.live]), (f"\n{live.detail}", "dim"))
 
 
-def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
+def row(connection: Connection | Listed, live: LiveState) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
     names = Text(connection.name)
     names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
@@ -67,6 +73,14 @@ def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
         status_cell(live),
         Text(connection.created.strftime("%Y-%m-%d")),
     )
+
+
+# A row's key (the connection id) and cells.
+Row = tuple[str, tuple[Text, ...]]
+
+
+def _without_status(rows: list[Row]) -> list[tuple[object, ...]]:
+    return [(key, *cells[:2], *cells[3:]) for key, cells in rows]
 
 
 # (file name, mtime in ns, size) of every connection file, and instance.toml's.
@@ -97,16 +111,20 @@ def signature(home: Home) -> Signature:
 class Reading:
     """The home as read at one moment: files (unless unchanged) and last contacts."""
 
-    signature: Signature
+    # None for a glance: the next look parses the files (and validates them).
+    signature: Signature | None
     files_changed: bool
-    instance: Instance | None = None
-    connections: list[Connection] = field(default_factory=list)
+    instance: Instance | Glance | None = None
+    connections: Sequence[Connection | Listed] = field(default_factory=list)
     problems: list[StoreError] = field(default_factory=list)
     contacts: dict[str, Contact] = field(default_factory=dict)
 
 
 def read_home(
-    home: Home, state: State | None, previous: Signature | None, known: list[Connection]
+    home: Home,
+    state: State | None,
+    previous: Signature | None,
+    known: Sequence[Connection | Listed],
 ) -> Reading:
     """Parse the files again only when `previous` no longer matches; contacts always."""
     current = signature(home)
@@ -124,6 +142,12 @@ def read_home(
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts
     )
+
+
+def read_glance(glance: Glance, state: State | None) -> Reading:
+    """The first reading, from a glance: what `read_home` gives, without pydantic."""
+    contacts = {c.id: state.contact(c.id) for c in glance.connections} if state else {}
+    return Reading(None, True, glance, glance.connections, glance.problems, contacts)
 
 
 class ConnectionsScreen(Screen[None]):
@@ -166,16 +190,25 @@ class ConnectionsScreen(Screen[None]):
             self.reading = reading
 
     def __init__(
-        self, home: Home, state: State | None, state_problem: str | None, now: Callable[[], float]
+        self,
+        home: Home,
+        state: State | None,
+        state_problem: str | None,
+        now: Callable[[], float],
+        glance: Glance | None = None,
     ) -> None:
         super().__init__()
         self.home = home
         self.state = state
         self.state_problem = state_problem
         self.now = now
+        self._glance = glance
         self._signature: Signature | None = None
-        self._connections: list[Connection] = []
+        self._connections: Sequence[Connection | Listed] = []
         self._statuses: dict[str, Text] = {}
+        # The rows as last shown, to leave the table alone when a reading shows the same.
+        self._rows: list[Row] = []
+        self._shown = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="tabs"):
@@ -191,11 +224,20 @@ class ConnectionsScreen(Screen[None]):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         # The first reading is done here and now, so the first frame shows every row.
-        self._show(read_home(self.home, self.state, None, []))
+        if self._glance is None:
+            self._show(read_home(self.home, self.state, None, []))
+        else:
+            # Validated by the first tick: a glance has no signature, so it reads the files.
+            self._show(read_glance(self._glance, self.state))
+            self._glance = None
         self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
-        self.action_reload()
+        # Not when first shown: on_mount has just read the home, and a read in a thread
+        # now would hold up the first frame (it holds the GIL 5 ms at a time).
+        if self._shown:
+            self.action_reload()
+        self._shown = True
 
     def action_reload(self) -> None:
         """Show the home as it is on disk now."""
@@ -233,19 +275,29 @@ class ConnectionsScreen(Screen[None]):
             return
         self._signature = reading.signature
         self._connections = reading.connections
-        self._statuses = statuses
         if reading.instance is not None:
             where = reading.instance.public_url or "no public URL"
             self.query_one("#instance", Label).update(
                 Text(f"{reading.instance.short_name} · {where}")
             )
-        selected = table.cursor_row
-        table.clear()
-        for connection in reading.connections:
-            live = live_state(connection, reading.contacts.get(connection.id, Contact()), now)
-            table.add_row(*row(connection, live), height=2, key=connection.id)
-        if reading.connections:
-            table.move_cursor(row=min(selected, len(reading.connections) - 1))
+        rows = [
+            (c.id, row(c, live_state(c, reading.contacts.get(c.id, Contact()), now)))
+            for c in reading.connections
+        ]
+        if _without_status(rows) == _without_status(self._rows):
+            # The same connections (the validation after a glance, say): only statuses move.
+            for cid, cell in statuses.items():
+                if cell != self._statuses.get(cid):
+                    table.update_cell(cid, "status", cell)
+        else:
+            selected = table.cursor_row
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, height=2, key=key)
+            if rows:
+                table.move_cursor(row=min(selected, len(rows) - 1))
+        self._rows = rows
+        self._statuses = statuses
         table.display = bool(reading.connections)
         self.query_one("#empty").display = not reading.connections
         self._show_problems(reading.problems)

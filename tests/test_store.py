@@ -386,3 +386,104 @@ def test_the_home_comes_from_the_environment_then_platformdirs(
     monkeypatch.delenv(store.HOME_ENV)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert store.default_home() == tmp_path / "config" / "exalate-tui"
+
+
+# -- the glance: the console's first screen, read without pydantic ------------------
+
+
+def test_glance_keys_are_the_models_fields() -> None:
+    assert set(Connection.model_fields) == store.CONNECTION_KEYS
+    assert set(Instance.model_fields) == store.INSTANCE_KEYS
+
+
+def glance_home(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
+    home.save_connection(connection("snow_to_jira", status=Status.ACTIVE))
+    home.save_connection(
+        connection(
+            "b",
+            remote_name=None,
+            description="line",
+            remote_url="https://jira.example.com",
+            peer_state="deactivated",
+            code_digest="a" * 64,
+            token="t",
+            secret="s",
+            token_expires=datetime(2030, 1, 1, tzinfo=UTC),
+            created=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+    )
+    return home
+
+
+def test_glance_shows_what_the_models_load(tmp_path: Path) -> None:
+    home = glance_home(tmp_path)
+    glance = home.glance()
+    assert glance is not None
+    loaded = home.load_connections()
+    shown = ("id", "name", "local_name", "remote_name", "mode", "topology", "status")
+    fields = (*shown, "peer_state", "created")
+    assert [[getattr(c, f) for f in fields] for c in glance.connections] == [
+        [getattr(c, f) for f in fields] for c in loaded.connections
+    ]
+    assert glance.instance() == home.load_instance()
+    assert (glance.short_name, glance.public_url) == ("snow", "https://snow.example.com")
+
+
+def test_glance_reports_files_that_are_not_toml_as_loading_does(tmp_path: Path) -> None:
+    home = glance_home(tmp_path)
+    home.connection_path("broken").write_text('name = "x"\n[[oops\n')
+    home.connection_path("binary").write_bytes(b"\xff\xfe")
+    glance = home.glance()
+    assert glance is not None
+    assert [str(p) for p in glance.problems] == [str(p) for p in home.load_connections().problems]
+    assert len(glance.connections) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mode": "fast"},  # the model refuses it
+        {"status": "paused"},
+        {"name": "bad\x1bname"},
+        {"local_name": "snow white"},
+        {"remote_url": "ftp://x"},
+        {"code_digest": "A" * 64},
+        {"surprise": 1},  # extra keys are refused
+        {"created": "2024-01-01T00:00:00Z"},  # the model would parse it: it judges
+        {"created": datetime(2024, 1, 1)},  # no offset
+        {"token_expires": "soon"},
+        {"description": 5},
+    ],
+)
+def test_glance_leaves_anything_unusual_to_the_models(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    home = glance_home(tmp_path)
+    path = next(home.connections_dir.glob("*.toml"))
+    data = tomllib.loads(path.read_text()) | change
+    path.write_text(tomli_w.dumps(data))
+    assert home.glance() is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",  # missing short_name
+        'short_name = "snow white"\n',
+        'short_name = "snow"\nlisten_port = "7917"\n',  # the model would coerce it
+        'short_name = "snow"\nlisten_port = 0\n',
+        'short_name = "snow"\npublic_url = "snow.example.com"\n',
+        'short_name = "snow"\nextra = 1\n',
+        "short_name = [\n",
+    ],
+)
+def test_glance_leaves_an_unusual_instance_to_the_model(tmp_path: Path, text: str) -> None:
+    home = glance_home(tmp_path)
+    home.instance_path.write_text(text)
+    assert home.glance() is None
+
+
+def test_no_glance_without_an_instance(tmp_path: Path) -> None:
+    assert Home(tmp_path / "home").glance() is None
