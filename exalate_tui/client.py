@@ -93,6 +93,10 @@ class Batch:
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _DECODER = json.JSONDecoder()
 _MESSAGE_START = re.compile(r'\{"seq":(\d{1,19}),"kind":')
+_PLAIN_HEAD = re.compile(r'\{"seq":(\d{1,19}),"kind":"([A-Za-z0-9._:-]{1,100})","body":')
+_TAIL = re.compile(r'\],"last_seq":(\d{1,19})\}\s*')
+# The C scanner behind `raw_decode`, without its Python wrapper: StopIteration if not JSON.
+_scan = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _splice_batch(text: str, acked: int | None = None) -> Batch | None:
@@ -110,26 +114,32 @@ def _splice_batch(text: str, acked: int | None = None) -> Batch | None:
         return None
     at = len(prefix)
     messages: list[Message] = []
+    append = messages.append
     try:
         while text[at] != "]":
             if messages:
                 if text[at] != ",":
                     return None
                 at += 1
-            start = _MESSAGE_START.match(text, at)
-            if start is None:
-                return None
-            kind, at = _DECODER.raw_decode(text, start.end())
-            if not isinstance(kind, str) or not text.startswith(',"body":', at):
-                return None
-            begin = at + len(',"body":')
-            _, at = _DECODER.raw_decode(text, begin)
+            # Most kinds need no escapes: one match reads seq and kind, and finds the body.
+            head = _PLAIN_HEAD.match(text, at)
+            if head is not None:
+                seq, kind, begin = head.group(1), head.group(2), head.end()
+            else:
+                start = _MESSAGE_START.match(text, at)
+                if start is None:
+                    return None
+                kind, at = _scan(text, start.end())
+                if not isinstance(kind, str) or not text.startswith(',"body":', at):
+                    return None
+                seq, begin = start.group(1), at + len(',"body":')
+            _, at = _scan(text, begin)  # parsed only to be sure it is JSON, and where it ends
             if text[at] != "}":
                 return None
-            messages.append(Message(int(start.group(1)), kind, text[begin:at]))
+            append(Message(int(seq), kind, text[begin:at]))
             at += 1
-        tail = re.fullmatch(r'\],"last_seq":(\d{1,19})\}\s*', text[at:])
-    except (IndexError, ValueError):
+        tail = _TAIL.fullmatch(text, at)
+    except (IndexError, ValueError, StopIteration):
         return None
     if tail is None:
         return None

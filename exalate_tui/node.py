@@ -754,8 +754,8 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
             return b"".join(chunks)
 
 
-def _outbox(state: State, cid: str, after: int, limit: int) -> tuple[list[Message], int]:
-    return state.pending(cid, after, limit), state.last_seq(cid)
+def _outbox(state: State, cid: str, after: int, limit: int) -> tuple[list[str], int]:
+    return state.pending_wire(cid, after, limit), state.last_seq(cid)
 
 
 def _forget(home: Home, state: State, cid: str) -> None:
@@ -763,9 +763,9 @@ def _forget(home: Home, state: State, cid: str) -> None:
     state.forget(cid)
 
 
-def _batch(messages: list[Message], last_seq: int, acked: int) -> Response:
+def _batch(messages: list[str], last_seq: int, acked: int) -> Response:
     # Bodies go out as stored: the JSON text is spliced in, never decoded and re-encoded.
-    text = '{"messages":[' + ",".join(m.wire() for m in messages) + f'],"last_seq":{last_seq}}}'
+    text = '{"messages":[' + ",".join(messages) + f'],"last_seq":{last_seq}}}'
     # The header tells the caller this node honours `ack` (an older one prunes up to `after`).
     return Response(text, media_type="application/json", headers={ACK_HEADER: str(acked)})
 

@@ -100,6 +100,24 @@ def doorbell_address(path: Path) -> str | None:
     return f"\0exalate-tui-{digest}"
 
 
+# Rows per INSERT statement (5 values each, under SQLite's oldest limit of 999 variables).
+_ROWS_PER_INSERT = 199
+
+
+def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows of five values with one statement per `_ROWS_PER_INSERT`, not one per row.
+
+    `executemany` steps SQLite once per row and drops and retakes the GIL at
+    each step: while the event loop thread is busy (parsing the next batch),
+    every row then waits for the GIL. One step per many rows inserts a
+    fetched batch without that convoy (benchmarks/README.md, throughput).
+    """
+    for at in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[at : at + _ROWS_PER_INSERT]
+        values = ",".join(["(?,?,?,?,?)"] * len(chunk))
+        db.execute(f"INSERT INTO {into} VALUES {values}", [value for row in chunk for value in row])
+
+
 class StateError(Exception):
     """`state.sqlite3` cannot be used; str() names the file and what to do."""
 
@@ -210,8 +228,9 @@ class State:
             self._stream(cid)
             (last,) = db.execute("SELECT last_seq FROM streams WHERE cid = ?", (cid,)).fetchone()
             seqs = list(range(last + 1, last + 1 + len(rows)))
-            db.executemany(
-                "INSERT INTO outbox (cid, seq, kind, body, created) VALUES (?, ?, ?, ?, ?)",
+            _insert_rows(
+                db,
+                "outbox (cid, seq, kind, body, created)",
                 [(cid, seq, kind, body, now) for seq, (kind, body) in zip(seqs, rows, strict=True)],
             )
             db.execute("UPDATE streams SET last_seq = ? WHERE cid = ?", (last + len(rows), cid))
@@ -268,6 +287,19 @@ class State:
             ).fetchall()
         return [Message(*row) for row in rows]
 
+    def pending_wire(self, cid: str, after: int = 0, limit: int = 500) -> list[str]:
+        """`pending`, each message already in its wire form (`Message.wire`).
+
+        What a long-poll answers: thousands a poll, so no `Message` objects on the way.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, body FROM outbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (cid, after, limit),
+            ).fetchall()
+        quoted = _quoted
+        return [f'{{"seq":{seq},"kind":{quoted(kind)},"body":{body}}}' for seq, kind, body in rows]
+
     def last_seq(self, cid: str) -> int:
         return self._read_int("SELECT last_seq FROM streams WHERE cid = ?", cid)
 
@@ -310,8 +342,9 @@ class State:
             for message in fresh:
                 if effect is not None:
                     effect(message)
-            db.executemany(
-                "INSERT INTO inbox (cid, seq, kind, body, applied_at) VALUES (?, ?, ?, ?, ?)",
+            _insert_rows(
+                db,
+                "inbox (cid, seq, kind, body, applied_at)",
                 [(cid, m.seq, m.kind, m.body_json, now) for m in fresh],
             )
             cursor = fresh[-1].seq

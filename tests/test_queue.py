@@ -45,6 +45,19 @@ def test_wire_form_splices_the_stored_body(state: State) -> None:
     assert Message.from_wire(decoded) == message
 
 
+def test_pending_wire_is_each_pending_message_in_wire_form(state: State) -> None:
+    state.enqueue_many("a", [("hello", {"t": 'é"\n'}), ('kind "odd"', None), ("ping", [1])])
+    assert state.pending_wire("a", 1, 5) == [m.wire() for m in state.pending("a", 1, 5)]
+
+
+def test_a_batch_bigger_than_one_insert_statement_keeps_its_order(state: State) -> None:
+    seqs = state.enqueue_many("a", [("ping", {"n": n}) for n in range(1000)])
+    assert seqs == list(range(1, 1001))
+    assert [m.body["n"] for m in state.pending("a", limit=1000)] == list(range(1000))
+    assert state.apply("b", state.pending("a", limit=1000)) == 1000
+    assert [m.body["n"] for m in state.inbox("b", limit=1000)] == list(range(1000))
+
+
 def test_ack_prunes_only_up_to_the_acknowledged_seq(state: State) -> None:
     state.enqueue_many("a", [("ping", None)] * 5)
     assert state.ack("a", 2) == 2
