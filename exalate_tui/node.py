@@ -658,13 +658,8 @@ async def _fetch(node: Node, cid: str, buried: bool, query: FetchQuery) -> Respo
     after, ack, wait, limit = query.after, query.ack, query.wait, query.limit
     del query  # a parked poll keeps four numbers, not the model
     state = node.state
-    acked = after if ack is None else ack
-    await asyncio.to_thread(state.ack, cid, acked)
-    if buried and acked >= await asyncio.to_thread(state.last_seq, cid):
-        # The partner has applied `connection.deleted`: nothing is left to tell it.
-        await asyncio.to_thread(_forget, node.home, state, cid)
-        log.info("connection %s: the partner has heard of its deletion", cid)
-        return _batch([], after, acked)
+    pruned = after if ack is None else ack
+    acked: int | None = pruned  # still to prune: done by the first look at the outbox
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     wakeups = node.wakeups
@@ -672,10 +667,18 @@ async def _fetch(node: Node, cid: str, buried: bool, query: FetchQuery) -> Respo
         # Parked polls hold this frame, a waiter and a timer: no task, no extra coroutine.
         waiter = wakeups.register(cid, after) if wait else None
         try:
-            messages, last_seq = await asyncio.to_thread(_outbox, state, cid, after, limit)
+            # The first look also prunes what is acknowledged: one thread hop, not two.
+            messages, last_seq = await asyncio.to_thread(_outbox, state, cid, after, limit, acked)
+            if acked is not None:
+                if buried and acked >= last_seq:
+                    # The partner has applied `connection.deleted`: nothing is left to tell it.
+                    await asyncio.to_thread(_forget, node.home, state, cid)
+                    log.info("connection %s: the partner has heard of its deletion", cid)
+                    return _batch([], after, acked)
+                acked = None
             remaining = deadline - loop.time()
             if messages or remaining <= 0 or waiter is None or wakeups.closed:
-                return _batch(messages, last_seq, acked)
+                return _batch(messages, last_seq, pruned)
             del messages
             timer = loop.call_later(remaining, waiter.wake)
             try:
@@ -754,7 +757,12 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
             return b"".join(chunks)
 
 
-def _outbox(state: State, cid: str, after: int, limit: int) -> tuple[list[str], int]:
+def _outbox(
+    state: State, cid: str, after: int, limit: int, acked: int | None = None
+) -> tuple[list[str], int]:
+    """Prune up to `acked` (when given), then the messages after `after` and the last seq."""
+    if acked is not None:
+        state.ack(cid, acked)
     return state.pending_wire(cid, after, limit), state.last_seq(cid)
 
 
