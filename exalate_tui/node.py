@@ -441,9 +441,20 @@ class Node:
         )
 
     async def verify(
-        self, cid: str, method: str, path: str, query: bytes, header: str | None, body: bytes
+        self,
+        cid: str,
+        method: str,
+        path: str,
+        query: bytes,
+        header: str | None,
+        body: bytes,
+        *,
+        record: bool = True,
     ) -> tuple[Connection, bool]:
-        """`authenticate` from the request's parts (the long-poll's lean path has no Request)."""
+        """`authenticate` from the request's parts (the long-poll's lean path has no Request).
+
+        `record=False` leaves recording contact to the caller (`contact_due`).
+        """
         found = await asyncio.to_thread(self.find, cid)
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
@@ -457,15 +468,21 @@ class Node:
         assert stamp is not None  # verify() accepted the header's form
         if not self.replays.admit(bytes.fromhex(stamp.group(2)), int(stamp.group(1)), now):
             raise _unauthorized()
-        await self._record_contact(cid)
+        if record:
+            await self._record_contact(cid)
         return found
 
     async def _record_contact(self, cid: str) -> None:
+        if self.contact_due(cid):
+            await asyncio.to_thread(self.state.record_ok, cid)
+
+    def contact_due(self, cid: str) -> bool:
+        """Whether to record contact for `cid` now (at most once a second); marks it done."""
         now = time.monotonic()
         if now - self._contact.get(cid, -CONTACT_EVERY) < CONTACT_EVERY:
-            return
+            return False
         self._contact[cid] = now
-        await asyncio.to_thread(self.state.record_ok, cid)
+        return True
 
 
 def _node(request: Request) -> Node:
@@ -653,8 +670,13 @@ def _refuse_deactivated(found: tuple[Connection, bool]) -> bool:
     return buried
 
 
-async def _fetch(node: Node, cid: str, buried: bool, query: FetchQuery) -> Response:
-    """The long-poll once the caller is authenticated (and not deactivated)."""
+async def _fetch(
+    node: Node, cid: str, buried: bool, query: FetchQuery, *, contact: bool = False
+) -> Response:
+    """The long-poll once the caller is authenticated (and not deactivated).
+
+    `contact`: record contact too, in the same thread hop as the first look.
+    """
     after, ack, wait, limit = query.after, query.ack, query.wait, query.limit
     del query  # a parked poll keeps four numbers, not the model
     state = node.state
@@ -668,7 +690,10 @@ async def _fetch(node: Node, cid: str, buried: bool, query: FetchQuery) -> Respo
         waiter = wakeups.register(cid, after) if wait else None
         try:
             # The first look also prunes what is acknowledged: one thread hop, not two.
-            messages, last_seq = await asyncio.to_thread(_outbox, state, cid, after, limit, acked)
+            messages, last_seq = await asyncio.to_thread(
+                _outbox, state, cid, after, limit, acked, contact
+            )
+            contact = False
             if acked is not None:
                 if buried and acked >= last_seq:
                     # The partner has applied `connection.deleted`: nothing is left to tell it.
@@ -718,11 +743,20 @@ async def _long_poll(node: Node, cid: str, scope: Scope, receive: Receive, send:
         if body is None:
             return  # the caller went away
         # Only a flag is kept: a parked poll must not hold a copy of the connection.
-        buried = _refuse_deactivated(
-            await node.verify(cid, "GET", scope["path"], scope["query_string"], header, body)
+        found = await node.verify(
+            cid, "GET", scope["path"], scope["query_string"], header, body, record=False
         )
         del header, body
-        fetching = _fetch(node, cid, buried, query)
+        # Contact is recorded with the first look at the outbox (one thread hop less).
+        contact = node.contact_due(cid)
+        try:
+            buried = _refuse_deactivated(found)
+        except ApiError:
+            if contact:
+                await asyncio.to_thread(node.state.record_ok, cid)
+            raise
+        del found
+        fetching = _fetch(node, cid, buried, query, contact=contact)
         del query
         response = await fetching
     except ApiError as error:
@@ -758,9 +792,17 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
 
 
 def _outbox(
-    state: State, cid: str, after: int, limit: int, acked: int | None = None
+    state: State,
+    cid: str,
+    after: int,
+    limit: int,
+    acked: int | None = None,
+    contact: bool = False,
 ) -> tuple[list[str], int]:
-    """Prune up to `acked` (when given), then the messages after `after` and the last seq."""
+    """Prune up to `acked` (when given), record contact (if asked), then the messages
+    after `after` and the last seq."""
+    if contact:
+        state.record_ok(cid)
     if acked is not None:
         state.ack(cid, acked)
     return state.pending_wire(cid, after, limit), state.last_seq(cid)
