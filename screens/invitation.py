@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from textual import on, work
+from textual import events, on, work
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
@@ -125,7 +125,7 @@ class InvitationScreen(WizardStep):
 
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__(wizard)
-        self._saving: Worker[None] | None = None
+        self._saving: Worker[object] | None = None
         self._saved = False
 
     @property
@@ -170,8 +170,7 @@ class InvitationScreen(WizardStep):
     @on(Button.Pressed, "#done")
     async def action_done(self) -> None:
         """Done: back to Connections, once the connection is saved (pending)."""
-        if self._saving is not None:
-            await self._saving.wait()
+        await self._start_saving().wait()
         if self._saved:
             self.post_message(self.Closed())
 
@@ -181,10 +180,16 @@ class InvitationScreen(WizardStep):
         else:
             await self.action_done()
 
-    def on_screen_resume(self) -> None:
-        # After the first frame: the code shows at once, the fsync follows.
-        if self._saving is None:
-            self._saving = self._save()
+    @on(events.ScreenResume)
+    def _shown(self) -> None:
+        # The code shows at once; the save (an fsync) starts once it is drawn.
+        self.call_after_refresh(self._start_saving)
+
+    def _start_saving(self) -> Worker[object]:
+        saving = self._saving
+        if saving is None:
+            saving = self._saving = self._save()
+        return saving
 
     @work(exclusive=True, exit_on_error=False, group="save")
     async def _save(self) -> None:
