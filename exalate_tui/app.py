@@ -14,7 +14,7 @@ import importlib
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App
@@ -25,6 +25,8 @@ from .models import pydantic_loaded
 from .store import Glance, Home, StoreError
 
 if TYPE_CHECKING:
+    from textual.screen import Screen
+
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
@@ -113,6 +115,8 @@ class ExalateApp(App[None]):
         self._instance: Instance | None = None
         # What the first screen was drawn from when pydantic had not loaded yet.
         self._glance: Glance | None = None
+        # True when the Connections tab is the default screen (`get_default_screen`).
+        self._tab_is_default = False
         self.wizard: InitiateWizard | None = None
         self.wizard_screens: StepScreens | None = None
         # Every code issued while the console was open, printed on exit.
@@ -133,8 +137,31 @@ class ExalateApp(App[None]):
     def instance(self, instance: Instance | None) -> None:
         self._instance, self._glance = instance, None
 
+    def get_default_screen(self) -> Screen[Any]:
+        """The Connections tab itself, when a glance at the home can draw it.
+
+        Before pydantic has loaded, a home whose files are plainly valid is shown
+        from a glance at them (no pydantic: ~100 ms sooner); the tab's first tick
+        validates them. As the default screen it is composed with the app, so
+        its rows are in the first frame; pushed over the default screen, they
+        came three frames later (a blank screen, then the empty table).
+        """
+        glance = None if pydantic_loaded() else self.home.glance()
+        if glance is None:
+            return super().get_default_screen()
+        self._tab_is_default = True
+        screen = self._connections_screen(None, glance)
+        # Textual reads a screen's CSS_PATH when it is pushed, not for the default screen.
+        for path in screen.css_path:
+            if not self.stylesheet.has_source(str(path)):
+                self.stylesheet.read(path)
+        return screen
+
     def on_mount(self) -> None:
-        self._start()
+        if self._tab_is_default:
+            self._supervise_soon()
+        else:
+            self._start()
 
     async def on_unmount(self) -> None:
         """Stop the pollers (releasing their locks) before the state closes."""
@@ -148,12 +175,6 @@ class ExalateApp(App[None]):
 
     def _start(self) -> None:
         """The first screen: setup, a broken instance.toml, or the Connections tab."""
-        # Before pydantic has loaded, a home whose files are plainly valid is shown from a
-        # glance at them (no pydantic: ~100 ms sooner); the screen's first tick validates them.
-        glance = None if pydantic_loaded() else self.home.glance()
-        if glance is not None:
-            self._open_connections(None, glance)
-            return
         try:
             instance = self.home.load_instance()
         except StoreError as error:
@@ -168,16 +189,22 @@ class ExalateApp(App[None]):
             return
         self._open_connections(instance)
 
-    def _open_connections(self, instance: Instance | None, glance: Glance | None = None) -> None:
+    def _open_connections(self, instance: Instance) -> None:
+        self.push_screen(self._connections_screen(instance, None))
+        self._supervise_soon()
+
+    def _connections_screen(
+        self, instance: Instance | None, glance: Glance | None
+    ) -> ConnectionsScreen:
         from screens.connections import ConnectionsScreen
 
         self.instance = instance
         self._glance = glance
         if self.state is None and self.state_problem is None:
             self._open_state()
-        self.push_screen(
-            ConnectionsScreen(self.home, self.state, self.state_problem, self.now, glance)
-        )
+        return ConnectionsScreen(self.home, self.state, self.state_problem, self.now, glance)
+
+    def _supervise_soon(self) -> None:
         if self.supervise and self.state is not None and not self.supervisor:
             # After the first screen is out: the network stack loads off the critical path.
             self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))

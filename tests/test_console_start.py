@@ -65,6 +65,7 @@ async def test_the_first_screen_from_a_glance_is_the_models_screen(
 ) -> None:
     home = home_with_rows(tmp_path)
     async with console(home, frozen).run_test(size=SIZE) as pilot:
+        await pilot.pause()  # the Footer lists the tab's keys once the first frame is out
         expected = first_frame_of(pilot.app)
     monkeypatch.setattr(app_module, "pydantic_loaded", lambda: False)
     app = console(home, frozen)
@@ -72,6 +73,7 @@ async def test_the_first_screen_from_a_glance_is_the_models_screen(
         screen = app.screen
         assert isinstance(screen, ConnectionsScreen)
         assert all(isinstance(c, Listed) for c in screen._connections)
+        await pilot.pause()
         assert first_frame_of(app) == expected
         table = screen.query_one(DataTable)
         cleared: list[bool] = []
