@@ -12,7 +12,6 @@ import fcntl
 import os
 import re
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,11 +121,53 @@ def _parse_text(path: Path, raw: bytes, model: type[BaseModel]) -> Any:
     return _validate(path, _read_toml(path, raw), model)
 
 
+# One line as tomli-w writes this store's files: a bare key, then a basic string with
+# nothing to unescape, a date-time to the second with its offset, or a plain integer.
+_PLAIN_LINE = re.compile(
+    r'([A-Za-z0-9_-]+) = (?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*)"'
+    r"|(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:Z|[+-]\d\d:\d\d))|(0|[1-9]\d{0,17}))"
+)
+
+
+def _plain_toml(text: str) -> dict[str, Any] | None:
+    """What tomllib reads from `text` when every line is a `_PLAIN_LINE`, else None.
+
+    tomllib is pure Python: ~0.5 ms a file, and its import ~1.5 ms. The files this
+    store writes are all such lines; anything else is left to tomllib.
+    """
+    data: dict[str, Any] = {}
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for line in lines:
+        found = _PLAIN_LINE.fullmatch(line)
+        if found is None:
+            return None
+        key, string, moment, number = found.groups()
+        if key in data:
+            return None
+        if string is not None:
+            data[key] = string
+        elif moment is not None:
+            try:
+                data[key] = datetime.fromisoformat(moment)
+            except ValueError:
+                return None
+        else:
+            data[key] = int(number)
+    return data
+
+
 def _read_toml(path: Path, raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise StoreError(path, "is not UTF-8 text; fix or remove the file") from None
+    plain = _plain_toml(text)
+    if plain is not None:
+        return plain
+    import tomllib
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

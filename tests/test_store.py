@@ -487,3 +487,40 @@ def test_glance_leaves_an_unusual_instance_to_the_model(tmp_path: Path, text: st
 
 def test_no_glance_without_an_instance(tmp_path: Path) -> None:
     assert Home(tmp_path / "home").glance() is None
+
+
+# -- the plain-TOML fast path: whatever it reads, tomllib reads the same ------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_keys = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
+_values = st.one_of(
+    st.text(max_size=40),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.datetimes(min_value=datetime(1, 1, 2), timezones=st.sampled_from([UTC, None])),
+    st.booleans(),
+)
+
+
+@given(st.dictionaries(_keys, _values, max_size=8))
+def test_the_plain_path_reads_what_tomllib_reads(data: dict[str, object]) -> None:
+    text = tomli_w.dumps(data)
+    plain = store._plain_toml(text)
+    if plain is not None:
+        expected = tomllib.loads(text)
+        assert plain == expected
+        assert [type(v) for v in plain.values()] == [type(v) for v in expected.values()]
+
+
+@given(st.text(alphabet=st.sampled_from('ab_=" \n\t\\-:+Z0123456789.T#[]\x7f\u2028'), max_size=60))
+def test_the_plain_path_takes_nothing_tomllib_refuses(text: str) -> None:
+    plain = store._plain_toml(text)
+    if plain is not None:
+        assert plain == tomllib.loads(text)
+
+
+def test_the_files_this_store_writes_take_the_plain_path(tmp_path: Path) -> None:
+    home = glance_home(tmp_path)
+    for path in [home.instance_path, *home.connections_dir.glob("*.toml")]:
+        assert store._plain_toml(path.read_text()) == tomllib.loads(path.read_text())
