@@ -1,11 +1,13 @@
 """Wizard step transition: Next pressed → the next step rendered, in `App.run_test`.
 
 The clock starts when the key event is handed to the app's driver (as a
-terminal's key would be) and stops in a callback the new screen runs after
-its first refresh. Each pass walks the seed's flow: "I don't have a URL" →
+terminal's key would be) and stops when the new step's first frame is written
+(`App._display`; the callback it runs once its refresh settles is in the
+notes). Each pass walks the seed's flow: "I don't have a URL" →
 configuration type → note → connection information → invitation code (which
-saves the connection, fsync included). Reference: the minimal Textual app
-switching between two screens of the same widgets, measured the same way.
+issues the code; the console saves the connection, fsync included, in a
+worker once the code is drawn). Reference: the minimal Textual app switching
+between two screens of the same widgets, measured the same way.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def measure() -> list[Figure]:
             met=value < 16,
             method=(
                 "App.run_test at 80×24: key handed to the driver until the next step's "
-                "first frame is written; 4 steps per pass of the seed's flow, the last one saving"
+                "first frame is written; 4 steps per pass of the seed's flow, the last one "
+                "issuing the code (saved in a worker once it is drawn)"
             ),
             runs=len(samples),
             spread=spread,

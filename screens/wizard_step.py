@@ -10,6 +10,7 @@ around the current one before they are needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
@@ -38,6 +39,10 @@ def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
         ),
         classes="field",
     )
+
+
+# How long a screen being made ready waits for its widgets to handle their messages.
+SETTLE_TIMEOUT = 1.0
 
 
 class WizardStep(Screen[None]):
@@ -287,6 +292,7 @@ class StepScreens:
     def close(self) -> None:
         """The wizard is over: drop the screens built for steps not taken."""
         self._closed = True
+        self._app.workers.cancel_group(self._app, "wizard-ahead")
         for screen in self._ahead.values():
             screen.remove()
         self._ahead.clear()
@@ -307,4 +313,6 @@ async def _settled(screen: Screen[None]) -> None:
     for widget in widgets:
         if not widget.call_later(handled):  # closing
             handled()
-    await done.wait()
+    # A widget removed meanwhile never runs its callback: then it is not worth waiting for.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), SETTLE_TIMEOUT)
