@@ -19,7 +19,6 @@ models and the wizard where a command uses them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -29,6 +28,8 @@ from .models import check_short_name, check_url, normalize_url
 from .store import Home, NotFound, StoreError
 
 if TYPE_CHECKING:
+    import argparse
+
     from .models import Connection, Instance
     from .wizard import InitiateWizard, UrlCheck
 
@@ -81,7 +82,7 @@ def _require_instance(home: Home) -> Instance:
 # -- commands ------------------------------------------------------------------
 
 
-def cmd_console(args: argparse.Namespace, home: Home) -> int:
+def cmd_console(args: argparse.Namespace | None, home: Home) -> int:
     from .app import run_console
 
     return run_console(home)
@@ -372,6 +373,8 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
 
 
 def _port(text: str) -> int:
+    import argparse
+
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return int(text)
@@ -392,6 +395,8 @@ def _common(*, json_flag: bool) -> argparse.ArgumentParser:
 
     SUPPRESS keeps a subcommand's default from overwriting a value given before it.
     """
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--home",
@@ -428,6 +433,8 @@ Only jira public: the same --url; jira's accept waits for snow's node to call.
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     home = _common(json_flag=False)
     home_json = _common(json_flag=True)
     parser = argparse.ArgumentParser(
@@ -517,13 +524,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_home(argv: Sequence[str]) -> list[str | None] | None:
+    """[the --home value or None] when `argv` opens the console with at most `--home DIR`."""
+    if not argv:
+        return [None]
+    if len(argv) == 2 and argv[0] == "--home" and not argv[1].startswith("-"):
+        return [argv[1]]
+    if len(argv) == 1 and argv[0].startswith("--home="):
+        return [argv[0].removeprefix("--home=")]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.json = getattr(args, "json", False)
-    run: Callable[[argparse.Namespace, Home], int] = args.run
-    command = f"{PROG} {args.command}" if args.command else PROG
+    words = sys.argv[1:] if argv is None else argv
+    console = _console_home(words)
+    args: argparse.Namespace | None = None
+    run: Callable[[Any, Home], int] = cmd_console
+    command, home = PROG, console[0] if console else None
+    if console is None:
+        # Not just the console: importing argparse and building this parser was ~3 %
+        # of the console's start (benchmarks/README.md), so the console skips it.
+        args = _parser().parse_args(words)
+        args.json = getattr(args, "json", False)
+        run = args.run
+        command = f"{PROG} {args.command}" if args.command else PROG
+        home = getattr(args, "home", None)
     try:
-        return run(args, Home.resolve(getattr(args, "home", None)))
+        return run(args, Home.resolve(home))
     except BadInput as error:
         for line in str(error).splitlines():
             print(f"{command}: {inert(line)}", file=sys.stderr)

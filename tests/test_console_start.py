@@ -17,6 +17,7 @@ from textual.app import App
 from textual.widgets import DataTable
 
 from exalate_tui import app as app_module
+from exalate_tui import cli
 from exalate_tui.app import ExalateApp, make_app
 from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.store import Home, Listed
@@ -115,8 +116,24 @@ async def test_an_unusual_file_goes_the_models_way_at_once(
 def test_the_console_starts_without_pydantic() -> None:
     probe = (
         "import sys, exalate_tui.cli, exalate_tui.app, screens.connections;"
-        "bad = [m for m in ('pydantic', 'exalate_tui.wizard') if m in sys.modules];"
+        "bad = [m for m in ('pydantic', 'exalate_tui.wizard', 'argparse') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "home"),
+    [([], [None]), (["--home", "h"], ["h"]), (["--home=h"], ["h"]), (["--home="], [""])],
+)
+def test_the_console_alone_is_read_without_argparse(argv: list[str], home: list[str]) -> None:
+    assert cli._console_home(argv) == home
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--home"], ["--home", "-h"], ["--ho", "h"], ["init"], ["--home", "h", "x"]],
+)
+def test_anything_else_goes_to_argparse(argv: list[str]) -> None:
+    assert cli._console_home(argv) is None
