@@ -1,8 +1,10 @@
 """The last step: the invitation code, to copy, write to a file, and send to the partner.
 
-The connection is already saved (pending) when this screen opens. The code's
-widgets, keys and file writing are shared with the regenerated-code screen
-(`CODE_BINDINGS`, `compose_code`, `write_code`).
+The code is issued when the admin leaves the information step; this screen
+shows it at once and saves the connection (pending) in a worker as soon as it
+is drawn; Done waits for that. The code's widgets, keys and file writing are
+shared with the regenerated-code screen (`CODE_BINDINGS`, `compose_code`,
+`write_code`).
 """
 
 from __future__ import annotations
