@@ -348,9 +348,10 @@ class Supervisor:
         """Long-poll the public side, applying each batch in order, once.
 
         `applied` is the durable cursor, and every fetch acknowledges it.
-        While a batch is applied the next one is already asked for (`after`
-        = the batch's last seq, `ack` = the cursor before it, `wait` 0), so
-        the network and the public node work while this side's disk does.
+        While a batch is applied and the public outbox holds more (its
+        `last_seq`), the next one is already asked for (`after` = the batch's
+        last seq, `ack` = the cursor before it, `wait` 0), so the network and
+        the public node work while this side's disk does.
         What was fetched ahead is used only once the batch before it is
         applied whole; after any failure it is dropped and the poller starts
         again from the cursor. A node that does not say it honours `ack` is
@@ -376,7 +377,10 @@ class Supervisor:
                         if batch.messages:
                             last = batch.messages[-1].seq
                             deleted = any(m.kind == actions.DELETED for m in batch.messages)
-                            if not deleted and batch.acked is not None and last > applied:
+                            # Only while more waits (`last_seq`): fetching ahead of a drained
+                            # outbox would cost one more request per message at low rates.
+                            more = batch.last_seq > last
+                            if more and not deleted and batch.acked is not None and last > applied:
                                 ahead = asyncio.create_task(
                                     remote.fetch(
                                         cid, secret, last, wait=0, limit=self.limit, ack=applied
