@@ -222,7 +222,9 @@ class ConnectionsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for key, label in COLUMNS:
-            table.add_column(label, key=key)
+            # A Text, not a str: a str label is parsed as markup, and Rich's emoji
+            # lookup that comes with it loads a 5 ms table before the first frame.
+            table.add_column(Text(label), key=key)
         # The first reading is done here and now, so the first frame shows every row.
         if self._glance is None:
             self._show(read_home(self.home, self.state, None, []))
