@@ -154,8 +154,11 @@ class WalWatch:
     """Sleeps until a home's state.sqlite3 may have a new commit (inotify on its WAL).
 
     A commit writes the WAL, so waking on IN_MODIFY and then reading the
-    cursor sees each commit within microseconds without spinning a core the
-    nodes need. Where inotify is missing it falls back to 1 ms polls.
+    cursor sees each commit without spinning a core the nodes need. The last
+    write of a commit comes before its fsync, and the commit is visible only
+    after: callers re-read finely for a few ms after a write, or the next
+    reading would wait for the next write (or the timeout). Where inotify is
+    missing it falls back to 1 ms polls.
     """
 
     IN_MODIFY = 0x2
@@ -178,18 +181,21 @@ class WalWatch:
     def method(self) -> str:
         return "inotify on the WAL" if self._fd >= 0 else "1 ms polls"
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
+        """Whether the WAL was written (a commit may be on its way) within `timeout` s."""
         if self._fd < 0:
             time.sleep(0.001)
-            return
+            return False
         import select
 
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
-        if poller.poll(timeout * 1000):
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._fd, 65536):
-                    pass
+        if not poller.poll(timeout * 1000):
+            return False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._fd, 65536):
+                pass
+        return True
 
     def close(self) -> None:
         if self._fd >= 0:
