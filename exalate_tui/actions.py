@@ -20,15 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import SecretStr
 
 from . import invitation as codes
-from .client import Remote, RemoteError
 from .models import Connection, PeerState, Role, Status, Topology
 from .queue import Message, State
 from .store import Home, NotFound
+
+if TYPE_CHECKING:
+    import httpx
 
 DEACTIVATED = "connection.deactivated"
 ACTIVATED = "connection.activated"
@@ -193,6 +195,11 @@ async def _tell(
         return Outcome(connection, Told.NOBODY)
     if connection.remote_url is None:
         return Outcome(connection, Told.QUEUED)  # the partner fetches it when it polls
+    # httpx loads only here: a home whose partners all poll it never needs it.
+    import httpx
+
+    from .client import Remote, RemoteError
+
     cid, secret = connection.id, connection.secret
     try:
         async with asyncio.timeout(timeout):

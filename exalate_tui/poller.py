@@ -25,15 +25,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import SecretStr
 
 from . import actions
-from .client import Batch, Remote, RemoteError
 from .models import Connection, PeerState, Role, Status, Topology
 from .queue import Message, State
 from .store import Home
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .client import Batch, Remote
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +322,10 @@ class Supervisor:
         # One pooled client per peer URL, shared by every connection to that peer.
         remote = self._remotes.get(url)
         if remote is None:
+            # httpx loads with the first link that calls out: the console of a home
+            # whose partners all poll it never pays its ~7 MB.
+            from .client import Remote
+
             remote = self._remotes[url] = Remote(url, transport=self._transport)
         return remote
 
@@ -328,6 +336,8 @@ class Supervisor:
         reason = str(error) or type(error).__name__
         await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
         delay = backoff.failure()
+        from .client import RemoteError  # loaded already: every job's first step is a Remote
+
         if isinstance(error, RemoteError) and error.code == "deactivated":
             delay = min(delay, WAITING_CAP)
         await self._sleep(delay)
@@ -450,6 +460,8 @@ class Supervisor:
         connection = link.connection
         assert connection.remote_url and connection.token  # plan_for checked both
         remote = self._remote(connection.remote_url)
+        from .client import RemoteError
+
         backoff = self._backoff(WAITING_CAP)
         while True:
             expires = connection.token_expires
