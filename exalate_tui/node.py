@@ -311,6 +311,16 @@ class Wakeups:
             for waiter in waiters:
                 waiter.wake()
 
+    async def aclose(self) -> None:
+        """`close`, then stop the `data_version` watch, so the state can close after."""
+        self.close()
+        watcher = self._watcher
+        if watcher is not None:
+            # It sees `closed` within one `watch`: let a look already in a thread end
+            # there, rather than cancel the await and leave the thread on the state.
+            await asyncio.wait({watcher}, timeout=1.0)
+            watcher.cancel()
+
     def _wake(self, cid: str) -> None:
         for waiter in self._waiters.get(cid, ()):
             waiter.wake()
@@ -1072,6 +1082,7 @@ async def serve(home: Home, host: str | None = None, port: int | None = None) ->
                     await task
             node.remove_listener()
             stop_ringing()
+            await node.wakeups.aclose()
     finally:
         state.close()
         sock.close()

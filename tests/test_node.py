@@ -129,6 +129,7 @@ async def n(tmp_path: Path) -> AsyncIterator[Node]:
     side = Node(tmp_path)
     yield side
     await side.client.aclose()
+    await side.app.state.node.wakeups.aclose()
     side.state.close()
 
 
@@ -871,3 +872,17 @@ def test_node_on_a_taken_port_says_so(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 1
     assert "Address already in use" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.anyio
+async def test_closing_the_wakeups_stops_the_watch_before_the_state_closes(tmp_path: Path) -> None:
+    state = State(tmp_path / "state.sqlite3")
+    wakeups = node.Wakeups(state, watch=0.01)
+    cid = "12345678-1234-4234-8234-123456789abc"
+    waiter = wakeups.register(cid, 0)  # a parked poll starts the data_version watch
+    await asyncio.sleep(0.05)
+    assert wakeups._watcher is not None
+    await wakeups.aclose()
+    assert wakeups._watcher is None and waiter.woken.done()
+    wakeups.unregister(cid, waiter)
+    state.close()
