@@ -44,6 +44,7 @@ from pydantic import (
     field_validator,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from . import __version__, signing
@@ -502,21 +503,10 @@ def _node(request: Request) -> Node:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to pass `limit` bytes."""
-    too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise too_big
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await _receive_body(request.receive, request.headers.get("content-length"), limit)
+    if body is None:
+        raise ClientDisconnect()  # as `Request.stream` would
+    return body
 
 
 # -- routes ----------------------------------------------------------------------------
@@ -778,7 +768,10 @@ async def _long_poll(node: Node, cid: str, scope: Scope, receive: Receive, send:
 
 
 async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """`_read_body` for a bare ASGI request; None when the client disconnected."""
+    """The whole body of a bare ASGI request (`_read_body`); None when the client left.
+
+    Refused with 413 as soon as it is known to pass `limit` bytes.
+    """
     too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
     if declared is not None:
         if not declared.isdigit():
