@@ -272,7 +272,7 @@ class ConnectionsScreen(Screen[None]):
         if not reading.files_changed:
             for cid, cell in statuses.items():
                 if cid in self._statuses and cell != self._statuses[cid]:
-                    table.update_cell(cid, "status", cell)
+                    table.update_cell(cid, "status", cell, update_width=True)
             self._statuses = statuses
             return
         self._signature = reading.signature
@@ -290,7 +290,7 @@ class ConnectionsScreen(Screen[None]):
             # The same connections (the validation after a glance, say): only statuses move.
             for cid, cell in statuses.items():
                 if cell != self._statuses.get(cid):
-                    table.update_cell(cid, "status", cell)
+                    table.update_cell(cid, "status", cell, update_width=True)
         else:
             selected = table.cursor_row
             table.clear()

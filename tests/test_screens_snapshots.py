@@ -64,7 +64,13 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
         for key in keys:
             await pilot.press(key)
             await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
+        # Until no worker is left: one's end may start another (Done waits for the
+        # invitation's save, then the tab's reload reads the home in a thread).
+        for _ in range(10):
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            if not pilot.app.workers:
+                break
         await pilot.pause()
 
     return run
