@@ -27,10 +27,10 @@ from pathlib import Path
 import tomli_w
 from pydantic import SecretStr
 
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.queue import State
-from exalate_tui.signing import sign
-from exalate_tui.store import Home, _dump
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home.store import Home, _dump
+from exalate_tui.protocol.signing import sign
+from exalate_tui.transport.streams import State
 
 from .harness import Figure, percentile, summarize
 from .nodes import HOST, free_port, node, rss_kb

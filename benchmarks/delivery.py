@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from exalate_tui.queue import State
+from exalate_tui.transport.streams import State
 
 from . import echo
 from .harness import Figure, percentile, summarize

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from exalate_tui import invitation as codes
-from exalate_tui.accept import accept
-from exalate_tui.models import Status
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.models import Status
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.accept import accept
+from exalate_tui.transport.streams import State
 
 from .harness import Figure, summarize
 from .nodes import HOST, cli, free_port, init_public, initiate, node

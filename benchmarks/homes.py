@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.store import Home
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home.store import Home
 
 
 def home_with_connections(path: Path, count: int) -> Home:

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 
-from exalate_tui.queue import State
+from exalate_tui.transport.streams import State
 
 from . import echo
 from .harness import Figure

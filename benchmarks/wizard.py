@@ -23,9 +23,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input
 
-from exalate_tui.app import make_app
-from exalate_tui.models import Instance
-from exalate_tui.store import Home
+from exalate_tui.console.app import make_app
+from exalate_tui.domain.models import Instance
+from exalate_tui.home.store import Home
 
 from .harness import Figure, summarize
 

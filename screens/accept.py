@@ -21,9 +21,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
-from exalate_tui.models import Connection
-from exalate_tui.queue import State
-from exalate_tui.wizard import AcceptStep, AcceptWizard, Stage
+from exalate_tui.domain.models import Connection
+from exalate_tui.flows.wizard import AcceptStep, AcceptWizard, Stage
+from exalate_tui.transport.streams import State
 
 
 class CodeArea(TextArea):
@@ -236,7 +236,7 @@ class AcceptScreen(Screen[None]):
     @work(exclusive=True, exit_on_error=False, group="accept")
     async def _accept(self, state: State) -> None:
         """`accept.accept`: the handshake (or the wait for the initiator), stage by stage."""
-        accept = await asyncio.to_thread(importlib.import_module, "exalate_tui.accept")
+        accept = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.accept")
         try:
             connection = await accept.accept(
                 self.wizard.home,

@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, Static
 
-from exalate_tui.models import Mode
-from exalate_tui.wizard import Step
+from exalate_tui.domain.models import Mode
+from exalate_tui.flows.wizard import Step
 
 from .wizard_step import WizardStep
 

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
-from exalate_tui.models import Connection
+from exalate_tui.domain.models import Connection
 
 
 class ConfirmDeleteScreen(ModalScreen[bool]):

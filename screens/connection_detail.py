@@ -23,18 +23,18 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Static
 
-from exalate_tui import invitation as codes
-from exalate_tui.live import ago, live_state, when
-from exalate_tui.models import Connection, PeerState, Role, Status
-from exalate_tui.queue import Contact, State
-from exalate_tui.store import Home, NotFound, StoreError
-from exalate_tui.wizard import Issued
+from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.live import ago, live_state, when
+from exalate_tui.domain.models import Connection, PeerState, Role, Status
+from exalate_tui.flows.wizard import Issued
+from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.transport.streams import Contact, State
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
 
 if TYPE_CHECKING:
-    from exalate_tui.actions import Outcome
+    from exalate_tui.lifecycle.actions import Outcome
 
 DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
 DONE = {"deactivate": "Deactivated", "activate": "Activated", "delete": "Deleted"}
@@ -284,7 +284,7 @@ class ConnectionDetailScreen(Screen[None]):
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _act(self, name: str, state: State) -> None:
         """Run one of `actions.deactivate/activate/delete`; the outcome comes by message."""
-        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.actions")
+        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.actions")
         run = {"deactivate": actions.deactivate, "activate": actions.activate}.get(
             name, actions.delete
         )
@@ -335,7 +335,7 @@ class ConnectionDetailScreen(Screen[None]):
 
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _regenerate(self) -> None:
-        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.actions")
+        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.actions")
         try:
             code = await asyncio.to_thread(
                 actions.regenerate_invitation, self.home, self.cid, now=self.now

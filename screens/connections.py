@@ -28,12 +28,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from exalate_tui.live import Live, LiveState, live_state
-from exalate_tui.queue import Contact, State
-from exalate_tui.store import Glance, Home, Listed, StoreError
+from exalate_tui.domain.live import Live, LiveState, live_state
+from exalate_tui.home.store import Glance, Home, Listed, StoreError
+from exalate_tui.transport.streams import Contact, State
 
 if TYPE_CHECKING:
-    from exalate_tui.models import Connection, Instance
+    from exalate_tui.domain.models import Connection, Instance
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (

@@ -18,12 +18,12 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
-from exalate_tui.wizard import Step, UrlCheck
+from exalate_tui.flows.wizard import Step, UrlCheck
 
 from .wizard_step import WizardStep, field_row
 
 if TYPE_CHECKING:
-    from exalate_tui.app import ExalateApp
+    from exalate_tui.console.app import ExalateApp
 
 
 class DestinationScreen(WizardStep):

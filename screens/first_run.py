@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from exalate_tui.models import Instance, check_short_name, check_url, normalize_url
-from exalate_tui.store import Home, StoreError
+from exalate_tui.domain.models import Instance, check_short_name, check_url, normalize_url
+from exalate_tui.home.store import Home, StoreError
 
 FIELDS = {
     "short_name": ("Short name", check_short_name),

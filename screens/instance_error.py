@@ -11,7 +11,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from exalate_tui.store import StoreError
+from exalate_tui.home.store import StoreError
 
 
 class InstanceErrorScreen(Screen[None]):

@@ -24,8 +24,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
 from textual.worker import Worker
 
-from exalate_tui.store import StoreError
-from exalate_tui.wizard import InitiateWizard, Issued, Step
+from exalate_tui.flows.wizard import InitiateWizard, Issued, Step
+from exalate_tui.home.store import StoreError
 
 from .wizard_step import WizardStep
 

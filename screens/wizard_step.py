@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label
 
-from exalate_tui.wizard import InitiateWizard, Step
+from exalate_tui.flows.wizard import InitiateWizard, Step
 
 
 def field_row(label: str, field: Input, *, required: bool = False) -> Widget:

@@ -20,8 +20,8 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
-from exalate_tui.store import Home
-from exalate_tui.wizard import UrlCheck
+from exalate_tui.flows.wizard import UrlCheck
+from exalate_tui.home.store import Home
 
 # No animations, so screenshots are the same every run. The snapshot plugin imports
 # Textual before this file runs, so the environment variable alone comes too late for
@@ -73,7 +73,7 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
     import itertools
     import uuid
 
-    from exalate_tui import invitation
+    from exalate_tui.domain import invitation
 
     counter = itertools.count(1)
     monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
@@ -121,8 +121,8 @@ class Servers:
         """`node.create_app` for `home` under uvicorn; returns its URL."""
         import uvicorn
 
-        from exalate_tui import node
-        from exalate_tui.queue import State
+        from exalate_tui.transport import node
+        from exalate_tui.transport.streams import State
 
         state = State(home.state_path)
         sock = _listening(uds, port)
@@ -210,7 +210,7 @@ def verifier_via(uds: Path) -> Callable[[str], Awaitable[UrlCheck]]:
     """The real `client.verify_url`, its requests sent to the Unix socket `uds`."""
     import httpx
 
-    from exalate_tui.client import verify_url
+    from exalate_tui.transport.client import verify_url
 
     async def verify(url: str) -> UrlCheck:
         return await verify_url(url, transport=httpx.AsyncHTTPTransport(uds=str(uds)))

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from exalate_tui.models import Connection
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui.domain.models import Connection
+from exalate_tui.home.store import Home
+from exalate_tui.transport.streams import State
 
 # Every wait in these tests has a deadline: a stuck node fails the test, never hangs it.
 DEADLINE = 30.0

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from exalate_tui.poller import ConnectionLock
-from exalate_tui.queue import Message
-from exalate_tui.store import Home
+from exalate_tui.home.store import Home
+from exalate_tui.transport.streams import Message
+from exalate_tui.transport.supervisor import ConnectionLock
 
 from .conftest import Instance, MakeInstance, run_cli, wait_for
 

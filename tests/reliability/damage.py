@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from exalate_tui import invitation as codes
+from exalate_tui.domain import invitation as codes
 
 SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
 

@@ -56,8 +56,16 @@ class NodeProcess:
         started = time.monotonic()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "exalate_tui.cli", "--home", str(self.home), "node",
-                 "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "exalate_tui.cli",
+                    "--home",
+                    str(self.home),
+                    "node",
+                    "--port",
+                    str(self.port),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ import time
 import httpx
 from pydantic import SecretStr
 
-from exalate_tui.client import Remote, RemoteError
+from exalate_tui.transport.client import Remote, RemoteError
 
 WAIT = 25.0
 
@@ -55,9 +55,7 @@ async def main(url: str, connections: list[dict[str, str]], seconds: float) -> d
             if batch.messages:
                 after = batch.messages[-1].seq
 
-    tasks = [
-        asyncio.create_task(poll(c["cid"], SecretStr(c["secret"]))) for c in connections
-    ]
+    tasks = [asyncio.create_task(poll(c["cid"], SecretStr(c["secret"]))) for c in connections]
     await asyncio.sleep(seconds)
     for task in tasks:
         task.cancel()

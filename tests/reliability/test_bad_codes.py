@@ -31,13 +31,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.errors import NonInteractiveExampleWarning
 
-from exalate_tui import invitation as codes
-from exalate_tui import node
-from exalate_tui.accept import AcceptError, accept
-from exalate_tui.models import Instance, Mode, Status
-from exalate_tui.queue import State
-from exalate_tui.store import Home
-from exalate_tui.wizard import AcceptStep, AcceptWizard, InitiateWizard
+from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.models import Instance, Mode, Status
+from exalate_tui.flows.wizard import AcceptStep, AcceptWizard, InitiateWizard
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.accept import AcceptError, accept
+from exalate_tui.transport import node
+from exalate_tui.transport.streams import State
 
 from . import damage
 from .damage import examples, invitations, seal

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.models import Connection, Instance, Mode, Role, Topology
-from exalate_tui.store import Home, NotFound, StoreError
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Topology
+from exalate_tui.home.store import Home, NotFound, StoreError
 
 SECONDS = float(os.environ.get("RELIABILITY_SECONDS", "8"))
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from exalate_tui import invitation as codes
-from exalate_tui.app import make_app
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui.console.app import make_app
+from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home.store import Home
+from exalate_tui.transport.streams import State
 
 from .damage import seal
 from .nodes import cli
@@ -72,9 +72,17 @@ def _hostile_home(root: Path) -> tuple[Home, str]:
 
 def test_a_code_carries_markup_but_never_controls_or_bidi_overrides() -> None:
     payload = {
-        "v": 1, "cid": str(uuid.uuid4()), "url": None, "dest_url": "http://jira.test",
-        "from": "snow", "to": "jira", "name": NAME, "desc": DESC, "mode": "script",
-        "tok": codes.new_token(), "exp": int(NOW) + 3600,
+        "v": 1,
+        "cid": str(uuid.uuid4()),
+        "url": None,
+        "dest_url": "http://jira.test",
+        "from": "snow",
+        "to": "jira",
+        "name": NAME,
+        "desc": DESC,
+        "mode": "script",
+        "tok": codes.new_token(),
+        "exp": int(NOW) + 3600,
     }
     invite = codes.decode(seal(json.dumps(payload).encode()))
     assert (invite.name, invite.desc) == (NAME, DESC)  # stored as typed, shown inert
@@ -106,8 +114,12 @@ async def test_the_rendered_screen_holds_the_markup_literally(tmp_path: Path) ->
         await pilot.press("enter")
         await pilot.pause()
         text = _screen_text(app)
-    for literal in ("[@click=app.quit]pwn[/]", "[link=http://evil.example/x]here[/link]",
-                    "[link=http://evil.example/e]fix[/link]", "[reverse]desc[/reverse]"):
+    for literal in (
+        "[@click=app.quit]pwn[/]",
+        "[link=http://evil.example/x]here[/link]",
+        "[link=http://evil.example/e]fix[/link]",
+        "[reverse]desc[/reverse]",
+    ):
         assert literal in text, literal
 
 
@@ -147,11 +159,20 @@ def test_the_cli_prints_a_hostile_nodes_error_escaped_and_bounded(tmp_path: Path
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        invite = codes.Invitation.model_validate({
-            "cid": str(uuid.uuid4()), "url": url, "dest_url": None, "from": "snow",
-            "to": "jira", "name": NAME, "desc": DESC, "mode": "script",
-            "tok": codes.new_token(), "exp": int(time.time()) + 3600,
-        })
+        invite = codes.Invitation.model_validate(
+            {
+                "cid": str(uuid.uuid4()),
+                "url": url,
+                "dest_url": None,
+                "from": "snow",
+                "to": "jira",
+                "name": NAME,
+                "desc": DESC,
+                "mode": "script",
+                "tok": codes.new_token(),
+                "exp": int(time.time()) + 3600,
+            }
+        )
         home = tmp_path / "jira"
         cli(home, "init", "--short-name", "jira")
         done = cli(home, "accept", codes.encode(invite), check=False)
@@ -186,11 +207,19 @@ def test_no_escape_from_a_partner_reaches_the_terminal(tmp_path: Path) -> None:
     home, _ = _hostile_home(tmp_path)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "TEXTUAL_ANIMATIONS": "none",
-           "COLORTERM": "truecolor"}
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "TEXTUAL_ANIMATIONS": "none",
+        "COLORTERM": "truecolor",
+    }
     console = subprocess.Popen(
         [sys.executable, "-m", "exalate_tui.cli", "--home", str(home.path)],
-        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
     )
     os.close(slave)
     try:

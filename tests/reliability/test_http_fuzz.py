@@ -33,10 +33,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette would rather have httpx2; httpx is what we use
     from starlette.testclient import TestClient
 
-from exalate_tui import node, signing
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home.store import Home
+from exalate_tui.protocol import signing
+from exalate_tui.transport import node
+from exalate_tui.transport.streams import State
 
 from .damage import SCALE, examples
 

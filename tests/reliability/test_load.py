@@ -24,10 +24,10 @@ import pytest
 import tomli_w
 from pydantic import SecretStr
 
-from exalate_tui import store
-from exalate_tui.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home import store
+from exalate_tui.home.store import Home
+from exalate_tui.transport.streams import State
 
 from .nodes import NodeProcess, cli, free_port
 
@@ -94,8 +94,14 @@ def test_a_node_with_1000_polling_connections_keeps_answering(tmp_path: Path) ->
         idle_listing = _listing_time(home.path)
         out = tmp_path / "swarm.json"
         swarm = subprocess.Popen(
-            [sys.executable, str(SWARM), node.url, str(tmp_path / "listing.json"),
-             str(SECONDS), str(out)],
+            [
+                sys.executable,
+                str(SWARM),
+                node.url,
+                str(tmp_path / "listing.json"),
+                str(SECONDS),
+                str(out),
+            ],
         )
         time.sleep(min(4.0, SECONDS / 3))  # every poll open
         state = State(home.state_path)

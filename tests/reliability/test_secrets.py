@@ -30,14 +30,16 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exalate_tui import cli, node, signing
-from exalate_tui import invitation as codes
-from exalate_tui.accept import AcceptError, accept
-from exalate_tui.app import make_app
-from exalate_tui.client import Remote, RemoteError
-from exalate_tui.poller import Supervisor
-from exalate_tui.queue import State
-from exalate_tui.store import Home
+from exalate_tui import cli
+from exalate_tui.console.app import make_app
+from exalate_tui.domain import invitation as codes
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.accept import AcceptError, accept
+from exalate_tui.protocol import signing
+from exalate_tui.transport import node
+from exalate_tui.transport.client import Remote, RemoteError
+from exalate_tui.transport.streams import State
+from exalate_tui.transport.supervisor import Supervisor
 
 from .nodes import NodeProcess, cli_json, free_port
 from .nodes import cli as run_cli
@@ -72,11 +74,25 @@ async def test_no_secret_in_logs_output_errors_or_screens(
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []  # everything shown to a person or written to a log
     a, b = tmp_path / "snow", tmp_path / "jira"
-    seen.append(_run_cli("--home", str(a), "init", "--short-name", "snow",
-                         "--public-url", "http://snow.test"))
+    seen.append(
+        _run_cli(
+            "--home", str(a), "init", "--short-name", "snow", "--public-url", "http://snow.test"
+        )
+    )
     seen.append(_run_cli("--home", str(b), "init", "--short-name", "jira"))
-    issued = _run_cli("--home", str(a), "initiate", "--no-url", "--mode", "script",
-                      "--local-name", "snow", "--remote-name", "jira", "--json")
+    issued = _run_cli(
+        "--home",
+        str(a),
+        "initiate",
+        "--no-url",
+        "--mode",
+        "script",
+        "--local-name",
+        "snow",
+        "--remote-name",
+        "jira",
+        "--json",
+    )
     code = json.loads(issued)["code"]
     invite = codes.decode(code)
     token = invite.tok
@@ -103,8 +119,13 @@ async def test_no_secret_in_logs_output_errors_or_screens(
             await task
         # Errors on the way: a used code, a wrong secret, a replay, a handshake gone wrong.
         with pytest.raises(AcceptError) as used:
-            await accept(Home(tmp_path / "other"), State(tmp_path / "o.sqlite3"), invite,
-                         "other", transport=transport)
+            await accept(
+                Home(tmp_path / "other"),
+                State(tmp_path / "o.sqlite3"),
+                invite,
+                "other",
+                transport=transport,
+            )
         seen += [str(used.value), repr(used.value)]
         async with Remote("http://snow.test", transport=transport) as remote:
             for attempt in (
@@ -122,8 +143,14 @@ async def test_no_secret_in_logs_output_errors_or_screens(
                 answer = await raw.get(path, headers={"Authorization": header})
                 seen.append(answer.text)
             seen.append((await raw.post("/api/v1/handshake", content=b"{" + token.encode())).text)
-            seen.append((await raw.post("/api/v1/handshake", json={
-                "cid": invite.cid, "tok": token, "short_name": "x" * 99})).text)
+            seen.append(
+                (
+                    await raw.post(
+                        "/api/v1/handshake",
+                        json={"cid": invite.cid, "tok": token, "short_name": "x" * 99},
+                    )
+                ).text
+            )
     finally:
         # Long-polls answered and the node's watcher gone before its state closes.
         app.state.node.wakeups.close()
@@ -149,8 +176,11 @@ async def test_no_secret_in_logs_output_errors_or_screens(
     seen += [r.getMessage() + repr(r.args) for r in caplog.records]
 
     everything = "\n".join(seen)
-    for name, value in (("token", token), ("secret", secret.get_secret_value()),
-                        ("invitation code", code)):
+    for name, value in (
+        ("token", token),
+        ("secret", secret.get_secret_value()),
+        ("invitation code", code),
+    ):
         assert value not in everything, f"the {name} leaked"
     assert token not in issued and code in issued  # initiate prints the code, and only that
 
@@ -161,8 +191,17 @@ def test_no_secret_in_the_logs_of_real_node_processes(tmp_path: Path) -> None:
     private = NodeProcess(tmp_path / "jira", free_port(), tmp_path / "jira.log")
     run_cli(public.home, "init", "--short-name", "snow", "--public-url", public.url)
     run_cli(private.home, "init", "--short-name", "jira")
-    issued = cli_json(public.home, "initiate", "--no-url", "--mode", "basic",
-                      "--local-name", "snow", "--remote-name", "jira")
+    issued = cli_json(
+        public.home,
+        "initiate",
+        "--no-url",
+        "--mode",
+        "basic",
+        "--local-name",
+        "snow",
+        "--remote-name",
+        "jira",
+    )
     code, cid = issued["code"], issued["connection"]["id"]
     token = codes.decode(code).tok
     public.start()

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.poller import CAP
-from exalate_tui.queue import State
+from exalate_tui.transport.streams import State
+from exalate_tui.transport.supervisor import CAP
 
 from .nodes import NodeProcess, cli, cli_json, free_port
 from .proxy import MODES, FaultyProxy
@@ -52,8 +52,15 @@ class Pair:
         cli(self.public.home, "init", "--short-name", "snow", "--public-url", self.proxy.url)
         cli(self.private.home, "init", "--short-name", "jira")
         issued = cli_json(
-            self.public.home, "initiate", "--no-url", "--mode", "script",
-            "--local-name", "snow", "--remote-name", "jira",
+            self.public.home,
+            "initiate",
+            "--no-url",
+            "--mode",
+            "script",
+            "--local-name",
+            "snow",
+            "--remote-name",
+            "jira",
         )
         self.cid: str = issued["connection"]["id"]
         self.public.start()

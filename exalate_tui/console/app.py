@@ -1,0 +1,384 @@
+"""The Textual console: screen routing, app-wide keys, the clipboard, codes printed on exit.
+
+Screens are imported when they first open, so starting the console loads only
+what the first screen needs (and never the node's FastAPI/uvicorn). The
+network half (httpx: URL checks, accepting, the supervisor that runs this
+home's pollers while the console is open) loads after the first screen shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+
+from exalate_tui.domain.models import pydantic_loaded
+from exalate_tui.home.store import Glance, Home, StoreError
+
+if TYPE_CHECKING:
+    from textual.screen import Screen
+
+    from exalate_tui.domain.models import Instance
+    from exalate_tui.flows.wizard import InitiateWizard, Issued, Step, UrlCheck
+    from exalate_tui.transport.streams import State
+    from exalate_tui.transport.supervisor import Supervisor
+    from screens.connection_detail import ConnectionDetailScreen
+    from screens.connections import ConnectionsScreen
+    from screens.first_run import FirstRunScreen
+    from screens.wizard_step import StepScreens, WizardStep
+
+# Checks a destination URL (`GET {url}/api/v1/info`); never raises.
+Verifier = Callable[[str], Awaitable["UrlCheck"]]
+
+# A local clipboard helper (xclip, pbcopy...) that hangs must not hide the toast for long.
+LOCAL_COPY_TIMEOUT = 3.0
+
+# Work that loads more code once the first frame is drawn (the supervisor's network
+# stack) waits this long: Textual's writer thread needs the GIL to get that frame to
+# the terminal, and an import in another thread holds it 5 ms at a time.
+SETTLE = 0.1
+
+# "module:Class" for each wizard `Step` (by its value: the wizard, and with it
+# pydantic, loads once the first screen is up), imported when the step opens.
+STEP_SCREENS: dict[str, str] = {
+    "destination": "screens.destination:DestinationScreen",
+    "public-url": "screens.public_url:PublicUrlScreen",
+    "config-type": "screens.config_type:ConfigTypeScreen",
+    "note": "screens.note:NoteScreen",
+    "info": "screens.info:InfoScreen",
+    "invitation": "screens.invitation:InvitationScreen",
+}
+
+
+def copy_locally(text: str) -> None:
+    """The machine's own clipboard via pyperclip; raises where there is none (SSH, no display)."""
+    import pyperclip
+
+    pyperclip.copy(text)
+
+
+async def verify_url(url: str) -> UrlCheck:
+    """`client.verify_url` with its short timeout; httpx loads on the first check."""
+    client = await asyncio.to_thread(importlib.import_module, "exalate_tui.transport.client")
+    check: UrlCheck = await client.verify_url(url)
+    return check
+
+
+def _step_class(step: Step) -> type[WizardStep]:
+    module, name = STEP_SCREENS[step].split(":")
+    screen: type[WizardStep] = getattr(importlib.import_module(module), name)
+    return screen
+
+
+class ExalateApp(App[None]):
+    """Connections tab, first-run setup, the Initiate and Accept flows, connection details."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "exalate-tui"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            priority=True,
+            id="app.quit",
+            tooltip="Leave exalate-tui; invitation codes issued are printed on exit",
+        ),
+    ]
+
+    def __init__(
+        self,
+        home: Home,
+        *,
+        local_copy: Callable[[str], None] = copy_locally,
+        now: Callable[[], float] = time.time,
+        verify: Verifier = verify_url,
+        supervise: bool = True,
+    ) -> None:
+        super().__init__()
+        self.home = home
+        self.local_copy = local_copy
+        self.now = now
+        self.verify = verify
+        self.supervise = supervise
+        self._instance: Instance | None = None
+        # What the first screen was drawn from when pydantic had not loaded yet.
+        self._glance: Glance | None = None
+        # True when the Connections tab is the default screen (`get_default_screen`).
+        self._tab_is_default = False
+        self.wizard: InitiateWizard | None = None
+        self.wizard_screens: StepScreens | None = None
+        # Every code issued while the console was open, printed on exit.
+        self.issued: list[Issued] = []
+        # state.sqlite3, opened with the Connections tab; None when it cannot be used.
+        self.state: State | None = None
+        self.state_problem: str | None = None
+        self.supervisor: Supervisor | None = None
+
+    @property
+    def instance(self) -> Instance | None:
+        """This instance; after a glance, validated (pydantic) when first asked for."""
+        if self._glance is not None:
+            self._instance, self._glance = self._glance.instance(), None
+        return self._instance
+
+    @instance.setter
+    def instance(self, instance: Instance | None) -> None:
+        self._instance, self._glance = instance, None
+
+    def get_default_screen(self) -> Screen[Any]:
+        """The Connections tab itself, when a glance at the home can draw it.
+
+        Before pydantic has loaded, a home whose files are plainly valid is shown
+        from a glance at them (no pydantic: ~100 ms sooner); the tab's first tick
+        validates them. As the default screen it is composed with the app, so
+        its rows are in the first frame; pushed over the default screen, they
+        came three frames later (a blank screen, then the empty table).
+        """
+        glance = None if pydantic_loaded() else self.home.glance()
+        if glance is None:
+            return super().get_default_screen()
+        self._tab_is_default = True
+        screen = self._connections_screen(None, glance)
+        # Textual reads a screen's CSS_PATH when it is pushed, not for the default screen.
+        for path in screen.css_path:
+            if not self.stylesheet.has_source(str(path)):
+                self.stylesheet.read(path)
+        return screen
+
+    def on_mount(self) -> None:
+        if self._tab_is_default:
+            self._supervise_soon()
+        else:
+            self._start()
+
+    async def on_unmount(self) -> None:
+        """Stop the pollers (releasing their locks) before the state closes."""
+        for worker in [w for w in self.workers if w.group == "supervisor"]:
+            worker.cancel()
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                await worker.wait()
+        if self.state is not None:
+            self.state.close()
+            self.state = None
+
+    def _start(self) -> None:
+        """The first screen: setup, a broken instance.toml, or the Connections tab."""
+        try:
+            instance = self.home.load_instance()
+        except StoreError as error:
+            from screens.instance_error import InstanceErrorScreen
+
+            self.push_screen(InstanceErrorScreen(error))
+            return
+        if instance is None:
+            from screens.first_run import FirstRunScreen
+
+            self.push_screen(FirstRunScreen(self.home))
+            return
+        self._open_connections(instance)
+
+    def _open_connections(self, instance: Instance) -> None:
+        self.push_screen(self._connections_screen(instance, None))
+        self._supervise_soon()
+
+    def _connections_screen(
+        self, instance: Instance | None, glance: Glance | None
+    ) -> ConnectionsScreen:
+        from screens.connections import ConnectionsScreen
+
+        self.instance = instance
+        self._glance = glance
+        if self.state is None and self.state_problem is None:
+            self._open_state()
+        return ConnectionsScreen(self.home, self.state, self.state_problem, self.now, glance)
+
+    def _supervise_soon(self) -> None:
+        if self.supervise and self.state is not None and not self.supervisor:
+            # After the first screen is out: the network stack loads off the critical path.
+            self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))
+
+    def _open_state(self) -> None:
+        from exalate_tui.transport.streams import State, StateError
+
+        try:
+            self.home.ensure()
+            self.state = State(self.home.state_path)
+        except (StateError, OSError) as error:
+            self.state_problem = str(error)
+
+    # -- the supervisor: this home's pollers and pushers --------------------
+
+    @work(exclusive=True, exit_on_error=False, group="supervisor")
+    async def _supervise(self, state: State) -> None:
+        """Run `poller.Supervisor` for as long as the console is open (DESIGN.md).
+
+        Its per-connection locks make it skip connections that a running
+        `exalate-tui node` already polls.
+        """
+        poller = await asyncio.to_thread(
+            importlib.import_module, "exalate_tui.transport.supervisor"
+        )
+        self.supervisor = poller.Supervisor(self.home, state)
+        await self.supervisor.run()
+
+    @on(Worker.StateChanged)
+    def _supervisor_stopped(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "supervisor" and event.state is WorkerState.ERROR:
+            self.supervisor = None
+            self.notify(
+                f"The pollers stopped: {event.worker.error}. Restart the console, or run "
+                "`exalate-tui node`.",
+                title="Pollers",
+                severity="error",
+                timeout=15,
+            )
+
+    def wake_supervisor(self) -> None:
+        """Look at the home again now (a connection was added, activated or changed)."""
+        if self.supervisor is not None:
+            self.supervisor.wake()
+
+    def action_reload_home(self) -> None:
+        """Read instance.toml again (after the admin fixed it in another terminal)."""
+        self.pop_screen()
+        self._start()
+
+    def on_first_run_screen_saved(self, event: FirstRunScreen.Saved) -> None:
+        self.pop_screen()
+        self._open_connections(event.instance)
+
+    # -- the Initiate-connection wizard -------------------------------------
+
+    def action_initiate(self) -> None:
+        """Open the wizard on its first step (bound to `i` on the Connections tab)."""
+        from exalate_tui.flows.wizard import InitiateWizard
+
+        if self.instance is None:
+            return
+        from screens.wizard_step import StepScreens
+
+        # The destination step verifies a URL in a worker and hands the result to
+        # `wizard.record_check`; Next goes on only with a verified URL.
+        self.wizard = InitiateWizard(self.home, self.instance, require_verified=True, now=self.now)
+        self.wizard_screens = StepScreens(self, self.wizard, _step_class)
+        self.push_screen(self.wizard_screens.take())
+
+    def on_wizard_step_moved(self, event: WizardStep.Moved) -> None:
+        """Replace the wizard screen with the one for the wizard's current step."""
+        wizard = self.wizard
+        if wizard is None or self.wizard_screens is None:
+            return
+        if wizard.issued is not None and wizard.issued not in self.issued:
+            self.issued.append(wizard.issued)
+        if wizard.refused in self.issued:  # shown, then not saved: the code is void
+            self.issued.remove(wizard.refused)
+        self.switch_screen(self.wizard_screens.take())
+
+    def on_wizard_step_closed(self, event: WizardStep.Closed) -> None:
+        """Back to the Connections tab, which reloads and shows any new connection."""
+        if self.wizard is not None:
+            self.instance = self.wizard.instance
+        if self.wizard_screens is not None:
+            self.wizard_screens.close()
+        self.wizard = None
+        self.wizard_screens = None
+        self.pop_screen()
+        self.wake_supervisor()  # a private initiator's handshake starts at once
+
+    # -- Accept invitation, connection details ------------------------------
+
+    def action_accept_invitation(self) -> None:
+        """Open the Accept-invitation screen (bound to `a` on the Connections tab)."""
+        from exalate_tui.flows.wizard import AcceptWizard
+        from screens.accept import AcceptScreen
+
+        if self.instance is None:
+            return
+        wizard = AcceptWizard(self.home, self.instance, now=self.now)
+        self.push_screen(AcceptScreen(wizard, self.state, self.state_problem))
+
+    def on_connections_screen_opened(self, event: ConnectionsScreen.Opened) -> None:
+        from screens.connection_detail import ConnectionDetailScreen
+
+        self.push_screen(
+            ConnectionDetailScreen(self.home, self.state, self.state_problem, event.cid, self.now)
+        )
+
+    def on_connection_detail_screen_regenerated(
+        self, event: ConnectionDetailScreen.Regenerated
+    ) -> None:
+        from screens.regenerated import RegeneratedScreen
+
+        self.issued.append(event.issued)
+        self.wake_supervisor()  # a private initiator presents the new token at once
+        self.push_screen(RegeneratedScreen(event.issued))
+
+    # -- clipboard ----------------------------------------------------------
+
+    def action_copy_code(self) -> None:
+        """OSC 52 to the admin's terminal, then the local clipboard, then say what happened."""
+        from screens.invitation import ShowsCode
+
+        screen = self.screen
+        if not isinstance(screen, ShowsCode):
+            return
+        code = screen.issued.code
+        self.copy_to_clipboard(code)
+        self._copy_locally(code)
+
+    @work(exclusive=True, group="clipboard", exit_on_error=False)
+    async def _copy_locally(self, text: str) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.local_copy, text), LOCAL_COPY_TIMEOUT)
+        # pyperclip raises its own error without a display; helpers fail with OSError or hang.
+        except Exception:
+            self.notify(
+                "Sent with OSC 52 (terminal clipboard); no local clipboard here: "
+                "if it did not arrive, select it on screen or press w to write it to a file.",
+                title="Invitation code",
+                severity="warning",
+                timeout=8,
+            )
+        else:
+            self.notify(
+                "Copied with OSC 52 (terminal clipboard) and to the local clipboard.",
+                title="Invitation code",
+            )
+
+
+def make_app(
+    home: Home,
+    *,
+    local_copy: Callable[[str], None] = copy_locally,
+    now: Callable[[], float] = time.time,
+    verify: Verifier = verify_url,
+    supervise: bool = True,
+) -> ExalateApp:
+    """The console for `home`.
+
+    Tests pass a stand-in clipboard, a fixed clock, a verifier bound to their own
+    servers, and `supervise=False` where no poller may run.
+    """
+    return ExalateApp(home, local_copy=local_copy, now=now, verify=verify, supervise=supervise)
+
+
+def run_console(home: Home) -> int:
+    """Run the console; print every invitation code issued, so none is lost with the screen."""
+    app = make_app(home)
+    app.run()
+    if app.issued:
+        print("Invitation codes issued in this session:")
+        for issued in app.issued:
+            print(f"\n{issued.connection.name}:\n{issued.code}")
+    return app.return_code or 0

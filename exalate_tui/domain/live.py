@@ -1,0 +1,83 @@
+"""A connection's live state, as the consoles show it: the stored status plus last contact.
+
+Pure: the stored `Status` (this side's choice), what the partner said
+(`peer_state`) and the contact the supervisor or node recorded
+(`queue.Contact`) make one of Pending, Active, Unreachable, Deactivated,
+with a short line of detail. The clock is passed in, so "N s ago" can be tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from exalate_tui.domain.models import PeerState, Status
+from exalate_tui.transport.streams import Contact
+
+if TYPE_CHECKING:
+    from exalate_tui.domain.models import Connection
+    from exalate_tui.home.store import Listed
+
+
+class Live(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNREACHABLE = "unreachable"
+    DEACTIVATED = "deactivated"
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What to show: the state, one short line about it, and the last error in full."""
+
+    live: Live
+    detail: str
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.live.value.capitalize()
+
+
+def ago(seconds: float) -> str:
+    """ "12 s ago", "3 min ago", "2 h ago", "5 d ago" (rounded down; never negative)."""
+    seconds = max(0, int(seconds))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def when(timestamp: float, now: float) -> str:
+    """A UTC moment, the time alone when it is less than a day old."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    if 0 <= now - timestamp < 86400:
+        return moment.strftime("%H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+_PEER = {
+    PeerState.DEACTIVATED: "paused by the partner",
+    PeerState.DELETED: "deleted by the partner",
+}
+
+
+def live_state(connection: Connection | Listed, contact: Contact, now: float) -> LiveState:
+    """The state to show for `connection` at `now`."""
+    peer = _PEER.get(connection.peer_state) if connection.peer_state else None
+    match connection.status:
+        case Status.DEACTIVATED:
+            return LiveState(Live.DEACTIVATED, peer or "deactivated here", contact.last_error)
+        case Status.PENDING:
+            waiting = f"waiting for {connection.remote_name or 'the partner'}"
+            return LiveState(Live.PENDING, waiting, contact.last_error)
+    if contact.last_error is not None:
+        since = contact.error_since if contact.error_since is not None else now
+        return LiveState(Live.UNREACHABLE, f"since {when(since, now)}", contact.last_error)
+    if peer:
+        return LiveState(Live.ACTIVE, peer)
+    if contact.last_ok is None:
+        return LiveState(Live.ACTIVE, "no contact yet")
+    return LiveState(Live.ACTIVE, f"last contact {ago(now - contact.last_ok)}")

@@ -1,0 +1,553 @@
+"""The console driven by keyboard alone at 80×24: first run, the Connections tab, the
+whole Initiate-connection wizard (both the seed's "I don't have a URL" path and a URL),
+Escape at every step, inline errors, copy, write to file, Done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import Servers
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Label, Static, TextArea
+
+from exalate_tui.console import app as app_module
+from exalate_tui.console.app import ExalateApp, make_app
+from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.models import Instance, Mode, Status, Topology
+from exalate_tui.flows.wizard import InitiateWizard
+from exalate_tui.home.store import Home
+from screens.config_type import ConfigTypeScreen, ModeChoice
+from screens.connections import ConnectionsScreen
+from screens.destination import DestinationScreen
+from screens.first_run import FirstRunScreen
+from screens.info import InfoScreen
+from screens.instance_error import InstanceErrorScreen
+from screens.invitation import InvitationScreen
+from screens.note import NoteScreen
+from screens.public_url import PublicUrlScreen
+from screens.wizard_step import WizardStep
+
+SIZE = (80, 24)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clipboards:
+    """Stand-ins for both copy paths: OSC 52 (the app's method) and pyperclip."""
+
+    def __init__(self, *, local: bool = True) -> None:
+        self.osc52: list[str] = []
+        self.local: list[str] = []
+        self.has_local = local
+
+    def local_copy(self, text: str) -> None:
+        if not self.has_local:
+            raise RuntimeError("Pyperclip could not find a copy/paste mechanism")
+        self.local.append(text)
+
+
+def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> ExalateApp:
+    clipboards = clipboards or Clipboards()
+    # No pollers here: these tests are about the screens (tests/test_app_live.py runs them).
+    app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
+    app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign, assignment]
+    return app
+
+
+def home_with(tmp_path: Path, public_url: str | None = "https://snow.example.com") -> Home:
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="snow", public_url=public_url))
+    return home
+
+
+async def press(pilot: Pilot[None], *keys: str) -> None:
+    for key in keys:
+        await pilot.press(key)
+        await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def type_text(pilot: Pilot[None], text: str) -> None:
+    await press(pilot, *("space" if ch == " " else ch for ch in text))
+
+
+def value(app: ExalateApp, field: str) -> str:
+    return app.screen.query_one(f"#{field}", Input).value
+
+
+def error(app: ExalateApp, field: str) -> str:
+    return str(app.screen.query_one(f"#error-{field}", Label).render())
+
+
+def messages(app: ExalateApp) -> list[str]:
+    return [notification.message for notification in app._notifications]
+
+
+def table_rows(app: ExalateApp) -> list[list[str]]:
+    table = app.screen.query_one(DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+# -- first start -------------------------------------------------------------
+
+
+async def test_first_run_saves_instance_toml(tmp_path: Path, frozen: float) -> None:
+    home = Home(tmp_path / "home")
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, FirstRunScreen)
+        await type_text(pilot, "snow")
+        await press(pilot, "tab")
+        await type_text(pilot, "https://snow.example.com/")
+        await press(pilot, "enter")
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert "Press i to initiate a connection" in str(app.screen.query_one("#empty").render())
+    assert home.load_instance() == Instance(
+        short_name="snow", public_url="https://snow.example.com"
+    )
+
+
+async def test_first_run_refuses_bad_input_inline(tmp_path: Path, frozen: float) -> None:
+    home = Home(tmp_path / "home")
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "enter")
+        assert error(app, "short_name") == "Short name is required."
+        await type_text(pilot, "snow prod")
+        assert "may only contain letters" in error(app, "short_name")
+        await press(pilot, "tab")
+        await type_text(pilot, "ftp://x")
+        await press(pilot, "enter")
+        assert "must start with http:// or https://" in error(app, "public_url")
+        assert isinstance(app.screen, FirstRunScreen)
+    assert not home.instance_path.exists()
+
+
+async def test_broken_instance_toml_is_shown_and_never_overwritten(
+    tmp_path: Path, frozen: float
+) -> None:
+    home = Home(tmp_path / "home")
+    home.ensure()
+    broken = 'short_name = "snow"\npublic_url = \n'
+    home.instance_path.write_text(broken)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, InstanceErrorScreen)
+        where = str(app.screen.query_one("#where", Static).render())
+        assert f"{home.instance_path}, line 2" in where
+        assert "not valid TOML" in str(app.screen.query_one("#problem", Static).render())
+        await press(pilot, "r")  # still broken: still explained
+        assert isinstance(app.screen, InstanceErrorScreen)
+        assert home.instance_path.read_text() == broken
+        home.instance_path.write_text('short_name = "snow"\n')
+        await press(pilot, "r")
+        assert isinstance(app.screen, ConnectionsScreen)
+
+
+# -- Connections tab -----------------------------------------------------------
+
+
+async def test_broken_connection_file_is_reported_while_others_list(
+    tmp_path: Path, frozen: float
+) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        await press(pilot, "enter", "enter")
+        broken = home.connection_path("broken")
+        broken.write_text('name = "x"\n[[oops\n')
+        await press(pilot, "r")
+        problems = str(app.screen.query_one("#problems", Static).render())
+        assert f"{broken}:2:" in problems
+        assert "1 file could not be read" in problems
+        assert [row[0].splitlines()[0] for row in table_rows(app)] == ["snow_to_jira"]
+    assert broken.read_text() == 'name = "x"\n[[oops\n'
+
+
+# -- the seed's flow ---------------------------------------------------------------
+
+
+async def test_seed_flow_without_url_asks_for_public_url(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed: I don't have a URL, Script, the Note, the names, copy, write, Done."""
+    monkeypatch.chdir(tmp_path)
+    home = home_with(tmp_path, public_url=None)
+    clipboards = Clipboards()
+    app = console(home, frozen, clipboards)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, ConnectionsScreen)
+        await press(pilot, "i")
+        assert isinstance(app.screen, DestinationScreen)
+        assert app.screen.query_one("#dest_url", Input).placeholder == (
+            "https://example.exalate.net"
+        )
+        await press(pilot, "ctrl+n")
+        assert isinstance(app.screen, PublicUrlScreen)
+        assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
+        await type_text(pilot, "https://snow.example.com")
+        await press(pilot, "enter")
+        assert isinstance(app.screen, ConfigTypeScreen)
+        await press(pilot, "down")  # arrows choose: Script
+        assert app.wizard is not None and app.wizard.mode is Mode.SCRIPT
+        await press(pilot, "enter")
+        assert isinstance(app.screen, NoteScreen)
+        note = str(app.screen.query_one("#note", Static).render())
+        assert note.startswith("As this is a Public-Private connection")
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert value(app, "local_name") == "snow"
+        await press(pilot, "tab")
+        await type_text(pilot, "jira")
+        assert value(app, "name") == "snow_to_jira"
+        await press(pilot, "tab", "tab")
+        await type_text(pilot, "Incidents to bugs")
+        await press(pilot, "enter")
+
+        assert isinstance(app.screen, InvitationScreen)
+        text = " ".join(str(s.render()) for s in app.screen.query(Static))
+        assert 'Ensure that the app is installed on the destination side "jira"' in text
+        assert (
+            'On the "jira" side, you (or their application administrator) need to '
+            "Accept the Invitation." in text
+        )
+        assert "Use the following invitation code:" in text
+        code = app.screen.query_one("#code", TextArea).text
+        assert app.issued and app.issued[0].code == code
+
+        await press(pilot, "c")
+        assert clipboards.osc52 == [code]
+        assert clipboards.local == [code]
+        assert any("and to the local clipboard" in m for m in messages(app))
+
+        await press(pilot, "w")
+        written = tmp_path / "snow_to_jira.invitation.txt"
+        assert written.read_text() == code + "\n"
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert any(str(written) in m for m in messages(app))
+
+        await press(pilot, "enter")
+        assert isinstance(app.screen, ConnectionsScreen)
+        [row] = table_rows(app)
+        assert row[0].splitlines() == ["snow_to_jira", "snow → jira"]
+        assert row[1:3] == ["public-private\nScript", "Pending\nwaiting for jira"]
+
+    invite = codes.decode(code)
+    assert (invite.url, invite.dest_url, invite.from_, invite.to) == (
+        "https://snow.example.com",
+        None,
+        "snow",
+        "jira",
+    )
+    assert (invite.name, invite.desc, invite.mode) == (
+        "snow_to_jira",
+        "Incidents to bugs",
+        "script",
+    )
+    assert home.load_instance() == Instance(
+        short_name="snow", public_url="https://snow.example.com"
+    )
+    [saved] = home.load_connections().connections
+    assert saved.status is Status.PENDING and saved.topology is Topology.PUBLIC_PRIVATE
+
+
+async def test_flow_with_destination_url(tmp_path: Path, frozen: float, servers: Servers) -> None:
+    jira = Home(tmp_path / "jira")
+    jira.save_instance(Instance(short_name="jira"))
+    url = servers.node(jira)
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i")
+        await type_text(pilot, url + "/")
+        await press(pilot, "enter")  # verifies: ✓, and Enter again goes on
+        assert isinstance(app.screen, DestinationScreen)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, ConfigTypeScreen)  # public-public: no note
+        assert "Step 2 of 4" in str(app.screen.query_one("#wizard-count", Label).render())
+        await press(pilot, "space", "enter")  # Basic is highlighted first
+        assert isinstance(app.screen, InfoScreen)
+        await press(pilot, "tab")
+        await type_text(pilot, "jira")
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InvitationScreen)
+        code = app.screen.query_one("#code", TextArea).text
+        await press(pilot, "enter")
+        assert isinstance(app.screen, ConnectionsScreen)
+    invite = codes.decode(code)
+    assert invite.dest_url == url
+    assert invite.topology is Topology.PUBLIC_PUBLIC
+    assert invite.mode is Mode.BASIC
+
+
+async def test_invalid_url_is_refused_inline(tmp_path: Path, frozen: float) -> None:
+    app = console(home_with(tmp_path), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i")
+        await press(pilot, "enter")
+        assert error(app, "dest_url") == "Destination instance URL is required."
+        await type_text(pilot, "ftp://jira")
+        await press(pilot, "enter")
+        assert isinstance(app.screen, DestinationScreen)
+        assert "must start with http:// or https://" in error(app, "dest_url")
+        await press(pilot, "ctrl+u")
+        await type_text(pilot, "https://jira")
+        assert error(app, "dest_url") == ""  # live, as you type
+
+
+async def test_enter_on_type_step_chooses_before_going_on(tmp_path: Path, frozen: float) -> None:
+    app = console(home_with(tmp_path), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "tab", "tab", "enter")  # the Next button, no choice
+        assert isinstance(app.screen, ConfigTypeScreen)
+        assert error(app, "mode") == "Choose Basic or Script."
+        app.screen.query_one(ModeChoice).focus()
+        await press(pilot, "enter")  # chooses the highlighted type
+        assert isinstance(app.screen, ConfigTypeScreen)
+        assert app.wizard is not None and app.wizard.mode is Mode.BASIC
+        await press(pilot, "enter")
+        assert isinstance(app.screen, NoteScreen)
+
+
+async def test_info_errors_inline_and_next_refused(tmp_path: Path, frozen: float) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
+        assert isinstance(app.screen, InfoScreen)
+        await press(pilot, "end")
+        await type_text(pilot, " x")
+        assert "may only contain letters" in error(app, "local_name")  # live
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert error(app, "remote_name") == "Remote instance short name is required."
+        assert error(app, "name") == "Connection name is required."
+        assert app.screen.focused is app.screen.query_one("#local_name")
+        await press(pilot, "backspace", "backspace", "tab")
+        await type_text(pilot, "jira")
+        assert (error(app, "local_name"), error(app, "name")) == ("", "")
+        await press(pilot, "tab", "end")
+        await type_text(pilot, "_2")  # edited: no longer follows the short names
+        await press(pilot, "shift+tab", "end")
+        await type_text(pilot, "x")
+        assert value(app, "name") == "snow_to_jira_2"
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InvitationScreen)
+    assert [c.name for c in home.load_connections().connections] == ["snow_to_jira_2"]
+
+
+async def test_escape_at_every_step_goes_back_keeping_everything(
+    tmp_path: Path, frozen: float
+) -> None:
+    home = home_with(tmp_path, public_url=None)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n")
+        await type_text(pilot, "https://snow.example.com")
+        await press(pilot, "enter", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        await press(pilot, "tab", "tab")
+        await type_text(pilot, "Desc")
+        assert isinstance(app.screen, InfoScreen)
+
+        await press(pilot, "escape")
+        assert isinstance(app.screen, NoteScreen)
+        await press(pilot, "escape")
+        assert isinstance(app.screen, ConfigTypeScreen)
+        assert app.screen.query_one(ModeChoice).chosen is Mode.SCRIPT
+        await press(pilot, "escape")
+        assert isinstance(app.screen, PublicUrlScreen)
+        assert value(app, "public_url") == "https://snow.example.com"
+        await press(pilot, "escape")
+        assert isinstance(app.screen, DestinationScreen)
+
+        # ...and forward again: everything is still there.
+        await press(pilot, "ctrl+n", "enter", "enter", "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert [value(app, f) for f in ("local_name", "remote_name", "name", "description")] == [
+            "snow",
+            "jira",
+            "snow_to_jira",
+            "Desc",
+        ]
+        await press(pilot, "escape", "escape", "escape", "escape")
+        assert isinstance(app.screen, DestinationScreen)
+        await press(pilot, "escape")  # the first step closes the wizard
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert app.wizard is None
+    assert home.load_connections().connections == []
+    assert home.load_instance() == Instance(short_name="snow")
+
+
+async def test_previous_button_goes_back(tmp_path: Path, frozen: float) -> None:
+    app = console(home_with(tmp_path), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter")
+        assert isinstance(app.screen, NoteScreen)
+        await pilot.click("#previous")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigTypeScreen)
+
+
+async def test_next_shows_a_screen_built_ahead_and_closing_drops_the_rest(
+    tmp_path: Path, frozen: float
+) -> None:
+    app = console(home_with(tmp_path, public_url=None), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i")
+        # Both ways out of the destination are ready before either key is pressed.
+        ahead = {type(s) for s in app._registry if isinstance(s, WizardStep)}
+        assert ahead == {DestinationScreen, PublicUrlScreen, ConfigTypeScreen}
+        ready = next(s for s in app._registry if isinstance(s, PublicUrlScreen))
+        await press(pilot, "ctrl+n")
+        assert app.screen is ready
+        assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
+        await press(pilot, "escape", "escape")
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert not [s for s in app._registry if isinstance(s, WizardStep)]
+
+
+async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        save = InitiateWizard.save
+
+        def taken_meanwhile(self: InitiateWizard) -> bool:
+            # The code is on screen; another process saves the same name first.
+            assert self.issued is not None
+            other = self.issued.connection.model_copy(update={"id": "other"})
+            home.save_connection(other)
+            return save(self)
+
+        monkeypatch.setattr(InitiateWizard, "save", taken_meanwhile)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert error(app, "name") == (
+            "A connection named 'snow_to_jira' already exists: choose another name."
+        )
+        assert app.screen.focused is app.screen.query_one("#name")
+        assert value(app, "remote_name") == "jira"
+        assert app.issued == []
+    assert [c.id for c in home.load_connections().connections] == ["other"]
+
+
+async def test_a_connection_that_cannot_be_written_goes_back_and_says_why(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unwritable(self: InitiateWizard) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    app = console(home_with(tmp_path), frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        monkeypatch.setattr(InitiateWizard, "save", unwritable)
+        await press(pilot, "enter")
+        assert isinstance(app.screen, InfoScreen)
+        assert any("Could not save the connection" in m for m in messages(app))
+        assert app.issued == []
+
+
+async def test_done_while_the_code_is_being_saved_waits_for_it(
+    tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    slow = threading.Event()
+    save = InitiateWizard.save
+
+    def slow_save(self: InitiateWizard) -> bool:
+        slow.wait(5)
+        return save(self)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        monkeypatch.setattr(InitiateWizard, "save", slow_save)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, InvitationScreen)
+        done = asyncio.create_task(pilot.press("enter"))  # before the connection is on disk
+        await asyncio.sleep(0.2)
+        assert isinstance(app.screen, InvitationScreen)
+        slow.set()
+        await done
+        await press(pilot)
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert [row[0].splitlines()[0] for row in table_rows(app)] == ["snow_to_jira"]
+
+
+async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: float) -> None:
+    clipboards = Clipboards(local=False)
+    app = console(home_with(tmp_path), frozen, clipboards)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await type_text(pilot, "jira")
+        await press(pilot, "enter", "c")
+        code = app.screen.query_one("#code", TextArea).text
+        assert clipboards.osc52 == [code]
+        assert any(
+            "no local clipboard here" in m and "press w to write it to a file" in m
+            for m in messages(app)
+        )
+        await press(pilot, "escape")  # Done, like enter
+        assert isinstance(app.screen, ConnectionsScreen)
+
+
+def test_run_console_prints_every_code_issued(
+    tmp_path: Path,
+    frozen: float,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home = home_with(tmp_path)
+
+    def run(self: ExalateApp) -> None:
+        # What a session leaves behind: one issued code (issued headless, same wizard).
+        from exalate_tui.flows.wizard import InitiateWizard
+
+        assert self.instance is None
+        wizard = InitiateWizard(home, home.load_instance(), now=lambda: frozen)  # type: ignore[arg-type]
+        wizard.choose_no_url()
+        wizard.set_mode("script")
+        wizard.next()
+        wizard.next()
+        wizard.set_remote_name("jira")
+        assert wizard.next() and wizard.issued
+        self.issued.append(wizard.issued)
+
+    monkeypatch.setattr(app_module.ExalateApp, "run", run)
+    assert app_module.run_console(home) == 0
+    out = capsys.readouterr().out
+    code = codes.encode(codes.decode(out.strip().splitlines()[-1]))
+    assert "snow_to_jira:" in out
+    assert out.strip().endswith(code)
+
+
+def test_console_start_does_not_load_the_node() -> None:
+    probe = (
+        "import sys, exalate_tui.console.app, screens.connections, screens.first_run;"
+        "bad = [m for m in ('fastapi', 'uvicorn', 'httpx') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
