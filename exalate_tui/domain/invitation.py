@@ -28,6 +28,7 @@ from exalate_tui.domain.models import (
     Topology,
     Url,
 )
+from exalate_tui.errors import ExalateError
 
 PREFIX = "exa1"
 DEFAULT_LIFETIME = 7 * 24 * 3600
@@ -38,8 +39,10 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _TOKEN = r"^[A-Za-z0-9_-]{43}$"  # 32 bytes, base64url, no padding
 
 
-class InvitationError(ValueError):
+class InvitationError(ExalateError, ValueError):
     """A code that cannot be used; str() is the one-line reason."""
+
+    bad_input = True
 
 
 class Invitation(BaseModel):

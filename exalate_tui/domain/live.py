@@ -11,14 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-from exalate_tui.domain.models import PeerState, Status
+from exalate_tui.domain.models import Connection, PeerState, Status
 from exalate_tui.transport.streams import Contact
-
-if TYPE_CHECKING:
-    from exalate_tui.domain.models import Connection
-    from exalate_tui.home.store import Listed
 
 
 class Live(StrEnum):
@@ -64,7 +59,7 @@ _PEER = {
 }
 
 
-def live_state(connection: Connection | Listed, contact: Contact, now: float) -> LiveState:
+def live_state(connection: Connection, contact: Contact, now: float) -> LiveState:
     """The state to show for `connection` at `now`."""
     peer = _PEER.get(connection.peer_state) if connection.peer_state else None
     match connection.status:

@@ -1,23 +1,20 @@
-"""What every layer shares about instances and connections: names, kinds, and the rules.
+"""What every layer shares about instances and connections: names, kinds, rules, models.
 
 Validation rules for names live here so the wizard, the CLI and the files on
-disk all refuse the same things with the same words.
-
-The pydantic models (`Instance`, `Connection` and the constrained string
-types) are in `pydantic_models` and are reached through this module as usual
-(`from .models import Connection`): they load on first use. Importing pydantic
-and building their schemas costs ~100 ms, which the console's first screen
-does without (benchmarks/README.md); the enums and checks here cost nothing.
+disk all refuse the same things with the same words; the pydantic models of
+`instance.toml` and `connections/<id>.toml` apply exactly these checks.
 """
 
 from __future__ import annotations
 
 import re
-import sys
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 SHORT_NAME_MAX = 32
 CONNECTION_NAME_MAX = 100
@@ -121,32 +118,59 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-if TYPE_CHECKING:  # for mypy; at run time, __getattr__ below
-    from exalate_tui.domain.pydantic_models import (  # noqa: F401
-        Connection,
-        ConnectionName,
-        Description,
-        Instance,
-        ShortName,
-        Url,
-    )
-
-_PYDANTIC = frozenset(
-    {"Connection", "ConnectionName", "Description", "Instance", "ShortName", "Url"}
-)
+ShortName = Annotated[str, AfterValidator(check_short_name)]
+ConnectionName = Annotated[
+    str, AfterValidator(lambda v: check_text(v, limit=CONNECTION_NAME_MAX, required=True))
+]
+Description = Annotated[
+    str, AfterValidator(lambda v: check_text(v, limit=DESCRIPTION_MAX, required=False))
+]
+Url = Annotated[str, AfterValidator(check_url)]
 
 
-def __getattr__(name: str) -> Any:
-    """The pydantic models, imported (and their schemas built) on first use."""
-    if name in _PYDANTIC:
-        from exalate_tui.domain import pydantic_models
+class Instance(BaseModel):
+    """This instance: `instance.toml`."""
 
-        value = getattr(pydantic_models, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    model_config = ConfigDict(extra="forbid")
+
+    short_name: ShortName
+    public_url: Url | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=7917, ge=1, le=65535)
 
 
-def pydantic_loaded() -> bool:
-    """Whether the pydantic models are built: from then on, validating costs ~5 µs a file."""
-    return "exalate_tui.domain.pydantic_models" in sys.modules
+class Connection(BaseModel):
+    """One connection: `connections/<id>.toml` (0600, it holds secrets)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    name: ConnectionName
+    description: Description = ""
+    mode: Mode
+    topology: Topology
+    role: Role
+    local_name: ShortName
+    remote_name: ShortName | None = None
+    # The other side's URL when it has one; None when it is private.
+    remote_url: Url | None = None
+    created: datetime = Field(default_factory=utcnow)
+    status: Status = Status.PENDING
+    # Invitation state: the side that receives the handshake holds the hash.
+    token_hash: str | None = None
+    # Only a private initiator keeps the token: it must present it itself.
+    token: SecretStr | None = None
+    token_expires: datetime | None = None
+    # `invitation.digest` of the code: the handshake must present it (a changed code is refused).
+    code_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    secret: SecretStr | None = None
+    # None while the other side has nothing to report (see PeerState).
+    peer_state: PeerState | None = None
+
+    @property
+    def is_private_here(self) -> bool:
+        """True when this side has no URL: it makes every HTTP request (it polls)."""
+        if self.topology is Topology.PUBLIC_PUBLIC:
+            return False
+        private_role = Role.ACCEPTOR if self.topology is Topology.PUBLIC_PRIVATE else Role.INITIATOR
+        return self.role is private_role

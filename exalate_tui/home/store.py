@@ -1,4 +1,4 @@
-"""The home folder: `instance.toml` and `connections/<id>.toml` (DESIGN.md, contract).
+"""The home folder: `instance.toml` and `connections/<id>.toml` (README.md, "Where files live").
 
 Every write is atomic (temp file, fsync, rename) and serialized by an
 exclusive lock on `<home>/.lock`, so the console and the node can share a
@@ -11,36 +11,21 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomli_w
+from platformdirs import user_config_dir
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from exalate_tui.domain import models
-from exalate_tui.domain.models import (
-    CONNECTION_NAME_MAX,
-    DESCRIPTION_MAX,
-    Mode,
-    PeerState,
-    Role,
-    Status,
-    Topology,
-    check_short_name,
-    check_text,
-    check_url,
-)
-
-# pydantic loads with the first model used (`models`): the console's first screen
-# reads the files without it (`Home.glance`).
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.errors import ExalateError
 
 HOME_ENV = "EXALATE_TUI_HOME"
 _POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)")
@@ -48,7 +33,7 @@ _AT_END = "(at end of document)"
 APP_NAME = "exalate-tui"
 
 
-class StoreError(Exception):
+class StoreError(ExalateError):
     """A file in the home that cannot be used; str() names the file and the fix."""
 
     def __init__(self, path: Path, message: str, line: int | None = None) -> None:
@@ -59,27 +44,27 @@ class StoreError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-class NotFound(LookupError):
+class NotFound(ExalateError, LookupError):
     """No connection matches the given id."""
 
+    bad_input = True
 
-class NameTaken(ValueError):
+
+class NameTaken(ExalateError, ValueError):
     """Another connection in this home already has that name."""
+
+    bad_input = True
 
 
 def default_home() -> Path:
     env = os.environ.get(HOME_ENV)
     if env:
         return Path(env).expanduser()
-    from platformdirs import user_config_dir
-
     return Path(user_config_dir(APP_NAME, appauthor=False))
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
     """A model as TOML-ready data: no None (TOML has no null), secrets revealed."""
-    from pydantic import SecretStr
-
     data: dict[str, Any] = {}
     for name, value in model:
         if value is None:
@@ -121,53 +106,11 @@ def _parse_text(path: Path, raw: bytes, model: type[BaseModel]) -> Any:
     return _validate(path, _read_toml(path, raw), model)
 
 
-# One line as tomli-w writes this store's files: a bare key, then a basic string with
-# nothing to unescape, a date-time to the second with its offset, or a plain integer.
-_PLAIN_LINE = re.compile(
-    r'([A-Za-z0-9_-]+) = (?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*)"'
-    r"|(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:Z|[+-]\d\d:\d\d))|(0|[1-9]\d{0,17}))"
-)
-
-
-def _plain_toml(text: str) -> dict[str, Any] | None:
-    """What tomllib reads from `text` when every line is a `_PLAIN_LINE`, else None.
-
-    tomllib is pure Python: ~0.5 ms a file, and its import ~1.5 ms. The files this
-    store writes are all such lines; anything else is left to tomllib.
-    """
-    data: dict[str, Any] = {}
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    for line in lines:
-        found = _PLAIN_LINE.fullmatch(line)
-        if found is None:
-            return None
-        key, string, moment, number = found.groups()
-        if key in data:
-            return None
-        if string is not None:
-            data[key] = string
-        elif moment is not None:
-            try:
-                data[key] = datetime.fromisoformat(moment)
-            except ValueError:
-                return None
-        else:
-            data[key] = int(number)
-    return data
-
-
 def _read_toml(path: Path, raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise StoreError(path, "is not UTF-8 text; fix or remove the file") from None
-    plain = _plain_toml(text)
-    if plain is not None:
-        return plain
-    import tomllib
-
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -184,8 +127,6 @@ def _read_toml(path: Path, raw: bytes) -> dict[str, Any]:
 
 
 def _validate(path: Path, data: dict[str, Any], model: type[BaseModel]) -> Any:
-    from pydantic import ValidationError
-
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -195,10 +136,8 @@ def _validate(path: Path, data: dict[str, Any], model: type[BaseModel]) -> Any:
 
 
 def _write_atomic(path: Path, data: dict[str, Any], mode: int) -> None:
-    # Not tempfile.mkstemp: tempfile imports shutil, bz2, lzma and random, ~3 ms of a
-    # headless command's start-up (benchmarks/README.md). O_EXCL gives the same guarantee.
-    temp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Beside the target, so the rename stays on one file system; created 0600.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
@@ -226,153 +165,6 @@ class Loaded:
 
     connections: list[Connection] = field(default_factory=list)
     problems: list[StoreError] = field(default_factory=list)
-
-
-# Every key each file may hold: the models' fields (tests/test_store.py keeps them equal).
-INSTANCE_KEYS = frozenset({"short_name", "public_url", "listen_host", "listen_port"})
-CONNECTION_KEYS = frozenset(
-    {
-        "id",
-        "name",
-        "description",
-        "mode",
-        "topology",
-        "role",
-        "local_name",
-        "remote_name",
-        "remote_url",
-        "created",
-        "status",
-        "token_hash",
-        "token",
-        "token_expires",
-        "code_digest",
-        "secret",
-        "peer_state",
-    }
-)
-_REQUIRED_TEXT = ("id", "name", "mode", "topology", "role", "local_name")
-_OPTIONAL_TEXT = (
-    "description",
-    "remote_name",
-    "remote_url",
-    "status",
-    "token_hash",
-    "token",
-    "code_digest",
-    "secret",
-    "peer_state",
-)
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class Listed:
-    """What the Connections tab shows of one connection file, read without pydantic."""
-
-    id: str
-    name: str
-    local_name: str
-    remote_name: str | None
-    mode: Mode
-    topology: Topology
-    status: Status
-    peer_state: PeerState | None
-    created: datetime
-
-
-@dataclass(frozen=True)
-class Glance:
-    """The home read without pydantic, for the console's first screen (`Home.glance`)."""
-
-    instance_path: Path
-    instance_data: dict[str, Any]
-    connections: list[Listed]
-    # Files that are not UTF-8 TOML, reported as `load_connections` reports them.
-    problems: list[StoreError]
-
-    @property
-    def short_name(self) -> str:
-        name: str = self.instance_data["short_name"]
-        return name
-
-    @property
-    def public_url(self) -> str | None:
-        url: str | None = self.instance_data.get("public_url")
-        return url
-
-    def instance(self) -> Instance:
-        """`instance.toml` as read for the glance, as the model (pydantic loads here)."""
-        instance: Instance = _validate(self.instance_path, self.instance_data, models.Instance)
-        return instance
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as file:
-        return _read_toml(path, file.read())
-
-
-def _plain_instance(data: dict[str, Any]) -> bool:
-    """True only for data `Instance` accepts as it is (False: let pydantic judge it)."""
-    if not data.keys() <= INSTANCE_KEYS:
-        return False
-    port = data.get("listen_port", 7917)
-    if type(port) is not int or not 0 < port < 65536:
-        return False
-    if not isinstance(data.get("listen_host", ""), str):
-        return False
-    try:
-        check_short_name(data["short_name"])
-        if "public_url" in data:
-            check_url(data["public_url"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
-
-
-def _plain_connection(data: dict[str, Any]) -> Listed | None:
-    """The row for data `Connection` accepts as it is; None: let pydantic judge it.
-
-    Stricter than the model on purpose (types exactly as tomli-w writes them,
-    `created` with its offset): anything else goes the model's way.
-    """
-    if not data.keys() <= CONNECTION_KEYS:
-        return None
-    created = data.get("created")
-    if not isinstance(created, datetime) or created.tzinfo is None:
-        return None
-    if "token_expires" in data and not isinstance(data["token_expires"], datetime):
-        return None
-    if any(type(data.get(key)) is not str for key in _REQUIRED_TEXT):
-        return None
-    if any(key in data and type(data[key]) is not str for key in _OPTIONAL_TEXT):
-        return None
-    if "code_digest" in data and not _DIGEST.fullmatch(data["code_digest"]):
-        return None
-    remote_name = data.get("remote_name")
-    peer_state = data.get("peer_state")
-    try:
-        check_text(data["name"], limit=CONNECTION_NAME_MAX, required=True)
-        check_text(data.get("description", ""), limit=DESCRIPTION_MAX, required=False)
-        check_short_name(data["local_name"])
-        if remote_name is not None:
-            check_short_name(remote_name)
-        if "remote_url" in data:
-            check_url(data["remote_url"])
-        Role(data["role"])
-        return Listed(
-            id=data["id"],
-            name=data["name"],
-            local_name=data["local_name"],
-            remote_name=remote_name,
-            mode=Mode(data["mode"]),
-            topology=Topology(data["topology"]),
-            status=Status(data.get("status", Status.PENDING)),
-            peer_state=None if peer_state is None else PeerState(peer_state),
-            created=created,
-        )
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -432,49 +224,18 @@ class Home:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def glance(self) -> Glance | None:
-        """The home as the Connections tab first shows it, read without pydantic.
-
-        None when `instance.toml` is missing or any file holds something only
-        the models can judge: the caller then loads the home the usual way,
-        which says exactly what is wrong. Otherwise the glance holds what the
-        models would give, field for field, ~100 ms sooner (no pydantic).
-        """
-        try:
-            instance = _read_file(self.instance_path)
-        except (OSError, StoreError):
-            return None
-        if not _plain_instance(instance):
-            return None
-        listed: list[Listed] = []
-        problems: list[StoreError] = []
-        if self.connections_dir.is_dir():
-            for path in sorted(self.connections_dir.glob("*.toml")):
-                try:
-                    entry = _plain_connection(_read_file(path))
-                except StoreError as problem:
-                    problems.append(problem)
-                    continue
-                except FileNotFoundError:
-                    continue  # deleted by another process while listing
-                if entry is None:
-                    return None
-                listed.append(entry)
-        listed.sort(key=lambda c: (c.created, c.name))
-        return Glance(self.instance_path, instance, listed, problems)
-
     # -- instance -----------------------------------------------------------
 
     def load_instance(self) -> Instance | None:
         if not self.instance_path.exists():
             return None
-        instance: Instance = _parse(self.instance_path, models.Instance)
+        instance: Instance = _parse(self.instance_path, Instance)
         return instance
 
     def save_instance(self, instance: Instance) -> None:
         with self.lock():
             if self.instance_path.exists():
-                _parse(self.instance_path, models.Instance)  # never overwrite a broken file
+                _parse(self.instance_path, Instance)  # never overwrite a broken file
             _write_atomic(self.instance_path, _dump(instance), 0o600)
 
     # -- connections --------------------------------------------------------
@@ -485,7 +246,7 @@ class Home:
             return loaded
         for path in sorted(self.connections_dir.glob("*.toml")):
             try:
-                loaded.connections.append(_parse(path, models.Connection))
+                loaded.connections.append(_parse(path, Connection))
             except StoreError as problem:
                 loaded.problems.append(problem)
             except FileNotFoundError:
@@ -508,7 +269,7 @@ class Home:
             if not matches:
                 raise NotFound(f"no connection with id {cid!r}; see `exalate-tui connections`")
             path = matches[0]
-        connection: Connection = _parse(path, models.Connection)
+        connection: Connection = _parse(path, Connection)
         return connection
 
     def save_connection(self, connection: Connection) -> None:
@@ -517,7 +278,7 @@ class Home:
             self._check_name_free(connection)
             path = self.connection_path(connection.id)
             if path.exists():
-                _parse(path, models.Connection)  # never overwrite a broken file
+                _parse(path, Connection)  # never overwrite a broken file
             _write_atomic(path, _dump(connection), 0o600)
 
     def update_connection(
@@ -567,7 +328,7 @@ class Home:
         if not cid or _glob_safe(cid) != cid:
             return None
         try:
-            connection: Connection = _parse(self.tombstone_path(cid), models.Connection)
+            connection: Connection = _parse(self.tombstone_path(cid), Connection)
         except FileNotFoundError:
             return None
         return connection

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, PeerState, Role, Status, Topology
+from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NotFound
 from exalate_tui.transport.streams import Message, State
 
@@ -42,8 +43,10 @@ TELL_TIMEOUT = 5.0
 BATCH = 500
 
 
-class ActionError(Exception):
+class ActionError(ExalateError):
     """The action does not apply to this connection; str() says why and what to do."""
+
+    bad_input = True
 
 
 class Told(StrEnum):

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from exalate_tui import __version__
 from exalate_tui.domain.models import check_short_name, check_url, normalize_url
+from exalate_tui.errors import ExalateError
 from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import ACK_HEADER, API_VERSION, PREFIX, PRODUCT, UrlCheck
 from exalate_tui.transport.streams import Message
@@ -36,7 +37,7 @@ LONG_POLL_MARGIN = 10.0
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
-class RemoteError(Exception):
+class RemoteError(ExalateError):
     """A call to a remote node failed.
 
     `status` is the HTTP status (None when no answer came), `code` the

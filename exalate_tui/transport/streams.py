@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exalate_tui.errors import ExalateError
+
 # Plain rowid tables: WITHOUT ROWID stores each row inside the primary-key
 # b-tree, and with ~1 KB bodies that made every insert ~8× slower
 # (benchmarks/README.md, throughput).
@@ -118,7 +120,7 @@ def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]])
         db.execute(f"INSERT INTO {into} VALUES {values}", [value for row in chunk for value in row])
 
 
-class StateError(Exception):
+class StateError(ExalateError):
     """`state.sqlite3` cannot be used; str() names the file and what to do."""
 
 

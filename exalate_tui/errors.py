@@ -1,0 +1,26 @@
+"""Every error exalate-tui raises on purpose, in one tree (as httpx keeps its own).
+
+    ExalateError                  str() is one line (or a few) saying what and how to fix
+    ├── StoreError                home/store.py: a file of the home cannot be used
+    ├── NotFound                  home/store.py: no connection has that id       (bad input)
+    ├── NameTaken                 home/store.py: a connection already has that name (bad input)
+    ├── InvitationError           domain/invitation.py: a code that cannot be used (bad input)
+    ├── StateError                transport/streams.py: state.sqlite3 cannot be used
+    ├── RemoteError               transport/client.py: a call to a partner's node failed
+    ├── ActionError               lifecycle/actions.py: the action does not apply (bad input)
+    ├── AcceptError               lifecycle/accept.py: the accept did not happen (bad input
+    │                             or not, per error: a damaged code is, a partner's outage not)
+    └── BadInput                  cli: a flag's value is refused                 (bad input)
+
+Each class lives in the module that raises it; this module holds the root.
+`bad_input` says whether the user fixes it by changing what they typed: the
+CLI maps it to its exit codes in one place (2 when True, else 1).
+"""
+
+from __future__ import annotations
+
+
+class ExalateError(Exception):
+    """The root of exalate-tui's own errors."""
+
+    bad_input: bool = False
