@@ -2,13 +2,12 @@
 this side, accept, and watch each stage.
 
 `AcceptWizard` judges the code and the names; `accept.accept` does the work
-in a worker and reports its stages, which arrive here as messages.
+in a worker and reports its stages and its outcome, which arrive here as
+messages: the handlers hand them to the wizard.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 from typing import ClassVar
 
 from rich.table import Table
@@ -22,7 +21,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from exalate_tui.domain.models import Connection
-from exalate_tui.flows.wizard import AcceptStep, AcceptWizard, Stage
+from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport.streams import State
 
 
@@ -105,16 +106,24 @@ class AcceptScreen(Screen[None]):
     class Staged(Message):
         """`accept.accept` reached a stage."""
 
+        def __init__(self, stage: Stage) -> None:
+            super().__init__()
+            self.stage = stage
+
     class Finished(Message):
-        def __init__(self, connection: Connection | None) -> None:
+        """`accept.accept` ended: the connection, or the one-line reason it did not happen."""
+
+        def __init__(self, connection: Connection | None, reason: str = "") -> None:
             super().__init__()
             self.connection = connection
+            self.reason = reason
 
     def __init__(
-        self, wizard: AcceptWizard, state: State | None, state_problem: str | None
+        self, wizard: AcceptWizard, home: Home, state: State | None, state_problem: str | None
     ) -> None:
         super().__init__()
         self.wizard = wizard
+        self.home = home
         self.state = state
         self.state_problem = state_problem
         # Until the first Enter an empty code field is no error, just empty.
@@ -236,28 +245,36 @@ class AcceptScreen(Screen[None]):
     @work(exclusive=True, exit_on_error=False, group="accept")
     async def _accept(self, state: State) -> None:
         """`accept.accept`: the handshake (or the wait for the initiator), stage by stage."""
-        accept = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.accept")
+        wizard = self.wizard
+        assert wizard.invitation is not None  # ACCEPTING is reached with a code
         try:
-            connection = await accept.accept(
-                self.wizard.home,
+            connection = await accept(
+                self.home,
                 state,
-                self.wizard,
-                progress=lambda stage: self.post_message(self.Staged()),
+                wizard.invitation,
+                wizard.local_name,
+                lambda stage: self.post_message(self.Staged(stage)),
+                name=wizard.name,
             )
-        except accept.AcceptError:
-            connection = None  # the wizard holds the one-line reason
+        except AcceptError as error:
+            self.post_message(self.Finished(None, str(error)))
         except OSError as error:
-            self.wizard.record_failure(f"Could not store the connection: {error}")
-            connection = None
-        self.post_message(self.Finished(connection))
+            self.post_message(self.Finished(None, f"Could not store the connection: {error}"))
+        else:
+            self.post_message(self.Finished(connection))
 
     @on(Staged)
-    def _staged(self) -> None:
+    def _staged(self, event: Staged) -> None:
+        self.wizard.record_stage(event.stage)
         self._show()
         self._reveal()
 
     @on(Finished)
     def _finished(self, event: Finished) -> None:
+        if event.connection is None:
+            self.wizard.record_failure(event.reason)
+        else:
+            self.wizard.record_done(event.connection)
         self._show(event.connection)
         self._reveal()
         if event.connection is None:

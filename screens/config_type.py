@@ -13,7 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Label, Static
 
 from exalate_tui.domain.models import Mode
-from exalate_tui.flows.wizard import Step
+from exalate_tui.flows.initiate import Step
 
 from .wizard_step import WizardStep
 

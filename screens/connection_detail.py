@@ -1,6 +1,6 @@
 """One connection in full (never its secret), its last error, and what can be done to it.
 
-Deactivate / Activate / Delete go through `exalate_tui.actions` in a worker
+Deactivate / Activate / Delete go through `lifecycle.actions` in a worker
 (they may tell the partner over the network, for up to a few seconds);
 Regenerate invitation code asks the app to show the new code. The view
 re-reads the connection and its last contact every second or two.
@@ -9,9 +9,8 @@ re-reads the connection and its last contact every second or two.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
@@ -26,15 +25,14 @@ from textual.widgets import Button, Footer, Label, Static
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.live import ago, live_state, when
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
-from exalate_tui.flows.wizard import Issued
+from exalate_tui.flows.initiate import Issued
 from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.lifecycle import actions
+from exalate_tui.lifecycle.actions import Outcome
 from exalate_tui.transport.streams import Contact, State
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
-
-if TYPE_CHECKING:
-    from exalate_tui.lifecycle.actions import Outcome
 
 DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
 DONE = {"deactivate": "Deactivated", "activate": "Activated", "delete": "Deleted"}
@@ -169,7 +167,7 @@ class ConnectionDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._show(*self._load())
+        self._reload()
         self.set_interval(REFRESH, self._reload)
 
     # -- reading ------------------------------------------------------------
@@ -284,7 +282,6 @@ class ConnectionDetailScreen(Screen[None]):
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _act(self, name: str, state: State) -> None:
         """Run one of `actions.deactivate/activate/delete`; the outcome comes by message."""
-        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.actions")
         run = {"deactivate": actions.deactivate, "activate": actions.activate}.get(
             name, actions.delete
         )
@@ -335,7 +332,6 @@ class ConnectionDetailScreen(Screen[None]):
 
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _regenerate(self) -> None:
-        actions = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.actions")
         try:
             code = await asyncio.to_thread(
                 actions.regenerate_invitation, self.home, self.cid, now=self.now

@@ -3,12 +3,9 @@ not load, what to do next.
 
 Every second or two a thread worker looks at the home: the connection files
 are parsed again only when their names, sizes or mtimes changed; the last
-contact of each comes from `state.sqlite3`. The handler then rebuilds the
-table (the files changed) or updates the Status cells that read differently.
-
-When the console starts, the first frame may be drawn from `Home.glance` (the
-files read without pydantic); the first tick reads the home the usual way, and
-its rows are the same, so the table is left as it is.
+contact of each comes from `state.sqlite3`. The worker is handed what it
+compares with and posts what it read; the handler then rebuilds the table
+(the files changed) or updates the Status cells that read differently.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -29,11 +26,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
 from exalate_tui.domain.live import Live, LiveState, live_state
-from exalate_tui.home.store import Glance, Home, Listed, StoreError
+from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.streams import Contact, State
-
-if TYPE_CHECKING:
-    from exalate_tui.domain.models import Connection, Instance
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -63,7 +58,7 @@ def status_cell(live: LiveState) -> Text:
     return Text.assemble((live.label, STYLES[live.live]), (f"\n{live.detail}", "dim"))
 
 
-def row(connection: Connection | Listed, live: LiveState) -> tuple[Text, ...]:
+def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
     names = Text(connection.name)
     names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
@@ -111,11 +106,10 @@ def signature(home: Home) -> Signature:
 class Reading:
     """The home as read at one moment: files (unless unchanged) and last contacts."""
 
-    # None for a glance: the next look parses the files (and validates them).
-    signature: Signature | None
+    signature: Signature
     files_changed: bool
-    instance: Instance | Glance | None = None
-    connections: Sequence[Connection | Listed] = field(default_factory=list)
+    instance: Instance | None = None
+    connections: Sequence[Connection] = field(default_factory=list)
     problems: list[StoreError] = field(default_factory=list)
     contacts: dict[str, Contact] = field(default_factory=dict)
 
@@ -124,7 +118,7 @@ def read_home(
     home: Home,
     state: State | None,
     previous: Signature | None,
-    known: Sequence[Connection | Listed],
+    known: Sequence[Connection],
 ) -> Reading:
     """Parse the files again only when `previous` no longer matches; contacts always."""
     current = signature(home)
@@ -142,12 +136,6 @@ def read_home(
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts
     )
-
-
-def read_glance(glance: Glance, state: State | None) -> Reading:
-    """The first reading, from a glance: what `read_home` gives, without pydantic."""
-    contacts = {c.id: state.contact(c.id) for c in glance.connections} if state else {}
-    return Reading(None, True, glance, glance.connections, glance.problems, contacts)
 
 
 class ConnectionsScreen(Screen[None]):
@@ -195,16 +183,15 @@ class ConnectionsScreen(Screen[None]):
         state: State | None,
         state_problem: str | None,
         now: Callable[[], float],
-        glance: Glance | None = None,
     ) -> None:
         super().__init__()
         self.home = home
         self.state = state
         self.state_problem = state_problem
         self.now = now
-        self._glance = glance
         self._signature: Signature | None = None
-        self._connections: Sequence[Connection | Listed] = []
+        # The connections as last read: the app hands them to the wizards.
+        self.connections: Sequence[Connection] = []
         self._statuses: dict[str, Text] = {}
         # The rows as last shown, to leave the table alone when a reading shows the same.
         self._rows: list[Row] = []
@@ -226,12 +213,7 @@ class ConnectionsScreen(Screen[None]):
             # lookup that comes with it loads a 5 ms table before the first frame.
             table.add_column(Text(label), key=key)
         # The first reading is done here and now, so the first frame shows every row.
-        if self._glance is None:
-            self._show(read_home(self.home, self.state, None, []))
-        else:
-            # Validated by the first tick: a glance has no signature, so it reads the files.
-            self._show(read_glance(self._glance, self.state))
-            self._glance = None
+        self._show(read_home(self.home, self.state, None, []))
         self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
@@ -243,15 +225,14 @@ class ConnectionsScreen(Screen[None]):
 
     def action_reload(self) -> None:
         """Show the home as it is on disk now."""
-        self._read(force=True)
+        self._read(None, self.connections)
 
     def _tick(self) -> None:
-        self._read(force=False)
+        self._read(self._signature, self.connections)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
-    def _read(self, force: bool) -> None:
-        previous = None if force else self._signature
-        self.post_message(self.Read(read_home(self.home, self.state, previous, self._connections)))
+    def _read(self, previous: Signature | None, known: Sequence[Connection]) -> None:
+        self.post_message(self.Read(read_home(self.home, self.state, previous, known)))
 
     @on(Read)
     def _read_done(self, event: Read) -> None:
@@ -276,7 +257,7 @@ class ConnectionsScreen(Screen[None]):
             self._statuses = statuses
             return
         self._signature = reading.signature
-        self._connections = reading.connections
+        self.connections = reading.connections
         if reading.instance is not None:
             where = reading.instance.public_url or "no public URL"
             self.query_one("#instance", Label).update(
@@ -287,7 +268,7 @@ class ConnectionsScreen(Screen[None]):
             for c in reading.connections
         ]
         if _without_status(rows) == _without_status(self._rows):
-            # The same connections (the validation after a glance, say): only statuses move.
+            # The same connections (a file rewritten as it was, say): only statuses move.
             for cid, cell in statuses.items():
                 if cell != self._statuses.get(cid):
                     table.update_cell(cid, "status", cell, update_width=True)

@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
-from exalate_tui.flows.wizard import Step, UrlCheck
+from exalate_tui.flows.initiate import Step
+from exalate_tui.protocol.api import UrlCheck
 
 from .wizard_step import WizardStep, field_row
 

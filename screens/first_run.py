@@ -1,10 +1,14 @@
-"""First run: name this instance (and give its public URL, if it has one); saves instance.toml."""
+"""First run: name this instance (and give its public URL, if it has one); saves instance.toml.
+
+The fields are judged by `check_instance`, as `exalate-tui init` judges its
+flags; the save runs in a worker, whose outcome comes back by message.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -12,13 +16,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from exalate_tui.domain.models import Instance, check_short_name, check_url, normalize_url
+from exalate_tui.domain.models import Instance, check_instance
 from exalate_tui.home.store import Home, StoreError
 
-FIELDS = {
-    "short_name": ("Short name", check_short_name),
-    "public_url": ("Public URL", check_url),
-}
+# Each field's label, which starts its error ("Short name is required.").
+FIELDS = {"short_name": "Short name", "public_url": "Public URL"}
 
 
 class FirstRunScreen(Screen[None]):
@@ -39,6 +41,11 @@ class FirstRunScreen(Screen[None]):
         def __init__(self, instance: Instance) -> None:
             super().__init__()
             self.instance = instance
+
+    class NotSaved(Message):
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
 
     def __init__(self, home: Home) -> None:
         super().__init__()
@@ -73,17 +80,12 @@ class FirstRunScreen(Screen[None]):
             yield Button("Save", id="save", variant="primary", compact=True)
         yield Footer()
 
-    def _problems(self) -> dict[str, str]:
-        problems: dict[str, str] = {}
-        for field, (label, check) in FIELDS.items():
-            value = self.query_one(f"#{field}", Input).value.strip()
-            if field == "public_url" and not value:
-                continue  # optional
-            try:
-                check(value)
-            except ValueError as error:
-                problems[field] = f"{label} {error}."
-        return problems
+    def _read(self) -> tuple[str, str | None, dict[str, str]]:
+        """The short name, the public URL as stored, and each field's problem."""
+        short_name = self.query_one("#short_name", Input).value.strip()
+        url, reasons = check_instance(short_name, self.query_one("#public_url", Input).value)
+        problems = {field: f"{FIELDS[field]} {reason}." for field, reason in reasons.items()}
+        return short_name, url, problems
 
     def _show(self, problems: dict[str, str]) -> None:
         for field in FIELDS:
@@ -91,23 +93,26 @@ class FirstRunScreen(Screen[None]):
 
     @on(Input.Changed)
     def _changed(self) -> None:
-        self._show(self._problems())
+        self._show(self._read()[2])
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
-        problems = self._problems()
+        short_name, url, problems = self._read()
         self._show(problems)
         if problems:
             self.query_one(f"#{next(iter(problems))}", Input).focus()
             return
-        url = normalize_url(self.query_one("#public_url", Input).value)
-        instance = Instance(
-            short_name=self.query_one("#short_name", Input).value.strip(),
-            public_url=url or None,
-        )
+        self._save(Instance(short_name=short_name, public_url=url or None))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="save")
+    def _save(self, instance: Instance) -> None:
         try:
             self.home.save_instance(instance)
         except (StoreError, OSError) as error:
-            self.query_one("#save-error", Static).update(f"Could not save: {error}")
+            self.post_message(self.NotSaved(f"Could not save: {error}"))
             return
         self.post_message(self.Saved(instance))
+
+    @on(NotSaved)
+    def _not_saved(self, event: NotSaved) -> None:
+        self.query_one("#save-error", Static).update(event.reason)

@@ -2,30 +2,32 @@
 
 The code is issued when the admin leaves the information step; this screen
 shows it at once and saves the connection (pending) in a worker as soon as it
-is drawn; Done waits for that. The code's widgets, keys and file writing are
-shared with the regenerated-code screen (`CODE_BINDINGS`, `compose_code`,
-`write_code`).
+is drawn; the outcome comes back by message, and Done waits for it. The
+code's widgets, keys and file writing are shared with the regenerated-code
+screen (`CODE_BINDINGS`, `compose_code`, `write_code`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from exalate_tui.flows.wizard import InitiateWizard, Issued, Step
 from textual import events, on, work
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
-from textual.worker import Worker
 
-from exalate_tui.flows.wizard import InitiateWizard, Issued, Step
-from exalate_tui.home.store import StoreError
+from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.home.store import Home, StoreError
+from exalate_tui.lifecycle.initiate import save_issued
 
 from .wizard_step import WizardStep
 
@@ -88,13 +90,21 @@ def compose_code_buttons() -> Iterator[Widget]:
 
 
 def write_code(screen: Screen[None], issued: Issued) -> None:
-    """Write the code to a file in the working directory; the toast says where."""
-    try:
-        path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
-    except OSError as error:
-        screen.notify(f"Could not write the code: {error}", severity="error", timeout=10)
-        return
-    screen.notify(f"Wrote the invitation code to {path}", title="Invitation code", timeout=10)
+    """Write the code to a file in the working directory, in a thread; the toast says where."""
+
+    def write() -> None:
+        try:
+            path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
+        except OSError as error:
+            message = f"Could not write the code: {error}"
+            options: dict[str, Any] = {"severity": "error", "timeout": 10}
+        else:
+            message = f"Wrote the invitation code to {path}"
+            options = {"title": "Invitation code", "timeout": 10}
+        # The toast is raised on the event loop, never from this thread.
+        screen.app.call_from_thread(partial(screen.notify, message, **options))
+
+    screen.run_worker(write, thread=True, group="write-code", exit_on_error=False)
 
 
 def _installed(side: str) -> str:
@@ -125,10 +135,26 @@ class InvitationScreen(WizardStep):
         Binding("escape", "done", "Done", show=False, id="invitation.close"),
     ]
 
+    class Stored(Message):
+        """The save worker wrote the connection (`ok`), or its name was taken meanwhile."""
+
+        def __init__(self, ok: bool) -> None:
+            super().__init__()
+            self.ok = ok
+
+    class NotStored(Message):
+        """The save worker could not write the connection."""
+
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__(wizard)
-        self._saving: Worker[object] | None = None
+        self._saving = False
         self._saved = False
+        # Done was pressed: leave once the connection is saved.
+        self._leaving = False
 
     @property
     def issued(self) -> Issued:
@@ -170,41 +196,55 @@ class InvitationScreen(WizardStep):
         write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
-    async def action_done(self) -> None:
+    def action_done(self) -> None:
         """Done: back to Connections, once the connection is saved (pending)."""
-        await self._start_saving().wait()
+        self._leaving = True
         if self._saved:
             self.post_message(self.Closed())
+        else:
+            self._start_saving()
 
-    async def action_press_or_done(self) -> None:
+    def action_press_or_done(self) -> None:
         if isinstance(self.focused, Button):
             self.focused.press()
         else:
-            await self.action_done()
+            self.action_done()
 
     @on(events.ScreenResume)
     def _shown(self) -> None:
         # The code shows at once; the save (an fsync) starts once it is drawn.
         self.call_after_refresh(self._start_saving)
 
-    def _start_saving(self) -> Worker[object]:
-        saving = self._saving
-        if saving is None:
-            saving = self._saving = self._save()
-        return saving
-
-    @work(exclusive=True, exit_on_error=False, group="save")
-    async def _save(self) -> None:
-        """Write the connection (`InitiateWizard.save`) in a thread; a failure goes back a step."""
-        wizard = self.wizard
-        try:
-            ok = await asyncio.to_thread(wizard.save)
-        except (OSError, StoreError) as error:
-            wizard.not_saved()
-            self.notify(f"Could not save the connection: {error}", severity="error", timeout=15)
-            self.post_message(self.Moved())
+    def _start_saving(self) -> None:
+        if self._saving or self.wizard.issued is None:
             return
-        if wizard.saved(ok):
+        self._saving = True
+        home = getattr(self.app, "home", None)
+        assert isinstance(home, Home)  # the console's app holds the home
+        self._save(home, self.issued.connection, self.wizard.new_instance)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="save")
+    def _save(self, home: Home, connection: Connection, instance: Instance | None) -> None:
+        """Write the connection (`save_issued`); the outcome comes back by message."""
+        try:
+            ok = save_issued(home, connection, instance)
+        except (OSError, StoreError) as error:
+            self.post_message(self.NotStored(str(error)))
+            return
+        self.post_message(self.Stored(ok))
+
+    @on(Stored)
+    def _stored(self, event: Stored) -> None:
+        if self.wizard.saved(event.ok):
             self._saved = True
+            if self._leaving:
+                self.post_message(self.Closed())
         else:
-            self.post_message(self.Moved())
+            self.post_message(self.Moved())  # back to the information step, saying why
+
+    @on(NotStored)
+    def _not_stored(self, event: NotStored) -> None:
+        """The code is void: back to the information step, with the reason in a toast."""
+        self.wizard.not_saved()
+        self.notify(f"Could not save the connection: {event.reason}", severity="error", timeout=15)
+        self.post_message(self.Moved())

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from textual.widget import Widget
 from textual.widgets import Static
 
-from exalate_tui.flows.wizard import Step
+from exalate_tui.flows.initiate import Step
 
 from .wizard_step import WizardStep
 

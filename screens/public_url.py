@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from exalate_tui.flows.wizard import Step
+from exalate_tui.flows.initiate import Step
 
 from .wizard_step import WizardStep, field_row
 

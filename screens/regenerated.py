@@ -15,7 +15,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Static
 
-from exalate_tui.flows.wizard import Issued
+from exalate_tui.flows.initiate import Issued
 
 from .invitation import CODE_BINDINGS, compose_code, compose_code_buttons, write_code
 

@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label
 
-from exalate_tui.flows.wizard import InitiateWizard, Step
+from exalate_tui.flows.initiate import InitiateWizard, Step
 
 
 def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
@@ -173,7 +173,7 @@ class WizardStep(Screen[None]):
 
     def action_next(self) -> None:
         # The code is saved by the invitation step, once it is on screen.
-        if self.wizard.next(save=False):
+        if self.wizard.next():
             self.post_message(self.Moved())
             return
         self.show_errors()

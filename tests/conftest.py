@@ -20,7 +20,7 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
-from exalate_tui.flows.wizard import UrlCheck
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
 
 # No animations, so screenshots are the same every run. The snapshot plugin imports

@@ -1,37 +1,39 @@
-"""The `exalate-tui` entry point: the console, and the headless commands (DESIGN.md, contract).
+"""The `exalate-tui` entry point: the console, and the headless commands (README.md).
 
 Each headless command is one small function taking the parsed arguments and
 the home, plus one entry in `_parser`. The commands drive the same objects the
 console does (`InitiateWizard`, `Home`), so both refuse the same input with the
 same words.
 
-Exit codes: 0 ok; 2 bad input, i.e. something the user changes on the command
-line or fixes with another command first (a refused flag value, an unknown
-connection id, no `instance.toml` yet); 1 anything else, e.g. a file in the
-home that does not parse (it is never overwritten: the message names it and
-its line) or an OS error. Bad input is refused before anything is written.
+Exit codes, mapped in `main` alone from the error tree (exalate_tui/errors.py):
+0 ok; 2 bad input (`ExalateError.bad_input`), i.e. something the user changes
+on the command line or fixes with another command first (a refused flag
+value, an unknown connection id, no `instance.toml` yet); 1 anything else,
+e.g. a file in the home that does not parse (it is never overwritten: the
+message names it and its line) or an OS error. Bad input is refused before
+anything is written.
 
-Only the console imports Textual, and only when it starts: a headless command
-loads pydantic and the pure layer, nothing else. The console loads pydantic
-only once its first screen is up (`Home.glance`), so this module imports the
-models and the wizard where a command uses them.
+A command imports the heavy layers it uses when it runs: the console
+(Textual), the node (FastAPI, uvicorn), the network client (httpx). So a
+headless command never loads Textual, and `initiate --json` no network stack.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from exalate_tui.domain.models import check_short_name, check_url, normalize_url
-from exalate_tui.home.store import Home, NotFound, StoreError
-
-if TYPE_CHECKING:
-    import argparse
-
-    from exalate_tui.domain.models import Connection, Instance
-    from exalate_tui.flows.wizard import InitiateWizard, UrlCheck
+from exalate_tui.domain.models import Connection, Instance, check_instance
+from exalate_tui.errors import ExalateError
+from exalate_tui.flows.accept import AcceptWizard, Stage
+from exalate_tui.flows.initiate import InitiateWizard, Step
+from exalate_tui.home.store import Home, NotFound
+from exalate_tui.lifecycle.initiate import save_issued
+from exalate_tui.protocol.api import UrlCheck
 
 PROG = "exalate-tui"
 # Never printed, never in --json: they let someone else act as this side.
@@ -50,8 +52,10 @@ FLAGS = {
 }
 
 
-class BadInput(Exception):
+class BadInput(ExalateError):
     """Exit 2: str() says which flag or value is wrong and how to fix it."""
+
+    bad_input = True
 
 
 def inert(text: object) -> str:
@@ -82,29 +86,20 @@ def _require_instance(home: Home) -> Instance:
 # -- commands ------------------------------------------------------------------
 
 
-def cmd_console(args: argparse.Namespace | None, home: Home) -> int:
+def cmd_console(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.console.app import run_console
 
     return run_console(home)
 
 
 def cmd_init(args: argparse.Namespace, home: Home) -> int:
-    from exalate_tui.domain.models import Instance
-
-    problems = []
-    try:
-        check_short_name(args.short_name)
-    except ValueError as error:
-        problems.append(f"--short-name: this instance's short name {error}.")
-    public_url = args.public_url
-    if public_url:
-        public_url = normalize_url(public_url)
-        try:
-            check_url(public_url)
-        except ValueError as error:
-            problems.append(f"--public-url: this instance's public URL {error}.")
+    public_url, problems = check_instance(args.short_name, args.public_url)
     if problems:
-        raise BadInput("\n".join(problems))
+        words = {
+            "short_name": "--short-name: this instance's short name",
+            "public_url": "--public-url: this instance's public URL",
+        }
+        raise BadInput("\n".join(f"{words[f]} {reason}." for f, reason in problems.items()))
 
     current = home.load_instance()
     if current is None:
@@ -127,10 +122,9 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
-    from exalate_tui.flows.wizard import InitiateWizard, Step
-
     instance = _require_instance(home)
-    wizard = InitiateWizard(home, instance, require_verified=not args.no_verify)
+    known = home.load_connections().connections
+    wizard = InitiateWizard(instance, known, require_verified=not args.no_verify)
 
     if args.no_url:
         wizard.choose_no_url()
@@ -160,6 +154,8 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
             raise RuntimeError(f"the wizard stopped at {wizard.step} without saying why")
     issued = wizard.issued
     assert issued is not None  # INVITATION is reached only by issuing
+    if not wizard.saved(save_issued(home, issued.connection, wizard.new_instance)):
+        _refuse(wizard, args)  # the name was taken since the wizard was made
 
     if args.json:
         _print_json({"connection": public(issued.connection), "code": issued.code})
@@ -169,14 +165,11 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_accept(args: argparse.Namespace, home: Home) -> int:
-    import asyncio
-
-    from exalate_tui.flows.wizard import AcceptWizard, Stage
-    from exalate_tui.lifecycle.accept import AcceptError, accept
+    from exalate_tui.lifecycle.accept import accept
     from exalate_tui.transport.streams import State
 
     text = sys.stdin.read() if args.code == "-" else args.code
-    wizard = AcceptWizard(home, home.load_instance())
+    wizard = AcceptWizard(home.load_instance(), home.load_connections().connections)
     wizard.set_code(text)
     if args.short_name is not None:
         wizard.set_local_name(args.short_name)
@@ -191,8 +184,10 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
         raise BadInput("\n".join(f"{flags[f]}: {p}" for f, p in problems.items()))
     invite = wizard.invitation
     assert invite is not None  # problems() reports a missing code
+    stages: list[Stage] = []
 
     def progress(stage: Stage) -> None:
+        stages.append(stage)
         if args.json:
             return
         if stage is Stage.CONTACTING:
@@ -211,18 +206,15 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
         return opened[-1]
 
     try:
-        connection = asyncio.run(accept(home, open_state, wizard, progress=progress))
-    except AcceptError as error:
-        if error.bad_input:
-            raise BadInput(str(error)) from None
-        print(f"{PROG} accept: {inert(error)}", file=sys.stderr)
-        return 1
+        connection = asyncio.run(
+            accept(home, open_state, invite, wizard.local_name, progress, name=wizard.name)
+        )
     finally:
         for state in opened:
             state.close()
     if args.json:
-        _print_json({"connection": public(connection), "stages": wizard.stages})
-    elif Stage.WAITING in wizard.stages:
+        _print_json({"connection": public(connection), "stages": stages})
+    elif Stage.WAITING in stages:
         print(
             f"Accepted {inert(connection.name)} ({connection.id}): pending until "
             f"{inert(invite.from_)} connects to this instance; keep `{PROG} node` running."
@@ -234,8 +226,6 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
 
 def _verify(url: str) -> UrlCheck:
     """`GET {url}/api/v1/info`, as the console's step 1 does (httpx loads only here)."""
-    import asyncio
-
     from exalate_tui.transport.client import verify_url
 
     return asyncio.run(verify_url(url))
@@ -324,8 +314,6 @@ def cmd_connections_activate(args: argparse.Namespace, home: Home) -> int:
 
 def _connection_action(args: argparse.Namespace, home: Home, name: str, done: str) -> int:
     """Run `actions.<name>`, which also tells the partner (docs/protocol.md)."""
-    import asyncio
-
     from exalate_tui.lifecycle import actions
     from exalate_tui.transport.streams import State
 
@@ -357,7 +345,6 @@ def _connection_action(args: argparse.Namespace, home: Home, name: str, done: st
 
 
 def cmd_node(args: argparse.Namespace, home: Home) -> int:
-    import asyncio
     import logging
 
     from exalate_tui.transport.node import serve
@@ -373,8 +360,6 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
 
 
 def _port(text: str) -> int:
-    import argparse
-
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return int(text)
@@ -395,8 +380,6 @@ def _common(*, json_flag: bool) -> argparse.ArgumentParser:
 
     SUPPRESS keeps a subcommand's default from overwriting a value given before it.
     """
-    import argparse
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--home",
@@ -433,8 +416,6 @@ Only jira public: the same --url; jira's accept waits for snow's node to call.
 
 
 def _parser() -> argparse.ArgumentParser:
-    import argparse
-
     home = _common(json_flag=False)
     home_json = _common(json_flag=True)
     parser = argparse.ArgumentParser(
@@ -524,37 +505,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_home(argv: Sequence[str]) -> list[str | None] | None:
-    """[the --home value or None] when `argv` opens the console with at most `--home DIR`."""
-    if not argv:
-        return [None]
-    if len(argv) == 2 and argv[0] == "--home" and not argv[1].startswith("-"):
-        return [argv[1]]
-    if len(argv) == 1 and argv[0].startswith("--home="):
-        return [argv[0].removeprefix("--home=")]
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
-    console = _console_home(words)
-    args: argparse.Namespace | None = None
-    run: Callable[[Any, Home], int] = cmd_console
-    command, home = PROG, console[0] if console else None
-    if console is None:
-        # Not just the console: importing argparse and building this parser was ~3 %
-        # of the console's start (benchmarks/README.md), so the console skips it.
-        args = _parser().parse_args(words)
-        args.json = getattr(args, "json", False)
-        run = args.run
-        command = f"{PROG} {args.command}" if args.command else PROG
-        home = getattr(args, "home", None)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.json = getattr(args, "json", False)
+    command = f"{PROG} {args.command}" if args.command else PROG
     try:
-        return run(args, Home.resolve(home))
-    except BadInput as error:
-        for line in str(error).splitlines():
+        code: int = args.run(args, Home.resolve(getattr(args, "home", None)))
+    except ExalateError as error:
+        # Bad input may say several things, one per line; anything else is one line.
+        lines = str(error).splitlines() if error.bad_input else [str(error)]
+        for line in lines:
             print(f"{command}: {inert(line)}", file=sys.stderr)
-        return 2
-    except (StoreError, OSError) as error:
+        return 2 if error.bad_input else 1
+    except OSError as error:
         print(f"{command}: {inert(error)}", file=sys.stderr)
         return 1
+    return code

@@ -4,6 +4,8 @@ Screens are imported when they first open, so starting the console loads only
 what the first screen needs (and never the node's FastAPI/uvicorn). The
 network half (httpx: URL checks, accepting, the supervisor that runs this
 home's pollers while the console is open) loads after the first screen shows.
+The wizards are handed the connections the Connections tab last read, so
+they judge names without reading the disk on the event loop.
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ import asyncio
 import contextlib
 import importlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from exalate_tui.domain.models import pydantic_loaded
-from exalate_tui.home.store import Glance, Home, StoreError
+from exalate_tui.home.store import Home, StoreError
 
 if TYPE_CHECKING:
-    from textual.screen import Screen
-
-    from exalate_tui.domain.models import Instance
-    from exalate_tui.flows.wizard import InitiateWizard, Issued, Step, UrlCheck
+    from exalate_tui.domain.models import Connection, Instance
+    from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
+    from exalate_tui.protocol.api import UrlCheck
     from exalate_tui.transport.streams import State
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
@@ -68,9 +68,9 @@ def copy_locally(text: str) -> None:
 
 async def verify_url(url: str) -> UrlCheck:
     """`client.verify_url` with its short timeout; httpx loads on the first check."""
-    client = await asyncio.to_thread(importlib.import_module, "exalate_tui.transport.client")
-    check: UrlCheck = await client.verify_url(url)
-    return check
+    from exalate_tui.transport import client
+
+    return await client.verify_url(url)
 
 
 def _step_class(step: Step) -> type[WizardStep]:
@@ -111,11 +111,9 @@ class ExalateApp(App[None]):
         self.now = now
         self.verify = verify
         self.supervise = supervise
-        self._instance: Instance | None = None
-        # What the first screen was drawn from when pydantic had not loaded yet.
-        self._glance: Glance | None = None
-        # True when the Connections tab is the default screen (`get_default_screen`).
-        self._tab_is_default = False
+        self.instance: Instance | None = None
+        # The Connections tab, once open: its last reading is what the wizards start from.
+        self.connections_tab: ConnectionsScreen | None = None
         self.wizard: InitiateWizard | None = None
         self.wizard_screens: StepScreens | None = None
         # Every code issued while the console was open, printed on exit.
@@ -125,42 +123,8 @@ class ExalateApp(App[None]):
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
 
-    @property
-    def instance(self) -> Instance | None:
-        """This instance; after a glance, validated (pydantic) when first asked for."""
-        if self._glance is not None:
-            self._instance, self._glance = self._glance.instance(), None
-        return self._instance
-
-    @instance.setter
-    def instance(self, instance: Instance | None) -> None:
-        self._instance, self._glance = instance, None
-
-    def get_default_screen(self) -> Screen[Any]:
-        """The Connections tab itself, when a glance at the home can draw it.
-
-        Before pydantic has loaded, a home whose files are plainly valid is shown
-        from a glance at them (no pydantic: ~100 ms sooner); the tab's first tick
-        validates them. As the default screen it is composed with the app, so
-        its rows are in the first frame; pushed over the default screen, they
-        came three frames later (a blank screen, then the empty table).
-        """
-        glance = None if pydantic_loaded() else self.home.glance()
-        if glance is None:
-            return super().get_default_screen()
-        self._tab_is_default = True
-        screen = self._connections_screen(None, glance)
-        # Textual reads a screen's CSS_PATH when it is pushed, not for the default screen.
-        for path in screen.css_path:
-            if not self.stylesheet.has_source(str(path)):
-                self.stylesheet.read(path)
-        return screen
-
     def on_mount(self) -> None:
-        if self._tab_is_default:
-            self._supervise_soon()
-        else:
-            self._start()
+        self._start()
 
     async def on_unmount(self) -> None:
         """Stop the pollers (releasing their locks) before the state closes."""
@@ -189,19 +153,20 @@ class ExalateApp(App[None]):
         self._open_connections(instance)
 
     def _open_connections(self, instance: Instance) -> None:
-        self.push_screen(self._connections_screen(instance, None))
-        self._supervise_soon()
-
-    def _connections_screen(
-        self, instance: Instance | None, glance: Glance | None
-    ) -> ConnectionsScreen:
         from screens.connections import ConnectionsScreen
 
         self.instance = instance
-        self._glance = glance
         if self.state is None and self.state_problem is None:
             self._open_state()
-        return ConnectionsScreen(self.home, self.state, self.state_problem, self.now, glance)
+        self.connections_tab = ConnectionsScreen(
+            self.home, self.state, self.state_problem, self.now
+        )
+        self.push_screen(self.connections_tab)
+        self._supervise_soon()
+
+    def known_connections(self) -> Sequence[Connection]:
+        """The connections as the Connections tab last read them (a wizard's snapshot)."""
+        return self.connections_tab.connections if self.connections_tab else []
 
     def _supervise_soon(self) -> None:
         if self.supervise and self.state is not None and not self.supervisor:
@@ -221,15 +186,14 @@ class ExalateApp(App[None]):
 
     @work(exclusive=True, exit_on_error=False, group="supervisor")
     async def _supervise(self, state: State) -> None:
-        """Run `poller.Supervisor` for as long as the console is open (DESIGN.md).
+        """Run `poller.Supervisor` for as long as the console is open (docs/architecture.md).
 
         Its per-connection locks make it skip connections that a running
         `exalate-tui node` already polls.
         """
-        poller = await asyncio.to_thread(
-            importlib.import_module, "exalate_tui.transport.supervisor"
-        )
-        self.supervisor = poller.Supervisor(self.home, state)
+        from exalate_tui.transport.supervisor import Supervisor
+
+        self.supervisor = Supervisor(self.home, state)
         await self.supervisor.run()
 
     @on(Worker.StateChanged)
@@ -262,7 +226,7 @@ class ExalateApp(App[None]):
 
     def action_initiate(self) -> None:
         """Open the wizard on its first step (bound to `i` on the Connections tab)."""
-        from exalate_tui.flows.wizard import InitiateWizard
+        from exalate_tui.flows.initiate import InitiateWizard
 
         if self.instance is None:
             return
@@ -270,7 +234,9 @@ class ExalateApp(App[None]):
 
         # The destination step verifies a URL in a worker and hands the result to
         # `wizard.record_check`; Next goes on only with a verified URL.
-        self.wizard = InitiateWizard(self.home, self.instance, require_verified=True, now=self.now)
+        self.wizard = InitiateWizard(
+            self.instance, self.known_connections(), require_verified=True, now=self.now
+        )
         self.wizard_screens = StepScreens(self, self.wizard, _step_class)
         self.push_screen(self.wizard_screens.take())
 
@@ -300,13 +266,13 @@ class ExalateApp(App[None]):
 
     def action_accept_invitation(self) -> None:
         """Open the Accept-invitation screen (bound to `a` on the Connections tab)."""
-        from exalate_tui.flows.wizard import AcceptWizard
+        from exalate_tui.flows.accept import AcceptWizard
         from screens.accept import AcceptScreen
 
         if self.instance is None:
             return
-        wizard = AcceptWizard(self.home, self.instance, now=self.now)
-        self.push_screen(AcceptScreen(wizard, self.state, self.state_problem))
+        wizard = AcceptWizard(self.instance, self.known_connections(), now=self.now)
+        self.push_screen(AcceptScreen(wizard, self.home, self.state, self.state_problem))
 
     def on_connections_screen_opened(self, event: ConnectionsScreen.Opened) -> None:
         from screens.connection_detail import ConnectionDetailScreen

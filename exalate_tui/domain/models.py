@@ -114,6 +114,27 @@ def normalize_url(value: str) -> str:
     return value.strip().rstrip("/")
 
 
+def check_instance(short_name: str, public_url: str | None) -> tuple[str | None, dict[str, str]]:
+    """This instance's short name and public URL, as `cli init` and the first-run screen take them.
+
+    Returns the public URL as stored (normalized; "" when given blank, i.e. none;
+    None when not given) and, for each of "short_name" and "public_url" that is
+    refused, the reason in `check_short_name`'s and `check_url`'s words.
+    """
+    problems: dict[str, str] = {}
+    try:
+        check_short_name(short_name)
+    except ValueError as error:
+        problems["short_name"] = str(error)
+    url = None if public_url is None else normalize_url(public_url)
+    if url:
+        try:
+            check_url(url)
+        except ValueError as error:
+            problems["public_url"] = str(error)
+    return url, problems
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 

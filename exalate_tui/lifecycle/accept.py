@@ -1,11 +1,11 @@
 """Accepting an invitation: the I/O half of the Accept flow, for the console and the CLI.
 
-`wizard.AcceptWizard` decides whether a code can be accepted here; `accept`
-does it. A private acceptor and a public-public acceptor perform the
-handshake with the initiator at once; a public acceptor of a private
-initiator stores the token's hash and waits for the initiator to call. Every
-check happens before the first write, so a refused accept leaves the home
-as it was.
+`acceptance` says whether a code can be accepted here; `accept` checks it
+again on the home as it is now, then does it. A private acceptor and a
+public-public acceptor perform the handshake with the initiator at once; a
+public acceptor of a private initiator stores the token's hash and waits for
+the initiator to call. Every check happens before the first write, so a
+refused accept leaves the home as it was.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import CONNECTION_NAME_MAX, Connection, Role, Status, Topology
-from exalate_tui.flows.wizard import ACCEPT_LABELS, AcceptWizard, Stage
+from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NameTaken
+from exalate_tui.lifecycle.acceptance import LABELS, Stage, problems
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.streams import State
 
-Progress = Callable[[Stage], None]
+Progress = Callable[[Stage], object]
 # The console passes its open State; the CLI passes an opener, so that a
 # refused accept does not even create `state.sqlite3`.
 StateSource = State | Callable[[], State]
 
 
-class AcceptError(Exception):
+class AcceptError(ExalateError):
     """The accept did not happen; str() is one line saying why and what to do.
 
     `bad_input` is True when the code or the entered details are at fault
@@ -75,59 +76,54 @@ def _save(home: Home, connection: Connection) -> Connection:
 async def accept(
     home: Home,
     state: StateSource,
-    source: AcceptWizard | codes.Invitation,
+    invite: codes.Invitation,
     short_name: str | None = None,
     progress: Progress | None = None,
     *,
+    name: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     now: Callable[[], float] = time.time,
 ) -> Connection:
-    """Accept the code in `source` for this home; on `AcceptError` nothing was written."""
-    if isinstance(source, AcceptWizard):
-        wizard = source
-    else:
-        wizard = AcceptWizard(home, home.load_instance(), now=now)
-        wizard.set_invitation(source)
-    if short_name is not None:
-        wizard.set_local_name(short_name)
-    problems = wizard.problems()
-    if problems:
-        field, reason = next(iter(problems.items()))
-        if field == "local_name" and not wizard.local_name:
-            reason = f"{ACCEPT_LABELS[field]} is required: pass --short-name or run `init`."
-        wizard.record_failure(reason)
+    """Accept `invite` for this home; on `AcceptError` nothing was written.
+
+    `short_name` defaults to the instance's, `name` to the code's connection name.
+    """
+    instance = home.load_instance()
+    public_url = instance.public_url if instance else None
+    local_name = short_name if short_name is not None else instance.short_name if instance else ""
+    name = invite.name if name is None else name
+    found = problems(
+        invite, local_name, name, home.load_connections().connections, public_url, now()
+    )
+    if found:
+        field, reason = next(iter(found.items()))
+        if field == "local_name" and not local_name:
+            reason = f"{LABELS[field]} is required: pass --short-name or run `init`."
         raise AcceptError(reason, bad_input=True)
-    invite = wizard.invitation
-    assert invite is not None  # problems() reports a missing code
 
     def stage(step: Stage) -> None:
-        wizard.record_stage(step)
         if progress is not None:
             progress(step)
 
-    try:
-        if invite.topology is Topology.PRIVATE_PUBLIC:
-            connection = _wait_for_initiator(home, wizard, invite)
-            stage(Stage.WAITING)
-        else:
-            connection = await _handshake(home, state, wizard, invite, stage, transport)
-    except AcceptError as error:
-        wizard.record_failure(str(error))
-        raise
-    wizard.record_done(connection)
-    return connection
+    if invite.topology is Topology.PRIVATE_PUBLIC:
+        connection = _wait_for_initiator(home, invite, local_name, name)
+        stage(Stage.WAITING)
+        return connection
+    return await _handshake(home, state, invite, local_name, name, public_url, stage, transport)
 
 
-def _wait_for_initiator(home: Home, wizard: AcceptWizard, invite: codes.Invitation) -> Connection:
+def _wait_for_initiator(
+    home: Home, invite: codes.Invitation, local_name: str, name: str
+) -> Connection:
     """Private-public: hold the token's hash; the initiator's supervisor calls us."""
     connection = Connection(
         id=invite.cid,
-        name=wizard.name,
+        name=name,
         description=invite.desc,
         mode=invite.mode,
         topology=invite.topology,
         role=Role.ACCEPTOR,
-        local_name=wizard.local_name,
+        local_name=local_name,
         remote_name=invite.from_,
         token_hash=codes.hash_token(invite.tok),
         code_digest=codes.digest(invite),
@@ -144,21 +140,23 @@ def _wait_for_initiator(home: Home, wizard: AcceptWizard, invite: codes.Invitati
 async def _handshake(
     home: Home,
     state_source: StateSource,
-    wizard: AcceptWizard,
     invite: codes.Invitation,
+    local_name: str,
+    name: str,
+    public_url: str | None,
     stage: Progress,
     transport: httpx.AsyncBaseTransport | None,
 ) -> Connection:
     """Public-private or public-public: present the token to the initiator now."""
     assert invite.url is not None  # both topologies have an initiator URL
-    our_url = wizard.public_url if invite.topology is Topology.PUBLIC_PUBLIC else None
+    our_url = public_url if invite.topology is Topology.PUBLIC_PUBLIC else None
     stage(Stage.CONTACTING)
     async with Remote(invite.url, transport=transport) as remote:
         try:
             answer = await remote.handshake(
                 invite.cid,
                 SecretStr(invite.tok),
-                wizard.local_name,
+                local_name,
                 our_url,
                 digest=codes.digest(invite),
             )
@@ -167,17 +165,17 @@ async def _handshake(
         stage(Stage.ACCEPTED)
         # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
         state = state_source if isinstance(state_source, State) else state_source()
-        state.enqueue(invite.cid, "hello", {"short_name": wizard.local_name})
+        state.enqueue(invite.cid, "hello", {"short_name": local_name})
         connection = _save(
             home,
             Connection(
                 id=invite.cid,
-                name=wizard.name,
+                name=name,
                 description=invite.desc,
                 mode=invite.mode,
                 topology=invite.topology,
                 role=Role.ACCEPTOR,
-                local_name=wizard.local_name,
+                local_name=local_name,
                 remote_name=answer.short_name or invite.from_,
                 remote_url=invite.url,
                 secret=answer.secret,

@@ -21,7 +21,7 @@ from exalate_tui.console import app as app_module
 from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard
+from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from screens.config_type import ConfigTypeScreen, ModeChoice
 from screens.connections import ConnectionsScreen
@@ -523,7 +523,7 @@ def test_run_console_prints_every_code_issued(
 
     def run(self: ExalateApp) -> None:
         # What a session leaves behind: one issued code (issued headless, same wizard).
-        from exalate_tui.flows.wizard import InitiateWizard
+        from exalate_tui.flows.initiate import InitiateWizard
 
         assert self.instance is None
         wizard = InitiateWizard(home, home.load_instance(), now=lambda: frozen)  # type: ignore[arg-type]

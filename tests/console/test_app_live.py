@@ -26,7 +26,8 @@ from textual.worker import WorkerError
 from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode, PeerState, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard, Issued, UrlCheck
+from exalate_tui.flows.initiate import InitiateWizard, Issued
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
 from exalate_tui.transport import client
 from exalate_tui.transport.client import verify_url

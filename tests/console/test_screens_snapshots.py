@@ -19,7 +19,7 @@ from textual.widgets import Input, TextArea
 
 from exalate_tui.console.app import ExalateApp, Verifier, make_app, verify_url
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard
+from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.transport import client
 from exalate_tui.transport.streams import State

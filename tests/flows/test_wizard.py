@@ -15,7 +15,8 @@ import pytest
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard, Step, UrlCheck, suggested_name
+from exalate_tui.flows.initiate import InitiateWizard, Step, suggested_name
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
 
 NOW = 1_750_000_000

@@ -23,7 +23,8 @@ import pytest
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
-from exalate_tui.flows.wizard import AcceptStep, AcceptWizard, InitiateWizard, Stage, remaining
+from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage, remaining
+from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.accept import AcceptError, accept

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard, Step
+from exalate_tui.flows.initiate import InitiateWizard, Step
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import ActionError, Told

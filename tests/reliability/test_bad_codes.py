@@ -33,7 +33,8 @@ from hypothesis.errors import NonInteractiveExampleWarning
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode, Status
-from exalate_tui.flows.wizard import AcceptStep, AcceptWizard, InitiateWizard
+from exalate_tui.flows.accept import AcceptStep, AcceptWizard
+from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport import node

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from exalate_tui import __version__
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode
-from exalate_tui.flows.wizard import InitiateWizard, UrlCheck
+from exalate_tui.flows.initiate import InitiateWizard
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
 from exalate_tui.transport import client, node
 from exalate_tui.transport.client import Remote, RemoteError, verify_url

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
-from exalate_tui.flows.wizard import InitiateWizard
+from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.accept import accept
