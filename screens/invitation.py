@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from exalate_tui.flows.wizard import InitiateWizard, Issued, Step
 from textual import events, on, work
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -26,6 +25,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Static, TextArea
 
 from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
 

@@ -20,8 +20,8 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
-from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
+from exalate_tui.protocol.api import UrlCheck
 
 # No animations, so screenshots are the same every run. The snapshot plugin imports
 # Textual before this file runs, so the environment variable alone comes too late for

@@ -366,6 +366,8 @@ class InitiateWizard(Form):
         """The outcome of storing `issued`; on a name taken meanwhile, back to INFO, saying so."""
         if ok:
             return True
+        # The store knows better than the snapshot the walk began with: the name is taken.
+        self._taken |= {self.name.casefold()}
         self.not_saved()
         self.errors["name"] = (
             f"A connection named {self.name!r} already exists: choose another name."

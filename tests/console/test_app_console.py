@@ -20,9 +20,10 @@ from textual.widgets import DataTable, Input, Label, Static, TextArea
 from exalate_tui.console import app as app_module
 from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain import invitation as codes
-from exalate_tui.domain.models import Instance, Mode, Status, Topology
+from exalate_tui.domain.models import Connection, Instance, Mode, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
 from screens.config_type import ConfigTypeScreen, ModeChoice
 from screens.connections import ConnectionsScreen
 from screens.destination import DestinationScreen
@@ -429,17 +430,17 @@ async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
         await type_text(pilot, "jira")
-        save = InitiateWizard.save
+        save = Home.save_connection
 
-        def taken_meanwhile(self: InitiateWizard) -> bool:
+        def taken_meanwhile(self: Home, connection: Connection) -> None:
             # The code is on screen; another process saves the same name first.
-            assert self.issued is not None
-            other = self.issued.connection.model_copy(update={"id": "other"})
-            home.save_connection(other)
-            return save(self)
+            monkeypatch.setattr(Home, "save_connection", save)
+            save(self, connection.model_copy(update={"id": "other"}))
+            save(self, connection)
 
-        monkeypatch.setattr(InitiateWizard, "save", taken_meanwhile)
+        monkeypatch.setattr(Home, "save_connection", taken_meanwhile)
         await press(pilot, "enter")
+        await press(pilot)  # the save's outcome comes by message, then the step moves
         assert isinstance(app.screen, InfoScreen)
         assert error(app, "name") == (
             "A connection named 'snow_to_jira' already exists: choose another name."
@@ -453,15 +454,16 @@ async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
 async def test_a_connection_that_cannot_be_written_goes_back_and_says_why(
     tmp_path: Path, frozen: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unwritable(self: InitiateWizard) -> bool:
+    def unwritable(self: Home, connection: Connection) -> None:
         raise PermissionError(13, "Permission denied")
 
     app = console(home_with(tmp_path), frozen)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
         await type_text(pilot, "jira")
-        monkeypatch.setattr(InitiateWizard, "save", unwritable)
+        monkeypatch.setattr(Home, "save_connection", unwritable)
         await press(pilot, "enter")
+        await press(pilot)  # the save's outcome comes by message, then the step moves
         assert isinstance(app.screen, InfoScreen)
         assert any("Could not save the connection" in m for m in messages(app))
         assert app.issued == []
@@ -473,16 +475,16 @@ async def test_done_while_the_code_is_being_saved_waits_for_it(
     home = home_with(tmp_path)
     app = console(home, frozen)
     slow = threading.Event()
-    save = InitiateWizard.save
+    save = Home.save_connection
 
-    def slow_save(self: InitiateWizard) -> bool:
+    def slow_save(self: Home, connection: Connection) -> None:
         slow.wait(5)
-        return save(self)
+        save(self, connection)
 
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
         await type_text(pilot, "jira")
-        monkeypatch.setattr(InitiateWizard, "save", slow_save)
+        monkeypatch.setattr(Home, "save_connection", slow_save)
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, InvitationScreen)
@@ -523,16 +525,18 @@ def test_run_console_prints_every_code_issued(
 
     def run(self: ExalateApp) -> None:
         # What a session leaves behind: one issued code (issued headless, same wizard).
-        from exalate_tui.flows.initiate import InitiateWizard
 
         assert self.instance is None
-        wizard = InitiateWizard(home, home.load_instance(), now=lambda: frozen)  # type: ignore[arg-type]
+        wizard = InitiateWizard(
+            home.load_instance(), home.load_connections().connections, now=lambda: frozen
+        )  # type: ignore[arg-type]
         wizard.choose_no_url()
         wizard.set_mode("script")
         wizard.next()
         wizard.next()
         wizard.set_remote_name("jira")
         assert wizard.next() and wizard.issued
+        assert save_issued(home, wizard.issued.connection, wizard.new_instance)
         self.issued.append(wizard.issued)
 
     monkeypatch.setattr(app_module.ExalateApp, "run", run)

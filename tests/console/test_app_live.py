@@ -27,8 +27,9 @@ from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode, PeerState, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard, Issued
-from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.transport import client
 from exalate_tui.transport.client import verify_url
 from exalate_tui.transport.streams import State
@@ -93,7 +94,7 @@ def issue(home: Home, *, dest_url: str | None = None) -> Issued:
     """A code from the real Initiate wizard of `home` (no URL: public-private)."""
     instance = home.load_instance()
     assert instance is not None
-    wizard = InitiateWizard(home, instance)
+    wizard = InitiateWizard(instance, home.load_connections().connections)
     if dest_url is None:
         wizard.choose_no_url()
     else:
@@ -105,6 +106,7 @@ def issue(home: Home, *, dest_url: str | None = None) -> Issued:
         wizard.next()
     wizard.set_remote_name("jira")
     assert wizard.next() and wizard.issued
+    assert save_issued(home, wizard.issued.connection, wizard.new_instance)
     return wizard.issued
 
 

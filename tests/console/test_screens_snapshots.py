@@ -21,6 +21,7 @@ from exalate_tui.console.app import ExalateApp, Verifier, make_app, verify_url
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import client
 from exalate_tui.transport.streams import State
 from screens.accept import CodeArea
@@ -64,12 +65,15 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
         for key in keys:
             await pilot.press(key)
             await pilot.pause()
-        # Until no worker is left: one's end may start another (Done waits for the
-        # invitation's save, then the tab's reload reads the home in a thread).
+        # Until no worker is left twice in a row: one's end may start another by message
+        # (the invitation's save reports by message, Done then leaves, and the tab's
+        # reload reads the home in a thread).
+        idle = 0
         for _ in range(10):
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
-            if not pilot.app.workers:
+            idle = idle + 1 if not pilot.app.workers else 0
+            if idle == 2:
                 break
         await pilot.pause()
 
@@ -325,7 +329,7 @@ def issued_code(frozen: float, *, issued_at: float | None = None) -> tuple[str, 
     instance = Instance(short_name="snow", public_url=NODE_URL)
     partner.save_instance(instance)
     at = frozen if issued_at is None else issued_at
-    wizard = InitiateWizard(partner, instance, now=lambda: at)
+    wizard = InitiateWizard(instance, partner.load_connections().connections, now=lambda: at)
     wizard.choose_no_url()
     wizard.set_mode(Mode.SCRIPT)
     wizard.next()
@@ -333,6 +337,7 @@ def issued_code(frozen: float, *, issued_at: float | None = None) -> tuple[str, 
     wizard.set_remote_name("jira")
     wizard.set_description("P1 incidents")
     assert wizard.next() and wizard.issued
+    assert save_issued(partner, wizard.issued.connection, wizard.new_instance)
     return wizard.issued.code, wizard.issued.connection.id
 
 

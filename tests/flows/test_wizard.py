@@ -10,14 +10,16 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard, Step, suggested_name
-from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
+from exalate_tui.protocol.api import UrlCheck
 
 NOW = 1_750_000_000
 PUBLIC = "https://snow.example.com"
@@ -25,11 +27,35 @@ DEST = "https://jira.example.com"
 EXAMPLE = "e.g. https://example.exalate.net"
 
 
-def make(tmp_path: Path, public_url: str | None = PUBLIC, **options: object) -> InitiateWizard:
+class Stored(InitiateWizard):
+    """The wizard as `exalate-tui initiate` drives it: what it issues is stored at once.
+
+    Its snapshot of the home's names is taken anew at each step, as if the
+    wizard had just been opened, so a connection saved meanwhile is seen.
+    """
+
+    def __init__(self, home: Home, instance: Instance, **options: Any) -> None:
+        super().__init__(instance, **options)
+        self.home = home
+
+    def next(self) -> bool:
+        self._taken = frozenset(c.name.casefold() for c in self.home.load_connections().connections)
+        if not super().next():
+            return False
+        if self.step is Step.INVITATION and self.issued is not None:
+            return self.saved(save_issued(self.home, self.issued.connection, self.new_instance))
+        return True
+
+    def set_name(self, value: str) -> str | None:
+        self._taken = frozenset(c.name.casefold() for c in self.home.load_connections().connections)
+        return super().set_name(value)
+
+
+def make(tmp_path: Path, public_url: str | None = PUBLIC, **options: Any) -> Stored:
     home = Home(tmp_path / "home")
     instance = Instance(short_name="snow", public_url=public_url)
     home.save_instance(instance)
-    return InitiateWizard(home, instance, now=lambda: NOW, **options)  # type: ignore[arg-type]
+    return Stored(home, instance, now=lambda: NOW, **options)
 
 
 def existing(home: Home, name: str) -> Connection:
@@ -523,17 +549,15 @@ def test_a_name_taken_by_another_process_meanwhile_is_refused(
     wizard = make(tmp_path)
     to_info(wizard, DEST)
     wizard.set_remote_name("jira")
-    real = Home.name_taken
-    calls = []
+    real = Home.save_connection
 
-    def taken_after_the_check(self: Home, name: str, *, except_id: str | None = None) -> bool:
-        calls.append(name)
-        if len(calls) == 1:  # the wizard's own check passes...
-            existing(self, name)  # ...then the console saves the same name
-            return False
-        return real(self, name, except_id=except_id)
+    def taken_before_the_save(self: Home, connection: Connection) -> None:
+        # The wizard's own check has passed; then another process saves the same name.
+        monkeypatch.setattr(Home, "save_connection", real)
+        existing(self, connection.name)
+        real(self, connection)
 
-    monkeypatch.setattr(Home, "name_taken", taken_after_the_check)
+    monkeypatch.setattr(Home, "save_connection", taken_before_the_save)
     assert not wizard.next()
     assert wizard.step is Step.INFO
     assert wizard.issued is None

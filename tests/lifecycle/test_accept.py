@@ -28,6 +28,7 @@ from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.accept import AcceptError, accept
+from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import node
 from exalate_tui.transport.streams import State
 from exalate_tui.transport.supervisor import Supervisor
@@ -48,7 +49,7 @@ def issue(
 ) -> tuple[str, codes.Invitation]:
     """A code from the real Initiate wizard: dest_url None means "I don't have a URL"."""
     home.save_instance(instance)
-    wizard = InitiateWizard(home, instance, now=lambda: now)
+    wizard = InitiateWizard(instance, home.load_connections().connections, now=lambda: now)
     if dest_url is None:
         wizard.choose_no_url()
     else:
@@ -63,6 +64,7 @@ def issue(
         wizard.set_name(name)
     assert wizard.next(), wizard.errors
     assert wizard.issued is not None
+    assert save_issued(home, wizard.issued.connection, wizard.new_instance)
     return wizard.issued.code, wizard.issued.invitation
 
 
@@ -77,7 +79,7 @@ def acceptor(tmp_path: Path) -> Home:
 
 
 def accept_wizard(home: Home, instance: Instance | None, now: float = NOW) -> AcceptWizard:
-    return AcceptWizard(home, instance, now=lambda: now)
+    return AcceptWizard(instance, home.load_connections().connections, now=lambda: now)
 
 
 # -- the pure wizard ------------------------------------------------------------
@@ -333,12 +335,21 @@ async def test_public_public_both_sides_push(tmp_path: Path) -> None:
     a = make_side(tmp_path, "snow", PUBLIC_A)
     b = make_side(tmp_path, "jira", PUBLIC_B)
     code, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
-    wizard = AcceptWizard(b.home, b.instance)
+    wizard = AcceptWizard(b.instance, b.home.load_connections().connections)
     assert wizard.set_code(code) is None
     assert wizard.next() and wizard.next()
-    connection = await accept(b.home, b.state, wizard, transport=a.transport)
-    assert wizard.step is AcceptStep.DONE and wizard.connection == connection
-    assert wizard.stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
+    assert wizard.invitation is not None
+    stages: list[Stage] = []
+    await accept(
+        b.home,
+        b.state,
+        wizard.invitation,
+        wizard.local_name,
+        stages.append,
+        name=wizard.name,
+        transport=a.transport,
+    )
+    assert stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
     theirs = a.home.get_connection(invite.cid)
     assert (theirs.status, theirs.remote_url) == (Status.ACTIVE, PUBLIC_B)
     async with supervising(a, b), supervising(b, a):

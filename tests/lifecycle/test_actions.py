@@ -25,6 +25,7 @@ from exalate_tui.flows.initiate import InitiateWizard, Step
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import ActionError, Told
+from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import node
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.streams import Message, State
@@ -299,7 +300,7 @@ def test_purge_forgets_only_tombstones_past_their_grace(tmp_path: Path) -> None:
 def initiate(home: Home, *, no_url: bool) -> tuple[Connection, str]:
     instance = home.load_instance()
     assert instance is not None
-    wizard = InitiateWizard(home, instance)
+    wizard = InitiateWizard(instance, home.load_connections().connections)
     if no_url:
         wizard.choose_no_url()
     else:
@@ -311,6 +312,7 @@ def initiate(home: Home, *, no_url: bool) -> tuple[Connection, str]:
     while wizard.step is not Step.INVITATION:
         assert wizard.next(), wizard.errors
     assert wizard.issued is not None
+    assert save_issued(home, wizard.issued.connection, wizard.new_instance)
     return wizard.issued.connection, wizard.issued.code
 
 

@@ -37,6 +37,7 @@ from exalate_tui.flows.accept import AcceptStep, AcceptWizard
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
+from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import node
 from exalate_tui.transport.streams import State
 
@@ -115,7 +116,9 @@ def _files(home: Home) -> list[tuple[str, int]]:
 @given(damage.damaged_codes(NOW))
 def test_the_accept_screen_refuses_every_damaged_code(acceptor: Home, code: str) -> None:
     before = _files(acceptor)
-    wizard = AcceptWizard(acceptor, acceptor.load_instance(), now=lambda: NOW)
+    wizard = AcceptWizard(
+        acceptor.load_instance(), acceptor.load_connections().connections, now=lambda: NOW
+    )
     reason = wizard.set_code(code)
     assert reason and "\n" not in reason and len(reason) < 300, reason
     assert wizard.errors["code"] == reason
@@ -130,7 +133,9 @@ def test_the_accept_screen_takes_an_intact_code_pasted_over_lines(
     acceptor: Home, invite: codes.Invitation
 ) -> None:
     code = codes.encode(invite)
-    wizard = AcceptWizard(acceptor, acceptor.load_instance(), now=lambda: NOW)
+    wizard = AcceptWizard(
+        acceptor.load_instance(), acceptor.load_connections().connections, now=lambda: NOW
+    )
     assert wizard.set_code("\n".join(code[i : i + 60] for i in range(0, len(code), 60))) is None
     assert wizard.next() and wizard.step is AcceptStep.DETAILS
 
@@ -213,13 +218,14 @@ class Initiator:
         self.home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
         self.state = State(self.home.state_path)
         self.app = node.create_app(self.home, self.state)
-        wizard = InitiateWizard(self.home, self.home.load_instance())
+        wizard = InitiateWizard(self.home.load_instance(), self.home.load_connections().connections)
         wizard.choose_no_url()
         wizard.set_mode(Mode.SCRIPT)
         wizard.set_remote_name("jira")
         wizard.set_description("the desk")
         while wizard.issued is None:
             assert wizard.next(), wizard.errors
+        assert save_issued(self.home, wizard.issued.connection, wizard.new_instance)
         self.code = wizard.issued.code
         self.invite = wizard.issued.invitation
         self.cid = wizard.issued.connection.id

@@ -24,8 +24,9 @@ from exalate_tui import __version__
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode
 from exalate_tui.flows.initiate import InitiateWizard
-from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
+from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.transport import client, node
 from exalate_tui.transport.client import Remote, RemoteError, verify_url
 from exalate_tui.transport.streams import Message, State
@@ -154,13 +155,14 @@ def public(tmp_path: Path) -> Public:
 def invite(public: Public) -> codes.Invitation:
     instance = public.home.load_instance()
     assert instance is not None
-    wizard = InitiateWizard(public.home, instance)
+    wizard = InitiateWizard(instance, public.home.load_connections().connections)
     wizard.choose_no_url()
     wizard.set_mode(Mode.BASIC)
     wizard.next()
     wizard.next()
     wizard.set_remote_name("jira")
     assert wizard.next() and wizard.issued
+    assert save_issued(public.home, wizard.issued.connection, wizard.new_instance)
     return wizard.issued.invitation
 
 

@@ -27,6 +27,7 @@ from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.accept import accept
+from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import node
 from exalate_tui.transport.client import ACK_HEADER, Remote
 from exalate_tui.transport.streams import State
@@ -217,13 +218,14 @@ def connect(tmp_path: Path) -> tuple[Side, Side, str]:
     public = make_side(tmp_path, "snow", "http://127.0.0.1:7001")
     private = make_side(tmp_path, "jira", None)
     public.home.save_instance(public.instance)
-    wizard = InitiateWizard(public.home, public.instance)
+    wizard = InitiateWizard(public.instance, public.home.load_connections().connections)
     wizard.choose_no_url()
     wizard.set_mode(Mode.BASIC)
     wizard.next()
     wizard.next()
     wizard.set_remote_name("jira")
     assert wizard.next() and wizard.issued
+    assert save_issued(public.home, wizard.issued.connection, wizard.new_instance)
     invite = wizard.issued.invitation
     asyncio.run(accept(private.home, private.state, invite, "jira", transport=public.transport))
     return public, private, invite.cid
@@ -513,13 +515,14 @@ def connect_over_http(tmp_path: Path, nodes: list[NodeProcess]) -> tuple[NodePro
     public = NodeProcess(public_home, port)
     nodes.append(public)
     public.start()
-    wizard = InitiateWizard(public_home, instance)
+    wizard = InitiateWizard(instance, public_home.load_connections().connections)
     wizard.choose_no_url()
     wizard.set_mode(Mode.BASIC)
     wizard.next()
     wizard.next()
     wizard.set_remote_name("jira")
     assert wizard.next() and wizard.issued
+    assert save_issued(public_home, wizard.issued.connection, wizard.new_instance)
     private_home = Home(tmp_path / "jira")
     private_home.save_instance(Instance(short_name="jira"))
     state = State(private_home.state_path)
@@ -672,13 +675,14 @@ def private_initiator(tmp_path: Path) -> tuple[Side, Side, codes.Invitation]:
     """snow (private) invited jira (public, the real node); jira has not accepted yet."""
     private = make_side(tmp_path, "snow", None)
     public = make_side(tmp_path, "jira", "http://127.0.0.1:7002")
-    wizard = InitiateWizard(private.home, private.instance)
+    wizard = InitiateWizard(private.instance, private.home.load_connections().connections)
     wizard.set_dest_url("http://127.0.0.1:7002")
     wizard.next()
     wizard.set_mode(Mode.SCRIPT)
     wizard.next()
     wizard.set_remote_name("jira")
     assert wizard.next() and wizard.issued
+    assert save_issued(private.home, wizard.issued.connection, wizard.new_instance)
     return private, public, wizard.issued.invitation
 
 
