@@ -25,6 +25,7 @@ from exalate_tui.domain.models import (
     check_url,
     utcnow,
 )
+from exalate_tui.domain.topology import side
 
 ShortName = Annotated[str, AfterValidator(check_short_name)]
 ConnectionName = Annotated[
@@ -78,7 +79,4 @@ class Connection(BaseModel):
     @property
     def is_private_here(self) -> bool:
         """True when this side has no URL: it makes every HTTP request (it polls)."""
-        if self.topology is Topology.PUBLIC_PUBLIC:
-            return False
-        private_role = Role.ACCEPTOR if self.topology is Topology.PUBLIC_PRIVATE else Role.INITIATOR
-        return self.role is private_role
+        return side(self.topology, self.role).polls
