@@ -360,7 +360,7 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
     import asyncio
     import logging
 
-    from exalate_tui.transport.node import serve
+    from exalate_tui.lifecycle.runtime import serve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -226,9 +226,7 @@ class ExalateApp(App[None]):
         Its per-connection locks make it skip connections that a running
         `exalate-tui node` already polls.
         """
-        poller = await asyncio.to_thread(
-            importlib.import_module, "exalate_tui.transport.supervisor"
-        )
+        poller = await asyncio.to_thread(importlib.import_module, "exalate_tui.lifecycle.runtime")
         self.supervisor = poller.Supervisor(self.home, state)
         await self.supervisor.run()
 

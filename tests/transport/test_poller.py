@@ -25,12 +25,12 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.flows.wizard import InitiateWizard
 from exalate_tui.home.store import Home
-from exalate_tui.lifecycle import actions
+from exalate_tui.lifecycle import actions, runtime
 from exalate_tui.lifecycle.accept import accept
-from exalate_tui.transport import node
+from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.client import ACK_HEADER, Remote
 from exalate_tui.transport.streams import State
-from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, Supervisor, plan_for
+from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, plan_for
 
 
 def upper(low: float, high: float) -> float:
@@ -209,7 +209,7 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     instance = Instance(short_name=short_name, public_url=public_url)
     home.save_instance(instance)
     state = State(home.state_path)
-    return Side(home, state, instance, httpx.ASGITransport(app=node.create_app(home, state)))
+    return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
 def connect(tmp_path: Path) -> tuple[Side, Side, str]:
@@ -449,7 +449,7 @@ def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> No
 
 _SERVE = """
 import asyncio, logging, sys
-from exalate_tui.transport.node import serve
+from exalate_tui.lifecycle.runtime import serve
 from exalate_tui.home.store import Home
 logging.basicConfig(level=logging.INFO)
 asyncio.run(serve(Home.resolve(sys.argv[1]), "127.0.0.1", int(sys.argv[2])))
@@ -463,7 +463,7 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    """`node.serve` for one home in its own process: the API and the supervisor."""
+    """`runtime.serve` for one home in its own process: the API and the supervisor."""
 
     def __init__(self, home: Home, port: int) -> None:
         self.home = home
