@@ -34,6 +34,9 @@ from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
 from exalate_tui.transport import auth, errors, routes, wakeups
 from exalate_tui.transport.client import ACK_HEADER
+from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.node import create_app
+from exalate_tui.transport.storage import Message
 from exalate_tui.transport.streams import State
 
 PUBLIC = "https://snow.example.com"
@@ -889,3 +892,43 @@ async def test_closing_the_wakeups_stops_the_watch_before_the_state_closes(tmp_p
     assert polls._watcher is None and waiter.woken.done()
     polls.unregister(cid, waiter)
     state.close()
+
+
+# -- the transport on its own: hooks of another layer ----------------------------------
+
+
+class Recorder:
+    """`transport.hooks.Hooks` that only record what the transport asked of them."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, int, str]] = []
+
+    def take_invitation(self, offer: Any, now: float) -> Connection:
+        raise HandshakeRefused("invalid_invitation", "this recorder holds no invitations")
+
+    def handshake_answered(self, connection: Connection, secret: SecretStr, name: str) -> None:
+        raise AssertionError("a node never presents a token")
+
+    def apply(self, cid: str, message: Message) -> None:
+        self.applied.append((cid, message.seq, message.kind))
+
+    def housekeeping(self) -> list[str]:
+        return []
+
+
+@pytest.mark.anyio
+async def test_the_node_leaves_what_messages_and_handshakes_mean_to_its_hooks(
+    n: Node,
+) -> None:
+    hooks = Recorder()
+    await n.client.aclose()
+    await n.app.state.node.wakeups.aclose()
+    n.app = create_app(n.home, n.state, hooks)
+    n.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=n.app), base_url="http://node")
+    connection = n.add()
+    assert (await n.push(connection.id, wire(1, 2))).json() == {"applied": 2}
+    assert hooks.applied == [(connection.id, 1, "ping"), (connection.id, 2, "ping")]
+    pending, token = n.invite()
+    refused = await n.handshake({"cid": pending.id, "tok": token, "short_name": "jira"})
+    assert refused.status_code == 403 and error_of(refused)["error"] == "invalid_invitation"
+    assert n.home.get_connection(pending.id).status is Status.PENDING
