@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -20,9 +21,11 @@ from exalate_tui.domain.topology import side
 from exalate_tui.home.store import Home, NotFound
 from exalate_tui.protocol import kinds
 from exalate_tui.protocol.api import CONNECTION_ID
-from exalate_tui.protocol.wire import HandshakeIn
 from exalate_tui.transport.hooks import HandshakeRefused
 from exalate_tui.transport.storage import Streams
+
+if TYPE_CHECKING:
+    from exalate_tui.protocol.wire import HandshakeIn
 
 # Checked against when there is no hash to check, so that takes as long as a real check.
 _NO_HASH = "0" * 64

@@ -9,9 +9,8 @@ console's supervisor worker (`Supervisor`), the tests (`node_app`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from exalate_tui.domain.models import Connection
@@ -19,11 +18,14 @@ from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import handshake
 from exalate_tui.lifecycle.actions import purge_tombstones
 from exalate_tui.lifecycle.incoming import apply_effect
-from exalate_tui.protocol.wire import HandshakeIn
-from exalate_tui.transport import server, supervisor
-from exalate_tui.transport.node import create_app
+from exalate_tui.transport import supervisor
 from exalate_tui.transport.storage import Message, Streams
 from exalate_tui.transport.wakeups import WATCH
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from exalate_tui.protocol.wire import HandshakeIn
 
 
 class Lifecycle:
@@ -51,6 +53,9 @@ class Lifecycle:
 
 def node_app(home: Home, state: Streams, *, watch: float = WATCH) -> FastAPI:
     """The node's ASGI app for this home and its open state."""
+    # The console runs a supervisor and never a node: FastAPI loads only for a node.
+    from exalate_tui.transport.node import create_app
+
     return create_app(home, state, Lifecycle(home, state), watch=watch)
 
 
@@ -63,4 +68,6 @@ class Supervisor(supervisor.Supervisor):
 
 async def serve(home: Home, host: str | None = None, port: int | None = None) -> None:
     """`exalate-tui node`: serve the API and run the supervisor until SIGINT or SIGTERM."""
+    from exalate_tui.transport import server  # uvicorn and FastAPI: a node's only
+
     await server.serve(home, Lifecycle, host, port)

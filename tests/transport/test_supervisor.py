@@ -737,3 +737,25 @@ def test_an_expired_invitation_ends_the_handshake_with_the_reason(tmp_path: Path
         "regenerate the code and send it again."
     )
     assert private.home.get_connection(invite.cid).status is Status.PENDING
+
+
+def test_the_console_s_supervisor_loads_no_node(tmp_path: Path) -> None:
+    """The console runs `runtime.Supervisor`; FastAPI and uvicorn are for `exalate-tui node`."""
+    script = """
+import sys
+from pathlib import Path
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.runtime import Supervisor
+from exalate_tui.transport.streams import State
+home = Home(Path(sys.argv[1])); home.ensure()
+Supervisor(home, State(home.state_path))
+print(sorted(m for m in ("fastapi", "starlette", "uvicorn", "httpx") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "[]"
