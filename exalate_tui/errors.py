@@ -6,7 +6,10 @@
     ├── NameTaken                 home/store.py: a connection already has that name (bad input)
     ├── InvitationError           domain/invitation.py: a code that cannot be used (bad input)
     ├── StateError                transport/streams.py: state.sqlite3 cannot be used
+    ├── Gap                       transport/streams.py: a batch starts after a missing message
     ├── RemoteError               transport/client.py: a call to a partner's node failed
+    ├── ApiError                  transport/errors.py: the node answers a request with an error
+    ├── HandshakeRefused          transport/hooks.py: an offer matches no invitation held here
     ├── ActionError               lifecycle/actions.py: the action does not apply (bad input)
     ├── AcceptError               lifecycle/accept.py: the accept did not happen (bad input
     │                             or not, per error: a damaged code is, a partner's outage not)

@@ -25,6 +25,7 @@ from textual.widgets import Button, Footer, Label, Static
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.live import ago, live_state, when
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
+from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import Issued
 from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.lifecycle import actions
@@ -47,7 +48,7 @@ def fields(connection: Connection, contact: Contact, now: float) -> Table:
     status = Text.assemble((live.label, STYLES[live.live]), f" · {live.detail}")
     remote_url = connection.remote_url or (
         "none: the partner is private and calls this instance"
-        if not connection.is_private_here
+        if not side(connection.topology, connection.role).peer_has_url
         else "none"
     )
     rows: list[tuple[str, Text | str]] = [

@@ -118,16 +118,16 @@ class Servers:
         self._stops: list[Callable[[], None]] = []
 
     def node(self, home: Home, *, uds: Path | None = None, port: int = 0) -> str:
-        """`node.create_app` for `home` under uvicorn; returns its URL."""
+        """`runtime.node_app` for `home` under uvicorn; returns its URL."""
         import uvicorn
 
-        from exalate_tui.transport import node
+        from exalate_tui.lifecycle import runtime
         from exalate_tui.transport.streams import State
 
         state = State(home.state_path)
         sock = _listening(uds, port)
         config = uvicorn.Config(
-            node.create_app(home, state),
+            runtime.node_app(home, state),
             lifespan="off",
             log_config=None,
             log_level="warning",

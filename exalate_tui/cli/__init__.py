@@ -347,7 +347,7 @@ def _connection_action(args: argparse.Namespace, home: Home, name: str, done: st
 def cmd_node(args: argparse.Namespace, home: Home) -> int:
     import logging
 
-    from exalate_tui.transport.node import serve
+    from exalate_tui.lifecycle.runtime import serve
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

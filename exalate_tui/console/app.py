@@ -191,7 +191,7 @@ class ExalateApp(App[None]):
         Its per-connection locks make it skip connections that a running
         `exalate-tui node` already polls.
         """
-        from exalate_tui.transport.supervisor import Supervisor
+        from exalate_tui.lifecycle.runtime import Supervisor
 
         self.supervisor = Supervisor(self.home, state)
         await self.supervisor.run()

@@ -28,6 +28,7 @@ from exalate_tui.domain.models import (
     Topology,
     Url,
 )
+from exalate_tui.domain.topology import topology_for
 from exalate_tui.errors import ExalateError
 
 PREFIX = "exa1"
@@ -65,9 +66,9 @@ class Invitation(BaseModel):
 
     @property
     def topology(self) -> Topology:
-        if self.url is None:
-            return Topology.PRIVATE_PUBLIC
-        return Topology.PUBLIC_PRIVATE if self.dest_url is None else Topology.PUBLIC_PUBLIC
+        return topology_for(
+            initiator_has_url=self.url is not None, acceptor_has_url=self.dest_url is not None
+        )
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.exp

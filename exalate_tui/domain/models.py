@@ -187,11 +187,3 @@ class Connection(BaseModel):
     secret: SecretStr | None = None
     # None while the other side has nothing to report (see PeerState).
     peer_state: PeerState | None = None
-
-    @property
-    def is_private_here(self) -> bool:
-        """True when this side has no URL: it makes every HTTP request (it polls)."""
-        if self.topology is Topology.PUBLIC_PUBLIC:
-            return False
-        private_role = Role.ACCEPTOR if self.topology is Topology.PUBLIC_PRIVATE else Role.INITIATOR
-        return self.role is private_role

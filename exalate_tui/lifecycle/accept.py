@@ -10,6 +10,7 @@ refused accept leaves the home as it was.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,9 @@ from exalate_tui.domain.models import CONNECTION_NAME_MAX, Connection, Role, Sta
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NameTaken
 from exalate_tui.lifecycle.acceptance import LABELS, Stage, problems
+from exalate_tui.lifecycle.handshake import greet
 from exalate_tui.transport.client import Remote, RemoteError
+from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.streams import State
 
 Progress = Callable[[Stage], object]
@@ -163,33 +166,31 @@ async def _handshake(
         except RemoteError as error:
             raise _handshake_failure(error, invite) from None
         stage(Stage.ACCEPTED)
-        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
-        state = state_source if isinstance(state_source, State) else state_source()
-        state.enqueue(invite.cid, "hello", {"short_name": local_name})
-        connection = _save(
-            home,
-            Connection(
-                id=invite.cid,
-                name=name,
-                description=invite.desc,
-                mode=invite.mode,
-                topology=invite.topology,
-                role=Role.ACCEPTOR,
-                local_name=local_name,
-                remote_name=answer.short_name or invite.from_,
-                remote_url=invite.url,
-                secret=answer.secret,
-                status=Status.ACTIVE,
-            ),
+        connection = Connection(
+            id=invite.cid,
+            name=name,
+            description=invite.desc,
+            mode=invite.mode,
+            topology=invite.topology,
+            role=Role.ACCEPTOR,
+            local_name=local_name,
+            remote_name=answer.short_name or invite.from_,
+            remote_url=invite.url,
+            secret=answer.secret,
+            status=Status.ACTIVE,
         )
+        state = state_source if isinstance(state_source, State) else state_source()
+        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
+        await asyncio.to_thread(greet, state, connection)
+        connection = await asyncio.to_thread(_save, home, connection)
         # Delivering the hello proves the secret works both ways; when it cannot be
         # delivered now, the supervisor keeps trying and the contact shows why.
         try:
-            applied = await remote.push(connection.id, answer.secret, state.pending(connection.id))
+            pending = await asyncio.to_thread(state.pending, connection.id)
+            await deliver(remote, state, connection.id, answer.secret, pending)
         except RemoteError as error:
-            state.record_error(connection.id, str(error))
+            await asyncio.to_thread(state.record_error, connection.id, str(error))
         else:
-            state.ack(connection.id, applied)
-            state.record_ok(connection.id)
+            await asyncio.to_thread(state.record_ok, connection.id)
             stage(Stage.CONNECTED)
     return connection

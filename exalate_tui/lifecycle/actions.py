@@ -1,20 +1,18 @@
 """Connection actions the console and the CLI share; no UI (docs/protocol.md).
 
 Deactivate, activate and delete a connection, telling the partner; regenerate
-a Pending connection's invitation; and what a partner's `connection.*`
-message does here (`apply_effect`: the node applies it for pushed batches,
-the poller for fetched ones). Deleted connections whose partner polls this
-side stay as tombstones until the partner has fetched the news
-(`purge_tombstones` forgets the ones it never fetched).
+a Pending connection's invitation. What the partner's `connection.*`
+messages do on this side is `incoming.py`'s. Deleted connections whose
+partner polls this side stay as tombstones until the partner has fetched the
+news (`purge_tombstones` forgets the ones it never fetched).
 
-Lock order: a state transaction may take the home lock (`apply_effect`),
+Lock order: a state transaction may take the home lock (`incoming.apply_effect`),
 so nothing here writes the state while holding the home lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,15 +25,14 @@ from pydantic import SecretStr
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, PeerState, Role, Status, Topology
 from exalate_tui.errors import ExalateError
-from exalate_tui.home.store import Home, NotFound
-from exalate_tui.transport.streams import Message, State
+from exalate_tui.home.store import Home
+from exalate_tui.protocol.kinds import ACTIVATED, DEACTIVATED, DELETED
+from exalate_tui.transport.delivery import deliver
+from exalate_tui.transport.storage import Streams
 
 if TYPE_CHECKING:
     import httpx
 
-DEACTIVATED = "connection.deactivated"
-ACTIVATED = "connection.activated"
-DELETED = "connection.deleted"
 # How long a deleted connection waits for its polling partner to fetch `connection.deleted`.
 TOMBSTONE_GRACE = 7 * 24 * 3600
 # An action tells the partner directly for at most this long; then the supervisor goes on.
@@ -67,7 +64,7 @@ class Outcome:
 
 async def deactivate(
     home: Home,
-    state: State,
+    state: Streams,
     cid: str,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -94,7 +91,7 @@ async def deactivate(
 
 async def activate(
     home: Home,
-    state: State,
+    state: Streams,
     cid: str,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -120,7 +117,7 @@ async def activate(
 
 async def _change_and_tell(
     home: Home,
-    state: State,
+    state: Streams,
     cid: str,
     change: Callable[[Connection], None],
     kind: str,
@@ -139,7 +136,7 @@ async def _change_and_tell(
 
 async def delete(
     home: Home,
-    state: State,
+    state: Streams,
     cid: str,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -167,7 +164,7 @@ async def delete(
     return outcome
 
 
-def _bury(home: Home, state: State, cid: str, seq: int) -> None:
+def _bury(home: Home, state: Streams, cid: str, seq: int) -> None:
     """Keep the connection as a tombstone until the partner acknowledges `seq`.
 
     The enqueue wakes the partner's poll before the file moves, so its ack can
@@ -181,14 +178,14 @@ def _bury(home: Home, state: State, cid: str, seq: int) -> None:
         state.forget(cid)
 
 
-def _erase(home: Home, state: State, cid: str) -> None:
+def _erase(home: Home, state: Streams, cid: str) -> None:
     home.delete_connection(cid)
     state.forget(cid)
 
 
 async def _tell(
     connection: Connection,
-    state: State,
+    state: Streams,
     seq: int,
     transport: httpx.AsyncBaseTransport | None,
     timeout: float,
@@ -214,57 +211,15 @@ async def _tell(
                     if not pending or pending[0].seq > seq:
                         # Delivered, by us or meanwhile by the supervisor's pusher.
                         return Outcome(connection, Told.DELIVERED)
-                    applied = await remote.push(cid, secret, pending)
-                    if applied < pending[0].seq:
-                        raise RemoteError(
-                            "the partner applied none of the messages sent",
-                            code="protocol",
-                        )
-                    # Never prune beyond what was sent, whatever the partner claims.
-                    await asyncio.to_thread(state.ack, cid, min(applied, pending[-1].seq))
+                    await deliver(remote, state, cid, secret, pending)
     except TimeoutError:
         return Outcome(connection, Told.QUEUED)
     except RemoteError as error:
         return Outcome(connection, Told.UNREACHABLE, str(error))
 
 
-def _after(kind: str, connection: Connection) -> tuple[PeerState | None, Status]:
-    """This side's (peer_state, status) once the partner's `kind` is applied."""
-    if kind == DELETED:
-        # Nothing will flow again: the admin here can only delete it too.
-        return PeerState.DELETED, Status.DEACTIVATED
-    if connection.peer_state is PeerState.DELETED:
-        return connection.peer_state, connection.status  # a deleted partner cannot come back
-    if kind == DEACTIVATED:
-        return PeerState.DEACTIVATED, connection.status
-    return None, connection.status
-
-
-def apply_effect(home: Home, cid: str, message: Message) -> None:
-    """What a received message does beyond the inbox.
-
-    Runs inside `State.apply`'s transaction, so it must be idempotent, and it
-    writes the connection file only when something changes. A partner's
-    pause goes to `peer_state`, never to `status` (see `PeerState`).
-    """
-    if message.kind not in (DEACTIVATED, ACTIVATED, DELETED):
-        return
-    try:
-        current = home.get_connection(cid)
-    except NotFound:
-        return  # deleted here as well: nothing left to mark
-    if _after(message.kind, current) == (current.peer_state, current.status):
-        return
-
-    def change(connection: Connection) -> None:
-        connection.peer_state, connection.status = _after(message.kind, connection)
-
-    with contextlib.suppress(NotFound):
-        home.update_connection(cid, change)
-
-
 def purge_tombstones(
-    home: Home, state: State, *, now: float | None = None, grace: float = TOMBSTONE_GRACE
+    home: Home, state: Streams, *, now: float | None = None, grace: float = TOMBSTONE_GRACE
 ) -> list[str]:
     """Forget deleted connections whose partner did not fetch the news within `grace` s."""
     now = time.time() if now is None else now

@@ -6,6 +6,7 @@ found: the client makes it, the Initiate wizard shows it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PRODUCT = "exalate-tui"
@@ -14,6 +15,8 @@ PREFIX = "/api/v1"
 # On a fetch's answer: the seq up to which the node acknowledged (pruned). A node
 # that sends it honours the `ack` parameter, so its caller may fetch ahead.
 ACK_HEADER = "Exalate-Acked"
+# A connection id as the node accepts it in a path or a handshake: a lowercase UUID.
+CONNECTION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)

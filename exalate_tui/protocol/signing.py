@@ -1,4 +1,4 @@
-"""Request signatures after the handshake (DESIGN.md, contract).
+"""Request signatures after the handshake (docs/protocol.md, Signed requests).
 
 `Authorization: EXA-HMAC ts=<unix>,sig=<hex>`, the HMAC-SHA256 of
 `METHOD\\nPATH?QUERY\\nts\\nsha256(body)` under the connection secret. Both

@@ -26,7 +26,8 @@ from exalate_tui.domain.models import check_short_name, check_url, normalize_url
 from exalate_tui.errors import ExalateError
 from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import ACK_HEADER, API_VERSION, PREFIX, PRODUCT, UrlCheck
-from exalate_tui.transport.streams import Message
+from exalate_tui.transport.splice import read_batch
+from exalate_tui.transport.storage import Message
 
 VERIFY_TIMEOUT = 3.0
 # Connect and write are quick or broken; a long-poll read gets `wait` on top.
@@ -87,59 +88,6 @@ class Batch:
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_DECODER = json.JSONDecoder()
-_MESSAGE_START = re.compile(r'\{"seq":(\d{1,19}),"kind":')
-_PLAIN_HEAD = re.compile(r'\{"seq":(\d{1,19}),"kind":"([A-Za-z0-9._:-]{1,100})","body":')
-_TAIL = re.compile(r'\],"last_seq":(\d{1,19})\}\s*')
-# The C scanner behind `raw_decode`, without its Python wrapper: StopIteration if not JSON.
-_scan = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _splice_batch(text: str, acked: int | None = None) -> Batch | None:
-    """A batch in the exact form nodes write it, each body kept as its JSON text.
-
-    Nodes splice stored bodies into `{"messages":[{"seq":N,"kind":K,"body":B},...],
-    "last_seq":N}`; reading that form back by hand keeps each body's text as
-    sent, so the poller stores it without encoding it again (most of a poll's
-    cost with ~1 KB bodies). Each kind and body is still parsed, so nothing
-    but JSON is stored. Anything else (another node's spacing or key order)
-    returns None and is read the general way.
-    """
-    prefix = '{"messages":['
-    if not text.startswith(prefix):
-        return None
-    at = len(prefix)
-    messages: list[Message] = []
-    append = messages.append
-    try:
-        while text[at] != "]":
-            if messages:
-                if text[at] != ",":
-                    return None
-                at += 1
-            # Most kinds need no escapes: one match reads seq and kind, and finds the body.
-            head = _PLAIN_HEAD.match(text, at)
-            if head is not None:
-                seq, kind, begin = head.group(1), head.group(2), head.end()
-            else:
-                start = _MESSAGE_START.match(text, at)
-                if start is None:
-                    return None
-                kind, at = _scan(text, start.end())
-                if not isinstance(kind, str) or not text.startswith(',"body":', at):
-                    return None
-                seq, begin = start.group(1), at + len(',"body":')
-            _, at = _scan(text, begin)  # parsed only to be sure it is JSON, and where it ends
-            if text[at] != "}":
-                return None
-            append(Message(int(seq), kind, text[begin:at]))
-            at += 1
-        tail = _TAIL.fullmatch(text, at)
-    except (IndexError, ValueError, StopIteration):
-        return None
-    if tail is None:
-        return None
-    return Batch(messages, int(tail.group(1)), acked)
 
 
 def _host(url: str) -> str:
@@ -402,9 +350,9 @@ class Remote:
         response = await self._send(request, read)
         acked_header = response.headers.get(ACK_HEADER, "")
         acked = int(acked_header) if _DIGITS.fullmatch(acked_header) else None
-        batch = _splice_batch(response.text, acked)
-        if batch is not None:
-            return batch
+        spliced = read_batch(response.text)
+        if spliced is not None:
+            return Batch(*spliced, acked)
         data = self._json(response)
         try:
             messages = [Message.from_wire(item) for item in data["messages"]]

@@ -13,24 +13,25 @@ millisecond even when another process (the console, the CLI) enqueued.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import socket
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exalate_tui.errors import ExalateError
+from exalate_tui.transport.storage import Contact, Message, compact, quoted
 
-# Plain rowid tables: WITHOUT ROWID stores each row inside the primary-key
-# b-tree, and with ~1 KB bodies that made every insert ~8× slower
-# (benchmarks/README.md, throughput).
+# The schema's version, kept in `PRAGMA user_version`: 1 is the tables below.
+SCHEMA_VERSION = 1
+
+# Plain rowid tables: in a WITHOUT ROWID table each ~1 KB row lives inside the
+# primary-key b-tree, and inserts are then too slow for the throughput target
+# (benchmarks/README.md).
 _TABLES = {
     "outbox": """CREATE TABLE IF NOT EXISTS outbox (
         cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -49,44 +50,46 @@ _TABLES = {
 }
 
 
-def _create_tables(db: sqlite3.Connection) -> None:
-    """Create the tables, moving an outbox or inbox made WITHOUT ROWID into a rowid table."""
+def _open_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to `SCHEMA_VERSION`, once; refuse a file a newer version wrote."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        moved = []
-        for table in ("outbox", "inbox"):
-            row = db.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-            ).fetchone()
-            if row and "WITHOUT ROWID" in row[0].upper():
-                db.execute(f"ALTER TABLE {table} RENAME TO {table}_without_rowid")
-                moved.append(table)
-        for sql in _TABLES.values():
-            db.execute(sql)
-        for table in moved:
-            db.execute(f"INSERT INTO {table} SELECT * FROM {table}_without_rowid")
-            db.execute(f"DROP TABLE {table}_without_rowid")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{path}: written by a newer exalate-tui (schema version {version}; this one "
+                f"reads up to {SCHEMA_VERSION}): update exalate-tui on this machine"
+            )
+        if version == 0:
+            _version_1(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
 
 
-# One encoder for every body: `json.dumps` with separators builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-# Pages of 16 KiB for a new file: ~1 KB messages fill a 4 KiB page with three,
-# and pruning them touched ~4× as many pages (benchmarks/README.md, throughput).
+def _version_1(db: sqlite3.Connection) -> None:
+    """A new file, or one from before the schema had a version, whose outbox and inbox
+    may be WITHOUT ROWID tables: those are moved into rowid tables."""
+    moved = []
+    for table in ("outbox", "inbox"):
+        row = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if row and "WITHOUT ROWID" in row[0].upper():
+            db.execute(f"ALTER TABLE {table} RENAME TO {table}_without_rowid")
+            moved.append(table)
+    for sql in _TABLES.values():
+        db.execute(sql)
+    for table in moved:
+        db.execute(f"INSERT INTO {table} SELECT * FROM {table}_without_rowid")
+        db.execute(f"DROP TABLE {table}_without_rowid")
+
+
+# Pages of 16 KiB for a new file: ~1 KB messages fill a 4 KiB page with three, so
+# pruning them would touch several times as many pages (benchmarks/README.md, throughput).
 PAGE_SIZE = 16384
-
-
-def _compact(value: Any) -> str:
-    return _encode(value)
-
-
-@functools.lru_cache(maxsize=256)
-def _quoted(kind: str) -> str:
-    """A kind as a JSON string; a stream uses a handful of kinds, so each is encoded once."""
-    return json.dumps(kind)
 
 
 def doorbell_address(path: Path) -> str | None:
@@ -124,7 +127,7 @@ class StateError(ExalateError):
     """`state.sqlite3` cannot be used; str() names the file and what to do."""
 
 
-class Gap(Exception):
+class Gap(ExalateError):
     """A batch starts after a missing message: resend from `last_applied + 1`."""
 
     def __init__(self, last_applied: int) -> None:
@@ -132,36 +135,11 @@ class Gap(Exception):
         super().__init__(f"messages after {last_applied} are missing; resend from there")
 
 
-@dataclass(frozen=True)
-class Message:
-    seq: int
-    kind: str
-    body_json: str = "null"
-
-    @property
-    def body(self) -> Any:
-        return json.loads(self.body_json)
-
-    def wire(self) -> str:
-        """The message as JSON text, its body spliced in as stored."""
-        return f'{{"seq":{self.seq},"kind":{_quoted(self.kind)},"body":{self.body_json}}}'
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Message:
-        return cls(int(data["seq"]), str(data["kind"]), _compact(data.get("body")))
-
-
-@dataclass(frozen=True)
-class Contact:
-    """What the last attempts to reach the other side said."""
-
-    last_ok: float | None = None
-    last_error: str | None = None
-    error_since: float | None = None
-
-
 class State:
-    """One open `state.sqlite3`; safe to share between threads of a process."""
+    """One open `state.sqlite3`; safe to share between threads of a process.
+
+    The SQLite implementation of `storage.Streams`.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -174,7 +152,10 @@ class State:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged or applied message survives a power cut too.
             self._db.execute("PRAGMA synchronous=FULL")
-            _create_tables(self._db)
+            _open_schema(self._db, path)
+        except StateError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as error:
             raise StateError(
                 f"{path}: cannot be used as the message store ({error}); "
@@ -224,7 +205,7 @@ class State:
 
     def enqueue_many(self, cid: str, items: Iterable[tuple[str, Any]]) -> list[int]:
         """Append messages to the outbox in one transaction; returns their seqs."""
-        rows = [(kind, _compact(body)) for kind, body in items]
+        rows = [(kind, compact(body)) for kind, body in items]
         now = time.time()
         with self._transaction() as db:
             self._stream(cid)
@@ -245,7 +226,7 @@ class State:
 
     def broadcast(self, cids: Sequence[str], kind: str, body: Any = None) -> dict[str, int]:
         """The same message to each connection in `cids`, in one transaction; their seqs."""
-        text = _compact(body)
+        text = compact(body)
         now = time.time()
         seqs = {}
         with self._transaction() as db:
@@ -299,7 +280,6 @@ class State:
                 "SELECT seq, kind, body FROM outbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (cid, after, limit),
             ).fetchall()
-        quoted = _quoted
         return [f'{{"seq":{seq},"kind":{quoted(kind)},"body":{body}}}' for seq, kind, body in rows]
 
     def last_seq(self, cid: str) -> int:

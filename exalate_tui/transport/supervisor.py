@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
-
-from exalate_tui.domain.models import Connection, PeerState, Role, Status, Topology
+from exalate_tui.domain.models import Connection, PeerState, Role, Status
+from exalate_tui.domain.topology import side
 from exalate_tui.home.store import Home
-from exalate_tui.lifecycle import actions
-from exalate_tui.transport.streams import Message, State
+from exalate_tui.protocol import kinds
+from exalate_tui.transport.contact import ContactThrottle
+from exalate_tui.transport.delivery import deliver
+from exalate_tui.transport.hooks import Hooks
+from exalate_tui.transport.storage import Message, Streams
+from exalate_tui.transport.wakeups import DataVersionWatch
 
 if TYPE_CHECKING:
     import httpx
@@ -56,8 +59,6 @@ BASE = 0.5
 # connection again) is no outage: retrying at least this often keeps "Active
 # within seconds" true once they act, and costs one small request.
 WAITING_CAP = 10.0
-# Contact ("last contact N s ago") is written at most this often per connection.
-CONTACT_EVERY = 1.0
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[float, float], float]
@@ -92,18 +93,20 @@ def plan_for(connection: Connection) -> Plan | None:
     """What this side must do for a connection; None when the peer makes the requests."""
     if connection.remote_url is None:
         return None
+    here = side(connection.topology, connection.role)
     if connection.status is Status.ACTIVE and connection.secret is not None:
-        if connection.is_private_here:
+        if here.polls:
             return Plan.POLL
-        if connection.topology is Topology.PUBLIC_PUBLIC:
+        if here.pushes:
             return Plan.PUSH
         return None
     if (
         connection.status is Status.PENDING
-        and connection.topology is Topology.PRIVATE_PUBLIC
         and connection.role is Role.INITIATOR
+        and not here.receives_handshake
         and connection.token is not None
     ):
+        # A private initiator presents its own token: its partner cannot call it.
         return Plan.HANDSHAKE
     return None
 
@@ -165,12 +168,17 @@ class _Link:
 
 
 class Supervisor:
-    """Runs the links of one home until cancelled; see the module docstring."""
+    """Runs the links of one home until cancelled; see the module docstring.
+
+    `hooks` are the layer above's: what a fetched message does, and what a
+    private initiator does once its handshake is answered.
+    """
 
     def __init__(
         self,
         home: Home,
-        state: State,
+        state: Streams,
+        hooks: Hooks,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         wait: float = WAIT,
@@ -184,6 +192,7 @@ class Supervisor:
     ) -> None:
         self.home = home
         self.state = state
+        self.hooks = hooks
         self.wait = wait
         self.limit = limit
         self.rescan = rescan
@@ -195,7 +204,7 @@ class Supervisor:
         self._jitter = jitter
         self._links: dict[str, _Link] = {}
         self._remotes: dict[str, Remote] = {}
-        self._recorded: dict[str, float] = {}  # when each cid's contact was last written ok
+        self._contact = ContactThrottle()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan_now: asyncio.Event | None = None
 
@@ -225,7 +234,8 @@ class Supervisor:
         self._loop = asyncio.get_running_loop()
         self._rescan_now = asyncio.Event()
         remove = self.state.on_enqueue(self.wake)
-        version = await asyncio.to_thread(self.state.data_version)
+        others = DataVersionWatch(self.state)
+        await others.start()
         files = self._files_stamp()
         next_scan = 0.0
         try:
@@ -244,11 +254,8 @@ class Supervisor:
                         # The home is unreadable for now: keep the running links, retry.
                         log.error("cannot scan %s: %s", self.home.path, error)
                     next_scan = time.monotonic() + self.rescan
-                # In a thread: a batch being applied holds the state for tens of ms.
-                current = await asyncio.to_thread(self.state.data_version)
-                if current != version:
+                if await others.moved():
                     # Another process wrote (an enqueue, most likely): wake every pusher.
-                    version = current
                     for link in self._links.values():
                         link.wake.set()
                 with contextlib.suppress(TimeoutError):
@@ -332,7 +339,7 @@ class Supervisor:
     # -- jobs -----------------------------------------------------------------
 
     async def _failed(self, cid: str, backoff: Backoff, error: Exception) -> None:
-        self._recorded.pop(cid, None)  # the next success clears this error at once
+        self._contact.reset(cid)  # the next success clears this error at once
         reason = str(error) or type(error).__name__
         await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
         delay = backoff.failure()
@@ -345,11 +352,8 @@ class Supervisor:
         await self._sleep(delay)
 
     async def _ok(self, cid: str, backoff: Backoff) -> None:
-        # A busy stream succeeds hundreds of times a second: "last contact" needs one write
-        # a second, but the first success after a failure is written at once.
-        now = time.monotonic()
-        if now - self._recorded.get(cid, -CONTACT_EVERY) >= CONTACT_EVERY or backoff.failures:
-            self._recorded[cid] = now
+        # The first success after a failure is written at once: it clears the error shown.
+        if self._contact.due(cid, anyway=bool(backoff.failures)):
             await asyncio.to_thread(self.state.record_ok, cid, self._clock())
         backoff.reset()
 
@@ -388,7 +392,7 @@ class Supervisor:
                             batch, ahead = await ahead, None
                         if batch.messages:
                             last = batch.messages[-1].seq
-                            deleted = any(m.kind == actions.DELETED for m in batch.messages)
+                            deleted = any(m.kind == kinds.DELETED for m in batch.messages)
                             # Only while more waits (`last_seq`): fetching ahead of a drained
                             # outbox would cost one more request per message at low rates.
                             more = batch.last_seq > last
@@ -402,7 +406,7 @@ class Supervisor:
                             link.finishing = deleted
                             try:
                                 cursor = await asyncio.to_thread(
-                                    self.state.apply, cid, batch.messages, self._effect(connection)
+                                    self.state.apply, cid, batch.messages, self._effect(cid)
                                 )
                                 if deleted:
                                     # The partner keeps a tombstone until we acknowledge; this
@@ -449,10 +453,7 @@ class Supervisor:
                     await asyncio.wait_for(link.wake.wait(), self.rescan)
                 continue
             try:
-                applied = await remote.push(connection.id, connection.secret, pending)
-                # Never prune beyond what was sent, whatever the peer claims.
-                upto = min(applied, pending[-1].seq)
-                await asyncio.to_thread(self.state.ack, connection.id, upto)
+                await deliver(remote, self.state, connection.id, connection.secret, pending)
                 await self._ok(connection.id, backoff)
             except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                 await self._failed(connection.id, backoff, error)
@@ -502,28 +503,16 @@ class Supervisor:
             except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                 await self._failed(connection.id, backoff, error)
                 continue
-            await asyncio.to_thread(self._connected, connection, answer.secret, answer.short_name)
+            await asyncio.to_thread(
+                self.hooks.handshake_answered, connection, answer.secret, answer.short_name
+            )
+            await asyncio.to_thread(self.state.record_ok, connection.id, self._clock())
             self.wake()  # rescan: the connection is Active, the poller takes over
             return
 
-    def _connected(self, connection: Connection, secret: SecretStr, remote_name: str) -> None:
-        def change(current: Connection) -> Connection:
-            current.secret = secret
-            current.status = Status.ACTIVE
-            current.token = None
-            current.token_hash = None
-            current.code_digest = None
-            if remote_name:
-                current.remote_name = remote_name
-            return current
-
-        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
-        self.state.enqueue(connection.id, "hello", {"short_name": connection.local_name})
-        self.home.update_connection(connection.id, change)
-        self.state.record_ok(connection.id, self._clock())
-
-    def _effect(self, connection: Connection) -> Callable[[Message], None]:
-        return lambda message: actions.apply_effect(self.home, connection.id, message)
+    def _effect(self, cid: str) -> Callable[[Message], None]:
+        hooks = self.hooks
+        return lambda message: hooks.apply(cid, message)
 
 
 def _drop(task: asyncio.Task[Batch] | None) -> None:

@@ -128,7 +128,7 @@ class Impostor:
 def test_poller_backs_off_while_the_public_node_restarts_and_recovers(
     instances: MakeInstance,
 ) -> None:
-    """`systemctl restart` of the public node. (Its SIGKILL is in test_poller.py.)"""
+    """`systemctl restart` of the public node (its SIGKILL: tests/transport/test_supervisor.py)."""
     public, private, cid = seed(instances)
     public.state.enqueue(cid, "ping", {"n": "before"})
     wait_for(lambda: private.state.last_applied(cid) == 2, "the first ping")

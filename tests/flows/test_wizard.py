@@ -16,6 +16,7 @@ import pytest
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import InitiateWizard, Step, suggested_name
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.initiate import save_issued
@@ -745,7 +746,7 @@ def test_a_private_initiator_keeps_the_token_to_present_it(tmp_path: Path) -> No
     assert saved["token_hash"] == codes.hash_token(token)
     assert wizard.issued.invitation.url is None
     loaded = wizard.home.get_connection(wizard.issued.connection.id)
-    assert loaded.is_private_here
+    assert side(loaded.topology, loaded.role).polls
 
 
 def test_the_code_decodes_to_exactly_what_was_entered(tmp_path: Path) -> None:

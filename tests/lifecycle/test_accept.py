@@ -26,12 +26,11 @@ from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Rol
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage, remaining
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
-from exalate_tui.lifecycle import actions
+from exalate_tui.lifecycle import actions, runtime
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport import node
+from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.streams import State
-from exalate_tui.transport.supervisor import Supervisor
 
 NOW = 1_800_000_000.0
 PUBLIC_A = "http://127.0.0.1:7001"
@@ -254,7 +253,7 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     instance = Instance(short_name=short_name, public_url=public_url)
     home.save_instance(instance)
     state = State(home.state_path)
-    return Side(home, state, instance, httpx.ASGITransport(app=node.create_app(home, state)))
+    return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -23,10 +23,9 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard, Step
 from exalate_tui.home.store import Home
-from exalate_tui.lifecycle import actions
+from exalate_tui.lifecycle import actions, incoming, runtime
 from exalate_tui.lifecycle.actions import ActionError, Told
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport import node
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.streams import Message, State
 
@@ -51,7 +50,7 @@ def side(root: Path, name: str, public_url: str | None) -> Side:
     home = Home(root / name)
     home.save_instance(Instance(short_name=name, public_url=public_url))
     state = State(home.state_path)
-    return Side(home, state, httpx.ASGITransport(app=node.create_app(home, state)))
+    return Side(home, state, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
 def connection(**values: Any) -> Connection:
@@ -83,7 +82,7 @@ async def poll(public: Side, private: Side) -> list[str]:
     """One poll by the private side, applied as its poller does; returns the kinds."""
     async with Remote(PUBLIC, transport=public.transport) as remote:
         batch = await remote.fetch(CID, SECRET, private.state.last_applied(CID))
-    private.state.apply(CID, batch.messages, lambda m: actions.apply_effect(private.home, CID, m))
+    private.state.apply(CID, batch.messages, lambda m: incoming.apply_effect(private.home, CID, m))
     return [m.kind for m in batch.messages]
 
 
@@ -386,7 +385,7 @@ def test_partner_messages_are_idempotent_and_write_only_on_change(tmp_path: Path
     path = home.connection_path(CID)
 
     def receive(kind: str) -> tuple[PeerState | None, Status]:
-        actions.apply_effect(home, CID, Message(1, kind))
+        incoming.apply_effect(home, CID, Message(1, kind))
         stored = home.get_connection(CID)
         return stored.peer_state, stored.status
 
@@ -400,7 +399,7 @@ def test_partner_messages_are_idempotent_and_write_only_on_change(tmp_path: Path
     # A deleted partner cannot come back.
     assert receive("connection.activated") == (PeerState.DELETED, Status.DEACTIVATED)
     path.unlink()
-    actions.apply_effect(home, CID, Message(2, "connection.deleted"))  # gone here too: no error
+    incoming.apply_effect(home, CID, Message(2, "connection.deleted"))  # gone here too: no error
 
 
 # -- the command line ----------------------------------------------------------------------

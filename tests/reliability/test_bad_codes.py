@@ -36,9 +36,9 @@ from exalate_tui.domain.models import Instance, Mode, Status
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle import runtime
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport import node
 from exalate_tui.transport.streams import State
 
 from . import damage
@@ -217,7 +217,7 @@ class Initiator:
         self.home = Home(root / "initiator")
         self.home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
         self.state = State(self.home.state_path)
-        self.app = node.create_app(self.home, self.state)
+        self.app = runtime.node_app(self.home, self.state)
         wizard = InitiateWizard(self.home.load_instance(), self.home.load_connections().connections)
         wizard.choose_no_url()
         wizard.set_mode(Mode.SCRIPT)

@@ -35,8 +35,9 @@ with warnings.catch_warnings():
 
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
-from exalate_tui.transport import node
+from exalate_tui.transport import routes
 from exalate_tui.transport.streams import State
 
 from .damage import SCALE, examples
@@ -70,7 +71,7 @@ class Fuzzed:
 
     def __init__(self, root: Path) -> None:
         self.home, self.state, self.connection = _home(root)
-        self.app = node.create_app(self.home, self.state)
+        self.app = runtime.node_app(self.home, self.state)
         # Long-polls answer at once: a fuzzed `wait` must not hold each case for 30 s.
         self.app.state.node.wakeups.close()
         self.client = TestClient(self.app, base_url="http://node", raise_server_exceptions=False)
@@ -149,7 +150,7 @@ def test_the_node_keeps_to_its_own_openapi_document(case: Any, fuzzed: Fuzzed) -
 class Side:
     def __init__(self, root: Path) -> None:
         self.home, self.state, self.connection = _home(root)
-        self.app = node.create_app(self.home, self.state)
+        self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"
         )
@@ -184,8 +185,8 @@ class Counted:
 @pytest.mark.parametrize(
     ("path", "limit"),
     [
-        ("/api/v1/handshake", node.MAX_HANDSHAKE_BYTES),
-        (MESSAGES.format(cid=UNKNOWN), node.MAX_BATCH_BYTES),
+        ("/api/v1/handshake", routes.MAX_HANDSHAKE_BYTES),
+        (MESSAGES.format(cid=UNKNOWN), routes.MAX_BATCH_BYTES),
     ],
 )
 async def test_bodies_over_the_limit_are_refused_before_being_read_whole(

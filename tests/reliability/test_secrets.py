@@ -34,12 +34,12 @@ from exalate_tui import cli
 from exalate_tui.console.app import make_app
 from exalate_tui.domain import invitation as codes
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle import runtime
 from exalate_tui.lifecycle.accept import AcceptError, accept
+from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.protocol import signing
-from exalate_tui.transport import node
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.streams import State
-from exalate_tui.transport.supervisor import Supervisor
 
 from .nodes import NodeProcess, cli_json, free_port
 from .nodes import cli as run_cli
@@ -98,7 +98,7 @@ async def test_no_secret_in_logs_output_errors_or_screens(
     token = invite.tok
     home_a, home_b = Home(a), Home(b)
     state_a, state_b = State(home_a.state_path), State(home_b.state_path)
-    app = node.create_app(home_a, state_a)
+    app = runtime.node_app(home_a, state_a)
     transport = httpx.ASGITransport(app=app)
     try:
         connection = await accept(home_b, state_b, invite, transport=transport)

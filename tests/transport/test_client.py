@@ -25,9 +25,10 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle import runtime
 from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.protocol.api import UrlCheck
-from exalate_tui.transport import client, node
+from exalate_tui.transport import client
 from exalate_tui.transport.client import Remote, RemoteError, verify_url
 from exalate_tui.transport.streams import Message, State
 
@@ -149,7 +150,7 @@ def public(tmp_path: Path) -> Public:
     home = Home(tmp_path / "snow")
     home.save_instance(Instance(short_name="snow", public_url=URL))
     state = State(home.state_path)
-    return Public(home, state, httpx.ASGITransport(app=node.create_app(home, state)))
+    return Public(home, state, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
 def invite(public: Public) -> codes.Invitation:

@@ -30,9 +30,13 @@ from exalate_tui import __version__
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.home.store import Home
+from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
-from exalate_tui.transport import node
+from exalate_tui.transport import auth, errors, routes, wakeups
 from exalate_tui.transport.client import ACK_HEADER
+from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.node import create_app
+from exalate_tui.transport.storage import Message
 from exalate_tui.transport.streams import State
 
 PUBLIC = "https://snow.example.com"
@@ -59,7 +63,7 @@ class Node:
         if short_name:
             self.home.save_instance(Instance(short_name=short_name, public_url=PUBLIC))
         self.state = State(self.home.state_path)
-        self.app = node.create_app(self.home, self.state)
+        self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"
         )
@@ -311,12 +315,12 @@ def test_handshakes_from_two_processes_with_one_token_exactly_one_wins(tmp_path:
     script = """
 import asyncio, json, sys
 import httpx
-from exalate_tui.transport import node
+from exalate_tui.lifecycle import runtime
 from exalate_tui.transport.streams import State
 from exalate_tui.home.store import Home
 home = Home.resolve(sys.argv[1]); state = State(home.state_path)
 async def main():
-    transport = httpx.ASGITransport(app=node.create_app(home, state))
+    transport = httpx.ASGITransport(app=runtime.node_app(home, state))
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
         body = {"cid": sys.argv[2], "tok": sys.argv[3], "short_name": "jira"}
         results = await asyncio.gather(*(client.post("/api/v1/handshake", json=body)
@@ -457,11 +461,11 @@ async def test_a_replayed_request_is_refused(n: Node) -> None:
 
 
 def test_replay_memory_forgets_only_what_the_clock_refuses_and_is_bounded() -> None:
-    cache = node.ReplayCache(window=300, capacity=3)
+    cache = auth.ReplayCache(window=300, capacity=3)
     assert cache.admit(b"a", ts=1000, now=1000)
     assert not cache.admit(b"a", ts=1000, now=1299)
     assert cache.admit(b"b", ts=1000, now=1000) and cache.admit(b"c", ts=1200, now=1200)
-    with pytest.raises(node.ApiError) as full:
+    with pytest.raises(errors.ApiError) as full:
         cache.admit(b"d", ts=1200, now=1200)
     assert (full.value.status, full.value.code) == (503, "busy")
     assert cache.admit(b"d", ts=1301, now=1301)  # a and b expired, so there is room
@@ -672,7 +676,7 @@ async def test_a_malformed_batch_is_400_and_applies_nothing(n: Node, batch: dict
 async def test_a_batch_over_the_limit_is_413_before_it_is_read_whole(n: Node) -> None:
     connection = n.add()
     path = MESSAGES.format(cid=connection.id)
-    big = b" " * (node.MAX_BATCH_BYTES + 1)
+    big = b" " * (routes.MAX_BATCH_BYTES + 1)
     declared = await n.signed("POST", path, body=big)
     assert declared.status_code == 413 and error_of(declared)["error"] == "too_large"
 
@@ -879,12 +883,52 @@ def test_node_on_a_taken_port_says_so(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_closing_the_wakeups_stops_the_watch_before_the_state_closes(tmp_path: Path) -> None:
     state = State(tmp_path / "state.sqlite3")
-    wakeups = node.Wakeups(state, watch=0.01)
+    polls = wakeups.Wakeups(state, watch=0.01)
     cid = "12345678-1234-4234-8234-123456789abc"
-    waiter = wakeups.register(cid, 0)  # a parked poll starts the data_version watch
+    waiter = polls.register(cid, 0)  # a parked poll starts the data_version watch
     await asyncio.sleep(0.05)
-    assert wakeups._watcher is not None
-    await wakeups.aclose()
-    assert wakeups._watcher is None and waiter.woken.done()
-    wakeups.unregister(cid, waiter)
+    assert polls._watcher is not None
+    await polls.aclose()
+    assert polls._watcher is None and waiter.woken.done()
+    polls.unregister(cid, waiter)
     state.close()
+
+
+# -- the transport on its own: hooks of another layer ----------------------------------
+
+
+class Recorder:
+    """`transport.hooks.Hooks` that only record what the transport asked of them."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, int, str]] = []
+
+    def take_invitation(self, offer: Any, now: float) -> Connection:
+        raise HandshakeRefused("invalid_invitation", "this recorder holds no invitations")
+
+    def handshake_answered(self, connection: Connection, secret: SecretStr, name: str) -> None:
+        raise AssertionError("a node never presents a token")
+
+    def apply(self, cid: str, message: Message) -> None:
+        self.applied.append((cid, message.seq, message.kind))
+
+    def housekeeping(self) -> list[str]:
+        return []
+
+
+@pytest.mark.anyio
+async def test_the_node_leaves_what_messages_and_handshakes_mean_to_its_hooks(
+    n: Node,
+) -> None:
+    hooks = Recorder()
+    await n.client.aclose()
+    await n.app.state.node.wakeups.aclose()
+    n.app = create_app(n.home, n.state, hooks)
+    n.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=n.app), base_url="http://node")
+    connection = n.add()
+    assert (await n.push(connection.id, wire(1, 2))).json() == {"applied": 2}
+    assert hooks.applied == [(connection.id, 1, "ping"), (connection.id, 2, "ping")]
+    pending, token = n.invite()
+    refused = await n.handshake({"cid": pending.id, "tok": token, "short_name": "jira"})
+    assert refused.status_code == 403 and error_of(refused)["error"] == "invalid_invitation"
+    assert n.home.get_connection(pending.id).status is Status.PENDING

@@ -25,13 +25,13 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
-from exalate_tui.lifecycle import actions
+from exalate_tui.lifecycle import actions, runtime
 from exalate_tui.lifecycle.accept import accept
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport import node
+from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.client import ACK_HEADER, Remote
 from exalate_tui.transport.streams import State
-from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, Supervisor, plan_for
+from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, plan_for
 
 
 def upper(low: float, high: float) -> float:
@@ -210,7 +210,7 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     instance = Instance(short_name=short_name, public_url=public_url)
     home.save_instance(instance)
     state = State(home.state_path)
-    return Side(home, state, instance, httpx.ASGITransport(app=node.create_app(home, state)))
+    return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
 def connect(tmp_path: Path) -> tuple[Side, Side, str]:
@@ -451,7 +451,7 @@ def test_backoff_grows_while_refused_and_resets_on_success(tmp_path: Path) -> No
 
 _SERVE = """
 import asyncio, logging, sys
-from exalate_tui.transport.node import serve
+from exalate_tui.lifecycle.runtime import serve
 from exalate_tui.home.store import Home
 logging.basicConfig(level=logging.INFO)
 asyncio.run(serve(Home.resolve(sys.argv[1]), "127.0.0.1", int(sys.argv[2])))
@@ -465,7 +465,7 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    """`node.serve` for one home in its own process: the API and the supervisor."""
+    """`runtime.serve` for one home in its own process: the API and the supervisor."""
 
     def __init__(self, home: Home, port: int) -> None:
         self.home = home
@@ -741,3 +741,25 @@ def test_an_expired_invitation_ends_the_handshake_with_the_reason(tmp_path: Path
         "regenerate the code and send it again."
     )
     assert private.home.get_connection(invite.cid).status is Status.PENDING
+
+
+def test_the_console_s_supervisor_loads_no_node(tmp_path: Path) -> None:
+    """The console runs `runtime.Supervisor`; FastAPI and uvicorn are for `exalate-tui node`."""
+    script = """
+import sys
+from pathlib import Path
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.runtime import Supervisor
+from exalate_tui.transport.streams import State
+home = Home(Path(sys.argv[1])); home.ensure()
+Supervisor(home, State(home.state_path))
+print(sorted(m for m in ("fastapi", "starlette", "uvicorn", "httpx") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.transport.streams import Gap, Message, State, StateError
+from exalate_tui.transport.streams import SCHEMA_VERSION, Gap, Message, State, StateError
 
 
 @pytest.fixture
@@ -140,6 +140,55 @@ def test_a_damaged_file_is_reported_not_replaced(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="state.sqlite3: cannot be used"):
         State(path)
     assert path.read_bytes().startswith(b"this is not a database")
+
+
+def test_a_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    State(path).close()
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 1
+
+
+def test_a_file_from_before_the_schema_version_is_moved_to_rowid_tables_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE outbox (cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+            body TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (cid, seq)) WITHOUT ROWID;
+        CREATE TABLE inbox (cid TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+            body TEXT NOT NULL, applied_at REAL NOT NULL, PRIMARY KEY (cid, seq)) WITHOUT ROWID;
+        CREATE TABLE streams (cid TEXT PRIMARY KEY, last_seq INTEGER NOT NULL DEFAULT 0,
+            last_applied INTEGER NOT NULL DEFAULT 0, last_ok REAL, last_error TEXT,
+            error_since REAL);
+        INSERT INTO outbox VALUES ('a', 1, 'hello', '{"short_name":"x"}', 0);
+        INSERT INTO inbox VALUES ('a', 1, 'hello', '{"short_name":"y"}', 0);
+        INSERT INTO streams (cid, last_seq, last_applied) VALUES ('a', 1, 1);
+        """
+    )
+    old.close()
+    state = State(path)
+    assert [m.body for m in state.pending("a")] == [{"short_name": "x"}]
+    assert [m.body for m in state.inbox("a")] == [{"short_name": "y"}]
+    assert state.enqueue("a", "ping") == 2
+    state.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = [sql for (sql,) in db.execute("SELECT sql FROM sqlite_master WHERE type='table'")]
+    assert not any("WITHOUT ROWID" in sql.upper() for sql in tables)
+    assert len(tables) == 3
+
+
+def test_a_file_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    State(path).close()
+    sqlite3.connect(path).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StateError, match="newer exalate-tui .*update exalate-tui"):
+        State(path)
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION + 1
 
 
 def _enqueue_in_child(path: str, count: int) -> None:

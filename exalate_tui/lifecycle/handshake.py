@@ -1,0 +1,104 @@
+"""The handshake's effects: the token burnt once, the connection made Active, hello first.
+
+Whoever holds the token's hash receives the handshake (`domain/topology.py`):
+`take_invitation` is that side's half, run by the node. The side that
+presented the token stores the answer with `handshake_answered` (a private
+initiator's supervisor) or saves a new Active connection (an acceptor, in
+`accept.py`). Both go through `made_active` and `greet`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from exalate_tui.domain.invitation import token_matches
+from exalate_tui.domain.models import Connection, Status, Topology, normalize_url
+from exalate_tui.domain.topology import side
+from exalate_tui.home.store import Home, NotFound
+from exalate_tui.protocol import kinds
+from exalate_tui.protocol.api import CONNECTION_ID
+from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.storage import Streams
+
+if TYPE_CHECKING:
+    from exalate_tui.protocol.wire import HandshakeIn
+
+# Checked against when there is no hash to check, so that takes as long as a real check.
+_NO_HASH = "0" * 64
+
+
+def made_active(connection: Connection, secret: SecretStr, remote_name: str | None) -> Connection:
+    """What a handshake changes: the secret, Active, and the invitation burnt."""
+    connection.secret = secret
+    connection.status = Status.ACTIVE
+    connection.token = None
+    connection.token_hash = None
+    connection.code_digest = None
+    if remote_name:
+        connection.remote_name = remote_name
+    return connection
+
+
+def greet(state: Streams, connection: Connection) -> int:
+    """Enqueue hello, seq 1 of this side's stream: it carries our short name, and its
+    delivery proves the secret works both ways."""
+    return state.enqueue(connection.id, kinds.HELLO, {"short_name": connection.local_name})
+
+
+def handshake_answered(
+    home: Home, state: Streams, connection: Connection, secret: SecretStr, remote_name: str
+) -> None:
+    """The presenter's side once the receiver answered: Active with the secret it sent."""
+    # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
+    greet(state, connection)
+    home.update_connection(connection.id, lambda current: made_active(current, secret, remote_name))
+
+
+def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) -> Connection:
+    """Check and burn the token under the home lock: of two racing handshakes one wins.
+
+    Returns the connection, Active with a fresh secret and its hello enqueued.
+    Raises `HandshakeRefused`; nothing is written then.
+    """
+    invalid = HandshakeRefused(
+        "invalid_invitation", "this node has no invitation with that id and token"
+    )
+
+    def burn(connection: Connection) -> Connection:
+        receives = side(connection.topology, connection.role).receives_handshake
+        if connection.id != offer.cid or not receives:
+            token_matches(offer.tok, _NO_HASH)  # the same work as a real check
+            raise invalid
+        if connection.token_hash is None:
+            token_matches(offer.tok, _NO_HASH)
+            raise HandshakeRefused("invitation_used", "this invitation was already used")
+        if not token_matches(offer.tok, connection.token_hash):
+            raise invalid
+        if connection.code_digest is not None and not hmac.compare_digest(
+            offer.sum or "", connection.code_digest
+        ):
+            raise invalid  # the right token in a changed code
+        expires = connection.token_expires
+        if expires is not None and now >= expires.timestamp():
+            raise HandshakeRefused("invitation_expired", "this invitation has expired")
+        made_active(connection, SecretStr(secrets.token_urlsafe(32)), offer.short_name)
+        if offer.url and connection.topology is Topology.PUBLIC_PUBLIC:
+            # The URL this side verified when initiating is proven reachable from here;
+            # the acceptor's own idea of its URL only fills a gap.
+            connection.remote_url = connection.remote_url or normalize_url(offer.url)
+        return connection
+
+    if not CONNECTION_ID.fullmatch(offer.cid) or not home.connection_path(offer.cid).exists():
+        token_matches(offer.tok, _NO_HASH)
+        raise invalid
+    try:
+        connection = home.update_connection(offer.cid, burn)
+    except NotFound:
+        raise invalid from None
+    # After the burn, not before: only the handshake that won says hello.
+    greet(state, connection)
+    return connection

@@ -1,0 +1,61 @@
+"""The node's answers other than 2xx: `{"error": code, "detail": text, **extra}`.
+
+docs/protocol.md lists the codes. Nothing here puts a secret, a token or an
+offending value into a detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from exalate_tui.errors import ExalateError
+from exalate_tui.protocol import signing
+
+
+class ApiError(ExalateError):
+    """An answer other than 2xx: `{"error": code, "detail": text, **extra}`."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+def unauthorized() -> ApiError:
+    # One body for every reason: a caller learns nothing about which connections exist.
+    return ApiError(
+        401,
+        "unauthorized",
+        "the request is not signed for this connection (see docs/protocol.md, Signed requests)",
+    )
+
+
+def unavailable() -> ApiError:
+    return ApiError(
+        503, "unavailable", "this node cannot read its configuration; its admin must see its log"
+    )
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": signing.SCHEME} if error.status == 401 else None
+    return JSONResponse(
+        {"error": error.code, "detail": error.detail, **error.extra},
+        status_code=error.status,
+        headers=headers,
+    )
+
+
+def problems(error: ValidationError | RequestValidationError, within: str = "") -> str:
+    """Where and what, never the offending value (it may be a token)."""
+    parts = []
+    for item in error.errors():
+        loc = (within, *item["loc"]) if within else item["loc"]
+        where = ".".join(str(p) for p in loc if p != "body") or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts[:5])

@@ -1,0 +1,319 @@
+"""The node's routes: `/info`, `/handshake` and a connection's message streams.
+
+docs/protocol.md is the contract for each. The long-poll is answered below
+FastAPI (`long_poll.py`), through the same `fetch_batch` as its route here,
+which stays for the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
+
+from exalate_tui.domain.models import Connection, Status, Topology
+from exalate_tui.home.store import Home, StoreError
+from exalate_tui.protocol.api import ACK_HEADER, PREFIX
+from exalate_tui.protocol.wire import (
+    Applied,
+    Batch,
+    ErrorOut,
+    FetchQuery,
+    HandshakeIn,
+    HandshakeOut,
+    Info,
+    PushIn,
+)
+from exalate_tui.transport.errors import ApiError, problems, unavailable
+from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.storage import Message, Streams
+from exalate_tui.transport.streams import Gap
+
+if TYPE_CHECKING:
+    from exalate_tui.transport.node import Node
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_HANDSHAKE_BYTES = 16 * 1024
+# A signed GET has an empty body; anything bigger is not one of ours.
+MAX_OTHER_BYTES = 16 * 1024
+MESSAGES = "/connections/{cid}/messages"
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """A request body for `openapi_extra`, with pydantic's `$defs` inlined.
+
+    Left in place, `#/$defs/...` would point at the document's root, where
+    nothing is: the push body's messages had no schema a client could follow.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return inline(defs[ref.removeprefix("#/$defs/")]) | rest
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
+    """The whole body of an ASGI request; None when the client left.
+
+    Refused with 413 as soon as it is known to pass `limit` bytes.
+    """
+    too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise too_big
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = await receive_body(request.receive, request.headers.get("content-length"), limit)
+    if body is None:
+        raise ClientDisconnect()  # as `Request.stream` would
+    return body
+
+
+router = APIRouter(prefix=PREFIX)
+
+
+@router.get(
+    "/info",
+    response_model=Info,
+    summary="What this node is (URL verification)",
+    responses=_errors(503),
+)
+async def info(request: Request) -> Info:
+    try:
+        instance = await asyncio.to_thread(_node(request).home.load_instance)
+    except StoreError as error:
+        log.error("%s", error)
+        raise unavailable() from None
+    return Info(short_name=instance.short_name if instance else None)
+
+
+@router.post(
+    "/handshake",
+    response_model=HandshakeOut,
+    summary="Present an invitation token once; get the connection secret",
+    responses=_errors(400, 403, 413, 503),
+    openapi_extra=_body(HandshakeIn),
+)
+async def handshake(request: Request) -> HandshakeOut:
+    node = _node(request)
+    raw = await _read_body(request, MAX_HANDSHAKE_BYTES)
+    try:
+        offer = HandshakeIn.model_validate_json(raw)
+    except ValidationError as error:
+        raise ApiError(400, "bad_request", problems(error)) from None
+    try:
+        connection = await asyncio.to_thread(node.hooks.take_invitation, offer, time.time())
+    except HandshakeRefused as refused:
+        raise ApiError(403, refused.code, refused.detail) from None
+    except StoreError as error:
+        log.error("%s", error)
+        raise unavailable() from None
+    assert connection.secret is not None  # take_invitation stored one
+    await node.record_contact(connection.id)
+    # The caller accepted our invitation, or (private-public) initiated and brings ours back.
+    did = "initiated" if connection.topology is Topology.PRIVATE_PUBLIC else "accepted"
+    log.info("connection %s is active: %s %s it", connection.id, connection.remote_name, did)
+    return HandshakeOut(
+        secret=connection.secret.get_secret_value(),
+        short_name=connection.local_name,
+        name=connection.name,
+    )
+
+
+@router.get(
+    MESSAGES,
+    response_model=Batch,
+    summary="Long-poll for messages after SEQ (acknowledging everything up to `ack`); signed",
+    responses={
+        200: {
+            "headers": {
+                ACK_HEADER: {
+                    "description": "every seq ≤ this is acknowledged and pruned "
+                    "(sent by nodes that honour `ack`)",
+                    "schema": {"type": "integer"},
+                }
+            }
+        },
+        **_errors(400, 401, 409, 413, 503),
+    },
+)
+async def fetch(request: Request, cid: str, query: Annotated[FetchQuery, Query()]) -> Response:
+    # `long_poll.NodeApp` answers this route on its lean path, which calls
+    # `fetch_batch` as this does; here it is described for the OpenAPI document.
+    node = _node(request)
+    body = await _read_body(request, MAX_OTHER_BYTES)
+    buried = refuse_deactivated(await node.authenticate(request, cid, body))
+    return await fetch_batch(node, cid, buried, query)
+
+
+def refuse_deactivated(found: tuple[Connection, bool]) -> bool:
+    """409 for a deactivated live connection; whether it is a tombstone."""
+    connection, buried = found
+    if connection.status is Status.DEACTIVATED and not buried:
+        raise ApiError(409, "deactivated", "this connection is deactivated on this side")
+    return buried
+
+
+async def fetch_batch(
+    node: Node, cid: str, buried: bool, query: FetchQuery, *, contact: bool = False
+) -> Response:
+    """The long-poll once the caller is authenticated (and not deactivated).
+
+    `contact`: record contact too, in the same thread hop as the first look.
+    """
+    after, ack, wait, limit = query.after, query.ack, query.wait, query.limit
+    del query  # a parked poll keeps four numbers, not the model
+    state = node.state
+    pruned = after if ack is None else ack
+    acked: int | None = pruned  # still to prune: done by the first look at the outbox
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    wakeups = node.wakeups
+    while True:
+        # Parked polls hold this frame, a waiter and a timer: no task, no extra coroutine.
+        waiter = wakeups.register(cid, after) if wait else None
+        try:
+            # The first look also prunes what is acknowledged: one thread hop, not two.
+            messages, last_seq = await asyncio.to_thread(
+                _outbox, state, cid, after, limit, acked, contact
+            )
+            contact = False
+            if acked is not None:
+                if buried and acked >= last_seq:
+                    # The partner has applied `connection.deleted`: nothing is left to tell it.
+                    await asyncio.to_thread(_forget, node.home, state, cid)
+                    log.info("connection %s: the partner has heard of its deletion", cid)
+                    return _batch([], after, acked)
+                acked = None
+            remaining = deadline - loop.time()
+            if messages or remaining <= 0 or waiter is None or wakeups.closed:
+                return _batch(messages, last_seq, pruned)
+            del messages
+            timer = loop.call_later(remaining, waiter.wake)
+            try:
+                await waiter.woken
+            finally:
+                timer.cancel()
+        finally:
+            if waiter is not None:
+                wakeups.unregister(cid, waiter)
+
+
+def _outbox(
+    state: Streams,
+    cid: str,
+    after: int,
+    limit: int,
+    acked: int | None = None,
+    contact: bool = False,
+) -> tuple[list[str], int]:
+    """Prune up to `acked` (when given), record contact (if asked), then the messages
+    after `after` and the last seq."""
+    if contact:
+        state.record_ok(cid)
+    if acked is not None:
+        state.ack(cid, acked)
+    return state.pending_wire(cid, after, limit), state.last_seq(cid)
+
+
+def _forget(home: Home, state: Streams, cid: str) -> None:
+    home.drop_tombstone(cid)
+    state.forget(cid)
+
+
+def _batch(messages: list[str], last_seq: int, acked: int) -> Response:
+    # Bodies go out as stored: the JSON text is spliced in, never decoded and re-encoded.
+    text = '{"messages":[' + ",".join(messages) + f'],"last_seq":{last_seq}}}'
+    # The header tells the caller this node honours `ack` (an older one prunes up to `after`).
+    return Response(text, media_type="application/json", headers={ACK_HEADER: str(acked)})
+
+
+@router.post(
+    MESSAGES,
+    response_model=Applied,
+    summary="Push a batch; applied once, in order, in one transaction; signed",
+    responses=_errors(400, 401, 409, 410, 413, 503),
+    openapi_extra=_body(PushIn),
+)
+async def push(request: Request, cid: str) -> Applied:
+    node = _node(request)
+    raw = await _read_body(request, MAX_BATCH_BYTES)
+    connection, buried = await node.authenticate(request, cid, raw)
+    if buried:
+        raise ApiError(410, "deleted", "this connection was deleted on this side")
+    try:
+        batch = PushIn.model_validate_json(raw)
+    except ValidationError as error:
+        raise ApiError(400, "bad_request", problems(error)) from None
+    if connection.status is Status.DEACTIVATED:
+        # A batch sent again after it was applied gets the answer it got the first time,
+        # even when applying it deactivated this side (`connection.deleted`): the
+        # partner's action and its pusher race to deliver the same message.
+        last = await asyncio.to_thread(node.state.last_applied, cid)
+        if not batch.messages or batch.messages[-1].seq > last:
+            raise ApiError(409, "deactivated", "this connection is deactivated on this side")
+        return Applied(applied=last)
+    messages = [Message.from_wire(m.model_dump()) for m in batch.messages]
+    hooks = node.hooks
+
+    def effect(message: Message) -> None:
+        hooks.apply(cid, message)
+
+    try:
+        applied = await asyncio.to_thread(node.state.apply, cid, messages, effect)
+    except Gap as gap:
+        raise ApiError(409, "gap", str(gap), last_applied=gap.last_applied) from None
+    except StoreError as error:
+        log.error("%s", error)
+        raise unavailable() from None
+    return Applied(applied=applied)

@@ -1,0 +1,172 @@
+"""Serving the node: its socket, uvicorn, and the supervisor beside it until a signal.
+
+`serve(home, hooks_for, host, port)` opens the state, binds the socket,
+serves `node.create_app` with uvicorn and runs the `Supervisor` (the
+requests this side makes) and the hooks' housekeeping, until SIGINT or
+SIGTERM; then stops them in order and closes the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import uvicorn
+
+from exalate_tui import __version__
+from exalate_tui.home.store import Home
+from exalate_tui.transport.hooks import Hooks
+from exalate_tui.transport.node import Node, create_app
+from exalate_tui.transport.storage import Streams
+from exalate_tui.transport.streams import State, doorbell_address
+from exalate_tui.transport.supervisor import Supervisor
+from exalate_tui.transport.wakeups import Wakeups
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7917  # Instance.listen_port's default
+# Thousands of pollers reconnect at once after a restart: let the kernel queue them.
+BACKLOG = 4096
+# A request still in progress when the node stops gets this long to finish.
+GRACEFUL_STOP = 5
+HOUSEKEEPING_EVERY = 3600.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGINT/SIGTERM without dying of the signal afterwards.
+
+    uvicorn re-raises a caught signal once it has shut down, which would end
+    the process before the supervisor is stopped and the state closed; here
+    the signal only starts the graceful stop (a second Ctrl+C forces it).
+    """
+
+    def __init__(self, config: uvicorn.Config, wakeups: Wakeups) -> None:
+        super().__init__(config)
+        self.wakeups = wakeups
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only; its owner stops us
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # Long-polls answer now instead of holding the stop for up to 30 s.
+        self.wakeups.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts: a taken port fails plainly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    # Without it a keep-alive answer written in two parts waits ~40 ms for the
+    # caller's delayed ACK (Nagle), on every request but a connection's first.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _raise_open_files() -> None:
+    """Every long-poll holds a socket: allow as many as the hard limit lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _housekeeping(hooks: Hooks) -> None:
+    while True:
+        for cid in await asyncio.to_thread(hooks.housekeeping):
+            log.info("connection %s: the partner never heard of its deletion; forgotten", cid)
+        await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+
+async def serve(
+    home: Home,
+    hooks_for: Callable[[Home, Streams], Hooks],
+    host: str | None = None,
+    port: int | None = None,
+) -> None:
+    """Serve the API and run the supervisor until SIGINT or SIGTERM.
+
+    `hooks_for(home, state)` makes the layer above's hooks once the state is
+    open. `host` and `port` default to `instance.toml`'s
+    `listen_host`/`listen_port`, else 127.0.0.1:7917. One log line says
+    where it listens.
+    """
+    instance = home.load_instance()
+    host = host or (instance.listen_host if instance else DEFAULT_HOST)
+    port = port if port is not None else (instance.listen_port if instance else DEFAULT_PORT)
+    home.ensure()
+    _raise_open_files()
+    sock = _bind(host, port)
+    state = State(home.state_path)
+    try:
+        hooks = hooks_for(home, state)
+        app = create_app(home, state, hooks)
+        node: Node = app.state.node
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            # No client addresses are used: one middleware frame less per parked poll.
+            proxy_headers=False,
+            backlog=BACKLOG,
+            timeout_graceful_shutdown=GRACEFUL_STOP,
+        )
+        server = _Server(config, node.wakeups)
+        address, bound = sock.getsockname()[:2]
+        where = f"[{address}]" if ":" in address else address
+        log.info(
+            "exalate-tui node %s (%s) listening on http://%s:%d, home %s",
+            __version__,
+            instance.short_name if instance else "no instance.toml yet",
+            where,
+            bound,
+            home.path,
+        )
+        stop_ringing = node.wakeups.ring_here(doorbell_address(home.state_path))
+        supervisor = asyncio.create_task(Supervisor(home, state, hooks).run(), name="supervisor")
+        # Polling nobody is no node at all: a crashed supervisor stops the node, loudly.
+        supervisor.add_done_callback(lambda _: setattr(server, "should_exit", True))
+        chores = asyncio.create_task(_housekeeping(hooks), name="housekeeping")
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for task in (supervisor, chores):
+                task.cancel()
+            for task in (supervisor, chores):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            node.remove_listener()
+            stop_ringing()
+            await node.wakeups.aclose()
+    finally:
+        state.close()
+        sock.close()
+    log.info("exalate-tui node stopped")

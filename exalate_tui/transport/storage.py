@@ -1,0 +1,123 @@
+"""The durable streams as the layers above see them: the `Streams` interface.
+
+`streams.State` (SQLite, `state.sqlite3`) is the one implementation today;
+another storage engine satisfies `Streams` and nothing above this layer
+changes. What every implementation must keep (docs/protocol.md, Messages):
+
+- each connection's outbox is numbered from 1, kept until acknowledged;
+- `apply` applies a batch once, in order, with the cursor, in one
+  transaction, running `effect` for each new message inside it (and raises
+  `streams.Gap` when the batch starts after a missing message);
+- `data_version` changes whenever another process commits.
+
+`Message` and `Contact`, the values it hands out, live here with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# One encoder for every body: `json.dumps` with separators builds a new one per call.
+compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=256)
+def quoted(kind: str) -> str:
+    """A kind as a JSON string; a stream uses a handful of kinds, so each is encoded once."""
+    return json.dumps(kind)
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    kind: str
+    body_json: str = "null"
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.body_json)
+
+    def wire(self) -> str:
+        """The message as JSON text, its body spliced in as stored."""
+        return f'{{"seq":{self.seq},"kind":{quoted(self.kind)},"body":{self.body_json}}}'
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        return cls(int(data["seq"]), str(data["kind"]), compact(data.get("body")))
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What the last attempts to reach the other side said."""
+
+    last_ok: float | None = None
+    last_error: str | None = None
+    error_since: float | None = None
+
+
+class Streams(Protocol):
+    """Per connection: an outbox, an inbox with its cursor, and the last contact."""
+
+    def close(self) -> None: ...
+
+    def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` (in the enqueuing thread) after each enqueue here commits;
+        returns what removes it."""
+        ...
+
+    # -- outbox
+
+    def enqueue(self, cid: str, kind: str, body: Any = None) -> int: ...
+
+    def enqueue_many(self, cid: str, items: Iterable[tuple[str, Any]]) -> list[int]: ...
+
+    def broadcast(self, cids: Sequence[str], kind: str, body: Any = None) -> dict[str, int]: ...
+
+    def pending(self, cid: str, after: int = 0, limit: int = 500) -> list[Message]: ...
+
+    def pending_wire(self, cid: str, after: int = 0, limit: int = 500) -> list[str]:
+        """`pending`, each message already as its JSON text (`Message.wire`)."""
+        ...
+
+    def last_seq(self, cid: str) -> int: ...
+
+    def ack(self, cid: str, upto: int) -> int:
+        """The other side applied everything up to `upto`: prune it."""
+        ...
+
+    # -- inbox
+
+    def last_applied(self, cid: str) -> int: ...
+
+    def apply(
+        self,
+        cid: str,
+        messages: Sequence[Message],
+        effect: Callable[[Message], None] | None = None,
+    ) -> int:
+        """Apply a batch once, in order, in one transaction; returns the new cursor."""
+        ...
+
+    def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
+
+    # -- contact
+
+    def record_ok(self, cid: str, when: float | None = None) -> None: ...
+
+    def record_error(self, cid: str, error: str, when: float | None = None) -> None: ...
+
+    def contact(self, cid: str) -> Contact: ...
+
+    # -- housekeeping
+
+    def forget(self, cid: str) -> None:
+        """Drop every trace of a deleted connection."""
+        ...
+
+    def data_version(self) -> int:
+        """Changes when another process commits: cheap to poll."""
+        ...
