@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home, _dump
 from exalate_tui.protocol.signing import sign
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .harness import Figure, percentile, summarize
 from .nodes import HOST, free_port, node, rss_kb
@@ -169,7 +169,7 @@ async def _load(home: Home, port: int, pid: int, credentials: dict[str, str]) ->
         info = []
         for _ in range(INFO_RUNS):
             info.append(await asyncio.to_thread(_info_ms, port))
-        state = State(home.state_path)
+        state = SqliteStreams(home.state_path)
         try:
             fanout_start = time.perf_counter()
             await asyncio.to_thread(state.broadcast, list(credentials), "ping", {"all": True})

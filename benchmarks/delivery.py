@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from . import echo
 from .harness import Figure, percentile, summarize
@@ -30,7 +30,7 @@ def measure() -> list[Figure]:
     reference = echo.round_trips(RUNS, SPACING)
     samples = []
     with pair("delivery") as nodes:
-        outbox = State(nodes.public / "state.sqlite3")
+        outbox = SqliteStreams(nodes.public / "state.sqlite3")
         db = reader(nodes.private)
         watch = WalWatch(nodes.private)
         try:

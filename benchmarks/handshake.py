@@ -24,7 +24,7 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Status
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import accept
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .harness import Figure, summarize
 from .nodes import HOST, cli, free_port, init_public, initiate, node
@@ -51,7 +51,7 @@ def measure() -> list[Figure]:
         url = f"http://{HOST}:{port}"
         home = Home(private)
         home.ensure()
-        state = State(home.state_path)
+        state = SqliteStreams(home.state_path)
         try:
             for n in range(RUNS + 1):
                 cid, code = initiate(public, f"priv{n}")

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from . import echo
 from .harness import Figure
@@ -43,7 +43,7 @@ def measure() -> list[Figure]:
     reference = [echo.loopback_rate(COUNT, SIZE) for _ in range(RUNS)]
     rates = []
     with pair("throughput") as nodes:
-        outbox = State(nodes.public / "state.sqlite3")
+        outbox = SqliteStreams(nodes.public / "state.sqlite3")
         db = reader(nodes.private)
         watch = WalWatch(nodes.private)
         try:

@@ -24,7 +24,7 @@ from exalate_tui.domain.models import Connection
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 
 class CodeArea(TextArea):
@@ -119,7 +119,11 @@ class AcceptScreen(Screen[None]):
             self.reason = reason
 
     def __init__(
-        self, wizard: AcceptWizard, home: Home, state: State | None, state_problem: str | None
+        self,
+        wizard: AcceptWizard,
+        home: Home,
+        state: SqliteStreams | None,
+        state_problem: str | None,
     ) -> None:
         super().__init__()
         self.wizard = wizard
@@ -243,7 +247,7 @@ class AcceptScreen(Screen[None]):
         self.dismiss()
 
     @work(exclusive=True, exit_on_error=False, group="accept")
-    async def _accept(self, state: State) -> None:
+    async def _accept(self, state: SqliteStreams) -> None:
         """`accept.accept`: the handshake (or the wait for the initiator), stage by stage."""
         wizard = self.wizard
         assert wizard.invitation is not None  # ACCEPTING is reached with a code

@@ -23,14 +23,14 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Static
 
 from exalate_tui.domain import invitation as codes
-from exalate_tui.domain.live import ago, live_state, when
+from exalate_tui.domain.live import Contact, ago, live_state, when
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
 from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import Issued
 from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import Outcome
-from exalate_tui.transport.streams import Contact, State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
@@ -139,7 +139,7 @@ class ConnectionDetailScreen(Screen[None]):
     def __init__(
         self,
         home: Home,
-        state: State | None,
+        state: SqliteStreams | None,
         state_problem: str | None,
         cid: str,
         now: Callable[[], float],
@@ -281,7 +281,7 @@ class ConnectionDetailScreen(Screen[None]):
         self._act(name, self.state)
 
     @work(exclusive=True, exit_on_error=False, group="action")
-    async def _act(self, name: str, state: State) -> None:
+    async def _act(self, name: str, state: SqliteStreams) -> None:
         """Run one of `actions.deactivate/activate/delete`; the outcome comes by message."""
         run = {"deactivate": actions.deactivate, "activate": actions.activate}.get(
             name, actions.delete

@@ -25,10 +25,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from exalate_tui.domain.live import Live, LiveState, live_state
+from exalate_tui.domain.live import Contact, Live, LiveState, live_state
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
-from exalate_tui.transport.streams import Contact, State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -116,7 +116,7 @@ class Reading:
 
 def read_home(
     home: Home,
-    state: State | None,
+    state: SqliteStreams | None,
     previous: Signature | None,
     known: Sequence[Connection],
 ) -> Reading:
@@ -180,7 +180,7 @@ class ConnectionsScreen(Screen[None]):
     def __init__(
         self,
         home: Home,
-        state: State | None,
+        state: SqliteStreams | None,
         state_problem: str | None,
         now: Callable[[], float],
     ) -> None:

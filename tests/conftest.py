@@ -122,9 +122,9 @@ class Servers:
         import uvicorn
 
         from exalate_tui.lifecycle import runtime
-        from exalate_tui.transport.streams import State
+        from exalate_tui.transport.sqlite_streams import SqliteStreams
 
-        state = State(home.state_path)
+        state = SqliteStreams(home.state_path)
         sock = _listening(uds, port)
         config = uvicorn.Config(
             runtime.node_app(home, state),

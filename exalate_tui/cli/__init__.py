@@ -166,7 +166,7 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_accept(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.lifecycle.accept import accept
-    from exalate_tui.transport.streams import State
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
 
     text = sys.stdin.read() if args.code == "-" else args.code
     wizard = AcceptWizard(home.load_instance(), home.load_connections().connections)
@@ -197,12 +197,12 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
         elif stage is Stage.CONNECTED:
             print("Connected: the first message was delivered.")
 
-    opened: list[State] = []
+    opened: list[SqliteStreams] = []
 
-    def open_state() -> State:
+    def open_state() -> SqliteStreams:
         # Opened only once there is something to store: a refused accept writes nothing.
         home.ensure()
-        opened.append(State(home.state_path))
+        opened.append(SqliteStreams(home.state_path))
         return opened[-1]
 
     try:
@@ -315,11 +315,11 @@ def cmd_connections_activate(args: argparse.Namespace, home: Home) -> int:
 def _connection_action(args: argparse.Namespace, home: Home, name: str, done: str) -> int:
     """Run `actions.<name>`, which also tells the partner (docs/protocol.md)."""
     from exalate_tui.lifecycle import actions
-    from exalate_tui.transport.streams import State
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
 
     connection = _find(home, args.id)
     home.ensure()
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     try:
         # By the full id just resolved, so a prefix cannot hit a newer file.
         outcome = asyncio.run(getattr(actions, name)(home, state, connection.id))

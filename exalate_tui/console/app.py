@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from exalate_tui.domain.models import Connection, Instance
     from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
     from exalate_tui.protocol.api import UrlCheck
-    from exalate_tui.transport.streams import State
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
@@ -119,7 +119,7 @@ class ExalateApp(App[None]):
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
         # state.sqlite3, opened with the Connections tab; None when it cannot be used.
-        self.state: State | None = None
+        self.state: SqliteStreams | None = None
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
 
@@ -174,18 +174,18 @@ class ExalateApp(App[None]):
             self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))
 
     def _open_state(self) -> None:
-        from exalate_tui.transport.streams import State, StateError
+        from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
 
         try:
             self.home.ensure()
-            self.state = State(self.home.state_path)
+            self.state = SqliteStreams(self.home.state_path)
         except (StateError, OSError) as error:
             self.state_problem = str(error)
 
     # -- the supervisor: this home's pollers and pushers --------------------
 
     @work(exclusive=True, exit_on_error=False, group="supervisor")
-    async def _supervise(self, state: State) -> None:
+    async def _supervise(self, state: SqliteStreams) -> None:
         """Run `poller.Supervisor` for as long as the console is open (docs/architecture.md).
 
         Its per-connection locks make it skip connections that a running

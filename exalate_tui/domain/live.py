@@ -2,7 +2,7 @@
 
 Pure: the stored `Status` (this side's choice), what the partner said
 (`peer_state`) and the contact the supervisor or node recorded
-(`queue.Contact`) make one of Pending, Active, Unreachable, Deactivated,
+(`Contact`) make one of Pending, Active, Unreachable, Deactivated,
 with a short line of detail. The clock is passed in, so "N s ago" can be tested.
 """
 
@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from exalate_tui.domain.models import Connection, PeerState, Status
-from exalate_tui.transport.streams import Contact
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What the last attempts to reach the other side said."""
+
+    last_ok: float | None = None
+    last_error: str | None = None
+    error_since: float | None = None
 
 
 class Live(StrEnum):

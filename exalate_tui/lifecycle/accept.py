@@ -26,12 +26,12 @@ from exalate_tui.lifecycle.acceptance import LABELS, Stage, problems
 from exalate_tui.lifecycle.handshake import greet
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.delivery import deliver
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 Progress = Callable[[Stage], object]
-# The console passes its open State; the CLI passes an opener, so that a
+# The console passes its open SqliteStreams; the CLI passes an opener, so that a
 # refused accept does not even create `state.sqlite3`.
-StateSource = State | Callable[[], State]
+StateSource = SqliteStreams | Callable[[], SqliteStreams]
 
 
 class AcceptError(ExalateError):
@@ -179,7 +179,7 @@ async def _handshake(
             secret=answer.secret,
             status=Status.ACTIVE,
         )
-        state = state_source if isinstance(state_source, State) else state_source()
+        state = state_source if isinstance(state_source, SqliteStreams) else state_source()
         # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
         await asyncio.to_thread(greet, state, connection)
         connection = await asyncio.to_thread(_save, home, connection)

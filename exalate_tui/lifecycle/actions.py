@@ -28,7 +28,7 @@ from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home
 from exalate_tui.protocol.kinds import ACTIVATED, DEACTIVATED, DELETED
 from exalate_tui.transport.delivery import deliver
-from exalate_tui.transport.storage import Streams
+from exalate_tui.transport.streams import Streams
 
 if TYPE_CHECKING:
     import httpx

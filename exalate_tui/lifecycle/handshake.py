@@ -22,7 +22,7 @@ from exalate_tui.home.store import Home, NotFound
 from exalate_tui.protocol import kinds
 from exalate_tui.protocol.api import CONNECTION_ID
 from exalate_tui.transport.hooks import HandshakeRefused
-from exalate_tui.transport.storage import Streams
+from exalate_tui.transport.streams import Streams
 
 if TYPE_CHECKING:
     from exalate_tui.protocol.wire import HandshakeIn

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from exalate_tui.domain.models import Connection, PeerState, Status
 from exalate_tui.home.store import Home, NotFound
 from exalate_tui.protocol import kinds
-from exalate_tui.transport.storage import Message
+from exalate_tui.transport.streams import Message
 
 
 def _after(kind: str, connection: Connection) -> tuple[PeerState | None, Status]:

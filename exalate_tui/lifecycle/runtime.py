@@ -19,7 +19,7 @@ from exalate_tui.lifecycle import handshake
 from exalate_tui.lifecycle.actions import purge_tombstones
 from exalate_tui.lifecycle.incoming import apply_effect
 from exalate_tui.transport import supervisor
-from exalate_tui.transport.storage import Message, Streams
+from exalate_tui.transport.streams import Message, Streams
 from exalate_tui.transport.wakeups import WATCH
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from exalate_tui.errors import ExalateError
 from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import ACK_HEADER, API_VERSION, PREFIX, PRODUCT, UrlCheck
 from exalate_tui.transport.splice import read_batch
-from exalate_tui.transport.storage import Message
+from exalate_tui.transport.streams import Message
 
 VERIFY_TIMEOUT = 3.0
 # Connect and write are quick or broken; a long-poll read gets `wait` on top.

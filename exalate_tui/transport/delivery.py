@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from exalate_tui.transport.storage import Message, Streams
+from exalate_tui.transport.streams import Message, Streams
 
 if TYPE_CHECKING:
     from exalate_tui.transport.client import Remote

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from exalate_tui.domain.models import Connection
 from exalate_tui.errors import ExalateError
-from exalate_tui.transport.storage import Message
+from exalate_tui.transport.streams import Message
 
 if TYPE_CHECKING:
     from exalate_tui.protocol.wire import HandshakeIn

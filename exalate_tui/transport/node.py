@@ -33,7 +33,7 @@ from exalate_tui.transport.errors import ApiError, error_response, problems, una
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.long_poll import NodeApp
 from exalate_tui.transport.routes import router
-from exalate_tui.transport.storage import Streams
+from exalate_tui.transport.streams import Streams
 from exalate_tui.transport.wakeups import WATCH, Wakeups
 
 log = logging.getLogger(__name__)

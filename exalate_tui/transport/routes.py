@@ -33,8 +33,8 @@ from exalate_tui.protocol.wire import (
 )
 from exalate_tui.transport.errors import ApiError, problems, unavailable
 from exalate_tui.transport.hooks import HandshakeRefused
-from exalate_tui.transport.storage import Message, Streams
-from exalate_tui.transport.streams import Gap
+from exalate_tui.transport.sqlite_streams import Gap
+from exalate_tui.transport.streams import Message, Streams
 
 if TYPE_CHECKING:
     from exalate_tui.transport.node import Node

@@ -24,8 +24,8 @@ from exalate_tui import __version__
 from exalate_tui.home.store import Home
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.node import Node, create_app
-from exalate_tui.transport.storage import Streams
-from exalate_tui.transport.streams import State, doorbell_address
+from exalate_tui.transport.sqlite_streams import SqliteStreams, doorbell_address
+from exalate_tui.transport.streams import Streams
 from exalate_tui.transport.supervisor import Supervisor
 from exalate_tui.transport.wakeups import Wakeups
 
@@ -122,7 +122,7 @@ async def serve(
     home.ensure()
     _raise_open_files()
     sock = _bind(host, port)
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     try:
         hooks = hooks_for(home, state)
         app = create_app(home, state, hooks)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 
-from exalate_tui.transport.storage import Message
+from exalate_tui.transport.streams import Message
 
 _DECODER = json.JSONDecoder()
 _PREFIX = '{"messages":['

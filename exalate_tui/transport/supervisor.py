@@ -34,7 +34,7 @@ from exalate_tui.protocol import kinds
 from exalate_tui.transport.contact import ContactThrottle
 from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.hooks import Hooks
-from exalate_tui.transport.storage import Message, Streams
+from exalate_tui.transport.streams import Message, Streams
 from exalate_tui.transport.wakeups import DataVersionWatch
 
 if TYPE_CHECKING:

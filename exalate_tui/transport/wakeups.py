@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exalate_tui.transport.storage import Streams
+from exalate_tui.transport.streams import Streams
 
 log = logging.getLogger(__name__)
 

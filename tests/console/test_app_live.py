@@ -32,7 +32,7 @@ from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.transport import client
 from exalate_tui.transport.client import verify_url
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.transport.supervisor import ConnectionLock
 from screens.accept import AcceptScreen, CodeArea
 from screens.config_type import ConfigTypeScreen
@@ -264,7 +264,7 @@ async def test_bad_codes_say_exactly_why(tmp_path: Path, servers: Servers) -> No
     other = public_home(tmp_path, "other", None)
     from exalate_tui.lifecycle.accept import accept
 
-    state = State(other.state_path)
+    state = SqliteStreams(other.state_path)
     await accept(other, state, codes.decode(issued.code), "other")
     state.close()
     app = make_app(jira, supervise=False)
@@ -388,7 +388,7 @@ async def test_the_console_skips_a_connection_another_process_polls(
     snow, _ = running_node(tmp_path, servers)
     issued = issue(snow)
     jira = public_home(tmp_path, "jira", None)
-    state = State(jira.state_path)
+    state = SqliteStreams(jira.state_path)
     from exalate_tui.lifecycle.accept import accept
 
     await accept(jira, state, codes.decode(issued.code), "jira")

@@ -23,7 +23,7 @@ from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport import client
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 from screens.accept import CodeArea
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
@@ -415,7 +415,7 @@ def every_status(home: Home, now: float) -> None:
         ("snow_to_gitlab", Topology.PUBLIC_PRIVATE, Role.INITIATOR, Status.DEACTIVATED, None),
         ("snow_to_github", Topology.PUBLIC_PUBLIC, Role.INITIATOR, Status.ACTIVE, "paused"),
     ]
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     try:
         for n, (name, topology, role, status, peer) in enumerate(rows):
             remote = name.removeprefix("snow_to_")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from exalate_tui.domain.live import Live, ago, live_state, when
+from exalate_tui.domain.live import Contact, Live, ago, live_state, when
 from exalate_tui.domain.models import Connection, Mode, PeerState, Role, Status, Topology
-from exalate_tui.transport.streams import Contact
 
 NOW = 1_714_564_800.0  # 2024-05-01 12:00:00 UTC
 

@@ -25,7 +25,7 @@ import pytest
 
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 # Every wait in these tests has a deadline: a stuck node fails the test, never hangs it.
 DEADLINE = 30.0
@@ -72,7 +72,7 @@ class Instance:
     public: bool
     log: Path
     process: subprocess.Popen[bytes] | None = None
-    _state: State | None = field(default=None, repr=False)
+    _state: SqliteStreams | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -143,9 +143,9 @@ class Instance:
     # -- its message store, opened beside the node as another process would -------
 
     @property
-    def state(self) -> State:
+    def state(self) -> SqliteStreams:
         if self._state is None:
-            self._state = State(self.home / "state.sqlite3")
+            self._state = SqliteStreams(self.home / "state.sqlite3")
         return self._state
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from exalate_tui.lifecycle import actions, runtime
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.lifecycle.runtime import Supervisor
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 NOW = 1_800_000_000.0
 PUBLIC_A = "http://127.0.0.1:7001"
@@ -226,7 +226,7 @@ def test_accept_checks_before_any_io(initiator: Home, acceptor: Home) -> None:
         now=time.time() - 8 * 86400,
     )
     acceptor.ensure()
-    state = State(acceptor.state_path)
+    state = SqliteStreams(acceptor.state_path)
     with pytest.raises(AcceptError) as error:
         asyncio.run(accept(acceptor, state, invite, "jira"))
     assert error.value.bad_input
@@ -243,7 +243,7 @@ class Side:
     """One instance: its home, its state and its node app, reachable in-process."""
 
     home: Home
-    state: State
+    state: SqliteStreams
     instance: Instance
     transport: httpx.ASGITransport
 
@@ -252,7 +252,7 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     home = Home(root / short_name)
     instance = Instance(short_name=short_name, public_url=public_url)
     home.save_instance(instance)
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
@@ -362,7 +362,7 @@ async def test_private_public_acceptor_waits_for_the_initiator(tmp_path: Path) -
     code, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
     assert a.home.get_connection(invite.cid).token is not None
 
-    def no_state() -> State:
+    def no_state() -> SqliteStreams:
         raise AssertionError("a waiting acceptor stores nothing in state.sqlite3")
 
     stages: list[Stage] = []
@@ -389,7 +389,7 @@ async def test_a_used_code_is_refused_and_nothing_is_written(tmp_path: Path) -> 
     await accept(b.home, b.state, codes.decode(code), None, transport=a.transport)
     other = Home(tmp_path / "other")
 
-    def no_state() -> State:
+    def no_state() -> SqliteStreams:
         raise AssertionError("a refused accept opens no state")
 
     with pytest.raises(AcceptError) as error:
@@ -445,7 +445,7 @@ def test_an_unreachable_initiator_is_not_bad_input(tmp_path: Path) -> None:
     )
     b = Home(tmp_path / "jira")
     with pytest.raises(AcceptError) as error:
-        asyncio.run(accept(b, lambda: State(b.state_path), invite, "jira"))
+        asyncio.run(accept(b, lambda: SqliteStreams(b.state_path), invite, "jira"))
     assert not error.value.bad_input
     assert str(error.value).startswith("Could not contact snow: Cannot reach 127.0.0.1:")
     assert not b.path.exists()
@@ -531,7 +531,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def messages_flow(a: Home, b: Home, cid: str) -> None:
-    a_state, b_state = State(a.state_path), State(b.state_path)
+    a_state, b_state = SqliteStreams(a.state_path), SqliteStreams(b.state_path)
     try:
         a_state.enqueue(cid, "ping", {"from": a.path.name})
         b_state.enqueue(cid, "ping", {"from": b.path.name})

@@ -27,7 +27,8 @@ from exalate_tui.lifecycle import actions, incoming, runtime
 from exalate_tui.lifecycle.actions import ActionError, Told
 from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.transport.client import Remote, RemoteError
-from exalate_tui.transport.streams import Message, State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Message
 
 PUBLIC = "http://snow.test"
 SECRET = SecretStr("s" * 43)
@@ -42,14 +43,14 @@ def anyio_backend() -> str:
 @dataclass
 class Side:
     home: Home
-    state: State
+    state: SqliteStreams
     transport: httpx.ASGITransport
 
 
 def side(root: Path, name: str, public_url: str | None) -> Side:
     home = Home(root / name)
     home.save_instance(Instance(short_name=name, public_url=public_url))
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     return Side(home, state, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 

@@ -39,7 +39,7 @@ from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import runtime
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from . import damage
 from .damage import examples, invitations, seal
@@ -216,7 +216,7 @@ class Initiator:
     def __init__(self, root: Path) -> None:
         self.home = Home(root / "initiator")
         self.home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
-        self.state = State(self.home.state_path)
+        self.state = SqliteStreams(self.home.state_path)
         self.app = runtime.node_app(self.home, self.state)
         wizard = InitiateWizard(self.home.load_instance(), self.home.load_connections().connections)
         wizard.choose_no_url()
@@ -260,7 +260,7 @@ async def _accept(initiator: Initiator, code_or_invite: str | codes.Invitation, 
     home = Home(root)
     home.save_instance(Instance(short_name="jira"))
     invite = codes.decode(code_or_invite) if isinstance(code_or_invite, str) else code_or_invite
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     try:
         await accept(home, state, invite, transport=httpx.ASGITransport(app=initiator.app))
     finally:

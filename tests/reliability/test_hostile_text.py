@@ -34,7 +34,7 @@ from exalate_tui.console.app import make_app
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .damage import seal
 from .nodes import cli
@@ -64,7 +64,7 @@ def _hostile_home(root: Path) -> tuple[Home, str]:
             status=Status.ACTIVE,
         )
     )
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     state.record_error(cid, ERROR, NOW - 60)
     state.close()
     return home, cid

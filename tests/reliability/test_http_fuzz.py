@@ -38,7 +38,7 @@ from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
 from exalate_tui.transport import routes
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .damage import SCALE, examples
 
@@ -47,7 +47,7 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SECRET = "s" * 43
 
 
-def _home(root: Path) -> tuple[Home, State, Connection]:
+def _home(root: Path) -> tuple[Home, SqliteStreams, Connection]:
     home = Home(root / "home")
     home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
     connection = Connection(
@@ -61,7 +61,7 @@ def _home(root: Path) -> tuple[Home, State, Connection]:
         secret=SecretStr(SECRET),
     )
     home.save_connection(connection)
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     state.enqueue(connection.id, "ping", {"n": 1})
     return home, state, connection
 

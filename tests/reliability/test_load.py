@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home import store
 from exalate_tui.home.store import Home
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .nodes import NodeProcess, cli, free_port
 
@@ -104,7 +104,7 @@ def test_a_node_with_1000_polling_connections_keeps_answering(tmp_path: Path) ->
             ],
         )
         time.sleep(min(4.0, SECONDS / 3))  # every poll open
-        state = State(home.state_path)
+        state = SqliteStreams(home.state_path)
         try:
             chosen = random.sample(listing, min(50, CONNECTIONS))
             for item in chosen:

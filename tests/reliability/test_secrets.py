@@ -39,7 +39,7 @@ from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.protocol import signing
 from exalate_tui.transport.client import Remote, RemoteError
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .nodes import NodeProcess, cli_json, free_port
 from .nodes import cli as run_cli
@@ -97,7 +97,7 @@ async def test_no_secret_in_logs_output_errors_or_screens(
     invite = codes.decode(code)
     token = invite.tok
     home_a, home_b = Home(a), Home(b)
-    state_a, state_b = State(home_a.state_path), State(home_b.state_path)
+    state_a, state_b = SqliteStreams(home_a.state_path), SqliteStreams(home_b.state_path)
     app = runtime.node_app(home_a, state_a)
     transport = httpx.ASGITransport(app=app)
     try:
@@ -121,7 +121,7 @@ async def test_no_secret_in_logs_output_errors_or_screens(
         with pytest.raises(AcceptError) as used:
             await accept(
                 Home(tmp_path / "other"),
-                State(tmp_path / "o.sqlite3"),
+                SqliteStreams(tmp_path / "o.sqlite3"),
                 invite,
                 "other",
                 transport=transport,
@@ -208,10 +208,10 @@ def test_no_secret_in_the_logs_of_real_node_processes(tmp_path: Path) -> None:
     outputs = [run_cli(private.home, "accept", code).stdout]
     private.start()
     try:
-        state = State(public.home / "state.sqlite3")
+        state = SqliteStreams(public.home / "state.sqlite3")
         state.enqueue(cid, "ping", {"n": 1})
         deadline = time.monotonic() + 30
-        while State(private.home / "state.sqlite3").last_applied(cid) < 2:
+        while SqliteStreams(private.home / "state.sqlite3").last_applied(cid) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         state.close()

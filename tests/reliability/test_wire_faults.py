@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.transport.supervisor import CAP
 
 from .nodes import NodeProcess, cli, cli_json, free_port
@@ -67,8 +67,8 @@ class Pair:
         accepted = cli_json(self.private.home, "accept", issued["code"])
         assert accepted["connection"]["remote_url"] == self.proxy.url
         self.private.start()
-        self.public_state = State(self.public.home / "state.sqlite3")
-        self.private_state = State(self.private.home / "state.sqlite3")
+        self.public_state = SqliteStreams(self.public.home / "state.sqlite3")
+        self.private_state = SqliteStreams(self.private.home / "state.sqlite3")
 
     def close(self) -> None:
         for process in (self.public, self.private):

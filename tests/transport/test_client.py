@@ -30,7 +30,8 @@ from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.protocol.api import UrlCheck
 from exalate_tui.transport import client
 from exalate_tui.transport.client import Remote, RemoteError, verify_url
-from exalate_tui.transport.streams import Message, State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Message
 
 
 def free_port() -> int:
@@ -141,7 +142,7 @@ def anyio_backend() -> str:
 @dataclass
 class Public:
     home: Home
-    state: State
+    state: SqliteStreams
     transport: httpx.ASGITransport
 
 
@@ -149,7 +150,7 @@ class Public:
 def public(tmp_path: Path) -> Public:
     home = Home(tmp_path / "snow")
     home.save_instance(Instance(short_name="snow", public_url=URL))
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     return Public(home, state, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 

@@ -2,7 +2,7 @@
 
 Every route, every error status and its JSON shape, signatures and replays,
 the single-use handshake (also raced), long-poll wake-ups from this process
-and another State handle, idempotent pushes and gaps, size limits, and a
+and another SqliteStreams handle, idempotent pushes and gaps, size limits, and a
 real uvicorn on 127.0.0.1 started and stopped by signals.
 """
 
@@ -36,8 +36,8 @@ from exalate_tui.transport import auth, errors, routes, wakeups
 from exalate_tui.transport.client import ACK_HEADER
 from exalate_tui.transport.hooks import HandshakeRefused
 from exalate_tui.transport.node import create_app
-from exalate_tui.transport.storage import Message
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Message
 
 PUBLIC = "https://snow.example.com"
 SECRET = "s" * 43
@@ -62,7 +62,7 @@ class Node:
         self.home.ensure()
         if short_name:
             self.home.save_instance(Instance(short_name=short_name, public_url=PUBLIC))
-        self.state = State(self.home.state_path)
+        self.state = SqliteStreams(self.home.state_path)
         self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"
@@ -316,9 +316,9 @@ def test_handshakes_from_two_processes_with_one_token_exactly_one_wins(tmp_path:
 import asyncio, json, sys
 import httpx
 from exalate_tui.lifecycle import runtime
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.home.store import Home
-home = Home.resolve(sys.argv[1]); state = State(home.state_path)
+home = Home.resolve(sys.argv[1]); state = SqliteStreams(home.state_path)
 async def main():
     transport = httpx.ASGITransport(app=runtime.node_app(home, state))
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
@@ -588,7 +588,7 @@ async def test_long_poll_wakes_at_once_for_an_enqueue_in_this_process(n: Node) -
 async def test_long_poll_wakes_promptly_for_another_state_handle(n: Node) -> None:
     connection = n.add()
     quiet = n.add()  # its poll must not be woken by someone else's message
-    other = State(n.home.state_path)  # another process's view of the same file
+    other = SqliteStreams(n.home.state_path)  # another process's view of the same file
     try:
         poll = asyncio.create_task(n.fetch(connection.id, wait=20))
         idle = asyncio.create_task(n.fetch(quiet.id, wait=1))
@@ -610,7 +610,7 @@ async def test_many_long_polls_share_one_watcher(n: Node) -> None:
     await asyncio.sleep(0.3)
     watchers = [t for t in asyncio.all_tasks() if t.get_name() == "node:data_version"]
     assert len(watchers) == 1
-    other = State(n.home.state_path)
+    other = SqliteStreams(n.home.state_path)
     try:
         for c in connections:
             other.enqueue(c.id, "ping")
@@ -882,7 +882,7 @@ def test_node_on_a_taken_port_says_so(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_closing_the_wakeups_stops_the_watch_before_the_state_closes(tmp_path: Path) -> None:
-    state = State(tmp_path / "state.sqlite3")
+    state = SqliteStreams(tmp_path / "state.sqlite3")
     polls = wakeups.Wakeups(state, watch=0.01)
     cid = "12345678-1234-4234-8234-123456789abc"
     waiter = polls.register(cid, 0)  # a parked poll starts the data_version watch

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.transport.streams import SCHEMA_VERSION, Gap, Message, State, StateError
+from exalate_tui.transport.sqlite_streams import SCHEMA_VERSION, Gap, SqliteStreams, StateError
+from exalate_tui.transport.streams import Message
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> State:
-    return State(tmp_path / "state.sqlite3")
+def state(tmp_path: Path) -> SqliteStreams:
+    return SqliteStreams(tmp_path / "state.sqlite3")
 
 
-def test_sequence_numbers_are_per_connection_and_start_at_one(state: State) -> None:
+def test_sequence_numbers_are_per_connection_and_start_at_one(state: SqliteStreams) -> None:
     assert state.enqueue("a", "hello") == 1
     assert state.enqueue_many("a", [("ping", None), ("ping", {"n": 2})]) == [2, 3]
     assert state.enqueue("b", "hello") == 1
@@ -28,16 +29,16 @@ def test_sequence_numbers_are_per_connection_and_start_at_one(state: State) -> N
 
 def test_numbering_survives_acks_and_reopening(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    first = State(path)
+    first = SqliteStreams(path)
     first.enqueue_many("a", [("ping", None)] * 3)
     assert first.ack("a", 3) == 3
     first.close()
-    again = State(path)
+    again = SqliteStreams(path)
     assert again.pending("a") == []
     assert again.enqueue("a", "ping") == 4
 
 
-def test_wire_form_splices_the_stored_body(state: State) -> None:
+def test_wire_form_splices_the_stored_body(state: SqliteStreams) -> None:
     state.enqueue("a", "hello", {"text": 'é\n"quoted"'})
     (message,) = state.pending("a")
     decoded = json.loads(message.wire())
@@ -45,12 +46,12 @@ def test_wire_form_splices_the_stored_body(state: State) -> None:
     assert Message.from_wire(decoded) == message
 
 
-def test_pending_wire_is_each_pending_message_in_wire_form(state: State) -> None:
+def test_pending_wire_is_each_pending_message_in_wire_form(state: SqliteStreams) -> None:
     state.enqueue_many("a", [("hello", {"t": 'é"\n'}), ('kind "odd"', None), ("ping", [1])])
     assert state.pending_wire("a", 1, 5) == [m.wire() for m in state.pending("a", 1, 5)]
 
 
-def test_a_batch_bigger_than_one_insert_statement_keeps_its_order(state: State) -> None:
+def test_a_batch_bigger_than_one_insert_statement_keeps_its_order(state: SqliteStreams) -> None:
     seqs = state.enqueue_many("a", [("ping", {"n": n}) for n in range(1000)])
     assert seqs == list(range(1, 1001))
     assert [m.body["n"] for m in state.pending("a", limit=1000)] == list(range(1000))
@@ -58,14 +59,14 @@ def test_a_batch_bigger_than_one_insert_statement_keeps_its_order(state: State) 
     assert [m.body["n"] for m in state.inbox("b", limit=1000)] == list(range(1000))
 
 
-def test_ack_prunes_only_up_to_the_acknowledged_seq(state: State) -> None:
+def test_ack_prunes_only_up_to_the_acknowledged_seq(state: SqliteStreams) -> None:
     state.enqueue_many("a", [("ping", None)] * 5)
     assert state.ack("a", 2) == 2
     assert [m.seq for m in state.pending("a")] == [3, 4, 5]
     assert state.ack("a", 2) == 0
 
 
-def test_apply_is_exactly_once_across_redelivery(state: State) -> None:
+def test_apply_is_exactly_once_across_redelivery(state: SqliteStreams) -> None:
     batch = [Message(1, "hello"), Message(2, "ping"), Message(3, "ping")]
     assert state.apply("a", batch) == 3
     # Redelivered, overlapping and out-of-order batches change nothing twice.
@@ -74,7 +75,7 @@ def test_apply_is_exactly_once_across_redelivery(state: State) -> None:
     assert [m.seq for m in state.inbox("a")] == [1, 2, 3, 4]
 
 
-def test_apply_refuses_a_gap_and_changes_nothing(state: State) -> None:
+def test_apply_refuses_a_gap_and_changes_nothing(state: SqliteStreams) -> None:
     state.apply("a", [Message(1, "hello")])
     with pytest.raises(Gap) as gap:
         state.apply("a", [Message(2, "ping"), Message(4, "ping")])
@@ -83,7 +84,7 @@ def test_apply_refuses_a_gap_and_changes_nothing(state: State) -> None:
     assert [m.seq for m in state.inbox("a")] == [1]
 
 
-def test_a_failing_effect_rolls_the_whole_batch_back(state: State) -> None:
+def test_a_failing_effect_rolls_the_whole_batch_back(state: SqliteStreams) -> None:
     seen: list[int] = []
 
     def effect(message: Message) -> None:
@@ -99,7 +100,7 @@ def test_a_failing_effect_rolls_the_whole_batch_back(state: State) -> None:
     assert state.apply("a", [Message(1, "hello"), Message(2, "ping")]) == 2
 
 
-def test_contact_keeps_the_first_error_time_until_success(state: State) -> None:
+def test_contact_keeps_the_first_error_time_until_success(state: SqliteStreams) -> None:
     state.record_error("a", "connection refused", when=100.0)
     state.record_error("a", "timed out", when=130.0)
     contact = state.contact("a")
@@ -110,7 +111,7 @@ def test_contact_keeps_the_first_error_time_until_success(state: State) -> None:
     assert state.contact("a").error_since is None
 
 
-def test_forget_drops_a_connection_only(state: State) -> None:
+def test_forget_drops_a_connection_only(state: SqliteStreams) -> None:
     for cid in ("a", "b"):
         state.enqueue(cid, "hello")
         state.apply(cid, [Message(1, "hello")])
@@ -120,8 +121,8 @@ def test_forget_drops_a_connection_only(state: State) -> None:
 
 
 def test_data_version_moves_when_another_handle_commits(tmp_path: Path) -> None:
-    watcher = State(tmp_path / "state.sqlite3")
-    writer = State(tmp_path / "state.sqlite3")
+    watcher = SqliteStreams(tmp_path / "state.sqlite3")
+    writer = SqliteStreams(tmp_path / "state.sqlite3")
     before = watcher.data_version()
     writer.enqueue("a", "ping")
     assert watcher.data_version() != before
@@ -129,7 +130,7 @@ def test_data_version_moves_when_another_handle_commits(tmp_path: Path) -> None:
 
 def test_the_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    State(path)
+    SqliteStreams(path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -138,13 +139,13 @@ def test_a_damaged_file_is_reported_not_replaced(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StateError, match="state.sqlite3: cannot be used"):
-        State(path)
+        SqliteStreams(path)
     assert path.read_bytes().startswith(b"this is not a database")
 
 
 def test_a_new_file_is_at_the_current_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    State(path).close()
+    SqliteStreams(path).close()
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION == 1
 
@@ -169,7 +170,7 @@ def test_a_file_from_before_the_schema_version_is_moved_to_rowid_tables_once(
         """
     )
     old.close()
-    state = State(path)
+    state = SqliteStreams(path)
     assert [m.body for m in state.pending("a")] == [{"short_name": "x"}]
     assert [m.body for m in state.inbox("a")] == [{"short_name": "y"}]
     assert state.enqueue("a", "ping") == 2
@@ -183,23 +184,23 @@ def test_a_file_from_before_the_schema_version_is_moved_to_rowid_tables_once(
 
 def test_a_file_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    State(path).close()
+    SqliteStreams(path).close()
     sqlite3.connect(path).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StateError, match="newer exalate-tui .*update exalate-tui"):
-        State(path)
+        SqliteStreams(path)
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION + 1
 
 
 def _enqueue_in_child(path: str, count: int) -> None:
-    state = State(Path(path))
+    state = SqliteStreams(Path(path))
     for _ in range(count):
         state.enqueue("a", "ping")
 
 
 def test_two_processes_enqueueing_never_share_a_seq(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    State(path)
+    SqliteStreams(path)
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_enqueue_in_child, args=(str(path), 200)) for _ in range(2)]
     for child in children:
@@ -207,4 +208,4 @@ def test_two_processes_enqueueing_never_share_a_seq(tmp_path: Path) -> None:
     for child in children:
         child.join(60)
         assert child.exitcode == 0
-    assert [m.seq for m in State(path).pending("a", limit=1000)] == list(range(1, 401))
+    assert [m.seq for m in SqliteStreams(path).pending("a", limit=1000)] == list(range(1, 401))

@@ -30,7 +30,7 @@ from exalate_tui.lifecycle.accept import accept
 from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.client import ACK_HEADER, Remote
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, plan_for
 
 
@@ -163,7 +163,7 @@ def test_supervisor_skips_a_connection_another_process_runs(tmp_path: Path) -> N
     home = Home(tmp_path / "home")
     connection = private_connection()
     home.save_connection(connection)
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     holder = hold_lock(ConnectionLock(home, connection.id).path)
     delays: list[float] = []
 
@@ -200,7 +200,7 @@ def test_supervisor_skips_a_connection_another_process_runs(tmp_path: Path) -> N
 @dataclass
 class Side:
     home: Home
-    state: State
+    state: SqliteStreams
     instance: Instance
     transport: httpx.ASGITransport
 
@@ -209,7 +209,7 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     home = Home(root / short_name)
     instance = Instance(short_name=short_name, public_url=public_url)
     home.save_instance(instance)
-    state = State(home.state_path)
+    state = SqliteStreams(home.state_path)
     return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
@@ -272,7 +272,7 @@ class Recording(httpx.AsyncBaseTransport):
     """The network to the public node: notes each fetch's `after` and `ack` as it leaves,
     with what the private side had durably applied then; can hide `Exalate-Acked`."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, private: State, cid: str) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, private: SqliteStreams, cid: str) -> None:
         self.inner = inner
         self.private = private
         self.cid = cid
@@ -525,7 +525,7 @@ def connect_over_http(tmp_path: Path, nodes: list[NodeProcess]) -> tuple[NodePro
     assert save_issued(public_home, wizard.issued.connection, wizard.new_instance)
     private_home = Home(tmp_path / "jira")
     private_home.save_instance(Instance(short_name="jira"))
-    state = State(private_home.state_path)
+    state = SqliteStreams(private_home.state_path)
     try:
         asyncio.run(accept(private_home, state, wizard.issued.invitation, None))
     finally:
@@ -548,8 +548,8 @@ def test_private_node_killed_mid_stream_resumes_and_applies_each_message_once(
     private = NodeProcess(private_home, free_port())
     nodes.append(private)
     private.start()
-    public_state = State(public.home.state_path)
-    private_state = State(private_home.state_path)
+    public_state = SqliteStreams(public.home.state_path)
+    private_state = SqliteStreams(private_home.state_path)
 
     def stream() -> None:
         for start in range(0, 1000, 10):
@@ -580,8 +580,8 @@ def test_poller_rides_out_a_public_node_restart(tmp_path: Path, nodes: list[Node
     private = NodeProcess(private_home, free_port())
     nodes.append(private)
     private.start()
-    public_state = State(public.home.state_path)
-    private_state = State(private_home.state_path)
+    public_state = SqliteStreams(public.home.state_path)
+    private_state = SqliteStreams(private_home.state_path)
     public_state.enqueue(cid, "ping", {"n": 1})
     wait_for(lambda: private_state.last_applied(cid) == 2)
 
@@ -653,8 +653,8 @@ def test_console_supervisor_takes_over_only_when_the_node_is_gone(
     private = NodeProcess(private_home, free_port())
     nodes.append(private)
     private.start()
-    public_state = State(public.home.state_path)
-    state = State(private_home.state_path)
+    public_state = SqliteStreams(public.home.state_path)
+    state = SqliteStreams(private_home.state_path)
     public_state.enqueue(cid, "ping", {"n": 1})
     console = Supervisor(private_home, state, rescan=0.05)
 
@@ -750,9 +750,9 @@ import sys
 from pathlib import Path
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.runtime import Supervisor
-from exalate_tui.transport.streams import State
+from exalate_tui.transport.sqlite_streams import SqliteStreams
 home = Home(Path(sys.argv[1])); home.ensure()
-Supervisor(home, State(home.state_path))
+Supervisor(home, SqliteStreams(home.state_path))
 print(sorted(m for m in ("fastapi", "starlette", "uvicorn", "httpx") if m in sys.modules))
 """
     out = subprocess.run(
