@@ -140,22 +140,7 @@ class InvitationScreen(WizardStep):
         yield Static(_installed(side), id="installed")
         yield Static(_accept(side), id="accept")
         yield Static("Use the following invitation code:", id="use")
-        if self.wizard.issued is not None:
-            yield from compose_code(self.issued)
-        else:
-            # Composed ahead, while the admin fills in the information: `sync` shows the code.
-            yield TextArea("", read_only=True, soft_wrap=True, id="code")
-            yield Static("", classes="hint")
-
-    def sync(self) -> None:
-        super().sync()
-        side = self.wizard.destination_label
-        self.query_one("#installed", Static).update(_installed(side))
-        self.query_one("#accept", Static).update(_accept(side))
-        code = self.query_one("#code", TextArea)
-        if code.text != self.issued.code:
-            code.load_text(self.issued.code)
-        self.query_one("#wizard-body .hint", Static).update(_expiry(self.issued))
+        yield from compose_code(self.issued)
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()

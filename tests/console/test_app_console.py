@@ -403,22 +403,24 @@ async def test_previous_button_goes_back(tmp_path: Path, frozen: float) -> None:
         assert isinstance(app.screen, ConfigTypeScreen)
 
 
-async def test_next_shows_a_screen_built_ahead_and_closing_drops_the_rest(
+async def test_each_step_is_a_new_screen_and_closing_leaves_none(
     tmp_path: Path, frozen: float
 ) -> None:
     app = console(home_with(tmp_path, public_url=None), frozen)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i")
-        # Both ways out of the destination are ready before either key is pressed.
-        ahead = {type(s) for s in app._registry if isinstance(s, WizardStep)}
-        assert ahead == {DestinationScreen, PublicUrlScreen, ConfigTypeScreen}
-        ready = next(s for s in app._registry if isinstance(s, PublicUrlScreen))
+        destination = app.screen
+        assert isinstance(destination, DestinationScreen)
         await press(pilot, "ctrl+n")
-        assert app.screen is ready
+        # The step count knows what the destination step decided: no URL adds a step.
+        assert isinstance(app.screen, PublicUrlScreen)
         assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
-        await press(pilot, "escape", "escape")
+        await press(pilot, "escape")
+        assert isinstance(app.screen, DestinationScreen) and app.screen is not destination
+        assert [type(s) for s in app.screen_stack].count(DestinationScreen) == 1
+        await press(pilot, "escape")
         assert isinstance(app.screen, ConnectionsScreen)
-        assert not [s for s in app._registry if isinstance(s, WizardStep)]
+        assert not [s for s in app.screen_stack if isinstance(s, WizardStep)]
 
 
 async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
