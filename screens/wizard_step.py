@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult, CSSPathType
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -74,6 +74,7 @@ class WizardStep(Screen[None]):
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__()
         self.wizard = wizard
+        self._resumed = False
 
     @property
     def setters(self) -> dict[str, Callable[[str], str | None]]:
@@ -163,7 +164,13 @@ class WizardStep(Screen[None]):
                     widget.focus()
                     return
 
-    def on_screen_resume(self) -> None:
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Handlers run subclass first: this comes before Screen's own, which restyles
+        # every widget. Each step is a new screen whose widgets were styled as they
+        # mounted, a moment ago; the first time, restyling them all again changes nothing.
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False
         # Steps open with no errors, but for one: the information step, when the
         # connection's name was taken while its code was being saved.
         if self.wizard.errors and self.wizard.step is self.STEP:
