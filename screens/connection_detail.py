@@ -18,7 +18,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Static
@@ -32,6 +32,7 @@ from exalate_tui.transport.streams import Contact, State
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
+from .widgets import ButtonBar, TitleBar
 
 if TYPE_CHECKING:
     from exalate_tui.lifecycle.actions import Outcome
@@ -156,12 +157,12 @@ class ConnectionDetailScreen(Screen[None]):
         self.busy = ""
 
     def compose(self) -> ComposeResult:
-        yield Label("Connection", id="title")
+        yield TitleBar("Connection", id="title")
         with VerticalScroll(id="body"):
             yield Static("", id="fields")
             yield Static("", id="error")
             yield Static("", id="busy")
-        with Horizontal(id="buttons"):
+        with ButtonBar(id="buttons"):
             yield Button("Deactivate", id="deactivate", compact=True)
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)

@@ -20,7 +20,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from exalate_tui.flows.wizard import Step, UrlCheck
 
-from .wizard_step import WizardStep, field_row
+from .widgets import FieldRow
+from .wizard_step import WizardStep
 
 if TYPE_CHECKING:
     from exalate_tui.console.app import ExalateApp
@@ -55,7 +56,7 @@ class DestinationScreen(WizardStep):
             self.check = check
 
     def compose_body(self) -> Iterator[Widget]:
-        yield field_row(
+        yield FieldRow(
             "Destination instance URL",
             Input(
                 self.wizard.dest_url,

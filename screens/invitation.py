@@ -21,12 +21,13 @@ from textual import events, on, work
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Static, TextArea
+from textual.widgets import Button, Static
 from textual.worker import Worker
 
 from exalate_tui.flows.wizard import InitiateWizard, Issued, Step
 from exalate_tui.home.store import StoreError
 
+from .widgets import CodeBox
 from .wizard_step import WizardStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -78,7 +79,7 @@ def _expiry(issued: Issued) -> str:
 
 def compose_code(issued: Issued) -> Iterator[Widget]:
     """The code, selectable, and until when it works."""
-    yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
+    yield CodeBox(issued.code)
     yield Static(_expiry(issued), classes="hint")
 
 
@@ -112,11 +113,12 @@ class InvitationScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
+    ENTER_ACTION = "done"
     BINDINGS: ClassVar[list[BindingType]] = [
         *CODE_BINDINGS,
         Binding(
             "enter",
-            "press_or_done",
+            "submit",
             "Done",
             priority=True,
             id="invitation.done",
@@ -160,12 +162,6 @@ class InvitationScreen(WizardStep):
         await self._start_saving().wait()
         if self._saved:
             self.post_message(self.Closed())
-
-    async def action_press_or_done(self) -> None:
-        if isinstance(self.focused, Button):
-            self.focused.press()
-        else:
-            await self.action_done()
 
     @on(events.ScreenResume)
     def _shown(self) -> None:

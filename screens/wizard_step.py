@@ -16,30 +16,17 @@ from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult, CSSPathType
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label
 
 from exalate_tui.flows.wizard import InitiateWizard, Step
 
-
-def field_row(label: str, field: Input, *, required: bool = False) -> Widget:
-    """A label on the left, the input on the right, its error right under it."""
-    assert field.id is not None
-    return Horizontal(
-        Label(f"{label}*" if required else label, classes="field-label"),
-        Vertical(
-            field,
-            Label("", id=f"error-{field.id}", classes="field-error"),
-            classes="field-box",
-        ),
-        classes="field",
-    )
+from .widgets import ButtonBar, StepTitle, SubmitScreen
 
 
-class WizardStep(Screen[None]):
+class WizardStep(SubmitScreen):
     """Base of the step screens; subclasses set STEP and HEADING and compose their body."""
 
     CSS_PATH: ClassVar[CSSPathType | None] = "wizard_step.tcss"
@@ -74,7 +61,7 @@ class WizardStep(Screen[None]):
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__()
         self.wizard = wizard
-        self._resumed = False
+        self.resumed_once = False
 
     @property
     def setters(self) -> dict[str, Callable[[str], str | None]]:
@@ -94,14 +81,12 @@ class WizardStep(Screen[None]):
         return f"Step {steps.index(self.STEP) + 1} of {len(steps)}"
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="wizard-title"):
-            yield Label("Initiate connection", id="wizard-name")
-            yield Label(self.count(), id="wizard-count")
+        yield StepTitle("Initiate connection", self.count())
         with VerticalScroll(id="wizard-body"):
             if self.HEADING:
                 yield Label(self.HEADING, classes="step-heading")
             yield from self.compose_body()
-        with Horizontal(id="wizard-buttons"):
+        with ButtonBar(id="wizard-buttons"):
             yield from self.compose_buttons()
         yield Footer()
 
@@ -142,12 +127,6 @@ class WizardStep(Screen[None]):
 
     # -- moving -------------------------------------------------------------
 
-    def action_submit(self) -> None:
-        if isinstance(self.focused, Button):
-            self.focused.press()
-        else:
-            self.action_next()
-
     def action_next(self) -> None:
         # The code is saved by the invitation step, once it is on screen.
         if self.wizard.next(save=False):
@@ -168,8 +147,8 @@ class WizardStep(Screen[None]):
         # Handlers run subclass first: this comes before Screen's own, which restyles
         # every widget. Each step is a new screen whose widgets were styled as they
         # mounted, a moment ago; the first time, restyling them all again changes nothing.
-        if not self._resumed:
-            self._resumed = True
+        if not self.resumed_once:
+            self.resumed_once = True
             event.refresh_styles = False
         # Steps open with no errors, but for one: the information step, when the
         # connection's name was taken while its code was being saved.

@@ -11,14 +11,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Servers
+from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static, TextArea
 
 from exalate_tui.console import app as app_module
-from exalate_tui.console.app import ExalateApp, make_app
+from exalate_tui.console.app import ExalateApp
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Instance, Mode, Status, Topology
 from exalate_tui.flows.wizard import InitiateWizard
@@ -57,10 +59,33 @@ class Clipboards:
         self.local.append(text)
 
 
-def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> ExalateApp:
+class Console(ExalateApp):
+    """The console, keeping the message of every toast it shows."""
+
+    # Textual reads CSS_PATH beside the module of the class that sets it: the console's.
+    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.toasts: list[str] = []
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        self.toasts.append(message)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> Console:
     clipboards = clipboards or Clipboards()
     # No pollers here: these tests are about the screens (tests/test_app_live.py runs them).
-    app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
+    app = Console(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
     app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign, assignment]
     return app
 
@@ -91,8 +116,8 @@ def error(app: ExalateApp, field: str) -> str:
     return str(app.screen.query_one(f"#error-{field}", Label).render())
 
 
-def messages(app: ExalateApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
+def messages(app: Console) -> list[str]:
+    return app.toasts
 
 
 def table_rows(app: ExalateApp) -> list[list[str]]:
