@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test snapshots bench lint
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -15,9 +15,8 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from exalate_tui.domain.models import Connection
@@ -26,12 +25,15 @@ from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
+from .widgets import ButtonBar, FieldRow, SubmitScreen, TitleBar
+
 
 class CodeArea(TextArea):
     """The code field: a paste arrives whole, its line breaks and spaces dropped."""
 
-    async def _on_paste(self, event: events.Paste) -> None:
-        # Instead of TextArea's own paste, which would insert the text as it came.
+    def on_paste(self, event: events.Paste) -> None:
+        # Handlers run subclass first; prevent_default keeps TextArea's own paste, which
+        # would insert the text as it came, from running after this one.
         event.prevent_default()
         event.stop()
         self.replace("".join(event.text.split()), *self.selection)
@@ -87,7 +89,7 @@ def stages_text(wizard: AcceptWizard, connection: Connection | None) -> Text:
     return text
 
 
-class AcceptScreen(Screen[None]):
+class AcceptScreen(SubmitScreen):
     CSS_PATH = "accept.tcss"
     AUTO_FOCUS = "#code"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -134,7 +136,7 @@ class AcceptScreen(Screen[None]):
         self._tried = False
 
     def compose(self) -> ComposeResult:
-        yield Label("Accept invitation", id="title")
+        yield TitleBar("Accept invitation", id="title")
         with VerticalScroll(id="body"):
             yield Static(
                 "Paste the invitation code your partner sent (line breaks are fine):",
@@ -143,19 +145,17 @@ class AcceptScreen(Screen[None]):
             yield CodeArea("", soft_wrap=True, compact=True, id="code")
             yield Label("", id="error-code", classes="field-error")
             yield Static("", id="preview")
-            with Horizontal(classes="field"):
-                yield Label("Local instance short name*", classes="field-label")
-                with Vertical(classes="field-box"):
-                    yield Input(self.wizard.local_name, compact=True, id="local_name")
-                    yield Label("", id="error-local_name", classes="field-error")
-            with Horizontal(classes="field"):
-                yield Label("Connection name*", classes="field-label")
-                with Vertical(classes="field-box"):
-                    yield Input(self.wizard.name, compact=True, id="name")
-                    yield Label("", id="error-name", classes="field-error")
+            yield FieldRow(
+                "Local instance short name",
+                Input(self.wizard.local_name, compact=True, id="local_name"),
+                required=True,
+            )
+            yield FieldRow(
+                "Connection name", Input(self.wizard.name, compact=True, id="name"), required=True
+            )
             yield Static("", id="stages")
             yield Label("", id="error-accept", classes="field-error")
-        with Horizontal(id="buttons"):
+        with ButtonBar(id="buttons"):
             yield Button("Accept", id="accept", variant="primary", compact=True)
             yield Button("Close", id="close", compact=True)
         yield Footer()
@@ -200,12 +200,6 @@ class AcceptScreen(Screen[None]):
         self.call_after_refresh(self.query_one("#body", VerticalScroll).scroll_end, animate=False)
 
     # -- moving -------------------------------------------------------------
-
-    def action_submit(self) -> None:
-        if isinstance(self.focused, Button):
-            self.focused.press()
-        else:
-            self.action_next()
 
     @on(Button.Pressed, "#accept")
     def action_next(self) -> None:

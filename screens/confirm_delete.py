@@ -8,11 +8,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
 from exalate_tui.domain.models import Connection
+
+from .widgets import ButtonBar
 
 
 class ConfirmDeleteScreen(ModalScreen[bool]):
@@ -39,7 +41,7 @@ class ConfirmDeleteScreen(ModalScreen[bool]):
                 ),
                 id="consequence",
             )
-            with Horizontal(id="answers"):
+            with ButtonBar(id="answers"):
                 yield Button("Delete (y)", id="yes", variant="error", compact=True)
                 yield Button("Keep (n)", id="cancel", compact=True)
         yield Footer()

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Static
@@ -34,6 +34,7 @@ from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
+from .widgets import ButtonBar, TitleBar
 
 DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
 DONE = {"deactivate": "Deactivated", "activate": "Activated", "delete": "Deleted"}
@@ -155,12 +156,12 @@ class ConnectionDetailScreen(Screen[None]):
         self.busy = ""
 
     def compose(self) -> ComposeResult:
-        yield Label("Connection", id="title")
+        yield TitleBar("Connection", id="title")
         with VerticalScroll(id="body"):
             yield Static("", id="fields")
             yield Static("", id="error")
             yield Static("", id="busy")
-        with Horizontal(id="buttons"):
+        with ButtonBar(id="buttons"):
             yield Button("Deactivate", id="deactivate", compact=True)
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)

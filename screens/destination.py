@@ -8,8 +8,8 @@ reason inline (Next again retries; the URL can be fixed, or ^n chosen).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Awaitable, Callable, Iterator
+from typing import ClassVar, Protocol, cast
 
 from textual import on, work
 from textual.binding import Binding, BindingType
@@ -21,10 +21,14 @@ from textual.widgets import Button, Input, Label, Static
 from exalate_tui.flows.initiate import Step
 from exalate_tui.protocol.api import UrlCheck
 
-from .wizard_step import WizardStep, field_row
+from .widgets import FieldRow
+from .wizard_step import WizardStep
 
-if TYPE_CHECKING:
-    from exalate_tui.console.app import ExalateApp
+
+class Verifies(Protocol):
+    """What this screen needs of the app: a check of a destination URL (never raises)."""
+
+    verify: Callable[[str], Awaitable[UrlCheck]]
 
 
 class DestinationScreen(WizardStep):
@@ -56,7 +60,7 @@ class DestinationScreen(WizardStep):
             self.check = check
 
     def compose_body(self) -> Iterator[Widget]:
-        yield field_row(
+        yield FieldRow(
             "Destination instance URL",
             Input(
                 self.wizard.dest_url,
@@ -104,7 +108,7 @@ class DestinationScreen(WizardStep):
     @work(exclusive=True, exit_on_error=False, group="verify")
     async def _verify(self, url: str) -> None:
         """Ask the node at `url` who it is; the result goes to the wizard by message."""
-        check = await cast("ExalateApp", self.app).verify(url)
+        check = await cast(Verifies, self.app).verify(url)
         self.post_message(self.Checked(check))
 
     @on(Checked)

@@ -11,13 +11,15 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
 from exalate_tui.domain.models import Instance, check_instance
 from exalate_tui.home.store import Home, StoreError
+
+from .widgets import ButtonBar, FieldRow, TitleBar
 
 # Each field's label, which starts its error ("Short name is required.").
 FIELDS = {"short_name": "Short name", "public_url": "Public URL"}
@@ -52,23 +54,21 @@ class FirstRunScreen(Screen[None]):
         self.home = home
 
     def compose(self) -> ComposeResult:
-        yield Label("Set up this instance", id="title")
+        yield TitleBar("Set up this instance", id="title")
         with VerticalScroll(id="body"):
             yield Static(
                 "Welcome to exalate-tui. Name this instance once; partners see the name "
                 "in invitations.",
                 id="intro",
             )
-            with Horizontal(classes="field"):
-                yield Label("Short name*", classes="field-label")
-                with Vertical(classes="field-box"):
-                    yield Input(placeholder="e.g. servicenow-prod", id="short_name")
-                    yield Label("", id="error-short_name", classes="field-error")
-            with Horizontal(classes="field"):
-                yield Label("Public URL", classes="field-label")
-                with Vertical(classes="field-box"):
-                    yield Input(placeholder="https://example.exalate.net", id="public_url")
-                    yield Label("", id="error-public_url", classes="field-error")
+            yield FieldRow(
+                "Short name",
+                Input(placeholder="e.g. servicenow-prod", id="short_name"),
+                required=True,
+            )
+            yield FieldRow(
+                "Public URL", Input(placeholder="https://example.exalate.net", id="public_url")
+            )
             yield Static(
                 "Short name: 1-32 letters, digits, '-', '_' or '.'. Public URL: where "
                 "partners reach this instance; leave it empty if it sits in a private "
@@ -76,7 +76,7 @@ class FirstRunScreen(Screen[None]):
                 classes="hint",
             )
             yield Static("", id="save-error", classes="field-error")
-        with Horizontal(id="buttons"):
+        with ButtonBar(id="buttons"):
             yield Button("Save", id="save", variant="primary", compact=True)
         yield Footer()
 

@@ -9,7 +9,8 @@ from textual.widgets import Input
 
 from exalate_tui.flows.initiate import Step
 
-from .wizard_step import WizardStep, field_row
+from .widgets import FieldRow
+from .wizard_step import WizardStep
 
 
 class InfoScreen(WizardStep):
@@ -19,12 +20,12 @@ class InfoScreen(WizardStep):
 
     def compose_body(self) -> Iterator[Widget]:
         wizard = self.wizard
-        yield field_row(
+        yield FieldRow(
             "Local instance short name",
             Input(wizard.local_name, placeholder="A short name for your instance", id="local_name"),
             required=True,
         )
-        yield field_row(
+        yield FieldRow(
             "Remote instance short name",
             Input(
                 wizard.remote_name,
@@ -33,12 +34,12 @@ class InfoScreen(WizardStep):
             ),
             required=True,
         )
-        yield field_row(
+        yield FieldRow(
             "Connection name",
             Input(wizard.name, placeholder="Name of the connection", id="name"),
             required=True,
         )
-        yield field_row(
+        yield FieldRow(
             "Description",
             Input(
                 wizard.description, placeholder="Description of the connection", id="description"

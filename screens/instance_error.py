@@ -9,9 +9,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Footer, Static
 
 from exalate_tui.home.store import StoreError
+
+from .widgets import TitleBar
 
 
 class InstanceErrorScreen(Screen[None]):
@@ -33,7 +35,7 @@ class InstanceErrorScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         error = self.error
         where = f"{error.path}, line {error.line}" if error.line else str(error.path)
-        yield Label("This instance's settings cannot be read", id="title")
+        yield TitleBar("This instance's settings cannot be read", id="title")
         with VerticalScroll(id="body"):
             yield Static(f"[b]File:[/b] {escape(where)}", id="where")
             yield Static(f"[b]Problem:[/b] {escape(error.message)}", id="problem")

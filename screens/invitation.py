@@ -22,13 +22,14 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Static, TextArea
+from textual.widgets import Button, Static
 
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
 
+from .widgets import CodeBox
 from .wizard_step import WizardStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -80,7 +81,7 @@ def _expiry(issued: Issued) -> str:
 
 def compose_code(issued: Issued) -> Iterator[Widget]:
     """The code, selectable, and until when it works."""
-    yield TextArea(issued.code, read_only=True, soft_wrap=True, id="code")
+    yield CodeBox(issued.code)
     yield Static(_expiry(issued), classes="hint")
 
 
@@ -122,11 +123,12 @@ class InvitationScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
+    ENTER_ACTION = "done"
     BINDINGS: ClassVar[list[BindingType]] = [
         *CODE_BINDINGS,
         Binding(
             "enter",
-            "press_or_done",
+            "submit",
             "Done",
             priority=True,
             id="invitation.done",
@@ -166,22 +168,7 @@ class InvitationScreen(WizardStep):
         yield Static(_installed(side), id="installed")
         yield Static(_accept(side), id="accept")
         yield Static("Use the following invitation code:", id="use")
-        if self.wizard.issued is not None:
-            yield from compose_code(self.issued)
-        else:
-            # Composed ahead, while the admin fills in the information: `sync` shows the code.
-            yield TextArea("", read_only=True, soft_wrap=True, id="code")
-            yield Static("", classes="hint")
-
-    def sync(self) -> None:
-        super().sync()
-        side = self.wizard.destination_label
-        self.query_one("#installed", Static).update(_installed(side))
-        self.query_one("#accept", Static).update(_accept(side))
-        code = self.query_one("#code", TextArea)
-        if code.text != self.issued.code:
-            code.load_text(self.issued.code)
-        self.query_one("#wizard-body .hint", Static).update(_expiry(self.issued))
+        yield from compose_code(self.issued)
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()
@@ -203,12 +190,6 @@ class InvitationScreen(WizardStep):
             self.post_message(self.Closed())
         else:
             self._start_saving()
-
-    def action_press_or_done(self) -> None:
-        if isinstance(self.focused, Button):
-            self.focused.press()
-        else:
-            self.action_done()
 
     @on(events.ScreenResume)
     def _shown(self) -> None:

@@ -13,7 +13,8 @@ from textual.widgets import Input, Static
 
 from exalate_tui.flows.initiate import Step
 
-from .wizard_step import WizardStep, field_row
+from .widgets import FieldRow
+from .wizard_step import WizardStep
 
 
 class PublicUrlScreen(WizardStep):
@@ -29,7 +30,7 @@ class PublicUrlScreen(WizardStep):
             "partner's instance reaches it.",
             id="explain",
         )
-        yield field_row(
+        yield FieldRow(
             "Public URL",
             Input(
                 self.wizard.public_url, placeholder="https://example.exalate.net", id="public_url"

@@ -10,19 +10,20 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.markup import escape
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Label, Static
+from textual.widgets import Button, Footer, Static
 
 from exalate_tui.flows.initiate import Issued
 
 from .invitation import CODE_BINDINGS, compose_code, compose_code_buttons, write_code
+from .widgets import ButtonBar, SubmitScreen, TitleBar
 
 
-class RegeneratedScreen(Screen[None]):
+class RegeneratedScreen(SubmitScreen):
     CSS_PATH = "regenerated.tcss"
     AUTO_FOCUS = "#code"
+    ENTER_ACTION = "done"
     BINDINGS: ClassVar[list[BindingType]] = [
         *CODE_BINDINGS,
         Binding(
@@ -47,7 +48,7 @@ class RegeneratedScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         connection = self.issued.connection
         partner = escape(connection.remote_name or "your partner")
-        yield Label(f"New invitation code · {connection.name}", id="title", markup=False)
+        yield TitleBar(f"New invitation code · {connection.name}", id="title", markup=False)
         with VerticalScroll(id="body"):
             yield Static(
                 "The previous code no longer works. Send this one to "
@@ -55,16 +56,10 @@ class RegeneratedScreen(Screen[None]):
                 id="explain",
             )
             yield from compose_code(self.issued)
-        with Horizontal(id="buttons"):
+        with ButtonBar(id="buttons"):
             yield from compose_code_buttons()
             yield Button("Done", id="done", variant="success", compact=True)
         yield Footer()
-
-    def action_submit(self) -> None:
-        if isinstance(self.focused, Button):
-            self.focused.press()
-        else:
-            self.action_done()
 
     @on(Button.Pressed, "#copy")
     async def _copy_pressed(self) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
-    from screens.wizard_step import StepScreens, WizardStep
+    from screens.wizard_step import WizardStep
 
 # Checks a destination URL (`GET {url}/api/v1/info`); never raises.
 Verifier = Callable[[str], Awaitable["UrlCheck"]]
@@ -115,7 +115,6 @@ class ExalateApp(App[None]):
         # The Connections tab, once open: its last reading is what the wizards start from.
         self.connections_tab: ConnectionsScreen | None = None
         self.wizard: InitiateWizard | None = None
-        self.wizard_screens: StepScreens | None = None
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
         # state.sqlite3, opened with the Connections tab; None when it cannot be used.
@@ -230,35 +229,29 @@ class ExalateApp(App[None]):
 
         if self.instance is None:
             return
-        from screens.wizard_step import StepScreens
-
         # The destination step verifies a URL in a worker and hands the result to
         # `wizard.record_check`; Next goes on only with a verified URL.
         self.wizard = InitiateWizard(
             self.instance, self.known_connections(), require_verified=True, now=self.now
         )
-        self.wizard_screens = StepScreens(self, self.wizard, _step_class)
-        self.push_screen(self.wizard_screens.take())
+        self.push_screen(_step_class(self.wizard.step)(self.wizard))
 
     def on_wizard_step_moved(self, event: WizardStep.Moved) -> None:
-        """Replace the wizard screen with the one for the wizard's current step."""
+        """Replace the wizard screen with a new one for the wizard's current step."""
         wizard = self.wizard
-        if wizard is None or self.wizard_screens is None:
+        if wizard is None:
             return
         if wizard.issued is not None and wizard.issued not in self.issued:
             self.issued.append(wizard.issued)
         if wizard.refused in self.issued:  # shown, then not saved: the code is void
             self.issued.remove(wizard.refused)
-        self.switch_screen(self.wizard_screens.take())
+        self.switch_screen(_step_class(wizard.step)(wizard))
 
     def on_wizard_step_closed(self, event: WizardStep.Closed) -> None:
         """Back to the Connections tab, which reloads and shows any new connection."""
         if self.wizard is not None:
             self.instance = self.wizard.instance
-        if self.wizard_screens is not None:
-            self.wizard_screens.close()
         self.wizard = None
-        self.wizard_screens = None
         self.pop_screen()
         self.wake_supervisor()  # a private initiator's handshake starts at once
 

@@ -154,22 +154,6 @@ class InitiateWizard(Form):
         return self.url_check is None or not self.url_check.ok
 
     @property
-    def nearby(self) -> list[Step]:
-        """The steps one Next or one Back can lead to from here (the console builds their
-        screens ahead). From the destination Next has two ways: with a URL, or without."""
-        if self.step is Step.INVITATION:
-            return []
-        nearby = self._history[-1:]
-        if self.step is Step.DESTINATION:
-            if not self._had_public_url:
-                nearby.append(Step.PUBLIC_URL)
-            nearby.append(Step.CONFIG_TYPE)
-        else:
-            steps = self.steps
-            nearby.append(steps[steps.index(self.step) + 1])
-        return nearby
-
-    @property
     def destination_label(self) -> str:
         """How the invitation step names the other side."""
         return self.remote_name or "unknown"

@@ -11,14 +11,16 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Servers
+from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static, TextArea
 
 from exalate_tui.console import app as app_module
-from exalate_tui.console.app import ExalateApp, make_app
+from exalate_tui.console.app import ExalateApp
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
@@ -58,10 +60,33 @@ class Clipboards:
         self.local.append(text)
 
 
-def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> ExalateApp:
+class Console(ExalateApp):
+    """The console, keeping the message of every toast it shows."""
+
+    # Textual reads CSS_PATH beside the module of the class that sets it: the console's.
+    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.toasts: list[str] = []
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        self.toasts.append(message)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+def console(home: Home, frozen: float, clipboards: Clipboards | None = None) -> Console:
     clipboards = clipboards or Clipboards()
     # No pollers here: these tests are about the screens (tests/test_app_live.py runs them).
-    app = make_app(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
+    app = Console(home, local_copy=clipboards.local_copy, now=lambda: frozen, supervise=False)
     app.copy_to_clipboard = clipboards.osc52.append  # type: ignore[method-assign, assignment]
     return app
 
@@ -92,8 +117,8 @@ def error(app: ExalateApp, field: str) -> str:
     return str(app.screen.query_one(f"#error-{field}", Label).render())
 
 
-def messages(app: ExalateApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
+def messages(app: Console) -> list[str]:
+    return app.toasts
 
 
 def table_rows(app: ExalateApp) -> list[list[str]]:
@@ -404,22 +429,24 @@ async def test_previous_button_goes_back(tmp_path: Path, frozen: float) -> None:
         assert isinstance(app.screen, ConfigTypeScreen)
 
 
-async def test_next_shows_a_screen_built_ahead_and_closing_drops_the_rest(
+async def test_each_step_is_a_new_screen_and_closing_leaves_none(
     tmp_path: Path, frozen: float
 ) -> None:
     app = console(home_with(tmp_path, public_url=None), frozen)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i")
-        # Both ways out of the destination are ready before either key is pressed.
-        ahead = {type(s) for s in app._registry if isinstance(s, WizardStep)}
-        assert ahead == {DestinationScreen, PublicUrlScreen, ConfigTypeScreen}
-        ready = next(s for s in app._registry if isinstance(s, PublicUrlScreen))
+        destination = app.screen
+        assert isinstance(destination, DestinationScreen)
         await press(pilot, "ctrl+n")
-        assert app.screen is ready
+        # The step count knows what the destination step decided: no URL adds a step.
+        assert isinstance(app.screen, PublicUrlScreen)
         assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
-        await press(pilot, "escape", "escape")
+        await press(pilot, "escape")
+        assert isinstance(app.screen, DestinationScreen) and app.screen is not destination
+        assert [type(s) for s in app.screen_stack].count(DestinationScreen) == 1
+        await press(pilot, "escape")
         assert isinstance(app.screen, ConnectionsScreen)
-        assert not [s for s in app._registry if isinstance(s, WizardStep)]
+        assert not [s for s in app.screen_stack if isinstance(s, WizardStep)]
 
 
 async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(

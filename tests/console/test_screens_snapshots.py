@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Servers, verifier_via
-from textual import events
+from textual import events, on
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from exalate_tui.console.app import ExalateApp, Verifier, make_app, verify_url
+from exalate_tui.console import app as app_module
+from exalate_tui.console.app import ExalateApp, Verifier, verify_url
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
@@ -32,11 +33,21 @@ WHEN = datetime(2024, 4, 2, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def still(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, frozen: float) -> None:
-    """No cursor blink; the home is `home`, relative to a temporary working directory."""
-    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
-    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None)
+def here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, frozen: float) -> None:
+    """Fixed ids and clock; the home is `home`, relative to a temporary working directory."""
     monkeypatch.chdir(tmp_path)
+
+
+class StillConsole(ExalateApp):
+    """The console with cursors that do not blink, so a snapshot is the same at any moment."""
+
+    # Textual reads CSS_PATH beside the module of the class that sets it: the console's.
+    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))
+
+    @on(events.DescendantFocus)
+    def _still(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, Input | TextArea):
+            event.widget.cursor_blink = False
 
 
 def home_with(public_url: str | None = "https://snow.example.com") -> Home:
@@ -54,8 +65,10 @@ def app_for(
         del text
 
     if verify is None:
-        return make_app(home, local_copy=local_copy, now=lambda: frozen, supervise=False)
-    return make_app(home, local_copy=local_copy, now=lambda: frozen, supervise=False, verify=verify)
+        return StillConsole(home, local_copy=local_copy, now=lambda: frozen, supervise=False)
+    return StillConsole(
+        home, local_copy=local_copy, now=lambda: frozen, supervise=False, verify=verify
+    )
 
 
 def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:

@@ -1,0 +1,132 @@
+"""The parts several screens share, each with its own look: the title bar, a field row,
+the button bar, the invitation code's box, and "Enter presses the focused button".
+
+A screen's own .tcss only adjusts these (a narrower label, a red title bar).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Input, Label, TextArea
+
+
+class TitleBar(Label):
+    """The bar across the top of a screen, saying what the screen is."""
+
+    DEFAULT_CSS = """
+    TitleBar {
+        dock: top;
+        width: 1fr;
+        height: 1;
+        padding: 0 1;
+        background: $primary;
+        color: $text;
+        text-style: bold;
+    }
+    """
+
+
+class StepTitle(Horizontal):
+    """The wizard's title bar: its name on the left, "Step N of M" on the right."""
+
+    DEFAULT_CSS = """
+    StepTitle {
+        dock: top;
+        height: 1;
+        padding: 0 1;
+        background: $primary;
+        color: $text;
+    }
+    StepTitle #wizard-name {
+        width: 1fr;
+        text-style: bold;
+    }
+    StepTitle #wizard-count {
+        width: auto;
+    }
+    """
+
+    def __init__(self, title: str, count: str) -> None:
+        super().__init__(id="wizard-title")
+        self.title_text = title
+        self.count_text = count
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.title_text, id="wizard-name")
+        yield Label(self.count_text, id="wizard-count")
+
+
+class FieldRow(Horizontal):
+    """A label on the left, the input on the right, its error (`#error-<input id>`) under it."""
+
+    DEFAULT_CSS = """
+    FieldRow {
+        height: auto;
+    }
+    FieldRow .field-label {
+        width: 28;
+        padding: 1 1 0 0;
+    }
+    FieldRow .field-box {
+        width: 1fr;
+        height: auto;
+    }
+    """
+
+    def __init__(self, label: str, field: Input, *, required: bool = False) -> None:
+        super().__init__(classes="field")
+        assert field.id is not None  # the error label is named after it
+        self.label_text = f"{label}*" if required else label
+        self.field = field
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label_text, classes="field-label")
+        with Vertical(classes="field-box"):
+            yield self.field
+            yield Label("", id=f"error-{self.field.id}", classes="field-error")
+
+
+class ButtonBar(Horizontal):
+    """A screen's buttons, in a row under its body."""
+
+    DEFAULT_CSS = """
+    ButtonBar {
+        height: 1;
+        margin: 0 2 1 2;
+    }
+    ButtonBar Button {
+        margin-right: 2;
+    }
+    """
+
+
+class CodeBox(TextArea):
+    """An invitation code: selectable, wrapped, not editable."""
+
+    DEFAULT_CSS = """
+    CodeBox {
+        height: auto;
+        max-height: 10;
+    }
+    """
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code, read_only=True, soft_wrap=True, id="code")
+
+
+class SubmitScreen(Screen[None]):
+    """A screen whose Enter (`action_submit`) presses the focused button, else runs
+    `ENTER_ACTION`, the screen's way on."""
+
+    ENTER_ACTION: ClassVar[str] = "next"
+
+    async def action_submit(self) -> None:
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+        else:
+            await self.run_action(self.ENTER_ACTION)
