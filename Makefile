@@ -29,6 +29,9 @@ snapshots: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# Style, types, and the layer contracts of docs/architecture.md (pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check exalate_tui screens tests
+	$(BIN)/ruff check exalate_tui screens tests benchmarks
+	$(BIN)/ruff format --check exalate_tui screens tests benchmarks
 	$(BIN)/mypy exalate_tui screens
+	$(BIN)/lint-imports
