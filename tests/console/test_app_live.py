@@ -376,7 +376,26 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
         assert [i.code for i in app.issued] == [code]
     stored = home.get_connection(old.connection.id)
     assert stored.token_hash == codes.hash_token(codes.decode(code).tok)
-    assert stored.token_hash != codes.hash_token(old.invitation.tok)
+    # Presented to this side's node, the old code is refused and the new one accepted.
+    import httpx
+
+    from exalate_tui.lifecycle.accept import AcceptError, accept
+    from exalate_tui.transport import node
+
+    state = State(home.state_path)
+    transport = httpx.ASGITransport(app=node.create_app(home, state))
+    late = public_home(tmp_path, "jira", None)
+    late_state = State(late.state_path)
+    try:
+        with pytest.raises(AcceptError):
+            await accept(late, late_state, codes.decode(old.code), "jira", transport=transport)
+        assert late.load_connections().connections == []
+        assert home.get_connection(old.connection.id).status is Status.PENDING
+        await accept(late, late_state, codes.decode(code), "jira", transport=transport)
+        assert home.get_connection(old.connection.id).status is Status.ACTIVE
+    finally:
+        late_state.close()
+        state.close()
 
 
 async def test_the_console_skips_a_connection_another_process_polls(
