@@ -7,7 +7,6 @@ with its own home; "not a node" is a plain `http.server`. Nothing is faked.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import socket
@@ -399,7 +398,7 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
 
 
 async def test_the_console_skips_a_connection_another_process_polls(
-    tmp_path: Path, servers: Servers
+    tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snow, _ = running_node(tmp_path, servers)
     issued = issue(snow)
@@ -411,11 +410,23 @@ async def test_the_console_skips_a_connection_another_process_polls(
     state.close()
     held = ConnectionLock(jira, issued.connection.id)
     assert held.acquire()  # as a running `exalate-tui node` would
+    # Each time the console's supervisor tries to take the connection's lock, and fails.
+    refused: list[Path] = []
+    acquire = ConnectionLock.acquire
+
+    def counted(lock: ConnectionLock) -> bool:
+        taken = acquire(lock)
+        if not taken:
+            refused.append(lock.path)
+        return taken
+
+    monkeypatch.setattr(ConnectionLock, "acquire", counted)
     try:
         app = make_app(jira)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.supervisor is not None)
-            await asyncio.sleep(0.5)
+            # It tried, was refused, and left the link to the other process.
+            await until(pilot, lambda: held.path in refused)
             assert app.supervisor is not None and app.supervisor.running == frozenset()
     finally:
         held.release()
