@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import time
 from multiprocessing.connection import Connection as Connection_
 from pathlib import Path
@@ -113,7 +112,7 @@ def test_kill_9_mid_write_leaves_the_old_or_the_new_file(tmp_path: Path, point: 
     except EOFError:
         reached = None
     assert reached == point, f"the child never reached {point}"
-    os.kill(child.pid, signal.SIGKILL)
+    child.kill()  # SIGKILL
     child.join()
     temps = list(home.connections_dir.glob(".*.tmp"))
     if point == "mid-dump":
