@@ -14,7 +14,7 @@ import time
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from . import echo
-from .harness import Figure, percentile, summarize
+from .harness import Check, Figure, percentile, summarize
 from .nodes import WalWatch, last_applied, pair, reader
 
 RUNS = int(__import__("os").environ.get("BENCH_RUNS", "1000"))
@@ -67,8 +67,7 @@ def measure() -> list[Figure]:
             value=value,
             reference=ref,
             reference_name="raw-socket echo",
-            target="≤ 8 ms",
-            met=value <= 8,
+            checks=[Check("median", value, "≤", 8, "ms")],
             method=(
                 "enqueue in the public state.sqlite3 from another process, clock from commit "
                 f"until the private side's committed cursor reaches it ({method}); "
@@ -84,8 +83,7 @@ def measure() -> list[Figure]:
             value=p99,
             reference=percentile(ref_ms, 0.99),
             reference_name="raw-socket echo p99",
-            target="≤ 25 ms",
-            met=p99 <= 25,
+            checks=[Check("p99", p99, "≤", 25, "ms")],
             method="the same runs as the median",
             runs=RUNS,
             spread=spread,

@@ -26,7 +26,7 @@ from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import accept
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
-from .harness import Figure, summarize
+from .harness import Check, Figure, summarize
 from .nodes import HOST, cli, free_port, init_public, initiate, node
 
 RUNS = 20
@@ -85,8 +85,7 @@ def measure() -> list[Figure]:
             value=value,
             reference=ref,
             reference_name="GET /info, fresh connection",
-            target="≤ 100 ms",
-            met=value <= 100,
+            checks=[Check("median", value, "≤", 100, "ms")],
             method=(
                 "accept.accept in-process against an exalate-tui node process on 127.0.0.1: "
                 "handshake, secret stored (fsync), hello pushed and applied on both sides"

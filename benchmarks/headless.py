@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import Figure, summarize
+from .harness import Figure, ratio_check, summarize
 from .homes import home_with_connections
 from .nodes import env
 
@@ -57,8 +57,7 @@ def measure() -> list[Figure]:
             value=value,
             reference=ref,
             reference_name="import pydantic",
-            target="≤ 1.3× reference",
-            met=value <= 1.3 * ref,
+            checks=[ratio_check(value, ref, 1.3)],
             method="subprocess wall time, interleaved with the reference",
             runs=RUNS,
             spread=spread,

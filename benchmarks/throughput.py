@@ -19,7 +19,7 @@ import time
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from . import echo
-from .harness import Figure
+from .harness import Check, Figure
 from .nodes import WalWatch, last_applied, pair, reader
 
 COUNT = int(os.environ.get("BENCH_THROUGHPUT", "50000"))
@@ -89,8 +89,7 @@ def measure() -> list[Figure]:
             value=value,
             reference=ref,
             reference_name="raw-socket loopback",
-            target="≥ 30,000 msg/s",
-            met=value >= 30_000,
+            checks=[Check("", value, "≥", 30_000, "msg/s")],
             method=(
                 f"enqueue in the public state.sqlite3 ({CHUNK} per transaction) while the private "
                 "node long-polls; clock from the first enqueue to the last applied and committed "

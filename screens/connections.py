@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -38,6 +39,10 @@ COLUMNS = (
     ("created", "Created"),
 )
 REFRESH = 1.5
+# Kept free for the table's vertical scrollbar when the names column is narrowed.
+SCROLLBAR = 2
+# DataTable's cell padding: one column on each side of every cell.
+PADDING = 2
 
 EMPTY = (
     "No connections yet.\n\n"
@@ -60,7 +65,9 @@ def status_cell(live: LiveState) -> Text:
 
 def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
-    names = Text(connection.name)
+    # One line each, cut with an ellipsis where the column is narrowed (`names_width`):
+    # a long name must not wrap over the local → remote line below it.
+    names = Text(connection.name, no_wrap=True, overflow="ellipsis")
     names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
     return (
         names,
@@ -72,6 +79,23 @@ def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
 
 # A row's key (the connection id) and cells.
 Row = tuple[str, tuple[Text, ...]]
+
+
+def names_width(rows: Sequence[Row], screen_width: int) -> int | None:
+    """The names column's width: None (as wide as its content) unless that would push
+    the other columns, Status above all, off the screen; then what is left for it.
+
+    A partner's long connection name must not hide whether the connection works.
+    """
+
+    def widest(index: int) -> int:
+        lines = [COLUMNS[index][1]]
+        lines += [line for _, cells in rows for line in cells[index].plain.split("\n")]
+        return max(cell_len(line) for line in lines)
+
+    others = sum(widest(index) + PADDING for index in range(1, len(COLUMNS)))
+    room = screen_width - others - PADDING - SCROLLBAR
+    return max(room, len("Name")) if widest(0) > room else None
 
 
 def _without_status(rows: list[Row]) -> list[tuple[object, ...]]:
@@ -195,6 +219,7 @@ class ConnectionsScreen(Screen[None]):
         self._statuses: dict[str, Text] = {}
         # The rows as last shown, to leave the table alone when a reading shows the same.
         self._rows: list[Row] = []
+        self._names_width: int | None = None
         self._shown = False
 
     def compose(self) -> ComposeResult:
@@ -206,12 +231,16 @@ class ConnectionsScreen(Screen[None]):
         yield Static(EMPTY, id="empty")
         yield Footer()
 
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+    def _add_columns(self, table: DataTable[Text], names: int | None) -> None:
+        self._names_width = names
         for key, label in COLUMNS:
             # A Text, not a str: a str label is parsed as markup, and Rich's emoji
             # lookup that comes with it loads a 5 ms table before the first frame.
-            table.add_column(Text(label), key=key)
+            table.add_column(Text(label), key=key, width=names if key == "names" else None)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        self._add_columns(table, None)
         # The first reading is done here and now, so the first frame shows every row.
         self._show(read_home(self.home, self.state, None, []))
         self.set_interval(REFRESH, self._tick)
@@ -274,7 +303,10 @@ class ConnectionsScreen(Screen[None]):
                     table.update_cell(cid, "status", cell, update_width=True)
         else:
             selected = table.cursor_row
-            table.clear()
+            width = names_width(rows, self.app.size.width)
+            table.clear(columns=width != self._names_width)
+            if width != self._names_width:
+                self._add_columns(table, width)
             for key, cells in rows:
                 table.add_row(*cells, height=2, key=key)
             if rows:

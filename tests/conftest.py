@@ -5,12 +5,14 @@ and real servers on 127.0.0.1 (or a Unix socket) for the console's network flows
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 
-from exalate_tui.home.store import Home
+from exalate_tui.home.store import Home, Loaded
 from exalate_tui.protocol.api import UrlCheck
 
 # No animations, so screenshots are the same every run. The snapshot plugin imports
@@ -81,6 +83,39 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
     return NOW
 
 
+# -- counting a supervisor's scans ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CountingHome(Home):
+    """A home that counts its listings: a supervisor lists it once per scan.
+
+    A negative check ("it did not start the link") waits for a few scans, each a
+    chance to do the wrong thing, instead of sleeping and hoping some happened.
+    """
+
+    listings: list[int] = field(default_factory=list)
+
+    def load_connections(self) -> Loaded:
+        loaded = super().load_connections()
+        self.listings.append(1)
+        return loaded
+
+    def scans(self) -> int:
+        return len(self.listings)
+
+
+async def scans_pass(home: CountingHome, count: int = 3, timeout: float = 10.0) -> None:
+    """Until `count` more scans have listed `home` (each a chance to act on what it saw)."""
+    import asyncio
+
+    target = home.scans() + count
+    deadline = time.monotonic() + timeout
+    while home.scans() < target:
+        assert time.monotonic() < deadline, f"fewer than {count} scans in {timeout:g} s"
+        await asyncio.sleep(0.01)
+
+
 # -- real servers for the console's tests ----------------------------------------------
 
 
@@ -118,24 +153,43 @@ class Servers:
         self._stops: list[Callable[[], None]] = []
 
     def node(self, home: Home, *, uds: Path | None = None, port: int = 0) -> str:
-        """`runtime.node_app` for `home` under uvicorn; returns its URL."""
+        """`runtime.node_app` for `home` under uvicorn; returns its URL.
+
+        Stopped as `runtime.serve` stops: the wake-ups close first (parked polls
+        answer at once instead of being cancelled mid-request), then uvicorn,
+        then the node's listener and watch, and only then the state.
+        """
+        import asyncio
+
         import uvicorn
 
         from exalate_tui.lifecycle import runtime
+        from exalate_tui.transport.node import Node
         from exalate_tui.transport.sqlite_streams import SqliteStreams
 
         state = SqliteStreams(home.state_path)
         sock = _listening(uds, port)
+        app = runtime.node_app(home, state)
+        served: Node = app.state.node
         config = uvicorn.Config(
-            runtime.node_app(home, state),
+            app,
             lifespan="off",
             log_config=None,
             log_level="warning",
-            # A poll still parked at teardown would hold the stop for its whole wait.
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        loops: list[asyncio.AbstractEventLoop] = []
+
+        async def serve() -> None:
+            loops.append(asyncio.get_running_loop())
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                served.remove_listener()
+                await served.wakeups.aclose()
+
+        thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
         while not server.started:
@@ -143,8 +197,11 @@ class Servers:
             time.sleep(0.01)
 
         def stop() -> None:
+            # What the node's own signal handler does, on the node's loop.
+            loops[0].call_soon_threadsafe(served.wakeups.close)
             server.should_exit = True
             thread.join(10)
+            assert not thread.is_alive(), "the node did not stop"
             sock.close()
             state.close()
 
@@ -216,6 +273,66 @@ def verifier_via(uds: Path) -> Callable[[str], Awaitable[UrlCheck]]:
         return await verify_url(url, transport=httpx.AsyncHTTPTransport(uds=str(uds)))
 
     return verify
+
+
+# -- no unexpected tracebacks ------------------------------------------------------
+
+# Loggers whose tracebacks mean something went wrong in this process: a request that
+# crashed (uvicorn), a task that died unseen (asyncio), or our own code.
+WATCHED = ("asyncio", "uvicorn", "exalate_tui")
+
+
+class _Tracebacks(logging.Handler):
+    """Collects ERROR records with a traceback from the watched loggers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.exc_info or record.name.split(".")[0] not in WATCHED:
+            return
+        kind = record.exc_info[0]
+        # Hypothesis ends each example by raising StopTest inside anyio's runner task,
+        # which asyncio reports as never retrieved: the test framework's control flow.
+        if kind is not None and kind.__module__.startswith("hypothesis."):
+            return
+        self.records.append(record)
+
+    def traceback_of(self, record: logging.LogRecord) -> str:
+        assert record.exc_info is not None
+        return logging.Formatter().formatException(record.exc_info)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "traceback_expected(reason): the test makes the code log a traceback on purpose",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_tracebacks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which a watched logger logged a traceback, unless it is marked
+    `traceback_expected` (a test that crashes a request or a task on purpose).
+
+    Autouse, so set up before the test's other fixtures and checked after their
+    teardown: a server stopped by a fixture is checked too.
+    """
+    handler = _Tracebacks()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("traceback_expected") is None:
+        first = handler.records[0]
+        pytest.fail(
+            f"{len(handler.records)} unexpected traceback(s) logged; the first, from "
+            f"{first.name}: {first.getMessage()}\n{handler.traceback_of(first)}",
+            pytrace=False,
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,9 +1,10 @@
 """Serving the node: its socket, uvicorn, and the supervisor beside it until a signal.
 
 `serve(home, hooks_for, host, port)` opens the state, binds the socket,
-serves `node.create_app` with uvicorn and runs the `Supervisor` (the
-requests this side makes) and the hooks' housekeeping, until SIGINT or
-SIGTERM; then stops them in order and closes the state.
+serves the node app (`node.create_app`, wired by `lifecycle/runtime.py`)
+with uvicorn and runs the `Supervisor` (the requests this side makes) and
+the hooks' housekeeping, until SIGINT or SIGTERM; then stops them in order
+and closes the state.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ millisecond even when another process (the console, the CLI) enqueued.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sqlite3
 import sys
@@ -144,6 +145,10 @@ class SqliteStreams:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # 0600 before SQLite opens it: it creates the -wal and -shm files (the same
+        # messages) with the database's mode at that moment, and keeps them while open.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
@@ -162,7 +167,6 @@ class SqliteStreams:
                 f"{path}: cannot be used as the message store ({error}); "
                 "move it aside and restart (undelivered messages in it would be lost)"
             ) from None
-        path.chmod(0o600)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
         self._doorbell = doorbell_address(path)

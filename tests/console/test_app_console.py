@@ -504,10 +504,26 @@ async def test_done_while_the_code_is_being_saved_waits_for_it(
     slow = threading.Event()
     save = Home.save_connection
 
+    saving = threading.Event()
+    pressed = asyncio.Event()
+    done = InvitationScreen.action_done
+    # Whether Done had finished by the time it first let the loop run: it must not,
+    # since it waits for the save (held below) before it closes the screen.
+    finished_at_once: list[bool] = []
+
     def slow_save(self: Home, connection: Connection) -> None:
-        slow.wait(5)
+        saving.set()
+        slow.wait(10)
         save(self, connection)
 
+    async def done_pressed(self: InvitationScreen) -> None:
+        running = asyncio.ensure_future(done(self))
+        await asyncio.sleep(0)  # Done runs up to its first wait
+        finished_at_once.append(running.done())
+        pressed.set()
+        await running
+
+    monkeypatch.setattr(InvitationScreen, "action_done", done_pressed)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
         await type_text(pilot, "jira")
@@ -515,11 +531,14 @@ async def test_done_while_the_code_is_being_saved_waits_for_it(
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, InvitationScreen)
-        done = asyncio.create_task(pilot.press("enter"))  # before the connection is on disk
-        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(saving.wait, 5)  # the save is under way, held
+        pressing = asyncio.create_task(pilot.press("enter"))  # before it is on disk
+        await asyncio.wait_for(pressed.wait(), 5)
+        assert finished_at_once == [False]
         assert isinstance(app.screen, InvitationScreen)
+        assert home.load_connections().connections == []
         slow.set()
-        await done
+        await pressing
         await press(pilot)
         assert isinstance(app.screen, ConnectionsScreen)
         assert [row[0].splitlines()[0] for row in table_rows(app)] == ["snow_to_jira"]
@@ -549,6 +568,7 @@ def test_run_console_prints_every_code_issued(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     home = home_with(tmp_path)
+    made: list[str] = []
 
     def run(self: ExalateApp) -> None:
         # What a session leaves behind: one issued code (issued headless, same wizard).
@@ -565,13 +585,14 @@ def test_run_console_prints_every_code_issued(
         assert wizard.next() and wizard.issued
         assert save_issued(home, wizard.issued.connection, wizard.new_instance)
         self.issued.append(wizard.issued)
+        made.append(wizard.issued.code)
 
     monkeypatch.setattr(app_module.ExalateApp, "run", run)
     assert app_module.run_console(home) == 0
     out = capsys.readouterr().out
-    code = codes.encode(codes.decode(out.strip().splitlines()[-1]))
+    assert len(made) == 1
     assert "snow_to_jira:" in out
-    assert out.strip().endswith(code)
+    assert out.strip().splitlines()[-1] == made[0]
 
 
 def test_console_start_does_not_load_the_node() -> None:

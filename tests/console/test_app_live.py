@@ -1,13 +1,12 @@
 """The console against real nodes on 127.0.0.1: URL verification, Accept invitation, live
 states, connection details and actions, and the pollers it runs while open.
 
-Every partner is the real node app (`node.create_app`) under uvicorn in a thread,
+Every partner is the real node app (`runtime.node_app`) under uvicorn in a thread,
 with its own home; "not a node" is a plain `http.server`. Nothing is faked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import socket
@@ -379,11 +378,31 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
         assert [i.code for i in app.issued] == [code]
     stored = home.get_connection(old.connection.id)
     assert stored.token_hash == codes.hash_token(codes.decode(code).tok)
-    assert stored.token_hash != codes.hash_token(old.invitation.tok)
+    # Presented to this side's node, the old code is refused and the new one accepted.
+    import httpx
+
+    from exalate_tui.lifecycle import runtime
+    from exalate_tui.lifecycle.accept import AcceptError, accept
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+    state = SqliteStreams(home.state_path)
+    transport = httpx.ASGITransport(app=runtime.node_app(home, state))
+    late = public_home(tmp_path, "jira", None)
+    late_state = SqliteStreams(late.state_path)
+    try:
+        with pytest.raises(AcceptError):
+            await accept(late, late_state, codes.decode(old.code), "jira", transport=transport)
+        assert late.load_connections().connections == []
+        assert home.get_connection(old.connection.id).status is Status.PENDING
+        await accept(late, late_state, codes.decode(code), "jira", transport=transport)
+        assert home.get_connection(old.connection.id).status is Status.ACTIVE
+    finally:
+        late_state.close()
+        state.close()
 
 
 async def test_the_console_skips_a_connection_another_process_polls(
-    tmp_path: Path, servers: Servers
+    tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snow, _ = running_node(tmp_path, servers)
     issued = issue(snow)
@@ -395,11 +414,23 @@ async def test_the_console_skips_a_connection_another_process_polls(
     state.close()
     held = ConnectionLock(jira, issued.connection.id)
     assert held.acquire()  # as a running `exalate-tui node` would
+    # Each time the console's supervisor tries to take the connection's lock, and fails.
+    refused: list[Path] = []
+    acquire = ConnectionLock.acquire
+
+    def counted(lock: ConnectionLock) -> bool:
+        taken = acquire(lock)
+        if not taken:
+            refused.append(lock.path)
+        return taken
+
+    monkeypatch.setattr(ConnectionLock, "acquire", counted)
     try:
         app = make_app(jira)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.supervisor is not None)
-            await asyncio.sleep(0.5)
+            # It tried, was refused, and left the link to the other process.
+            await until(pilot, lambda: held.path in refused)
             assert app.supervisor is not None and app.supervisor.running == frozenset()
     finally:
         held.release()

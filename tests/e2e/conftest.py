@@ -31,6 +31,7 @@ from exalate_tui.transport.sqlite_streams import SqliteStreams
 DEADLINE = 30.0
 START_DEADLINE = 20.0
 CLI_TIMEOUT = 60.0
+TRACEBACK = "Traceback (most recent call last)"
 
 
 def free_port() -> int:
@@ -185,3 +186,6 @@ def instances(tmp_path: Path) -> Iterator[MakeInstance]:
         for instance in made:
             if instance.log.exists():
                 print(f"--- {instance.log.name} ---\n{instance.log.read_text()}")
+    # The nodes are other processes, so the root conftest's check cannot see their logs.
+    crashed = [i.log.name for i in made if i.log.exists() and TRACEBACK in i.log.read_text()]
+    assert not crashed, f"a node logged a traceback: see {', '.join(crashed)} above"

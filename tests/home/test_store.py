@@ -5,9 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -252,15 +254,41 @@ def test_concurrent_saves_from_threads_lose_nothing(home: Home) -> None:
     assert len(loaded.connections) == 6 * 15
 
 
-def _count_up(path: str, cid: str, times: int) -> None:
+def _blocked_on(path: Path) -> bool:
+    """Whether some process waits for the flock on `path` (the kernel's /proc/locks)."""
+    inode = path.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[6].endswith(f":{inode}"):
+            return True
+    return False
+
+
+def _count_up(path: str, cid: str, times: int, inside: Any, done: Any) -> None:
+    """Add 1 to the counter `times` times, never alone: each read-modify-write waits,
+    between its read and its write, until the other writer is inside its own
+    read-modify-write too, or waits for the home lock (or has finished).
+
+    So the two writers overlap on every update: with the lock one of them waits at
+    the lock; without it both read the same value and one increment is lost.
+    """
     worker_home = Home(Path(path))
+    lock_file = worker_home.path / ".lock"
 
     def bump(current: Connection) -> Connection:
+        with inside.get_lock():
+            inside.value += 1
+        while inside.value < 2 and not done.value and not _blocked_on(lock_file):
+            time.sleep(0.001)
         current.description = str(int(current.description or "0") + 1)
+        with inside.get_lock():
+            inside.value -= 1
         return current
 
     for _ in range(times):
         worker_home.update_connection(cid, bump)
+    with done.get_lock():
+        done.value += 1
 
 
 def _save_many(path: str, prefix: str, count: int) -> None:
@@ -273,9 +301,10 @@ def test_concurrent_updates_from_two_processes_lose_nothing(home: Home) -> None:
     counter = connection("counter", description="0")
     home.save_connection(counter)
     context = multiprocessing.get_context("spawn")
+    inside, done = context.Value("i", 0), context.Value("i", 0)
     workers = [
-        context.Process(target=_count_up, args=(str(home.path), counter.id, 40)),
-        context.Process(target=_count_up, args=(str(home.path), counter.id, 40)),
+        context.Process(target=_count_up, args=(str(home.path), counter.id, 40, inside, done)),
+        context.Process(target=_count_up, args=(str(home.path), counter.id, 40, inside, done)),
         context.Process(target=_save_many, args=(str(home.path), "p1", 20)),
         context.Process(target=_save_many, args=(str(home.path), "p2", 20)),
     ]
@@ -306,8 +335,11 @@ def test_the_lock_is_exclusive(home: Home) -> None:
     assert inside.wait(5)
     waiter = threading.Thread(target=lambda: home.save_connection(connection()))
     waiter.start()
-    waiter.join(0.3)
-    assert waiter.is_alive()  # blocked while the other holds the lock
+    # Blocked while the other holds the lock: the kernel lists it as waiting.
+    deadline = time.monotonic() + 10
+    while not _blocked_on(home.path / ".lock"):
+        assert waiter.is_alive() and time.monotonic() < deadline, "the save did not wait"
+        time.sleep(0.001)
     assert not home.load_connections().connections
     release.set()
     holder.join()

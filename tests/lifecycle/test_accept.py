@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CountingHome, scans_pass
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
@@ -265,9 +266,14 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @asynccontextmanager
-async def supervising(side: Side, peer: Side) -> AsyncIterator[Supervisor]:
-    """Run `side`'s supervisor, its requests reaching `peer`'s node app."""
-    supervisor = Supervisor(side.home, side.state, transport=peer.transport, wait=1, rescan=0.1)
+async def supervising(
+    side: Side, peer: Side, home: Home | None = None
+) -> AsyncIterator[Supervisor]:
+    """Run `side`'s supervisor (on `home`, another handle on its home, if given), its
+    requests reaching `peer`'s node app."""
+    supervisor = Supervisor(
+        home or side.home, side.state, transport=peer.transport, wait=1, rescan=0.1
+    )
     task = asyncio.create_task(supervisor.run())
     try:
         yield supervisor
@@ -460,13 +466,14 @@ async def test_public_public_pusher_pauses_while_the_partner_has_deactivated(
     _, invite = issue(a.home, a.instance, dest_url=PUBLIC_B, now=time.time())
     await accept(b.home, b.state, invite, "jira", transport=a.transport)
     cid = invite.cid
-    async with supervising(a, b), supervising(b, a):
+    b_home = CountingHome(b.home.path)
+    async with supervising(a, b), supervising(b, a, b_home):
         outcome = await actions.deactivate(a.home, a.state, cid, transport=b.transport)
         assert outcome.told is actions.Told.DELIVERED
         assert b.home.get_connection(cid).peer_state is PeerState.DEACTIVATED
-        await asyncio.sleep(0.3)  # a few rescans (every 0.1 s here) see the pause
-        b.state.enqueue(cid, "ping", {"n": 1})
-        await asyncio.sleep(0.5)
+        await scans_pass(b_home, 2)  # b's supervisor has seen the pause
+        b.state.enqueue(cid, "ping", {"n": 1})  # wakes b's pusher at once
+        await scans_pass(b_home)
         # Held back, not hammered against the partner's 409.
         assert a.state.last_applied(cid) == 1
         assert b.state.contact(cid).last_error is None

@@ -56,3 +56,35 @@ def test_timestamps_more_than_300_s_off_are_refused(offset: int) -> None:
 )
 def test_garbled_headers_are_refused(header: str | None) -> None:
     assert not verify(SECRET, header, *REQUEST, now=1_000)
+
+
+def _flip(char: str) -> str:
+    """Another lowercase hex digit: the header stays well-formed, only the value is wrong."""
+    return "0123456789abcdef"[("0123456789abcdef".index(char) + 1) % 16]
+
+
+def _tampered(header: str) -> dict[str, str]:
+    """A correct header with its signature altered in each way that must be refused."""
+    prefix, sig = header.split("sig=")
+    assert len(sig) == 64
+    changed = {
+        f"char {i} changed": prefix + "sig=" + sig[:i] + _flip(sig[i]) + sig[i + 1 :]
+        # The first digits, one just past the first 8 (a check of a prefix), the middle,
+        # the last: every position counts.
+        for i in (0, 7, 8, 31, 32, 62, 63)
+    }
+    changed["truncated to 63"] = prefix + "sig=" + sig[:-1]
+    changed["truncated to 8"] = prefix + "sig=" + sig[:8]
+    changed["upper case"] = prefix + "sig=" + sig.upper()
+    # Right length, right secret, right time: signed for another body.
+    other = sign(SECRET, *REQUEST[:3], b'{"messages":[{}]}', ts=1_000)
+    changed["another body's signature"] = other
+    return changed
+
+
+def test_a_correct_signature_altered_in_any_way_is_refused() -> None:
+    header = sign(SECRET, *REQUEST, ts=1_000)
+    assert verify(SECRET, header, *REQUEST, now=1_000)
+    for why, bad in _tampered(header).items():
+        assert bad != header, why
+        assert not verify(SECRET, bad, *REQUEST, now=1_000), why

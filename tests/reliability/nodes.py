@@ -22,6 +22,31 @@ def free_port() -> int:
         return port
 
 
+def held_connections(pid: int, port: int) -> int:
+    """Established TCP connections to `port` that process `pid` holds, read from /proc.
+
+    What a server holds, seen from outside it: its own sockets (the inodes behind
+    its file descriptors) in the kernel's connection table, in state ESTABLISHED
+    (01) with `port` as their local port.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed while listing
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                held += 1
+    return held
+
+
 def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "exalate_tui.cli", "--home", str(home), *args],

@@ -6,17 +6,18 @@ the full run in docs/reliability.md uses 60).
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
-import random
-import signal
 import time
+from multiprocessing.connection import Connection as Connection_
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
+import tomli_w
 
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Topology
+from exalate_tui.home import store
 from exalate_tui.home.store import Home, NotFound, StoreError
 
 SECONDS = float(os.environ.get("RELIABILITY_SECONDS", "8"))
@@ -58,30 +59,72 @@ def test_looser_modes_are_warned_about_with_the_fix(tmp_path: Path) -> None:
     assert f"run chmod 600 {home.connection_path(connection.id)}" in warnings[1]
 
 
-def _rewrite_forever(path: str, cid: str) -> None:
-    home = Home(Path(path))
-    for n in itertools.count():
-        description = "x" * (n % 997)
-        home.update_connection(
-            cid, lambda c, d=description: c.model_copy(update={"description": d})
-        )
+def _write_until_killed(path: str, cid: str, point: str, ready: Connection_) -> None:
+    """Rewrite one connection, stopping at `point` inside the atomic write until killed.
+
+    The hooks replace what `_write_atomic` calls (tomli_w.dump, os.replace) in this
+    child process only, so the parent's SIGKILL lands exactly there, and `ready`
+    tells the parent it has.
+    """
+
+    def stop() -> None:
+        ready.send(point)
+        while True:
+            time.sleep(60)
+
+    real_replace = os.replace
+
+    def torn_dump(data: dict[str, Any], file: BinaryIO) -> None:
+        encoded = tomli_w.dumps(data).encode()
+        file.write(encoded[: len(encoded) // 2])
+        file.flush()
+        os.fsync(file.fileno())
+        stop()
+
+    def replace(source: str, target: str) -> None:
+        if point == "after the rename":
+            real_replace(source, target)
+        stop()
+
+    if point == "mid-dump":
+        tomli_w.dump = torn_dump  # type: ignore[assignment]
+    else:
+        os.replace = replace  # type: ignore[assignment]
+    Home(Path(path)).update_connection(cid, lambda c: c.model_copy(update={"description": "new"}))
 
 
-@pytest.mark.parametrize("run", range(3))
-def test_kill_9_mid_write_leaves_the_old_or_the_new_file(tmp_path: Path, run: int) -> None:
+@pytest.mark.parametrize("point", ["mid-dump", "before the rename", "after the rename"])
+def test_kill_9_mid_write_leaves_the_old_or_the_new_file(tmp_path: Path, point: str) -> None:
     home = Home(tmp_path / "home")
-    connection = _connection("a")
+    connection = _connection("a", description="old")
     home.save_connection(connection)
-    child = multiprocessing.get_context("spawn").Process(
-        target=_rewrite_forever, args=(str(home.path), connection.id)
+    path = home.connection_path(connection.id)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_write_until_killed, args=(str(home.path), connection.id, point, sender)
     )
     child.start()
-    time.sleep(0.6 + random.random() * 0.4)
-    os.kill(child.pid, signal.SIGKILL)
+    sender.close()  # the child holds the only writing end: if it dies, the wait ends
+    # The child says where it stopped; a write that never gets there fails here.
+    try:
+        reached = receiver.recv() if receiver.poll(60) else None
+    except EOFError:
+        reached = None
+    assert reached == point, f"the child never reached {point}"
+    child.kill()  # SIGKILL
     child.join()
+    temps = list(home.connections_dir.glob(".*.tmp"))
+    if point == "mid-dump":
+        # Killed inside the write: half a file is on disk, but only under its temp name.
+        (temp,) = temps
+        assert 0 < temp.stat().st_size < len(tomli_w.dumps(store._dump(connection)))
     survivor = home.get_connection(connection.id)  # parses: not torn
-    assert set(survivor.description) <= {"x"}
-    assert list(home.connections_dir.glob("*.toml")) == [home.connection_path(connection.id)]
+    assert survivor.description == ("new" if point == "after the rename" else "old")
+    assert list(home.connections_dir.glob("*.toml")) == [path]
+    # The dead writer's lock is gone with it.
+    home.update_connection(connection.id, lambda c: c.model_copy(update={"description": "x"}))
+    assert home.get_connection(connection.id).description == "x"
 
 
 def _churn(path: str, tag: str, seconds: float, queue: multiprocessing.Queue) -> None:

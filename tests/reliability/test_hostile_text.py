@@ -123,6 +123,20 @@ async def test_the_rendered_screen_holds_the_markup_literally(tmp_path: Path) ->
         assert literal in text, literal
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_long_name_leaves_every_column_on_an_80_column_screen(tmp_path: Path) -> None:
+    """The partner's long name is cut, not the status: the tab still says it is failing."""
+    home, _ = _hostile_home(tmp_path)
+    app = make_app(home, now=lambda: NOW, supervise=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = _screen_text(app)
+    for column in ("Topology / mode", "Status", "Created", "Unreachable", "2024-05-01"):
+        assert column in text, column
+    assert "jira → snow" in text  # the name's second line is not pushed out by the name
+
+
 def _screen_text(app: Any) -> str:
     """The screen as plain text, from Textual's own SVG export."""
     import html

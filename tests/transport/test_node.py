@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,9 @@ class Node:
         body: bytes = b"",
         ts: int | None = None,
         header: str | None = None,
+        tamper: Callable[[str], str] | None = None,
     ) -> httpx.Response:
+        """A signed request; `tamper` alters the correct header of this very request."""
         request = self.client.build_request(
             method, path, params={**(params or {}), "n": os.urandom(8).hex()}, content=body
         )
@@ -116,6 +118,8 @@ class Node:
             header = signing.sign(
                 secret, method, request.url.path, request.url.query.decode(), body, ts=ts
             )
+            if tamper is not None:
+                header = tamper(header)
         request.headers["Authorization"] = header
         return await self.client.send(request)
 
@@ -401,6 +405,13 @@ async def test_a_good_signature_is_served_and_records_contact(n: Node) -> None:
     assert n.state.contact(connection.id).last_ok == first
 
 
+def _change_digit(header: str, index: int) -> str:
+    """The header with one hex digit of its signature changed (still well-formed)."""
+    prefix, sig = header.split(",sig=")
+    digit = "0123456789abcdef"[(int(sig[index], 16) + 1) % 16]
+    return f"{prefix},sig={sig[:index]}{digit}{sig[index + 1 :]}"
+
+
 @pytest.mark.anyio
 async def test_every_bad_signature_is_401_with_one_body_and_changes_nothing(n: Node) -> None:
     connection = n.add()
@@ -409,12 +420,22 @@ async def test_every_bad_signature_is_401_with_one_body_and_changes_nothing(n: N
     path = MESSAGES.format(cid=connection.id)
     now = int(time.time())
     batch = json.dumps({"messages": [{"seq": 1, "kind": "ping", "body": None}]}).encode()
-    good = signing.sign(SECRET, "GET", path, "after=1", b"", ts=now)
     attempts: dict[str, dict[str, Any]] = {
         "unsigned": dict(header=""),
         "garbled": dict(header="EXA-HMAC ts=1,sig=zz"),
         "other scheme": dict(header="Bearer " + SECRET),
-        "bad signature": dict(header=good[:-4] + "0000"),
+        # The correct signature of the very request sent, altered: only the value is wrong.
+        "first digit changed": dict(tamper=lambda h: _change_digit(h, 0)),
+        "ninth digit changed": dict(tamper=lambda h: _change_digit(h, 8)),
+        "last digit changed": dict(tamper=lambda h: _change_digit(h, 63)),
+        "truncated": dict(tamper=lambda h: h[:-1]),
+        "another body's signature": dict(
+            tamper=lambda h: (
+                h.split(",sig=")[0]
+                + ",sig="
+                + signing.sign(SECRET, "POST", path, "", b"{}", ts=now).split(",sig=")[1]
+            )
+        ),
         "stale": dict(ts=now - signing.MAX_SKEW - 5),
         "future-dated": dict(ts=now + signing.MAX_SKEW + 5),
         "wrong secret": dict(secret="w" * 43),
@@ -628,12 +649,27 @@ def wire(*seqs: int, kind: str = "ping") -> list[dict[str, Any]]:
 
 
 @pytest.mark.anyio
-async def test_push_applies_once_and_is_idempotent(n: Node) -> None:
+async def test_push_applies_once_and_is_idempotent(
+    n: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted where the node runs a message's effect: a redelivered message must not
+    # run it again, even though today's effects would survive a second run.
+    effects: list[int] = []
+    real = runtime.apply_effect
+
+    def counted(home: Home, cid: str, message: Any) -> None:
+        effects.append(message.seq)
+        real(home, cid, message)
+
+    monkeypatch.setattr(runtime, "apply_effect", counted)
     connection = n.add()
     first = await n.push(connection.id, wire(1, 2, 3))
     assert first.status_code == 200 and first.json() == {"applied": 3}
+    assert effects == [1, 2, 3]
     again = await n.push(connection.id, wire(2, 3, 4))
     assert again.json() == {"applied": 4}
+    assert (await n.push(connection.id, wire(1, 2, 3, 4))).json() == {"applied": 4}
+    assert effects == [1, 2, 3, 4]
     assert [(m.seq, m.body) for m in n.state.inbox(connection.id)] == [
         (s, {"n": s}) for s in (1, 2, 3, 4)
     ]

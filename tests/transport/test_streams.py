@@ -75,6 +75,28 @@ def test_apply_is_exactly_once_across_redelivery(state: SqliteStreams) -> None:
     assert [m.seq for m in state.inbox("a")] == [1, 2, 3, 4]
 
 
+def test_a_redelivered_message_never_runs_its_effect_again(state: SqliteStreams) -> None:
+    """The effect runs once per message, so an effect need not be idempotent."""
+    runs: list[int] = []
+
+    def effect(message: Message) -> None:
+        runs.append(message.seq)
+
+    batch = [Message(1, "hello"), Message(2, "ping"), Message(3, "ping")]
+    assert state.apply("a", batch, effect) == 3
+    assert runs == [1, 2, 3]
+    assert state.apply("a", batch, effect) == 3
+    assert state.apply("a", list(reversed(batch)), effect) == 3
+    assert state.apply("a", [Message(2, "ping")], effect) == 3
+    assert runs == [1, 2, 3]
+    assert state.apply("a", [Message(3, "ping"), Message(4, "ping")], effect) == 4
+    assert runs == [1, 2, 3, 4]
+    # Another handle on the same file (the node and the console) knows it too.
+    again = SqliteStreams(state.path)
+    assert again.apply("a", batch + [Message(4, "ping")], effect) == 4
+    assert runs == [1, 2, 3, 4]
+
+
 def test_apply_refuses_a_gap_and_changes_nothing(state: SqliteStreams) -> None:
     state.apply("a", [Message(1, "hello")])
     with pytest.raises(Gap) as gap:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CountingHome, scans_pass
 from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
@@ -171,10 +172,11 @@ def test_supervisor_skips_a_connection_another_process_runs(tmp_path: Path) -> N
         delays.append(delay)
         await asyncio.sleep(0.01)
 
-    supervisor = Supervisor(home, state, rescan=0.05, sleep=sleep, jitter=upper)
+    scans = CountingHome(home.path)
+    supervisor = Supervisor(scans, state, rescan=0.05, sleep=sleep, jitter=upper)
 
     async def body() -> None:
-        await asyncio.sleep(0.3)  # several rescans
+        await scans_pass(scans)
         assert supervisor.running == frozenset()
         assert state.contact(connection.id).last_error is None  # it never tried
         holder.kill()
@@ -337,10 +339,11 @@ def test_deactivated_connection_is_not_polled(tmp_path: Path) -> None:
     public, private, cid = connect(tmp_path)
     set_status(private.home, cid, Status.DEACTIVATED)
     public.state.enqueue(cid, "ping")
-    supervisor = Supervisor(private.home, private.state, transport=public.transport, rescan=0.05)
+    scans = CountingHome(private.home.path)
+    supervisor = Supervisor(scans, private.state, transport=public.transport, rescan=0.05)
 
     async def body() -> None:
-        await asyncio.sleep(0.3)
+        await scans_pass(scans)
         assert supervisor.running == frozenset()
         assert private.state.last_applied(cid) == 0
         set_status(private.home, cid, Status.ACTIVE)
@@ -621,7 +624,8 @@ def test_long_poll_outlives_the_clients_read_timeout(
 def test_an_action_here_reaches_the_supervisor_at_once(tmp_path: Path) -> None:
     """Deactivate stops the link without waiting for a periodic rescan; activate resumes."""
     public, private, cid = connect(tmp_path)
-    supervisor = Supervisor(private.home, private.state, transport=public.transport, rescan=60)
+    scans = CountingHome(private.home.path)
+    supervisor = Supervisor(scans, private.state, transport=public.transport, rescan=60)
 
     async def body() -> None:
         await until(lambda: cid in supervisor.running)
@@ -631,7 +635,11 @@ def test_an_action_here_reaches_the_supervisor_at_once(tmp_path: Path) -> None:
         assert outcome.told is actions.Told.DELIVERED
         await until(lambda: cid not in supervisor.running, timeout=2)
         public.state.enqueue(cid, "ping", {"n": 1})
-        await asyncio.sleep(0.3)
+        # Rescans (woken, as an action wakes them) see it deactivated: nothing is fetched.
+        for _ in range(2):
+            supervisor.wake()
+            await scans_pass(scans, 1)
+        assert cid not in supervisor.running
         assert private.state.last_applied(cid) == 1  # the hello only
         await actions.activate(private.home, private.state, cid, transport=public.transport)
         await until(lambda: private.state.last_applied(cid) == 2, timeout=2)
@@ -656,11 +664,12 @@ def test_console_supervisor_takes_over_only_when_the_node_is_gone(
     public_state = SqliteStreams(public.home.state_path)
     state = SqliteStreams(private_home.state_path)
     public_state.enqueue(cid, "ping", {"n": 1})
-    console = Supervisor(private_home, state, rescan=0.05)
+    scans = CountingHome(private_home.path)  # the console's own handle on the same home
+    console = Supervisor(scans, state, rescan=0.05)
 
     async def body() -> None:
         await until(lambda: state.last_applied(cid) == 2)  # delivered by the node process
-        await asyncio.sleep(0.3)
+        await scans_pass(scans)
         assert console.running == frozenset()
         private.kill()
         await until(lambda: cid in console.running)
