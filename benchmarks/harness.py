@@ -64,15 +64,13 @@ class Figure:
     spread: str
     checks: list[Check] = field(default_factory=list)
     target: str = ""
-    met: bool | None = None
+    met: bool | None = field(default=None, init=False)
     reference: float | None = None
     reference_name: str = ""
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.checks:
-            if self.met is not None:
-                raise ValueError(f"{self.name}: `met` is computed from the checks")
             self.met = all(check.met for check in self.checks)
             if not self.target:
                 self.target = "; ".join(

@@ -21,6 +21,9 @@ from .harness import Check, Figure, ratio_check, summarize
 from .homes import home_that_calls_out, home_with_connections
 
 RUNS = 10
+# Issue 9: the console to its first screen within 1.5× the minimal Textual app (the
+# tighter 1.2× took start-up tricks in every layer, each worth milliseconds nobody feels).
+START_RATIO = 1.5
 # Peak memory again once the console has settled: files validated (pydantic), the
 # supervisor running. Two homes: a public side, whose partners poll it (no link calls
 # out, so httpx never loads), and a private side, whose every link calls out.
@@ -121,7 +124,7 @@ def measure() -> list[Figure]:
                 value=value,
                 reference=ref,
                 reference_name="minimal Textual app",
-                checks=[ratio_check(value, ref, 1.2)],
+                checks=[ratio_check(value, ref, START_RATIO)],
                 method="tmux new-window until the first row is captured on screen",
                 runs=RUNS,
                 spread=spread,

@@ -30,7 +30,7 @@ from exalate_tui.console.app import make_app
 from exalate_tui.domain.models import Instance
 from exalate_tui.home.store import Home
 
-from .harness import Figure, summarize
+from .harness import Figure, ratio_check, summarize
 from .minimal_app import MinimalScreen
 
 # Ours and the reference take turns, ROUNDS times PASSES each, so a busy moment on a
@@ -162,8 +162,7 @@ def measure() -> list[Figure]:
             value=value,
             reference=ref,
             reference_name="minimal app screen switch",
-            target=f"≤ {TARGET_RATIO:g}× reference",
-            met=value <= TARGET_RATIO * ref,
+            checks=[ratio_check(value, ref, TARGET_RATIO)],
             method=(
                 "App.run_test at 80×24: key posted to the app until the next step's first "
                 "frame is made (a new screen per step, as the reference); 4 steps per pass "
