@@ -34,4 +34,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check exalate_tui screens tests benchmarks
 	$(BIN)/ruff format --check exalate_tui screens tests benchmarks
 	$(BIN)/mypy exalate_tui screens
+	$(BIN)/mypy tests benchmarks
 	$(BIN)/lint-imports

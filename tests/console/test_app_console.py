@@ -559,9 +559,9 @@ def test_run_console_prints_every_code_issued(
         # What a session leaves behind: one issued code (issued headless, same wizard).
 
         assert self.instance is None
-        wizard = InitiateWizard(
-            home.load_instance(), home.load_connections().connections, now=lambda: frozen
-        )  # type: ignore[arg-type]
+        instance = home.load_instance()
+        assert instance is not None
+        wizard = InitiateWizard(instance, home.load_connections().connections, now=lambda: frozen)
         wizard.choose_no_url()
         wizard.set_mode("script")
         wizard.next()

@@ -26,7 +26,9 @@ def test_a_fresh_signature_verifies() -> None:
     ],
     ids=["method", "path", "query", "body"],
 )
-def test_any_change_to_the_request_breaks_the_signature(changed: tuple) -> None:
+def test_any_change_to_the_request_breaks_the_signature(
+    changed: tuple[str, str, str, bytes],
+) -> None:
     header = sign(SECRET, *REQUEST, ts=1_000)
     assert not verify(SECRET, header, *changed, now=1_000)
 

@@ -41,17 +41,19 @@ _printable = st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"], exclu
 
 @st.composite
 def invitations(draw: st.DrawFn, *, exp: st.SearchStrategy[int] | None = None) -> codes.Invitation:
-    return codes.Invitation(
-        cid=str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)), version=4)),
-        url=draw(urls),
-        dest_url=draw(urls),
-        **{"from": draw(short_names)},
-        to=draw(short_names),
-        name=draw(st.text(_printable, min_size=1, max_size=40).filter(str.strip)),
-        desc=draw(st.text(_printable, max_size=80)),
-        mode=draw(st.sampled_from(["basic", "script"])),
-        tok=codes.new_token(),
-        exp=draw(exp if exp is not None else st.integers(0, 4_000_000_000)),
+    return codes.Invitation.model_validate(
+        {
+            "cid": str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)), version=4)),
+            "url": draw(urls),
+            "dest_url": draw(urls),
+            "from": draw(short_names),
+            "to": draw(short_names),
+            "name": draw(st.text(_printable, min_size=1, max_size=40).filter(str.strip)),
+            "desc": draw(st.text(_printable, max_size=80)),
+            "mode": draw(st.sampled_from(["basic", "script"])),
+            "tok": codes.new_token(),
+            "exp": draw(exp if exp is not None else st.integers(0, 4_000_000_000)),
+        }
     )
 
 

@@ -218,7 +218,9 @@ class Initiator:
         self.home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
         self.state = SqliteStreams(self.home.state_path)
         self.app = runtime.node_app(self.home, self.state)
-        wizard = InitiateWizard(self.home.load_instance(), self.home.load_connections().connections)
+        instance = self.home.load_instance()
+        assert instance is not None
+        wizard = InitiateWizard(instance, self.home.load_connections().connections)
         wizard.choose_no_url()
         wizard.set_mode(Mode.SCRIPT)
         wizard.set_remote_name("jira")

@@ -153,15 +153,15 @@ async def test_no_secret_in_logs_output_errors_or_screens(
             )
     finally:
         # Long-polls answered and the node's watcher gone before its state closes.
-        app.state.node.wakeups.close()
-        await asyncio.sleep(0.3)
+        app.state.node.remove_listener()
+        await app.state.node.wakeups.aclose()
         state_a.close()
         state_b.close()
-    for home in (a, b):
-        seen.append(_run_cli("--home", str(home), "connections", "--json"))
-        seen.append(_run_cli("--home", str(home), "connections"))
-        seen.append(_run_cli("--home", str(home), "connections", "show", invite.cid, "--json"))
-        seen.append(_run_cli("--home", str(home), "connections", "show", invite.cid))
+    for folder in (a, b):
+        seen.append(_run_cli("--home", str(folder), "connections", "--json"))
+        seen.append(_run_cli("--home", str(folder), "connections"))
+        seen.append(_run_cli("--home", str(folder), "connections", "show", invite.cid, "--json"))
+        seen.append(_run_cli("--home", str(folder), "connections", "show", invite.cid))
     # The consoles: the Connections tab and the connection's details, on both sides.
     for home in (home_a, home_b):
         console = make_app(home, supervise=False)
