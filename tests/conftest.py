@@ -32,7 +32,7 @@ from exalate_tui.protocol.api import UrlCheck
 os.environ["TEXTUAL_ANIMATIONS"] = "none"
 textual.constants.TEXTUAL_ANIMATIONS = "none"  # type: ignore[misc]
 
-# DESIGN.md (contract): SVG baselines live in <project>/snapshots/<test module>/.
+# SVG baselines live in <project>/snapshots/<test module>/ (the layout the README describes).
 SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
 
 

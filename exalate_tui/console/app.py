@@ -185,7 +185,7 @@ class ExalateApp(App[None]):
 
     @work(exclusive=True, exit_on_error=False, group="supervisor")
     async def _supervise(self, state: SqliteStreams) -> None:
-        """Run `poller.Supervisor` for as long as the console is open (docs/architecture.md).
+        """Run `runtime.Supervisor` for as long as the console is open (docs/architecture.md).
 
         Its per-connection locks make it skip connections that a running
         `exalate-tui node` already polls.

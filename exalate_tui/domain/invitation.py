@@ -1,4 +1,4 @@
-"""Invitation codes: `exa1.<payload>.<check>` (DESIGN.md, contract).
+"""Invitation codes: `exa1.<payload>.<check>`, as docs/protocol.md (Invitation codes) specifies.
 
 `payload` is base64url (no padding) of compact JSON, `check` the first 8 hex
 digits of SHA-256 over `exa1.<payload>`. Decoding never raises anything but

@@ -20,7 +20,7 @@ from exalate_tui.transport.supervisor import ConnectionLock
 
 from .conftest import Instance, MakeInstance, run_cli, wait_for
 
-# (initiator public, acceptor public) per topology, DESIGN.md's table.
+# (initiator public, acceptor public) per topology, as domain/topology.py's table.
 TOPOLOGIES = {
     "public-private": (True, False),
     "public-public": (True, True),
