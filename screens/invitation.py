@@ -29,7 +29,7 @@ from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
 
-from .widgets import CodeBox
+from .widgets import CodeBox, SubmitScreen
 from .wizard_step import WizardStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -74,6 +74,33 @@ CODE_BINDINGS: list[BindingType] = [
 ]
 
 
+def code_bindings(screen: str, tooltip: str) -> list[BindingType]:
+    """A code screen's keys: copy, write, and Done (`enter`, or `escape`) with `tooltip`."""
+    return [
+        *CODE_BINDINGS,
+        Binding("enter", "submit", "Done", priority=True, id=f"{screen}.done", tooltip=tooltip),
+        Binding("escape", "done", "Done", show=False, id=f"{screen}.close"),
+    ]
+
+
+class CodeScreen(SubmitScreen):
+    """A screen showing an invitation code: its Copy and Write buttons do what `c` and `w` do."""
+
+    ENTER_ACTION = "done"
+
+    @property
+    def issued(self) -> Issued:
+        raise NotImplementedError
+
+    @on(Button.Pressed, "#copy")
+    async def _copy_pressed(self) -> None:
+        await self.run_action("app.copy_code")
+
+    @on(Button.Pressed, "#write")
+    def action_write_file(self) -> None:
+        write_code(self, self.issued)
+
+
 def _expiry(issued: Issued) -> str:
     expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"It works once, until {expires}."
@@ -88,6 +115,7 @@ def compose_code(issued: Issued) -> Iterator[Widget]:
 def compose_code_buttons() -> Iterator[Widget]:
     yield Button("Copy invitation code", id="copy", variant="primary", compact=True)
     yield Button("Write to file", id="write", compact=True)
+    yield Button("Done", id="done", variant="success", compact=True)
 
 
 def write_code(screen: Screen[None], issued: Issued) -> None:
@@ -119,23 +147,11 @@ def _accept(side: str) -> str:
     )
 
 
-class InvitationScreen(WizardStep):
+class InvitationScreen(WizardStep, CodeScreen):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
-    ENTER_ACTION = "done"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        *CODE_BINDINGS,
-        Binding(
-            "enter",
-            "submit",
-            "Done",
-            priority=True,
-            id="invitation.done",
-            tooltip="Back to Connections",
-        ),
-        Binding("escape", "done", "Done", show=False, id="invitation.close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = code_bindings("invitation", "Back to Connections")
 
     class Stored(Message):
         """The save worker wrote the connection (`ok`), or its name was taken meanwhile."""
@@ -172,15 +188,6 @@ class InvitationScreen(WizardStep):
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()
-        yield Button("Done", id="done", variant="success", compact=True)
-
-    @on(Button.Pressed, "#copy")
-    async def _copy_pressed(self) -> None:
-        await self.run_action("app.copy_code")
-
-    @on(Button.Pressed, "#write")
-    def action_write_file(self) -> None:
-        write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
     def action_done(self) -> None:
