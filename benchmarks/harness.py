@@ -42,6 +42,34 @@ def summarize(samples: Sequence[float]) -> tuple[float, str]:
     return statistics.median(ordered), f"{ordered[0]:.3g}–{ordered[-1]:.3g} (p90 {p90:.3g})"
 
 
+def versus(
+    name: str,
+    unit: str,
+    ours: Sequence[float],
+    reference: Sequence[float],
+    reference_name: str,
+    ratio: float,
+    method: str,
+    notes: list[str] | None = None,
+) -> Figure:
+    """Our median against a reference measured alongside: met at most `ratio` times it."""
+    value, spread = summarize(ours)
+    ref, _ = summarize(reference)
+    return Figure(
+        name=name,
+        unit=unit,
+        value=value,
+        reference=ref,
+        reference_name=reference_name,
+        target=f"≤ {ratio:g}× reference",
+        met=value <= ratio * ref,
+        method=method,
+        runs=len(ours),
+        spread=spread,
+        notes=notes or [],
+    )
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

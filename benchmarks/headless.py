@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import Figure, summarize
+from .harness import Figure, versus
 from .homes import home_with_connections
 from .nodes import env
 
@@ -48,19 +48,14 @@ def measure() -> list[Figure]:
         if n:  # the first run compiles bytecode
             ours.append(sample)
             reference.append(_run(reference_argv))
-    value, spread = summarize(ours)
-    ref, _ = summarize(reference)
     return [
-        Figure(
-            name="headless initiate --json",
-            unit="s",
-            value=value,
-            reference=ref,
-            reference_name="import pydantic",
-            target="≤ 1.3× reference",
-            met=value <= 1.3 * ref,
-            method="subprocess wall time, interleaved with the reference",
-            runs=RUNS,
-            spread=spread,
+        versus(
+            "headless initiate --json",
+            "s",
+            ours,
+            reference,
+            "import pydantic",
+            1.3,
+            "subprocess wall time, interleaved with the reference",
         )
     ]

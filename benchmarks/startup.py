@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .harness import Figure, summarize
+from .harness import Figure, summarize, versus
 from .homes import home_with_connections
 
 RUNS = 10
@@ -89,22 +89,17 @@ def measure() -> list[Figure]:
             settled.append(_launch(ours_argv, "snow_to_partner0000", env, SETTLE)[1])
     finally:
         subprocess.run(["tmux", "-L", SESSION, "kill-server"], capture_output=True)
-    value, spread = summarize(ours)
-    ref, _ = summarize(reference)
     peak, peak_spread = summarize(memory)
     later, later_spread = summarize(settled)
     return [
-        Figure(
-            name="console to first screen (100 connections)",
-            unit="s",
-            value=value,
-            reference=ref,
-            reference_name="minimal Textual app",
-            target="≤ 1.2× reference",
-            met=value <= 1.2 * ref,
-            method="tmux new-window until the first row is captured on screen",
-            runs=RUNS,
-            spread=spread,
+        versus(
+            "console to first screen (100 connections)",
+            "s",
+            ours,
+            reference,
+            "minimal Textual app",
+            1.2,
+            "tmux new-window until the first row is captured on screen",
         ),
         Figure(
             name="console peak memory",

@@ -30,7 +30,7 @@ from exalate_tui.console.app import make_app
 from exalate_tui.domain.models import Instance
 from exalate_tui.home.store import Home
 
-from .harness import Figure, summarize
+from .harness import Figure, summarize, versus
 from .minimal_app import MinimalScreen
 
 # Ours and the reference take turns, ROUNDS times PASSES each, so a busy moment on a
@@ -149,32 +149,28 @@ def measure() -> list[Figure]:
         for name, values in steps_.items():
             per_step[name] += values
     ms = [s * 1000 for s in samples]
-    value, spread = summarize(ms)
-    ref, ref_spread = summarize([s * 1000 for s in reference])
+    reference_ms = [s * 1000 for s in reference]
     steps = ", ".join(
         f"→ {name}: {summarize([s * 1000 for s in values])[0]:.3g} ms"
         for name, values in per_step.items()
     )
     return [
-        Figure(
-            name="wizard step transition",
-            unit="ms",
-            value=value,
-            reference=ref,
-            reference_name="minimal app screen switch",
-            target=f"≤ {TARGET_RATIO:g}× reference",
-            met=value <= TARGET_RATIO * ref,
-            method=(
+        versus(
+            "wizard step transition",
+            "ms",
+            ms,
+            reference_ms,
+            "minimal app screen switch",
+            TARGET_RATIO,
+            (
                 "App.run_test at 80×24: key posted to the app until the next step's first "
                 "frame is made (a new screen per step, as the reference); 4 steps per pass "
                 "of the seed's flow, the last one issuing the code (saved in a worker once "
                 "it is drawn)"
             ),
-            runs=len(samples),
-            spread=spread,
             notes=[
                 f"medians per step: {steps}",
-                f"reference spread {ref_spread} ms",
+                f"reference spread {summarize(reference_ms)[1]} ms",
                 "until the callback the new screen runs after its refresh settles: median "
                 f"{summarize([s * 1000 for s in settled])[0]:.3g} ms",
             ],
