@@ -8,6 +8,7 @@ messages: the handlers hand them to the wizard.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.table import Table
@@ -105,20 +106,18 @@ class AcceptScreen(SubmitScreen):
         ),
     ]
 
+    @dataclass
     class Staged(Message):
         """`accept.accept` reached a stage."""
 
-        def __init__(self, stage: Stage) -> None:
-            super().__init__()
-            self.stage = stage
+        stage: Stage
 
+    @dataclass
     class Finished(Message):
         """`accept.accept` ended: the connection, or the one-line reason it did not happen."""
 
-        def __init__(self, connection: Connection | None, reason: str = "") -> None:
-            super().__init__()
-            self.connection = connection
-            self.reason = reason
+        connection: Connection | None
+        reason: str = ""
 
     def __init__(
         self,

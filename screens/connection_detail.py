@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.table import Table
@@ -114,28 +115,25 @@ class ConnectionDetailScreen(Screen[None]):
         ),
     ]
 
+    @dataclass
     class Regenerated(Message):
         """A new invitation code was issued: the app shows it."""
 
-        def __init__(self, issued: Issued) -> None:
-            super().__init__()
-            self.issued = issued
+        issued: Issued
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, connection: Connection | None, contact: Contact, problem: str) -> None:
-            super().__init__()
-            self.connection = connection
-            self.contact = contact
-            self.problem = problem
+        connection: Connection | None
+        contact: Contact
+        problem: str
 
+    @dataclass
     class Finished(Message):
         """An action ended: its outcome, or why it did not happen."""
 
-        def __init__(self, name: str, outcome: Outcome | None, problem: str = "") -> None:
-            super().__init__()
-            self.name = name
-            self.outcome = outcome
-            self.problem = problem
+        name: str
+        outcome: Outcome | None
+        problem: str = ""
 
     def __init__(
         self,

@@ -165,17 +165,15 @@ class ConnectionsScreen(Screen[None]):
         ),
     ]
 
+    @dataclass
     class Opened(Message):
         """Enter on a row: show that connection's details."""
 
-        def __init__(self, cid: str) -> None:
-            super().__init__()
-            self.cid = cid
+        cid: str
 
+    @dataclass
     class Read(Message):
-        def __init__(self, reading: Reading) -> None:
-            super().__init__()
-            self.reading = reading
+        reading: Reading
 
     def __init__(
         self,

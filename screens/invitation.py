@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -153,19 +154,17 @@ class InvitationScreen(WizardStep, CodeScreen):
     AUTO_FOCUS = "#code"
     BINDINGS: ClassVar[list[BindingType]] = code_bindings("invitation", "Back to Connections")
 
+    @dataclass
     class Stored(Message):
         """The save worker wrote the connection (`ok`), or its name was taken meanwhile."""
 
-        def __init__(self, ok: bool) -> None:
-            super().__init__()
-            self.ok = ok
+        ok: bool
 
+    @dataclass
     class NotStored(Message):
         """The save worker could not write the connection."""
 
-        def __init__(self, reason: str) -> None:
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__(wizard)
