@@ -22,10 +22,10 @@ from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from exalate_tui.domain.models import Connection
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
-from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
+from .stores import Stores
 from .widgets import ButtonBar, FieldRow, SubmitScreen, TitleBar
 
 
@@ -122,15 +122,11 @@ class AcceptScreen(SubmitScreen):
     def __init__(
         self,
         wizard: AcceptWizard,
-        home: Home,
-        state: SqliteStreams | None,
-        state_problem: str | None,
+        stores: Stores,
     ) -> None:
         super().__init__()
         self.wizard = wizard
-        self.home = home
-        self.state = state
-        self.state_problem = state_problem
+        self.stores = stores
         # Until the first Enter an empty code field is no error, just empty.
         self._tried = False
 
@@ -217,8 +213,10 @@ class AcceptScreen(SubmitScreen):
                 self.query_one("#code").focus()
             self._show()
             return
-        if self.state is None:
-            wizard.record_failure(f"No state to store the connection in: {self.state_problem}")
+        if self.stores.state is None:
+            wizard.record_failure(
+                f"No state to store the connection in: {self.stores.state_problem}"
+            )
             self._show()
             return
         if not wizard.next():
@@ -229,7 +227,7 @@ class AcceptScreen(SubmitScreen):
                     break
             return
         self._show()
-        self._accept(self.state)
+        self._accept(self.stores.state)
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
@@ -246,7 +244,7 @@ class AcceptScreen(SubmitScreen):
         assert wizard.invitation is not None  # ACCEPTING is reached with a code
         try:
             connection = await accept(
-                self.home,
+                self.stores.home,
                 state,
                 wizard.invitation,
                 wizard.local_name,

@@ -30,6 +30,8 @@ from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
+from .stores import Stores
+
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
     ("names", "Name / local → remote"),
@@ -177,15 +179,11 @@ class ConnectionsScreen(Screen[None]):
 
     def __init__(
         self,
-        home: Home,
-        state: SqliteStreams | None,
-        state_problem: str | None,
+        stores: Stores,
         now: Callable[[], float],
     ) -> None:
         super().__init__()
-        self.home = home
-        self.state = state
-        self.state_problem = state_problem
+        self.stores = stores
         self.now = now
         self._signature: Signature | None = None
         # The connections as last read: the app hands them to the wizards.
@@ -211,7 +209,7 @@ class ConnectionsScreen(Screen[None]):
             # lookup that comes with it loads a 5 ms table before the first frame.
             table.add_column(Text(label), key=key)
         # The first reading is done here and now, so the first frame shows every row.
-        self._show(read_home(self.home, self.state, None, []))
+        self._show(read_home(self.stores.home, self.stores.state, None, []))
         self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
@@ -230,7 +228,9 @@ class ConnectionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
     def _read(self, previous: Signature | None, known: Sequence[Connection]) -> None:
-        self.post_message(self.Read(read_home(self.home, self.state, previous, known)))
+        self.post_message(
+            self.Read(read_home(self.stores.home, self.stores.state, previous, known))
+        )
 
     @on(Read)
     def _read_done(self, event: Read) -> None:
@@ -286,7 +286,7 @@ class ConnectionsScreen(Screen[None]):
     def _show_problems(self, problems: list[StoreError]) -> None:
         lines = [escape(str(problem)) for problem in problems]
         box = self.query_one("#problems", Static)
-        box.display = bool(lines or self.state_problem)
+        box.display = bool(lines or self.stores.state_problem)
         text = ""
         if lines:
             count = len(lines)
@@ -294,8 +294,8 @@ class ConnectionsScreen(Screen[None]):
                 f"[b]{count} file{'s' if count > 1 else ''} could not be read[/b] "
                 "(fix or remove it; it is never overwritten):\n" + "\n".join(lines)
             )
-        if self.state_problem:
+        if self.stores.state_problem:
             text += ("\n" if text else "") + (
-                f"[b]No live state, no pollers:[/b] {escape(self.state_problem)}"
+                f"[b]No live state, no pollers:[/b] {escape(self.stores.state_problem)}"
             )
         box.update(text)
