@@ -3,8 +3,8 @@
 The code is issued when the admin leaves the information step; this screen
 shows it at once and saves the connection (pending) in a worker as soon as it
 is drawn; the outcome comes back by message, and Done waits for it. The
-code's widgets, keys and file writing are shared with the regenerated-code
-screen (`CODE_BINDINGS`, `compose_code`, `write_code`).
+code's widgets, keys, buttons and file writing are shared with the
+regenerated-code screen (`CodeScreen`, `code_bindings`, `compose_code`).
 """
 
 from __future__ import annotations
