@@ -8,6 +8,7 @@ messages: the handlers hand them to the wizard.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.table import Table
@@ -21,10 +22,10 @@ from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from exalate_tui.domain.models import Connection
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
-from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
+from .stores import Stores
 from .widgets import ButtonBar, FieldRow, SubmitScreen, TitleBar
 
 
@@ -105,33 +106,27 @@ class AcceptScreen(SubmitScreen):
         ),
     ]
 
+    @dataclass
     class Staged(Message):
         """`accept.accept` reached a stage."""
 
-        def __init__(self, stage: Stage) -> None:
-            super().__init__()
-            self.stage = stage
+        stage: Stage
 
+    @dataclass
     class Finished(Message):
         """`accept.accept` ended: the connection, or the one-line reason it did not happen."""
 
-        def __init__(self, connection: Connection | None, reason: str = "") -> None:
-            super().__init__()
-            self.connection = connection
-            self.reason = reason
+        connection: Connection | None
+        reason: str = ""
 
     def __init__(
         self,
         wizard: AcceptWizard,
-        home: Home,
-        state: SqliteStreams | None,
-        state_problem: str | None,
+        stores: Stores,
     ) -> None:
         super().__init__()
         self.wizard = wizard
-        self.home = home
-        self.state = state
-        self.state_problem = state_problem
+        self.stores = stores
         # Until the first Enter an empty code field is no error, just empty.
         self._tried = False
 
@@ -218,8 +213,10 @@ class AcceptScreen(SubmitScreen):
                 self.query_one("#code").focus()
             self._show()
             return
-        if self.state is None:
-            wizard.record_failure(f"No state to store the connection in: {self.state_problem}")
+        if self.stores.state is None:
+            wizard.record_failure(
+                f"No state to store the connection in: {self.stores.state_problem}"
+            )
             self._show()
             return
         if not wizard.next():
@@ -230,7 +227,7 @@ class AcceptScreen(SubmitScreen):
                     break
             return
         self._show()
-        self._accept(self.state)
+        self._accept(self.stores.state)
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
@@ -247,7 +244,7 @@ class AcceptScreen(SubmitScreen):
         assert wizard.invitation is not None  # ACCEPTING is reached with a code
         try:
             connection = await accept(
-                self.home,
+                self.stores.home,
                 state,
                 wizard.invitation,
                 wizard.local_name,

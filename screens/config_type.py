@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
@@ -42,10 +43,9 @@ class ModeChoice(Widget, can_focus=True):
         Binding("space", "choose", "Choose", id="wizard.choose", tooltip="Choose this type"),
     ]
 
+    @dataclass
     class Chosen(Message):
-        def __init__(self, mode: Mode) -> None:
-            super().__init__()
-            self.mode = mode
+        mode: Mode
 
     def __init__(self, chosen: Mode | None, *, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.table import Table
@@ -27,13 +28,14 @@ from exalate_tui.domain.live import Contact, ago, live_state, when
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
 from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import Issued
-from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.home.store import NotFound, StoreError
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import Outcome
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
+from .stores import Stores
 from .widgets import ButtonBar, TitleBar
 
 DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
@@ -114,41 +116,34 @@ class ConnectionDetailScreen(Screen[None]):
         ),
     ]
 
+    @dataclass
     class Regenerated(Message):
         """A new invitation code was issued: the app shows it."""
 
-        def __init__(self, issued: Issued) -> None:
-            super().__init__()
-            self.issued = issued
+        issued: Issued
 
+    @dataclass
     class Loaded(Message):
-        def __init__(self, connection: Connection | None, contact: Contact, problem: str) -> None:
-            super().__init__()
-            self.connection = connection
-            self.contact = contact
-            self.problem = problem
+        connection: Connection | None
+        contact: Contact
+        problem: str
 
+    @dataclass
     class Finished(Message):
         """An action ended: its outcome, or why it did not happen."""
 
-        def __init__(self, name: str, outcome: Outcome | None, problem: str = "") -> None:
-            super().__init__()
-            self.name = name
-            self.outcome = outcome
-            self.problem = problem
+        name: str
+        outcome: Outcome | None
+        problem: str = ""
 
     def __init__(
         self,
-        home: Home,
-        state: SqliteStreams | None,
-        state_problem: str | None,
+        stores: Stores,
         cid: str,
         now: Callable[[], float],
     ) -> None:
         super().__init__()
-        self.home = home
-        self.state = state
-        self.state_problem = state_problem
+        self.stores = stores
         self.cid = cid
         self.now = now
         self.connection: Connection | None = None
@@ -176,10 +171,10 @@ class ConnectionDetailScreen(Screen[None]):
 
     def _load(self) -> tuple[Connection | None, Contact, str]:
         try:
-            connection = self.home.get_connection(self.cid)
+            connection = self.stores.home.get_connection(self.cid)
         except (NotFound, StoreError) as error:
             return None, Contact(), str(error)
-        contact = self.state.contact(connection.id) if self.state else Contact()
+        contact = self.stores.state.contact(connection.id) if self.stores.state else Contact()
         return connection, contact, ""
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
@@ -271,15 +266,17 @@ class ConnectionDetailScreen(Screen[None]):
     def action_run(self, name: str) -> None:
         if self.connection is None or not self._allowed(name):
             return
-        if self.state is None:
+        if self.stores.state is None:
             self.notify(
-                f"Cannot change connections: {self.state_problem}", severity="error", markup=False
+                f"Cannot change connections: {self.stores.state_problem}",
+                severity="error",
+                markup=False,
             )
             return
         partner = self.connection.remote_name or "the partner"
         self.busy = f"{DOING[name]} {self.connection.name} and telling {partner} …"
         self._show(self.connection, self.contact, "")
-        self._act(name, self.state)
+        self._act(name, self.stores.state)
 
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _act(self, name: str, state: SqliteStreams) -> None:
@@ -288,7 +285,7 @@ class ConnectionDetailScreen(Screen[None]):
             name, actions.delete
         )
         try:
-            outcome = await run(self.home, state, self.cid)
+            outcome = await run(self.stores.home, state, self.cid)
         except (actions.ActionError, NotFound, StoreError, OSError) as error:
             self.post_message(self.Finished(name, None, str(error)))
             return
@@ -336,9 +333,9 @@ class ConnectionDetailScreen(Screen[None]):
     async def _regenerate(self) -> None:
         try:
             code = await asyncio.to_thread(
-                actions.regenerate_invitation, self.home, self.cid, now=self.now
+                actions.regenerate_invitation, self.stores.home, self.cid, now=self.now
             )
-            connection = await asyncio.to_thread(self.home.get_connection, self.cid)
+            connection = await asyncio.to_thread(self.stores.home.get_connection, self.cid)
         except (actions.ActionError, NotFound, StoreError, OSError) as error:
             self.post_message(self.Finished("regenerate", None, str(error)))
             return

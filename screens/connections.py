@@ -31,6 +31,8 @@ from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
+from .stores import Stores
+
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
     ("names", "Name / local → remote"),
@@ -189,29 +191,23 @@ class ConnectionsScreen(Screen[None]):
         ),
     ]
 
+    @dataclass
     class Opened(Message):
         """Enter on a row: show that connection's details."""
 
-        def __init__(self, cid: str) -> None:
-            super().__init__()
-            self.cid = cid
+        cid: str
 
+    @dataclass
     class Read(Message):
-        def __init__(self, reading: Reading) -> None:
-            super().__init__()
-            self.reading = reading
+        reading: Reading
 
     def __init__(
         self,
-        home: Home,
-        state: SqliteStreams | None,
-        state_problem: str | None,
+        stores: Stores,
         now: Callable[[], float],
     ) -> None:
         super().__init__()
-        self.home = home
-        self.state = state
-        self.state_problem = state_problem
+        self.stores = stores
         self.now = now
         self._signature: Signature | None = None
         # The connections as last read: the app hands them to the wizards.
@@ -242,7 +238,7 @@ class ConnectionsScreen(Screen[None]):
         table = self.query_one(DataTable)
         self._add_columns(table, None)
         # The first reading is done here and now, so the first frame shows every row.
-        self._show(read_home(self.home, self.state, None, []))
+        self._show(read_home(self.stores.home, self.stores.state, None, []))
         self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
@@ -261,7 +257,9 @@ class ConnectionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
     def _read(self, previous: Signature | None, known: Sequence[Connection]) -> None:
-        self.post_message(self.Read(read_home(self.home, self.state, previous, known)))
+        self.post_message(
+            self.Read(read_home(self.stores.home, self.stores.state, previous, known))
+        )
 
     @on(Read)
     def _read_done(self, event: Read) -> None:
@@ -320,7 +318,7 @@ class ConnectionsScreen(Screen[None]):
     def _show_problems(self, problems: list[StoreError]) -> None:
         lines = [escape(str(problem)) for problem in problems]
         box = self.query_one("#problems", Static)
-        box.display = bool(lines or self.state_problem)
+        box.display = bool(lines or self.stores.state_problem)
         text = ""
         if lines:
             count = len(lines)
@@ -328,8 +326,8 @@ class ConnectionsScreen(Screen[None]):
                 f"[b]{count} file{'s' if count > 1 else ''} could not be read[/b] "
                 "(fix or remove it; it is never overwritten):\n" + "\n".join(lines)
             )
-        if self.state_problem:
+        if self.stores.state_problem:
             text += ("\n" if text else "") + (
-                f"[b]No live state, no pollers:[/b] {escape(self.state_problem)}"
+                f"[b]No live state, no pollers:[/b] {escape(self.stores.state_problem)}"
             )
         box.update(text)

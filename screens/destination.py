@@ -9,6 +9,7 @@ reason inline (Next again retries; the URL can be fixed, or ^n chosen).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, cast
 
 from textual import on, work
@@ -52,12 +53,11 @@ class DestinationScreen(WizardStep):
         ),
     ]
 
+    @dataclass
     class Checked(Message):
         """A verification finished (its URL may no longer be the one typed)."""
 
-        def __init__(self, check: UrlCheck) -> None:
-            super().__init__()
-            self.check = check
+        check: UrlCheck
 
     def compose_body(self) -> Iterator[Widget]:
         yield FieldRow(

@@ -6,6 +6,7 @@ flags; the save runs in a worker, whose outcome comes back by message.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from textual import on, work
@@ -39,15 +40,13 @@ class FirstRunScreen(Screen[None]):
         ),
     ]
 
+    @dataclass
     class Saved(Message):
-        def __init__(self, instance: Instance) -> None:
-            super().__init__()
-            self.instance = instance
+        instance: Instance
 
+    @dataclass
     class NotSaved(Message):
-        def __init__(self, reason: str) -> None:
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, home: Home) -> None:
         super().__init__()

@@ -12,6 +12,20 @@ from exalate_tui.flows.initiate import Step
 from .widgets import FieldRow
 from .wizard_step import WizardStep
 
+# The input's id, its label, placeholder, and whether it is required; the wizard's
+# attribute of the same name as the id holds its value.
+_FIELDS = (
+    ("local_name", "Local instance short name", "A short name for your instance", True),
+    (
+        "remote_name",
+        "Remote instance short name",
+        "A short name for the destination instance",
+        True,
+    ),
+    ("name", "Connection name", "Name of the connection", True),
+    ("description", "Description", "Description of the connection", False),
+)
+
 
 class InfoScreen(WizardStep):
     CSS_PATH = ["wizard_step.tcss", "info.tcss"]
@@ -19,32 +33,11 @@ class InfoScreen(WizardStep):
     HEADING = "Connection information"
 
     def compose_body(self) -> Iterator[Widget]:
-        wizard = self.wizard
-        yield FieldRow(
-            "Local instance short name",
-            Input(wizard.local_name, placeholder="A short name for your instance", id="local_name"),
-            required=True,
-        )
-        yield FieldRow(
-            "Remote instance short name",
-            Input(
-                wizard.remote_name,
-                placeholder="A short name for the destination instance",
-                id="remote_name",
-            ),
-            required=True,
-        )
-        yield FieldRow(
-            "Connection name",
-            Input(wizard.name, placeholder="Name of the connection", id="name"),
-            required=True,
-        )
-        yield FieldRow(
-            "Description",
-            Input(
-                wizard.description, placeholder="Description of the connection", id="description"
-            ),
-        )
+        for field, label, placeholder, required in _FIELDS:
+            value = getattr(self.wizard, field)
+            yield FieldRow(
+                label, Input(value, placeholder=placeholder, id=field), required=required
+            )
 
     def after_change(self, field: str) -> None:
         # The wizard suggests Local_to_Remote until the admin edits the name.

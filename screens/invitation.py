@@ -3,8 +3,8 @@
 The code is issued when the admin leaves the information step; this screen
 shows it at once and saves the connection (pending) in a worker as soon as it
 is drawn; the outcome comes back by message, and Done waits for it. The
-code's widgets, keys and file writing are shared with the regenerated-code
-screen (`CODE_BINDINGS`, `compose_code`, `write_code`).
+code's widgets, keys, buttons and file writing are shared with the
+regenerated-code screen (`CodeScreen`, `code_bindings`, `compose_code`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
 
-from .widgets import CodeBox
+from .widgets import CodeBox, SubmitScreen
 from .wizard_step import WizardStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -74,6 +75,33 @@ CODE_BINDINGS: list[BindingType] = [
 ]
 
 
+def code_bindings(screen: str, tooltip: str) -> list[BindingType]:
+    """A code screen's keys: copy, write, and Done (`enter`, or `escape`) with `tooltip`."""
+    return [
+        *CODE_BINDINGS,
+        Binding("enter", "submit", "Done", priority=True, id=f"{screen}.done", tooltip=tooltip),
+        Binding("escape", "done", "Done", show=False, id=f"{screen}.close"),
+    ]
+
+
+class CodeScreen(SubmitScreen):
+    """A screen showing an invitation code: its Copy and Write buttons do what `c` and `w` do."""
+
+    ENTER_ACTION = "done"
+
+    @property
+    def issued(self) -> Issued:
+        raise NotImplementedError
+
+    @on(Button.Pressed, "#copy")
+    async def _copy_pressed(self) -> None:
+        await self.run_action("app.copy_code")
+
+    @on(Button.Pressed, "#write")
+    def action_write_file(self) -> None:
+        write_code(self, self.issued)
+
+
 def _expiry(issued: Issued) -> str:
     expires = datetime.fromtimestamp(issued.invitation.exp, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"It works once, until {expires}."
@@ -88,6 +116,7 @@ def compose_code(issued: Issued) -> Iterator[Widget]:
 def compose_code_buttons() -> Iterator[Widget]:
     yield Button("Copy invitation code", id="copy", variant="primary", compact=True)
     yield Button("Write to file", id="write", compact=True)
+    yield Button("Done", id="done", variant="success", compact=True)
 
 
 def write_code(screen: Screen[None], issued: Issued) -> None:
@@ -119,37 +148,23 @@ def _accept(side: str) -> str:
     )
 
 
-class InvitationScreen(WizardStep):
+class InvitationScreen(WizardStep, CodeScreen):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
-    ENTER_ACTION = "done"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        *CODE_BINDINGS,
-        Binding(
-            "enter",
-            "submit",
-            "Done",
-            priority=True,
-            id="invitation.done",
-            tooltip="Back to Connections",
-        ),
-        Binding("escape", "done", "Done", show=False, id="invitation.close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = code_bindings("invitation", "Back to Connections")
 
+    @dataclass
     class Stored(Message):
         """The save worker wrote the connection (`ok`), or its name was taken meanwhile."""
 
-        def __init__(self, ok: bool) -> None:
-            super().__init__()
-            self.ok = ok
+        ok: bool
 
+    @dataclass
     class NotStored(Message):
         """The save worker could not write the connection."""
 
-        def __init__(self, reason: str) -> None:
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, wizard: InitiateWizard) -> None:
         super().__init__(wizard)
@@ -172,15 +187,6 @@ class InvitationScreen(WizardStep):
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()
-        yield Button("Done", id="done", variant="success", compact=True)
-
-    @on(Button.Pressed, "#copy")
-    async def _copy_pressed(self) -> None:
-        await self.run_action("app.copy_code")
-
-    @on(Button.Pressed, "#write")
-    def action_write_file(self) -> None:
-        write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
     def action_done(self) -> None:

@@ -9,33 +9,21 @@ from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
 from exalate_tui.flows.initiate import Issued
 
-from .invitation import CODE_BINDINGS, compose_code, compose_code_buttons, write_code
-from .widgets import ButtonBar, SubmitScreen, TitleBar
+from .invitation import CodeScreen, code_bindings, compose_code, compose_code_buttons
+from .widgets import ButtonBar, TitleBar
 
 
-class RegeneratedScreen(SubmitScreen):
+class RegeneratedScreen(CodeScreen):
     CSS_PATH = "regenerated.tcss"
     AUTO_FOCUS = "#code"
-    ENTER_ACTION = "done"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        *CODE_BINDINGS,
-        Binding(
-            "enter",
-            "submit",
-            "Done",
-            priority=True,
-            id="regenerated.done",
-            tooltip="Back to the connection",
-        ),
-        Binding("escape", "done", "Done", show=False, id="regenerated.close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = code_bindings("regenerated", "Back to the connection")
 
     def __init__(self, issued: Issued) -> None:
         super().__init__()
@@ -58,16 +46,7 @@ class RegeneratedScreen(SubmitScreen):
             yield from compose_code(self.issued)
         with ButtonBar(id="buttons"):
             yield from compose_code_buttons()
-            yield Button("Done", id="done", variant="success", compact=True)
         yield Footer()
-
-    @on(Button.Pressed, "#copy")
-    async def _copy_pressed(self) -> None:
-        await self.run_action("app.copy_code")
-
-    @on(Button.Pressed, "#write")
-    def action_write_file(self) -> None:
-        write_code(self, self.issued)
 
     @on(Button.Pressed, "#done")
     def action_done(self) -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
+    from screens.stores import Stores
     from screens.wizard_step import WizardStep
 
 # Checks a destination URL (`GET {url}/api/v1/info`); never raises.
@@ -157,9 +158,7 @@ class ExalateApp(App[None]):
         self.instance = instance
         if self.state is None and self.state_problem is None:
             self._open_state()
-        self.connections_tab = ConnectionsScreen(
-            self.home, self.state, self.state_problem, self.now
-        )
+        self.connections_tab = ConnectionsScreen(self._stores(), self.now)
         self.push_screen(self.connections_tab)
         self._supervise_soon()
 
@@ -171,6 +170,11 @@ class ExalateApp(App[None]):
         if self.supervise and self.state is not None and not self.supervisor:
             # After the first screen is out: the network stack loads off the critical path.
             self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))
+
+    def _stores(self) -> Stores:
+        from screens.stores import Stores
+
+        return Stores(self.home, self.state, self.state_problem)
 
     def _open_state(self) -> None:
         from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
@@ -265,14 +269,12 @@ class ExalateApp(App[None]):
         if self.instance is None:
             return
         wizard = AcceptWizard(self.instance, self.known_connections(), now=self.now)
-        self.push_screen(AcceptScreen(wizard, self.home, self.state, self.state_problem))
+        self.push_screen(AcceptScreen(wizard, self._stores()))
 
     def on_connections_screen_opened(self, event: ConnectionsScreen.Opened) -> None:
         from screens.connection_detail import ConnectionDetailScreen
 
-        self.push_screen(
-            ConnectionDetailScreen(self.home, self.state, self.state_problem, event.cid, self.now)
-        )
+        self.push_screen(ConnectionDetailScreen(self._stores(), event.cid, self.now))
 
     def on_connection_detail_screen_regenerated(
         self, event: ConnectionDetailScreen.Regenerated

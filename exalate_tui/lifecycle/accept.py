@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -115,11 +116,9 @@ async def accept(
     return await _handshake(home, state, invite, local_name, name, public_url, stage, transport)
 
 
-def _wait_for_initiator(
-    home: Home, invite: codes.Invitation, local_name: str, name: str
-) -> Connection:
-    """Private-public: hold the token's hash; the initiator's supervisor calls us."""
-    connection = Connection(
+def _acceptor(invite: codes.Invitation, name: str, local_name: str, **rest: Any) -> Connection:
+    """This side's connection for `invite`: what the code says, and what differs by topology."""
+    return Connection(
         id=invite.cid,
         name=name,
         description=invite.desc,
@@ -127,6 +126,18 @@ def _wait_for_initiator(
         topology=invite.topology,
         role=Role.ACCEPTOR,
         local_name=local_name,
+        **rest,
+    )
+
+
+def _wait_for_initiator(
+    home: Home, invite: codes.Invitation, local_name: str, name: str
+) -> Connection:
+    """Private-public: hold the token's hash; the initiator's supervisor calls us."""
+    connection = _acceptor(
+        invite,
+        name,
+        local_name,
         remote_name=invite.from_,
         token_hash=codes.hash_token(invite.tok),
         code_digest=codes.digest(invite),
@@ -166,14 +177,10 @@ async def _handshake(
         except RemoteError as error:
             raise _handshake_failure(error, invite) from None
         stage(Stage.ACCEPTED)
-        connection = Connection(
-            id=invite.cid,
-            name=name,
-            description=invite.desc,
-            mode=invite.mode,
-            topology=invite.topology,
-            role=Role.ACCEPTOR,
-            local_name=local_name,
+        connection = _acceptor(
+            invite,
+            name,
+            local_name,
             remote_name=answer.short_name or invite.from_,
             remote_url=invite.url,
             secret=answer.secret,

@@ -77,16 +77,7 @@ async def deactivate(
     side calls the partner; a polling partner meets the 409 and fetches the
     message once the connection is active again).
     """
-
-    def change(connection: Connection) -> None:
-        if connection.status is not Status.ACTIVE:
-            raise ActionError(
-                f"{connection.name!r} is {connection.status.value}: only an active connection "
-                "can be deactivated"
-            )
-        connection.status = Status.DEACTIVATED
-
-    return await _change_and_tell(home, state, cid, change, DEACTIVATED, transport, timeout)
+    return await _change_and_tell(home, state, cid, _DEACTIVATE, transport, timeout)
 
 
 async def activate(
@@ -98,39 +89,52 @@ async def activate(
     timeout: float = TELL_TIMEOUT,
 ) -> Outcome:
     """Let messages flow again, the ones queued meanwhile first; tell the partner."""
+    return await _change_and_tell(home, state, cid, _ACTIVATE, transport, timeout)
 
-    def change(connection: Connection) -> None:
-        if connection.peer_state is PeerState.DELETED:
+
+@dataclass(frozen=True)
+class _Move:
+    """A status change an admin asks for, and the message that tells the partner."""
+
+    before: Status
+    after: Status
+    kind: str
+    only: str  # the rule, as the refusal says it
+
+    def __call__(self, connection: Connection) -> None:
+        if self.after is Status.ACTIVE and connection.peer_state is PeerState.DELETED:
             raise ActionError(
                 f"the partner deleted {connection.name!r}: it cannot be activated again; "
                 "delete it here too"
             )
-        if connection.status is not Status.DEACTIVATED:
-            raise ActionError(
-                f"{connection.name!r} is {connection.status.value}: only a deactivated "
-                "connection can be activated"
-            )
-        connection.status = Status.ACTIVE
+        if connection.status is not self.before:
+            raise ActionError(f"{connection.name!r} is {connection.status.value}: {self.only}")
+        connection.status = self.after
 
-    return await _change_and_tell(home, state, cid, change, ACTIVATED, transport, timeout)
+
+_DEACTIVATE = _Move(
+    Status.ACTIVE, Status.DEACTIVATED, DEACTIVATED, "only an active connection can be deactivated"
+)
+_ACTIVATE = _Move(
+    Status.DEACTIVATED, Status.ACTIVE, ACTIVATED, "only a deactivated connection can be activated"
+)
 
 
 async def _change_and_tell(
     home: Home,
     state: Streams,
     cid: str,
-    change: Callable[[Connection], None],
-    kind: str,
+    move: _Move,
     transport: httpx.AsyncBaseTransport | None,
     timeout: float,
 ) -> Outcome:
     connection = await asyncio.to_thread(home.get_connection, cid)
-    updated = await asyncio.to_thread(home.update_connection, connection.id, change)
+    updated = await asyncio.to_thread(home.update_connection, connection.id, move)
     if updated.peer_state is PeerState.DELETED:
         return Outcome(updated, Told.NOBODY)
     # Status first, then the message: the enqueue wakes this process's supervisor,
     # whose rescan then sees the new status.
-    seq = await asyncio.to_thread(state.enqueue, updated.id, kind)
+    seq = await asyncio.to_thread(state.enqueue, updated.id, move.kind)
     return await _tell(updated, state, seq, transport, timeout)
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from exalate_tui.domain.live import Contact
 from exalate_tui.errors import ExalateError
@@ -268,12 +268,7 @@ class SqliteStreams:
             pass  # no node listens, or its queue is full: it watches data_version too
 
     def pending(self, cid: str, after: int = 0, limit: int = 500) -> list[Message]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, body FROM outbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (cid, after, limit),
-            ).fetchall()
-        return [Message(*row) for row in rows]
+        return self._read_messages("outbox", cid, after, limit)
 
     def pending_wire(self, cid: str, after: int = 0, limit: int = 500) -> list[str]:
         """`pending`, each message already in its wire form (`Message.wire`).
@@ -339,12 +334,7 @@ class SqliteStreams:
             return int(cursor)
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, body FROM inbox WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (cid, after, limit),
-            ).fetchall()
-        return [Message(*row) for row in rows]
+        return self._read_messages("inbox", cid, after, limit)
 
     # -- contact --------------------------------------------------------------
 
@@ -385,6 +375,17 @@ class SqliteStreams:
         """Changes when another connection (another process) commits: cheap to poll."""
         with self._lock:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _read_messages(
+        self, table: Literal["outbox", "inbox"], cid: str, after: int, limit: int
+    ) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, kind, body FROM {table} "
+                "WHERE cid = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (cid, after, limit),
+            ).fetchall()
+        return [Message(*row) for row in rows]
 
     def _read_int(self, sql: str, cid: str) -> int:
         with self._lock:
