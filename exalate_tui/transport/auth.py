@@ -11,7 +11,8 @@ import re
 import secrets
 
 from exalate_tui.protocol import signing
-from exalate_tui.transport.errors import ApiError, unauthorized
+from exalate_tui.transport.errors import clock_off, unauthorized
+from exalate_tui.transport.limits import busy
 
 # Accepted signatures are remembered while they could still pass the clock check;
 # past this many live ones the node refuses signed calls rather than forget any.
@@ -47,7 +48,7 @@ class ReplayCache:
         if signature in self._seen:
             return False
         if len(self._seen) >= self.capacity:
-            raise ApiError(503, "busy", "too many signed requests at once; retry shortly")
+            raise busy("too many signed requests at once; retry shortly")
         self._seen.add(signature)
         heapq.heappush(self._expiry, (ts + self.window, signature))
         return True
@@ -58,6 +59,17 @@ class Signatures:
 
     def __init__(self, replays: ReplayCache | None = None) -> None:
         self.replays = replays if replays is not None else ReplayCache()
+
+    def precheck(self, header: str | None, now: float) -> None:
+        """401 for what the header alone refuses: its form, and a clock too far off.
+
+        Run before the body is read; the signature itself is `check`ed after it."""
+        parsed = signing.parse(header)
+        if parsed is None:
+            raise unauthorized()
+        skew = parsed[0] - now  # the same test as `signing.verify`'s
+        if abs(skew) > signing.MAX_SKEW:
+            raise clock_off(round(skew))
 
     def check(
         self,

@@ -29,8 +29,15 @@ from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.transport.auth import Signatures
 from exalate_tui.transport.contact import ContactThrottle
-from exalate_tui.transport.errors import ApiError, error_response, problems, unavailable
+from exalate_tui.transport.errors import (
+    ApiError,
+    error_response,
+    problems,
+    unauthorized,
+    unavailable,
+)
 from exalate_tui.transport.hooks import Hooks
+from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
 from exalate_tui.transport.routes import router
 from exalate_tui.transport.streams import Streams
@@ -44,12 +51,22 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 class Node:
     """What the routes share: the home, the state, the hooks, wake-ups, signatures, contact."""
 
-    def __init__(self, home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH) -> None:
+    def __init__(
+        self,
+        home: Home,
+        state: Streams,
+        hooks: Hooks,
+        *,
+        watch: float = WATCH,
+    ) -> None:
         self.home = home
         self.state = state
         self.hooks = hooks
         self.wakeups = Wakeups(state, watch)
         self.signatures = Signatures()
+        self.bodies = BodyBudget()
+        # How long a body may take to arrive (`receive_body`).
+        self.body_deadline = BODY_DEADLINE
         self.contact = ContactThrottle()
         self.remove_listener = state.on_enqueue(self.wakeups.notify)
 
@@ -69,8 +86,21 @@ class Node:
             raise unavailable() from None
         return (buried, True) if buried is not None else None
 
+    async def admit(self, cid: str, header: str | None) -> tuple[Connection, bool] | None:
+        """401 for what the headers alone refuse, before any body is read: no or a
+        malformed `Authorization`, a clock too far off, a malformed or unknown id.
+
+        Returns what `find` found, for `verify` to check the signature against once
+        the body is in (the signature is not looked at here).
+        """
+        self.signatures.precheck(header, time.time())
+        found = await asyncio.to_thread(self.find, cid)
+        if found is None or found[0].secret is None:
+            raise unauthorized()
+        return found
+
     async def authenticate(
-        self, request: Request, cid: str, body: bytes
+        self, request: Request, cid: str, body: bytes, found: tuple[Connection, bool] | None
     ) -> tuple[Connection, bool]:
         """The signed caller's connection (and whether it is a tombstone), or 401."""
         return await self.verify(
@@ -80,6 +110,7 @@ class Node:
             request.scope.get("query_string", b""),
             request.headers.get("authorization"),
             body,
+            found,
         )
 
     async def verify(
@@ -90,14 +121,15 @@ class Node:
         query: bytes,
         header: str | None,
         body: bytes,
+        found: tuple[Connection, bool] | None,
         *,
         record: bool = True,
     ) -> tuple[Connection, bool]:
         """`authenticate` from the request's parts (the long-poll's lean path has no Request).
 
-        `record=False` leaves recording contact to the caller (`contact.due`).
+        `found` is what `admit` found for `cid`. `record=False` leaves recording
+        contact to the caller (`contact.due`).
         """
-        found = await asyncio.to_thread(self.find, cid)
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
         self.signatures.check(secret, header, method, path, query, body, time.time())
