@@ -1,0 +1,181 @@
+"""A node against hostile clients: many large unauthenticated bodies, many slow sockets.
+
+One real `exalate-tui node` on 127.0.0.1; the attackers run in this process,
+`/info` is timed from a thread beside them and the node's memory read from
+`/proc/<pid>/status`. docs/reliability.md holds the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.home.store import Home
+from exalate_tui.protocol import signing
+from exalate_tui.transport import limits, routes
+
+from .damage import SCALE
+from .nodes import NodeProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+BODIES = int(os.environ.get("RELIABILITY_BODIES", str(int(200 * SCALE))))
+ATTACK_SECONDS = float(os.environ.get("RELIABILITY_ATTACK_SECONDS", "8"))
+SECRET = "s" * 43
+MESSAGES = "/api/v1/connections/{cid}/messages"
+
+
+def _rss(pid: int) -> int:
+    """The process's resident memory in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _p(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+class Watch(threading.Thread):
+    """Times `/info` and samples the node's memory until stopped."""
+
+    def __init__(self, url: str, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.pid = url, pid
+        self.times: list[float] = []
+        self.failures = 0
+        self.peak = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stopped.is_set():
+                self.peak = max(self.peak, _rss(self.pid))
+                started = time.perf_counter()
+                try:
+                    ok = client.get(f"{self.url}/api/v1/info").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.times.append(time.perf_counter() - started)
+                self.failures += not ok
+                self.stopped.wait(0.05)
+
+
+def _node(tmp_path: Path) -> tuple[NodeProcess, Connection]:
+    port = free_port()
+    home = Home(tmp_path / "snow")
+    home.save_instance(Instance(short_name="snow", public_url=f"http://127.0.0.1:{port}"))
+    home.ensure()
+    connection = Connection(
+        name="snow_to_rain",
+        mode=Mode.BASIC,
+        topology=Topology.PUBLIC_PUBLIC,
+        role=Role.INITIATOR,
+        local_name="snow",
+        remote_name="rain",
+        status=Status.ACTIVE,
+        secret=SecretStr(SECRET),
+    )
+    home.save_connection(connection)
+    node = NodeProcess(home.path, port, tmp_path / "node.log")
+    node.start()
+    return node, connection
+
+
+def _honest_push(node: NodeProcess, cid: str, seq: int) -> httpx.Response:
+    path = MESSAGES.format(cid=cid)
+    body = json.dumps({"messages": [{"seq": seq, "kind": "ping", "body": None}]}).encode()
+    query = f"n={os.urandom(8).hex()}"
+    return httpx.post(
+        f"{node.url}{path}?{query}",
+        content=body,
+        headers={"Authorization": signing.sign(SECRET, "POST", path, query, body)},
+        timeout=10,
+    )
+
+
+async def _big_body(port: int, head: bytes, size: int, until: float) -> int:
+    """Send `head` then up to `size` body bytes until `until`; how many went out."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0
+    sent = 0
+    chunk = b"x" * (1024 * 1024)
+    try:
+        writer.write(head)
+        while sent < size:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            writer.write(chunk[: size - sent])
+            await asyncio.wait_for(writer.drain(), left)
+            sent += min(len(chunk), size - sent)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.transport.abort()
+    return sent
+
+
+def test_hundreds_of_unauthenticated_large_bodies_keep_the_node_bounded(tmp_path: Path) -> None:
+    node, connection = _node(tmp_path)
+    assert node.process is not None
+    try:
+        before = _rss(node.process.pid)
+        watch = Watch(node.url, node.process.pid)
+        watch.start()
+        path = MESSAGES.format(cid=connection.id).encode()
+        size = routes.MAX_BATCH_BYTES
+        unsigned = (
+            b"POST " + path + b" HTTP/1.1\r\nHost: node\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size
+        )
+
+        def signed_wrongly() -> bytes:
+            # Fresh, well-formed, for a real connection: only the signature is wrong, which
+            # the node can tell only once the body is in. These spend the body budget.
+            header = signing.sign("w" * 43, "POST", path.decode(), "", b"").encode()
+            return unsigned.replace(b"\r\n\r\n", b"\r\nAuthorization: " + header + b"\r\n\r\n")
+
+        async def attack() -> list[int]:
+            until = time.monotonic() + ATTACK_SECONDS
+            return await asyncio.gather(
+                *(
+                    _big_body(node.port, signed_wrongly() if i % 2 else unsigned, size, until)
+                    for i in range(BODIES)
+                )
+            )
+
+        started = time.monotonic()
+        sent = asyncio.run(attack())
+        attack_took = time.monotonic() - started
+        watch.stopped.set()
+        watch.join()
+        grew = watch.peak - before
+        pushed = _honest_push(node, connection.id, 1)
+        print(
+            f"\n{BODIES} bodies of {size} bytes for {attack_took:.1f} s: "
+            f"{sum(sent) / 2**20:.0f} MiB sent, node RSS {before / 2**20:.0f} MiB before, "
+            f"peak +{grew / 2**20:.0f} MiB; /info {len(watch.times)} answers, "
+            f"{watch.failures} failed, median {_p(watch.times, 0.5) * 1000:.1f} ms, "
+            f"p99 {_p(watch.times, 0.99) * 1000:.1f} ms, max {max(watch.times) * 1000:.0f} ms"
+        )
+        assert watch.failures == 0
+        assert _p(watch.times, 0.99) < 1.0
+        # The budget, the sockets' own buffers, and room for a busy interpreter.
+        assert grew < limits.BODY_BUDGET + 128 * 2**20, grew
+        # It recovers: an honest partner's push goes through once they are gone.
+        assert pushed.status_code == 200 and pushed.json() == {"applied": 1}
+    finally:
+        node.stop()
