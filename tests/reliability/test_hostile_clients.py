@@ -21,10 +21,10 @@ from pydantic import SecretStr
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
 from exalate_tui.protocol import signing
-from exalate_tui.transport import limits, routes
+from exalate_tui.transport import gate, limits, routes
 
 from .damage import SCALE
-from .nodes import NodeProcess, free_port
+from .nodes import NodeProcess, free_port, held_connections
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,10 @@ class Watch(threading.Thread):
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
             while not self.stopped.is_set():
-                self.peak = max(self.peak, _rss(self.pid))
+                try:
+                    self.peak = max(self.peak, _rss(self.pid))
+                except OSError:
+                    return  # the node is gone: the test has failed and stops it
                 started = time.perf_counter()
                 try:
                     ok = client.get(f"{self.url}/api/v1/info").status_code == 200
@@ -177,5 +180,65 @@ def test_hundreds_of_unauthenticated_large_bodies_keep_the_node_bounded(tmp_path
         assert grew < limits.BODY_BUDGET + 128 * 2**20, grew
         # It recovers: an honest partner's push goes through once they are gone.
         assert pushed.status_code == 200 and pushed.json() == {"applied": 1}
+    finally:
+        node.stop()
+
+
+SLOW = int(os.environ.get("RELIABILITY_SLOW_SOCKETS", str(int(3000 * SCALE))))
+
+
+def test_thousands_of_slow_sockets_are_capped_dropped_and_info_answers(tmp_path: Path) -> None:
+    node, connection = _node(tmp_path)
+    assert node.process is not None
+    pid = node.process.pid
+    try:
+        watch = Watch(node.url, pid)
+
+        async def attack() -> tuple[int, int, float]:
+            # Each sends part of its headers, then nothing: a slowloris.
+            opened = []
+            for _ in range(SLOW):
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                except OSError:
+                    continue
+                writer.write(b"GET /api/v1/info HTTP/1.1\r\nHost: node\r\nX-Slow: ")
+                opened.append(writer)
+            await asyncio.sleep(0)  # let the writes go out
+            most = 0
+            # The cap holds while they are all open (counted by the kernel, from outside).
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                most = max(most, held_connections(pid, node.port))
+                if most >= min(SLOW, gate.MAX_WAITING) - 50:
+                    break
+                await asyncio.sleep(0.05)
+            # Then they are dropped: none left past the header deadline (plus slack).
+            started = time.monotonic()
+            while held_connections(pid, node.port) > 2:
+                assert time.monotonic() - started < gate.HEADER_TIMEOUT + 20
+                await asyncio.sleep(0.1)
+            dropped_after = time.monotonic() - started
+            for writer in opened:
+                writer.transport.abort()
+            return len(opened), most, dropped_after
+
+        watch.start()
+        opened, most, dropped_after = asyncio.run(attack())
+        watch.stopped.set()
+        watch.join()
+        pushed = _honest_push(node, connection.id, 1)
+        log = node.log.read_text()
+        print(
+            f"\n{opened} slow sockets: the node held at most {most} at once, none after "
+            f"{dropped_after:.1f} s more; /info {len(watch.times)} answers, {watch.failures} "
+            f"failed, median {_p(watch.times, 0.5) * 1000:.1f} ms, "
+            f"p99 {_p(watch.times, 0.99) * 1000:.1f} ms; log {len(log)} bytes"
+        )
+        assert opened == SLOW
+        assert most <= gate.MAX_WAITING + 5  # + the watch's own keep-alive socket
+        assert watch.failures == 0 and _p(watch.times, 0.99) < 1.0
+        assert pushed.status_code == 200 and pushed.json() == {"applied": 1}
+        assert "Traceback" not in log
     finally:
         node.stop()
