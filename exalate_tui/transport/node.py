@@ -132,7 +132,7 @@ class Node:
         """
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
-        self.signatures.check(secret, header, method, path, query, body, time.time())
+        self.signatures.check(cid, secret, header, method, path, query, body, time.time())
         assert found is not None  # check() refuses a connection without a secret
         if record:
             await self.record_contact(cid)

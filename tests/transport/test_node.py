@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -510,15 +511,62 @@ async def test_a_replayed_request_is_refused(n: Node) -> None:
 
 def test_replay_memory_forgets_only_what_the_clock_refuses_and_is_bounded() -> None:
     cache = auth.ReplayCache(window=300, capacity=3)
-    assert cache.admit(b"a", ts=1000, now=1000)
-    assert not cache.admit(b"a", ts=1000, now=1299)
-    assert cache.admit(b"b", ts=1000, now=1000) and cache.admit(b"c", ts=1200, now=1200)
+    assert cache.admit("x", b"a", ts=1000, now=1000)
+    assert not cache.admit("x", b"a", ts=1000, now=1299)
+    assert cache.admit("x", b"b", ts=1000, now=1000) and cache.admit("x", b"c", ts=1200, now=1200)
     with pytest.raises(errors.ApiError) as full:
-        cache.admit(b"d", ts=1200, now=1200)
+        cache.admit("x", b"d", ts=1200, now=1200)
     assert (full.value.status, full.value.code) == (503, "busy")
-    assert cache.admit(b"d", ts=1301, now=1301)  # a and b expired, so there is room
+    assert full.value.headers == {"Retry-After": "1"}
+    assert cache.admit("x", b"d", ts=1301, now=1301)  # a and b expired, so there is room
     assert len(cache) == 2
-    assert not cache.admit(b"c", ts=1200, now=1301)
+    assert not cache.admit("x", b"c", ts=1200, now=1301)
+
+
+def test_a_replay_entry_lives_exactly_as_long_as_its_timestamp_passes_the_clock() -> None:
+    cache = auth.ReplayCache(window=300, capacity=10)
+    now = 10_000
+    # Dated 300 s ahead: it passes the clock until now + 600, so it is kept until then.
+    assert cache.admit("x", b"f", ts=now + 300, now=now)
+    assert not cache.admit("x", b"f", ts=now + 300, now=now + 600)
+    assert cache.admit("x", b"g", ts=now + 601, now=now + 601) and len(cache) == 1
+    # Dated 300 s behind: it passes the clock no more, and is forgotten at once.
+    assert cache.admit("x", b"p", ts=now + 301, now=now + 601)
+    assert cache.admit("x", b"q", ts=now + 902, now=now + 902) and len(cache) == 1
+    for ts in (now, now + 300, now - 300):  # what the clock accepts, signed at `now`
+        assert signing.parse(signing.sign(SECRET, "GET", "/", "", b"", ts=ts)) is not None
+
+
+def test_one_connection_cannot_spend_another_connections_replay_memory() -> None:
+    cache = auth.ReplayCache(window=300, capacity=10, per_connection=6)
+    for index in range(6):
+        assert cache.admit("greedy", b"g%d" % index, ts=1000, now=1000)
+    with pytest.raises(errors.ApiError):
+        cache.admit("greedy", b"g6", ts=1000, now=1000)
+    for index in range(4):
+        assert cache.admit("honest", b"h%d" % index, ts=1000, now=1000)
+    # The node is full now: whoever holds less than an even share (10 / 2) still gets in.
+    assert len(cache) == 10
+    assert cache.admit("honest", b"h4", ts=1000, now=1000)
+    with pytest.raises(errors.ApiError):
+        cache.admit("honest", b"h5", ts=1000, now=1000)
+    assert cache.admit("third", b"t0", ts=1000, now=1000)
+    assert len(cache) == 12  # over the capacity by at most one even share each
+
+
+@pytest.mark.anyio
+async def test_a_partner_signing_at_a_high_rate_does_not_make_another_busy(n: Node) -> None:
+    greedy, honest = n.add(), n.add(name="other_conn", secret=SecretStr("o" * 43))
+    n.app.state.node.signatures.replays = auth.ReplayCache(capacity=100, per_connection=50)
+    answers = Counter()
+    for _ in range(150):
+        answers[(await n.fetch(greedy.id)).status_code] += 1
+    assert answers == Counter({200: 50, 503: 100})
+    for _ in range(20):
+        response = await n.signed(
+            "GET", MESSAGES.format(cid=honest.id), secret="o" * 43, params={"after": 0}
+        )
+        assert response.status_code == 200
 
 
 @pytest.mark.anyio
