@@ -62,10 +62,10 @@ class ReplayCache:
         """False for a signature seen before; remember it otherwise."""
         while self._expiry and self._expiry[0][0] < now:
             _, owner, old = heapq.heappop(self._expiry)
-            held = self._seen[owner]
-            held.discard(old)
+            owned = self._seen[owner]
+            owned.discard(old)
             self._size -= 1
-            if not held:
+            if not owned:
                 del self._seen[owner]
         held = self._seen.get(cid)
         if held is not None and signature in held:
