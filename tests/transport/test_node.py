@@ -558,7 +558,7 @@ def test_one_connection_cannot_spend_another_connections_replay_memory() -> None
 async def test_a_partner_signing_at_a_high_rate_does_not_make_another_busy(n: Node) -> None:
     greedy, honest = n.add(), n.add(name="other_conn", secret=SecretStr("o" * 43))
     n.app.state.node.signatures.replays = auth.ReplayCache(capacity=100, per_connection=50)
-    answers = Counter()
+    answers: Counter[int] = Counter()
     for _ in range(150):
         answers[(await n.fetch(greedy.id)).status_code] += 1
     assert answers == Counter({200: 50, 503: 100})
