@@ -34,7 +34,7 @@ from exalate_tui.protocol.wire import (
     PushIn,
 )
 from exalate_tui.transport.errors import ApiError, problems, unavailable
-from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.hooks import HandshakeRefused, invalid_invitation
 from exalate_tui.transport.sqlite_streams import Gap
 from exalate_tui.transport.streams import Message, Streams
 
@@ -176,13 +176,14 @@ async def handshake(request: Request) -> HandshakeOut:
             offer = HandshakeIn.model_validate_json(raw)
         except ValidationError as error:
             raise ApiError(400, "bad_request", problems(error)) from None
+    lock = node.handshaking.setdefault(offer.cid, asyncio.Lock())
     try:
-        connection = await asyncio.to_thread(node.hooks.take_invitation, offer, time.time())
-    except HandshakeRefused as refused:
-        raise ApiError(403, refused.code, refused.detail) from None
-    except StoreError as error:
-        log.error("%s", error)
-        raise unavailable() from None
+        async with lock:
+            connection = await _take(node, offer)
+            node.burnt.add(offer.cid, offer.tok)
+    finally:
+        if not lock.locked():
+            node.handshaking.pop(offer.cid, None)
     assert connection.secret is not None  # take_invitation stored one
     await node.record_contact(connection.id)
     # The caller accepted our invitation, or (private-public) initiated and brings ours back.
@@ -193,6 +194,20 @@ async def handshake(request: Request) -> HandshakeOut:
         short_name=connection.local_name,
         name=connection.name,
     )
+
+
+async def _take(node: Node, offer: HandshakeIn) -> Connection:
+    try:
+        return await asyncio.to_thread(node.hooks.take_invitation, offer, time.time())
+    except HandshakeRefused as refused:
+        if refused.code == "invalid_invitation" and node.burnt.used(offer.cid, offer.tok):
+            raise ApiError(403, "invitation_used", "this invitation was already used") from None
+        raise ApiError(403, refused.code, refused.detail) from None
+    except StoreError as error:
+        # A connection file that does not parse is answered as an unknown id.
+        node.report(error)
+        unknown = invalid_invitation()
+        raise ApiError(403, unknown.code, unknown.detail) from None
 
 
 @router.get(

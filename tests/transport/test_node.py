@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -259,6 +260,26 @@ async def test_a_used_token_is_refused_and_changes_nothing(n: Node) -> None:
     assert error_of(again)["error"] == "invitation_used"
     assert n.home.connection_path(connection.id).read_bytes() == before
     assert len(n.state.pending(connection.id)) == 1  # one hello only
+
+
+@pytest.mark.anyio
+async def test_a_wrong_token_on_a_used_id_answers_as_an_unknown_id(n: Node) -> None:
+    connection, token = n.invite()
+    body = {"cid": connection.id, "tok": token, "short_name": "jira"}
+    assert (await n.handshake(body)).status_code == 200
+    wrong = await n.handshake({**body, "tok": "x" * 43})
+    unknown = await n.handshake({**body, "tok": "x" * 43, "cid": str(uuid.uuid4())})
+    assert _answer(wrong) == _answer(unknown)
+    assert error_of(wrong)["error"] == "invalid_invitation"
+    # A node started since keeps no hash of the burnt token: even the right one is
+    # answered as an unknown id then.
+    restarted = runtime.node_app(n.home, n.state)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=restarted), base_url="http://node"
+    ) as client:
+        later = await client.post("/api/v1/handshake", json=body)
+        assert _answer(later) == _answer(unknown)
+    await restarted.state.node.wakeups.aclose()
 
 
 @pytest.mark.anyio
@@ -975,16 +996,42 @@ async def test_a_tombstone_stays_until_the_news_is_acknowledged_not_just_fetched
 # -- unexpected failures ---------------------------------------------------------------
 
 
+def _answer(response: httpx.Response) -> tuple[int, str, dict[str, str]]:
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    return response.status_code, response.text, headers
+
+
 @pytest.mark.anyio
-async def test_a_broken_connection_file_is_503_and_logged(
+async def test_a_broken_connection_file_answers_as_an_unknown_id_and_is_logged_once(
     n: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
-    connection = n.add()
-    n.home.connection_path(connection.id).write_text('name = "half\n')
-    response = await n.fetch(connection.id)
-    assert response.status_code == 503 and error_of(response)["error"] == "unavailable"
-    assert str(n.home.connection_path(connection.id)) in caplog.text
-    assert str(n.home.path) not in response.text
+    connection, token = n.invite()
+    path = n.home.connection_path(connection.id)
+    path.write_text('name = "half\n')
+    unknown = "00000000-0000-4000-8000-000000000000"
+    seen: list[tuple[int, str, dict[str, str]]] = []
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            for cid in (connection.id, unknown):
+                answers = [
+                    await n.fetch(cid),
+                    await n.push(cid, wire(1)),
+                    await n.client.get(MESSAGES.format(cid=cid)),
+                    await n.handshake({"cid": cid, "tok": token, "short_name": "jira"}),
+                ]
+                if cid == unknown:
+                    assert [_answer(r) for r in answers] == seen
+                else:
+                    seen = [_answer(r) for r in answers]
+        assert [r[0] for r in seen] == [401, 401, 401, 403]
+        logged = [r for r in caplog.records if str(path) in r.getMessage()]
+        assert len(logged) == 1  # 20 requests met it: one line
+        path.write_text('name = "still half\n')  # changed: logged again, once
+        for _ in range(3):
+            await n.fetch(connection.id)
+        logged = [r for r in caplog.records if str(path) in r.getMessage()]
+        assert len(logged) == 2
+    assert str(n.home.path) not in "".join(r[1] for r in seen)
 
 
 # -- serve() for real ------------------------------------------------------------------
