@@ -805,6 +805,22 @@ async def test_a_malformed_batch_is_400_and_applies_nothing(n: Node, batch: dict
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity", '[1, {"a": [1e999]}]'])
+async def test_a_body_with_a_number_that_is_not_finite_is_400(n: Node, number: str) -> None:
+    connection = n.add()
+    raw = f'{{"messages":[{{"seq":1,"kind":"ping","body":{number}}}]}}'.encode()
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=raw)
+    assert response.status_code == 400 and error_of(response)["error"] == "bad_request"
+    assert "finite" in error_of(response)["detail"] and "inf" not in error_of(response)["detail"]
+    assert n.state.last_applied(connection.id) == 0
+    # Large but finite numbers are bodies like any other.
+    fine = b'{"messages":[{"seq":1,"kind":"ping","body":{"n":2.5e300}}]}'
+    assert (await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)).json() == {
+        "applied": 1
+    }
+
+
+@pytest.mark.anyio
 async def test_a_batch_over_the_limit_is_413_before_it_is_read_whole(n: Node) -> None:
     connection = n.add()
     path = MESSAGES.format(cid=connection.id)
