@@ -13,6 +13,8 @@ descriptors. Here (docs/reliability.md, slow sockets):
 - at most `max_open` sockets in all (the open-files limit less room for the
   node's own files and calls): past it a new socket is closed at once,
   rather than `accept()` failing for want of a descriptor;
+- a request answered before its body is in has its socket closed, instead
+  of the rest of the body being read to be dropped;
 - "out of descriptors" is logged once per `LOG_EVERY` s with a count, not
   once per failed `accept()` (`AcceptErrors`).
 """
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,10 @@ class GuardedH11(H11Protocol):
             self.gate.done(self)
 
     def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered before its body was read (401, 413, 503): uvicorn would go on
+            # reading the rest only to drop it, up to 8 MiB of CPU per refused request.
+            self.transport.close()
         super().on_response_complete()
         if not self.in_request() and not self.transport.is_closing():
             self.gate.wait(self)

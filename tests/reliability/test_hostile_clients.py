@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,32 +48,56 @@ def _p(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-class Watch(threading.Thread):
-    """Times `/info` and samples the node's memory until stopped."""
+# Times /info from a process of its own: in this one the attackers would hold the GIL.
+_TIMER = """
+import json, sys, time
+from pathlib import Path
+import httpx
+url, stop = sys.argv[1], Path(sys.argv[2])
+times, failures = [], 0
+with httpx.Client(timeout=10) as client:
+    while not stop.exists():
+        started = time.perf_counter()
+        try:
+            failures += client.get(url + "/api/v1/info").status_code != 200
+        except httpx.HTTPError:
+            failures += 1
+        times.append(time.perf_counter() - started)
+        time.sleep(0.02)
+print(json.dumps({"times": times, "failures": failures}))
+"""
 
-    def __init__(self, url: str, pid: int) -> None:
+
+class Watch(threading.Thread):
+    """Samples the node's memory, and times `/info` from another process, until stopped."""
+
+    def __init__(self, url: str, pid: int, tmp_path: Path) -> None:
         super().__init__(daemon=True)
-        self.url, self.pid = url, pid
+        self.pid = pid
         self.times: list[float] = []
         self.failures = 0
         self.peak = 0
         self.stopped = threading.Event()
+        self.stop_file = tmp_path / "stop-timing"
+        self.timer = subprocess.Popen(
+            [sys.executable, "-c", _TIMER, url, str(self.stop_file)], stdout=subprocess.PIPE
+        )
 
     def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self.stopped.is_set():
-                try:
-                    self.peak = max(self.peak, _rss(self.pid))
-                except OSError:
-                    return  # the node is gone: the test has failed and stops it
-                started = time.perf_counter()
-                try:
-                    ok = client.get(f"{self.url}/api/v1/info").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.times.append(time.perf_counter() - started)
-                self.failures += not ok
-                self.stopped.wait(0.05)
+        while not self.stopped.is_set():
+            try:
+                self.peak = max(self.peak, _rss(self.pid))
+            except OSError:
+                return  # the node is gone: the test has failed and stops it
+            self.stopped.wait(0.02)
+
+    def finish(self) -> None:
+        self.stopped.set()
+        self.join()
+        self.stop_file.touch()
+        out, _ = self.timer.communicate(timeout=60)
+        timed = json.loads(out)
+        self.times, self.failures = timed["times"], timed["failures"]
 
 
 def _node(tmp_path: Path) -> tuple[NodeProcess, Connection]:
@@ -108,26 +134,32 @@ def _honest_push(node: NodeProcess, cid: str, seq: int) -> httpx.Response:
 
 
 async def _big_body(port: int, head: bytes, size: int, until: float) -> int:
-    """Send `head` then up to `size` body bytes until `until`; how many went out."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return 0
+    """Send `head` then up to `size` body bytes, again on a new socket each time the
+    node closes one, until `until`; how many bytes went out."""
     sent = 0
     chunk = b"x" * (1024 * 1024)
-    try:
-        writer.write(head)
-        while sent < size:
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            writer.write(chunk[: size - sent])
-            await asyncio.wait_for(writer.drain(), left)
-            sent += min(len(chunk), size - sent)
-    except (OSError, TimeoutError):
-        pass
-    finally:
-        writer.transport.abort()
+    while time.monotonic() < until:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        try:
+            writer.write(head)
+            body = 0
+            while body < size:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                part = chunk[: size - body]
+                writer.write(part)
+                await asyncio.wait_for(writer.drain(), left)
+                body += len(part)
+                sent += len(part)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.transport.abort()
     return sent
 
 
@@ -136,7 +168,7 @@ def test_hundreds_of_unauthenticated_large_bodies_keep_the_node_bounded(tmp_path
     assert node.process is not None
     try:
         before = _rss(node.process.pid)
-        watch = Watch(node.url, node.process.pid)
+        watch = Watch(node.url, node.process.pid, tmp_path)
         watch.start()
         path = MESSAGES.format(cid=connection.id).encode()
         size = routes.MAX_BATCH_BYTES
@@ -163,8 +195,7 @@ def test_hundreds_of_unauthenticated_large_bodies_keep_the_node_bounded(tmp_path
         started = time.monotonic()
         sent = asyncio.run(attack())
         attack_took = time.monotonic() - started
-        watch.stopped.set()
-        watch.join()
+        watch.finish()
         grew = watch.peak - before
         pushed = _honest_push(node, connection.id, 1)
         # A partner whose clock is 20 minutes slow is told so, with the node's own time.
@@ -198,7 +229,7 @@ def test_thousands_of_slow_sockets_are_capped_dropped_and_info_answers(tmp_path:
     assert node.process is not None
     pid = node.process.pid
     try:
-        watch = Watch(node.url, pid)
+        watch = Watch(node.url, pid, tmp_path)
 
         async def attack() -> tuple[int, int, float]:
             # Each sends part of its headers, then nothing: a slowloris.
@@ -231,8 +262,7 @@ def test_thousands_of_slow_sockets_are_capped_dropped_and_info_answers(tmp_path:
 
         watch.start()
         opened, most, dropped_after = asyncio.run(attack())
-        watch.stopped.set()
-        watch.join()
+        watch.finish()
         pushed = _honest_push(node, connection.id, 1)
         log = node.log.read_text()
         print(

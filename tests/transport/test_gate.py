@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from exalate_tui.transport import gate
 
@@ -56,6 +57,10 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
     async def root() -> dict[str, str]:
         return {"ok": "yes"}
 
+    @app.post("/refuse")
+    async def refuse() -> JSONResponse:  # answers without reading the body
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+
     keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -80,6 +85,13 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        # Answered before its body is in: closed, not read to the end to be dropped.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n")
+        writer.write(b"x" * 65536)
+        answer = await asyncio.wait_for(reader.read(), 5)  # to EOF
+        assert answer.startswith(b"HTTP/1.1 401")
+        writer.close()
         # Slow ones are dropped at the header deadline.
         for _, writer in streams:
             writer.close()
