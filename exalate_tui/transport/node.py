@@ -31,12 +31,7 @@ from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.transport.auth import Signatures
 from exalate_tui.transport.contact import ContactThrottle
-from exalate_tui.transport.errors import (
-    ApiError,
-    error_response,
-    problems,
-    unauthorized,
-)
+from exalate_tui.transport.errors import ApiError, error_response, problems, unauthorized
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
@@ -79,16 +74,10 @@ class Burnt:
 
 
 class Node:
-    """What the routes share: the home, the state, the hooks, wake-ups, signatures, contact."""
+    """What the routes share: the home, the state, the hooks, wake-ups, signatures, contact,
+    the body budget and what this process burnt."""
 
-    def __init__(
-        self,
-        home: Home,
-        state: Streams,
-        hooks: Hooks,
-        *,
-        watch: float = WATCH,
-    ) -> None:
+    def __init__(self, home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH) -> None:
         self.home = home
         self.state = state
         self.hooks = hooks
