@@ -21,7 +21,7 @@ from exalate_tui.domain.topology import side
 from exalate_tui.home.store import Home, NotFound
 from exalate_tui.protocol import kinds
 from exalate_tui.protocol.api import CONNECTION_ID
-from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.hooks import HandshakeRefused, invalid_invitation
 from exalate_tui.transport.streams import Streams
 
 if TYPE_CHECKING:
@@ -62,11 +62,12 @@ def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) 
     """Check and burn the token under the home lock: of two racing handshakes one wins.
 
     Returns the connection, Active with a fresh secret and its hello enqueued.
-    Raises `HandshakeRefused`; nothing is written then.
+    Raises `HandshakeRefused`; nothing is written then. A used invitation is
+    refused as an unknown id is: once the token is burnt its hash is gone, so
+    a right token cannot be told from a wrong one, and saying "used" would
+    tell anyone which ids exist.
     """
-    invalid = HandshakeRefused(
-        "invalid_invitation", "this node has no invitation with that id and token"
-    )
+    invalid = invalid_invitation()
 
     def burn(connection: Connection) -> Connection:
         receives = side(connection.topology, connection.role).receives_handshake
@@ -75,7 +76,7 @@ def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) 
             raise invalid
         if connection.token_hash is None:
             token_matches(offer.tok, _NO_HASH)
-            raise HandshakeRefused("invitation_used", "this invitation was already used")
+            raise invalid
         if not token_matches(offer.tok, connection.token_hash):
             raise invalid
         if connection.code_digest is not None and not hmac.compare_digest(

@@ -36,6 +36,12 @@ def sign(
     return f"{SCHEME} ts={stamp},sig={signature}"
 
 
+def parse(header: str | None) -> tuple[int, str] | None:
+    """The timestamp and signature of a well-formed header, else None."""
+    match = _HEADER.fullmatch(header.strip()) if header else None
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
 def verify(
     secret: str,
     header: str | None,
@@ -46,11 +52,11 @@ def verify(
     now: float | None = None,
 ) -> bool:
     """True only for a well-formed, fresh (±300 s) and correct signature."""
-    match = _HEADER.fullmatch(header.strip()) if header else None
-    if match is None:
+    parsed = parse(header)
+    if parsed is None:
         return False
-    ts = int(match.group(1))
+    ts, signature = parsed
     if abs((time.time() if now is None else now) - ts) > MAX_SKEW:
         return False
     expected = _signature(secret, _message(method, path, query, ts, body))
-    return hmac.compare_digest(expected, match.group(2))
+    return hmac.compare_digest(expected, signature)

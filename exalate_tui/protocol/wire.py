@@ -6,7 +6,10 @@ They validate requests on the node and make its OpenAPI document
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+import math
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from exalate_tui import __version__
 from exalate_tui.domain.models import ShortName, Url
@@ -44,12 +47,27 @@ class HandshakeOut(BaseModel):
     name: str
 
 
+def _finite(value: JsonValue) -> JsonValue:
+    """Refuse Infinity and NaN anywhere in a body (`1e400` parses as Infinity):
+    stored, they would go out as text that is not JSON."""
+    todo = [value]
+    while todo:  # a loop, not recursion: a body may nest deep
+        item = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (JSON has no Infinity or NaN)")
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return value
+
+
 class WireMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seq: int = Field(ge=1, le=MAX_SEQ)
     kind: str = Field(min_length=1, max_length=100)
-    body: JsonValue = None
+    body: Annotated[JsonValue, AfterValidator(_finite)] = None
 
 
 class Batch(BaseModel):

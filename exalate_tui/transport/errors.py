@@ -19,11 +19,20 @@ from exalate_tui.protocol import signing
 class ApiError(ExalateError):
     """An answer other than 2xx: `{"error": code, "detail": text, **extra}`."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -36,6 +45,22 @@ def unauthorized() -> ApiError:
     )
 
 
+def clock_off(skew: int) -> ApiError:
+    """401 for a timestamp more than the allowed skew away from this node's clock.
+
+    It says only what the caller's own header and this node's `Date` already
+    tell: nothing about the connection or its secret (it is answered before
+    the connection is looked up)."""
+    way = "ahead of" if skew > 0 else "behind"
+    return ApiError(
+        401,
+        "unauthorized",
+        f"your clock is {abs(skew)} s {way} this node's (its Date header); requests more "
+        f"than {signing.MAX_SKEW} s off are refused: set the clock right (NTP) and retry",
+        skew=skew,
+    )
+
+
 def unavailable() -> ApiError:
     return ApiError(
         503, "unavailable", "this node cannot read its configuration; its admin must see its log"
@@ -43,7 +68,9 @@ def unavailable() -> ApiError:
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": signing.SCHEME} if error.status == 401 else None
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = signing.SCHEME
     return JSONResponse(
         {"error": error.code, "detail": error.detail, **error.extra},
         status_code=error.status,

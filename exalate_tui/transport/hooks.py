@@ -56,3 +56,11 @@ class Hooks(Protocol):
     def housekeeping(self) -> list[str]:
         """Periodic chores of a serving node; returns the ids of connections forgotten."""
         ...
+
+
+def invalid_invitation() -> HandshakeRefused:
+    """The one answer for an unknown id, a wrong token, a used invitation and a broken file:
+    a caller without the right token learns nothing about which ids exist."""
+    return HandshakeRefused(
+        "invalid_invitation", "this node has no invitation with that id and token"
+    )

@@ -71,13 +71,14 @@ async def long_poll(node: Node, cid: str, scope: Scope, receive: Receive, send: 
                 header = value.decode("latin-1")
             elif key == b"content-length" and length is None:
                 length = value.decode("latin-1")
-        body = await receive_body(receive, length, MAX_OTHER_BYTES)
-        if body is None:
-            return  # the caller went away
-        # Only a flag is kept: a parked poll must not hold a copy of the connection.
-        found = await node.verify(
-            cid, "GET", scope["path"], scope["query_string"], header, body, record=False
-        )
+        found = await node.admit(cid, header)
+        async with receive_body(receive, length, MAX_OTHER_BYTES, node) as body:
+            if body is None:
+                return  # the caller went away
+            # Only a flag is kept: a parked poll must not hold a copy of the connection.
+            found = await node.verify(
+                cid, "GET", scope["path"], scope["query_string"], header, body, found, record=False
+            )
         del header, body
         # Contact is recorded with the first look at the outbox (one thread hop less).
         contact = node.contact.due(cid)

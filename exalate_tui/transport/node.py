@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,13 +25,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exalate_tui import __version__
+from exalate_tui.domain.invitation import hash_token, token_matches
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.transport.auth import Signatures
 from exalate_tui.transport.contact import ContactThrottle
-from exalate_tui.transport.errors import ApiError, error_response, problems, unavailable
+from exalate_tui.transport.errors import ApiError, error_response, problems, unauthorized
 from exalate_tui.transport.hooks import Hooks
+from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
 from exalate_tui.transport.routes import router
 from exalate_tui.transport.streams import Streams
@@ -41,8 +44,38 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
+# Burnt tokens remembered (their hashes) so their own token hears "used"; the oldest go first.
+BURNT_REMEMBERED = 10_000
+_NO_HASH = "0" * 64
+
+
+class Burnt:
+    """The hashes of tokens burnt by this node since it started, by connection id.
+
+    A burnt invitation's file keeps no hash of its token, so a handshake that
+    presents it is refused as an unknown id is (`invalid_invitation`); only
+    the very token burnt here, while this process remembers it, hears
+    `invitation_used`: a caller without the token learns nothing.
+    """
+
+    def __init__(self, capacity: int = BURNT_REMEMBERED) -> None:
+        self.capacity = capacity
+        self.hashes: dict[str, str] = {}
+
+    def add(self, cid: str, token: str) -> None:
+        self.hashes.pop(cid, None)
+        self.hashes[cid] = hash_token(token)
+        while len(self.hashes) > self.capacity:
+            del self.hashes[next(iter(self.hashes))]
+
+    def used(self, cid: str, token: str) -> bool:
+        known = self.hashes.get(cid)
+        return token_matches(token, known or _NO_HASH) and known is not None
+
+
 class Node:
-    """What the routes share: the home, the state, the hooks, wake-ups, signatures, contact."""
+    """What the routes share: the home, the state, the hooks, wake-ups, signatures, contact,
+    the body budget and what this process burnt."""
 
     def __init__(self, home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH) -> None:
         self.home = home
@@ -50,7 +83,15 @@ class Node:
         self.hooks = hooks
         self.wakeups = Wakeups(state, watch)
         self.signatures = Signatures()
+        self.bodies = BodyBudget()
+        # How long a body may take to arrive (`receive_body`).
+        self.body_deadline = BODY_DEADLINE
         self.contact = ContactThrottle()
+        self.burnt = Burnt()
+        # One handshake at a time per id, so a loser sees the winner's burn (`Burnt`).
+        self.handshaking: dict[str, asyncio.Lock] = {}
+        # Damaged files already logged, with the (mtime, size, inode) they had then.
+        self.reported: dict[Path, tuple[int, int, int] | None] = {}
         self.remove_listener = state.on_enqueue(self.wakeups.notify)
 
     def find(self, cid: str) -> tuple[Connection, bool] | None:
@@ -65,12 +106,37 @@ class Node:
         except NotFound:
             return None  # deleted since we looked
         except StoreError as error:
-            log.error("%s", error)
-            raise unavailable() from None
+            # Answered as an unknown id: a 503 would tell anyone this id exists.
+            self.report(error)
+            return None
         return (buried, True) if buried is not None else None
 
+    def report(self, error: StoreError) -> None:
+        """Log a damaged file once per change of it, not once per request that meets it."""
+        try:
+            stat = error.path.stat()
+            version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            version = None
+        if self.reported.get(error.path, ()) != version:
+            self.reported[error.path] = version
+            log.error("%s", error)
+
+    async def admit(self, cid: str, header: str | None) -> tuple[Connection, bool] | None:
+        """401 for what the headers alone refuse, before any body is read: no or a
+        malformed `Authorization`, a clock too far off, a malformed or unknown id.
+
+        Returns what `find` found, for `verify` to check the signature against once
+        the body is in (the signature is not looked at here).
+        """
+        self.signatures.precheck(header, time.time())
+        found = await asyncio.to_thread(self.find, cid)
+        if found is None or found[0].secret is None:
+            raise unauthorized()
+        return found
+
     async def authenticate(
-        self, request: Request, cid: str, body: bytes
+        self, request: Request, cid: str, body: bytes, found: tuple[Connection, bool] | None
     ) -> tuple[Connection, bool]:
         """The signed caller's connection (and whether it is a tombstone), or 401."""
         return await self.verify(
@@ -80,6 +146,7 @@ class Node:
             request.scope.get("query_string", b""),
             request.headers.get("authorization"),
             body,
+            found,
         )
 
     async def verify(
@@ -90,17 +157,18 @@ class Node:
         query: bytes,
         header: str | None,
         body: bytes,
+        found: tuple[Connection, bool] | None,
         *,
         record: bool = True,
     ) -> tuple[Connection, bool]:
         """`authenticate` from the request's parts (the long-poll's lean path has no Request).
 
-        `record=False` leaves recording contact to the caller (`contact.due`).
+        `found` is what `admit` found for `cid`. `record=False` leaves recording
+        contact to the caller (`contact.due`).
         """
-        found = await asyncio.to_thread(self.find, cid)
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
-        self.signatures.check(secret, header, method, path, query, body, time.time())
+        self.signatures.check(cid, secret, header, method, path, query, body, time.time())
         assert found is not None  # check() refuses a connection without a secret
         if record:
             await self.record_contact(cid)

@@ -8,8 +8,10 @@ which stays for the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -32,7 +34,7 @@ from exalate_tui.protocol.wire import (
     PushIn,
 )
 from exalate_tui.transport.errors import ApiError, problems, unavailable
-from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.hooks import HandshakeRefused, invalid_invitation
 from exalate_tui.transport.sqlite_streams import Gap
 from exalate_tui.transport.streams import Message, Streams
 
@@ -85,10 +87,16 @@ def _node(request: Request) -> Node:
     return node
 
 
-async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """The whole body of an ASGI request; None when the client left.
+@contextlib.asynccontextmanager
+async def receive_body(
+    receive: Receive, declared: str | None, limit: int, node: Node
+) -> AsyncIterator[bytes | None]:
+    """The whole body of an ASGI request, held within the node's body budget until
+    the block ends; None when the client left.
 
-    Refused with 413 as soon as it is known to pass `limit` bytes.
+    Refused with 413 as soon as it is known to pass `limit` bytes, 503 `busy`
+    when the node holds too many body bytes at once, 408 `timeout` when it
+    takes longer than the node's body deadline to arrive.
     """
     too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
     if declared is not None:
@@ -96,27 +104,44 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
             raise ApiError(400, "bad_request", "Content-Length is not a number")
         if int(declared) > limit:
             raise too_big
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    budget = node.bodies
+    taken = 0
+    try:
+        chunks = []
+        try:
+            async with asyncio.timeout(node.body_deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        body = None
+                        break
+                    chunk = message.get("body", b"")
+                    if taken + len(chunk) > limit:
+                        raise too_big
+                    budget.take(len(chunk))
+                    taken += len(chunk)
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        body = b"".join(chunks)
+                        break
+        except TimeoutError:
+            raise ApiError(
+                408, "timeout", f"the request body took over {node.body_deadline:g} s to arrive"
+            ) from None
+        del chunks
+        yield body
+    finally:
+        budget.give(taken)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    body = await receive_body(request.receive, request.headers.get("content-length"), limit)
-    if body is None:
-        raise ClientDisconnect()  # as `Request.stream` would
-    return body
+@contextlib.asynccontextmanager
+async def _read_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    length = request.headers.get("content-length")
+    async with receive_body(request.receive, length, limit, _node(request)) as body:
+        if body is None:
+            raise ClientDisconnect()  # as `Request.stream` would
+        yield body
 
 
 router = APIRouter(prefix=PREFIX)
@@ -141,23 +166,24 @@ async def info(request: Request) -> Info:
     "/handshake",
     response_model=HandshakeOut,
     summary="Present an invitation token once; get the connection secret",
-    responses=_errors(400, 403, 413, 503),
+    responses=_errors(400, 403, 408, 413, 503),
     openapi_extra=_body(HandshakeIn),
 )
 async def handshake(request: Request) -> HandshakeOut:
     node = _node(request)
-    raw = await _read_body(request, MAX_HANDSHAKE_BYTES)
+    async with _read_body(request, MAX_HANDSHAKE_BYTES) as raw:
+        try:
+            offer = HandshakeIn.model_validate_json(raw)
+        except ValidationError as error:
+            raise ApiError(400, "bad_request", problems(error)) from None
+    lock = node.handshaking.setdefault(offer.cid, asyncio.Lock())
     try:
-        offer = HandshakeIn.model_validate_json(raw)
-    except ValidationError as error:
-        raise ApiError(400, "bad_request", problems(error)) from None
-    try:
-        connection = await asyncio.to_thread(node.hooks.take_invitation, offer, time.time())
-    except HandshakeRefused as refused:
-        raise ApiError(403, refused.code, refused.detail) from None
-    except StoreError as error:
-        log.error("%s", error)
-        raise unavailable() from None
+        async with lock:
+            connection = await _take(node, offer)
+            node.burnt.add(offer.cid, offer.tok)
+    finally:
+        if not lock.locked():
+            node.handshaking.pop(offer.cid, None)
     assert connection.secret is not None  # take_invitation stored one
     await node.record_contact(connection.id)
     # The caller accepted our invitation, or (private-public) initiated and brings ours back.
@@ -168,6 +194,20 @@ async def handshake(request: Request) -> HandshakeOut:
         short_name=connection.local_name,
         name=connection.name,
     )
+
+
+async def _take(node: Node, offer: HandshakeIn) -> Connection:
+    try:
+        return await asyncio.to_thread(node.hooks.take_invitation, offer, time.time())
+    except HandshakeRefused as refused:
+        if refused.code == "invalid_invitation" and node.burnt.used(offer.cid, offer.tok):
+            raise ApiError(403, "invitation_used", "this invitation was already used") from None
+        raise ApiError(403, refused.code, refused.detail) from None
+    except StoreError as error:
+        # A connection file that does not parse is answered as an unknown id.
+        node.report(error)
+        unknown = invalid_invitation()
+        raise ApiError(403, unknown.code, unknown.detail) from None
 
 
 @router.get(
@@ -184,15 +224,17 @@ async def handshake(request: Request) -> HandshakeOut:
                 }
             }
         },
-        **_errors(400, 401, 409, 413, 503),
+        **_errors(400, 401, 408, 409, 413, 503),
     },
 )
 async def fetch(request: Request, cid: str, query: Annotated[FetchQuery, Query()]) -> Response:
     # `long_poll.NodeApp` answers this route on its lean path, which calls
     # `fetch_batch` as this does; here it is described for the OpenAPI document.
     node = _node(request)
-    body = await _read_body(request, MAX_OTHER_BYTES)
-    buried = refuse_deactivated(await node.authenticate(request, cid, body))
+    found = await node.admit(cid, request.headers.get("authorization"))
+    async with _read_body(request, MAX_OTHER_BYTES) as body:
+        found = await node.authenticate(request, cid, body, found)
+    buried = refuse_deactivated(found)
     return await fetch_batch(node, cid, buried, query)
 
 
@@ -282,13 +324,19 @@ def _batch(messages: list[str], last_seq: int, acked: int) -> Response:
     MESSAGES,
     response_model=Applied,
     summary="Push a batch; applied once, in order, in one transaction; signed",
-    responses=_errors(400, 401, 409, 410, 413, 503),
+    responses=_errors(400, 401, 408, 409, 410, 413, 503),
     openapi_extra=_body(PushIn),
 )
 async def push(request: Request, cid: str) -> Applied:
     node = _node(request)
-    raw = await _read_body(request, MAX_BATCH_BYTES)
-    connection, buried = await node.authenticate(request, cid, raw)
+    found = await node.admit(cid, request.headers.get("authorization"))
+    # The body counts against the node's budget until the batch is applied or refused.
+    async with _read_body(request, MAX_BATCH_BYTES) as raw:
+        return await _apply(node, cid, await node.authenticate(request, cid, raw, found), raw)
+
+
+async def _apply(node: Node, cid: str, found: tuple[Connection, bool], raw: bytes) -> Applied:
+    connection, buried = found
     if buried:
         raise ApiError(410, "deleted", "this connection was deleted on this side")
     try:
@@ -304,6 +352,7 @@ async def push(request: Request, cid: str) -> Applied:
             raise ApiError(409, "deactivated", "this connection is deactivated on this side")
         return Applied(applied=last)
     messages = [Message.from_wire(m.model_dump()) for m in batch.messages]
+    del batch
     hooks = node.hooks
 
     def effect(message: Message) -> None:

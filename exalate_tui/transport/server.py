@@ -23,6 +23,7 @@ import uvicorn
 
 from exalate_tui import __version__
 from exalate_tui.home.store import Home
+from exalate_tui.transport.gate import KEEP_ALIVE, RESERVED_FILES, AcceptErrors, Gate, guarded
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.node import Node, create_app
 from exalate_tui.transport.sqlite_streams import SqliteStreams, doorbell_address
@@ -89,12 +90,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _raise_open_files() -> None:
-    """Every long-poll holds a socket: allow as many as the hard limit lets us."""
+def _raise_open_files() -> int:
+    """Every long-poll holds a socket: allow as many as the hard limit lets us.
+
+    Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def _housekeeping(hooks: Hooks) -> None:
@@ -121,7 +125,7 @@ async def serve(
     host = host or (instance.listen_host if instance else DEFAULT_HOST)
     port = port if port is not None else (instance.listen_port if instance else DEFAULT_PORT)
     home.ensure()
-    _raise_open_files()
+    open_files = _raise_open_files()
     sock = _bind(host, port)
     state = SqliteStreams(home.state_path)
     try:
@@ -139,6 +143,8 @@ async def serve(
             proxy_headers=False,
             backlog=BACKLOG,
             timeout_graceful_shutdown=GRACEFUL_STOP,
+            timeout_keep_alive=KEEP_ALIVE,
+            http=guarded(Gate(max(64, open_files - RESERVED_FILES))),
         )
         server = _Server(config, node.wakeups)
         address, bound = sock.getsockname()[:2]
@@ -151,6 +157,8 @@ async def serve(
             bound,
             home.path,
         )
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(AcceptErrors(open_files))
         stop_ringing = node.wakeups.ring_here(doorbell_address(home.state_path))
         supervisor = asyncio.create_task(Supervisor(home, state, hooks).run(), name="supervisor")
         # Polling nobody is no node at all: a crashed supervisor stops the node, loudly.
@@ -166,6 +174,7 @@ async def serve(
                     await task
             node.remove_listener()
             stop_ringing()
+            loop.set_exception_handler(None)
             await node.wakeups.aclose()
     finally:
         state.close()

@@ -12,11 +12,14 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -260,6 +263,26 @@ async def test_a_used_token_is_refused_and_changes_nothing(n: Node) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_wrong_token_on_a_used_id_answers_as_an_unknown_id(n: Node) -> None:
+    connection, token = n.invite()
+    body = {"cid": connection.id, "tok": token, "short_name": "jira"}
+    assert (await n.handshake(body)).status_code == 200
+    wrong = await n.handshake({**body, "tok": "x" * 43})
+    unknown = await n.handshake({**body, "tok": "x" * 43, "cid": str(uuid.uuid4())})
+    assert _answer(wrong) == _answer(unknown)
+    assert error_of(wrong)["error"] == "invalid_invitation"
+    # A node started since keeps no hash of the burnt token: even the right one is
+    # answered as an unknown id then.
+    restarted = runtime.node_app(n.home, n.state)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=restarted), base_url="http://node"
+    ) as client:
+        later = await client.post("/api/v1/handshake", json=body)
+        assert _answer(later) == _answer(unknown)
+    await restarted.state.node.wakeups.aclose()
+
+
+@pytest.mark.anyio
 async def test_an_expired_token_is_refused_and_changes_nothing(n: Node) -> None:
     connection, token = n.invite(token_expires=datetime.now(UTC) - timedelta(seconds=1))
     before = n.home.connection_path(connection.id).read_bytes()
@@ -436,8 +459,6 @@ async def test_every_bad_signature_is_401_with_one_body_and_changes_nothing(n: N
                 + signing.sign(SECRET, "POST", path, "", b"{}", ts=now).split(",sig=")[1]
             )
         ),
-        "stale": dict(ts=now - signing.MAX_SKEW - 5),
-        "future-dated": dict(ts=now + signing.MAX_SKEW + 5),
         "wrong secret": dict(secret="w" * 43),
         "another connection's secret": dict(secret="o" * 43),
     }
@@ -464,6 +485,34 @@ async def test_every_bad_signature_is_401_with_one_body_and_changes_nothing(n: N
 
 
 @pytest.mark.anyio
+async def test_a_clock_too_far_off_is_401_saying_by_how_much_for_any_id(n: Node) -> None:
+    connection = n.add()
+    n.state.enqueue(connection.id, "ping")
+    batch = json.dumps({"messages": [{"seq": 1, "kind": "ping", "body": None}]}).encode()
+    now = int(time.time())
+    answers = []
+    for cid in (connection.id, "00000000-0000-4000-8000-000000000000"):
+        path = MESSAGES.format(cid=cid)
+        for off, way in ((-signing.MAX_SKEW - 60, "behind"), (signing.MAX_SKEW + 60, "ahead of")):
+            for method in ("GET", "POST"):
+                body = batch if method == "POST" else b""
+                response = await n.signed(method, path, body=body, ts=now + off)
+                assert response.status_code == 401
+                assert response.headers["www-authenticate"] == "EXA-HMAC"
+                error = error_of(response)
+                assert error["error"] == "unauthorized"
+                said = re.match(rf"your clock is (\d+) s {way} this node's", error["detail"])
+                assert said is not None and abs(int(said.group(1)) - abs(off)) <= 2
+                assert abs(error["skew"] - off) <= 2
+                assert SECRET not in response.text and connection.id not in response.text
+                answers.append((off, method, {k: v for k, v in error.items() if k != "skew"}))
+    # A known and an unknown id get the same answer: the clock is checked before the id.
+    assert answers[:4] == answers[4:]
+    assert [m.seq for m in n.state.pending(connection.id)] == [1]
+    assert n.state.last_applied(connection.id) == 0
+
+
+@pytest.mark.anyio
 async def test_a_replayed_request_is_refused(n: Node) -> None:
     connection = n.add()
     request = n.client.build_request(
@@ -483,15 +532,62 @@ async def test_a_replayed_request_is_refused(n: Node) -> None:
 
 def test_replay_memory_forgets_only_what_the_clock_refuses_and_is_bounded() -> None:
     cache = auth.ReplayCache(window=300, capacity=3)
-    assert cache.admit(b"a", ts=1000, now=1000)
-    assert not cache.admit(b"a", ts=1000, now=1299)
-    assert cache.admit(b"b", ts=1000, now=1000) and cache.admit(b"c", ts=1200, now=1200)
+    assert cache.admit("x", b"a", ts=1000, now=1000)
+    assert not cache.admit("x", b"a", ts=1000, now=1299)
+    assert cache.admit("x", b"b", ts=1000, now=1000) and cache.admit("x", b"c", ts=1200, now=1200)
     with pytest.raises(errors.ApiError) as full:
-        cache.admit(b"d", ts=1200, now=1200)
+        cache.admit("x", b"d", ts=1200, now=1200)
     assert (full.value.status, full.value.code) == (503, "busy")
-    assert cache.admit(b"d", ts=1301, now=1301)  # a and b expired, so there is room
+    assert full.value.headers == {"Retry-After": "1"}
+    assert cache.admit("x", b"d", ts=1301, now=1301)  # a and b expired, so there is room
     assert len(cache) == 2
-    assert not cache.admit(b"c", ts=1200, now=1301)
+    assert not cache.admit("x", b"c", ts=1200, now=1301)
+
+
+def test_a_replay_entry_lives_exactly_as_long_as_its_timestamp_passes_the_clock() -> None:
+    cache = auth.ReplayCache(window=300, capacity=10)
+    now = 10_000
+    # Dated 300 s ahead: it passes the clock until now + 600, so it is kept until then.
+    assert cache.admit("x", b"f", ts=now + 300, now=now)
+    assert not cache.admit("x", b"f", ts=now + 300, now=now + 600)
+    assert cache.admit("x", b"g", ts=now + 601, now=now + 601) and len(cache) == 1
+    # Dated 300 s behind: it passes the clock no more, and is forgotten at once.
+    assert cache.admit("x", b"p", ts=now + 301, now=now + 601)
+    assert cache.admit("x", b"q", ts=now + 902, now=now + 902) and len(cache) == 1
+    for ts in (now, now + 300, now - 300):  # what the clock accepts, signed at `now`
+        assert signing.parse(signing.sign(SECRET, "GET", "/", "", b"", ts=ts)) is not None
+
+
+def test_one_connection_cannot_spend_another_connections_replay_memory() -> None:
+    cache = auth.ReplayCache(window=300, capacity=10, per_connection=6)
+    for index in range(6):
+        assert cache.admit("greedy", b"g%d" % index, ts=1000, now=1000)
+    with pytest.raises(errors.ApiError):
+        cache.admit("greedy", b"g6", ts=1000, now=1000)
+    for index in range(4):
+        assert cache.admit("honest", b"h%d" % index, ts=1000, now=1000)
+    # The node is full now: whoever holds less than an even share (10 / 2) still gets in.
+    assert len(cache) == 10
+    assert cache.admit("honest", b"h4", ts=1000, now=1000)
+    with pytest.raises(errors.ApiError):
+        cache.admit("honest", b"h5", ts=1000, now=1000)
+    assert cache.admit("third", b"t0", ts=1000, now=1000)
+    assert len(cache) == 12  # over the capacity by at most one even share each
+
+
+@pytest.mark.anyio
+async def test_a_partner_signing_at_a_high_rate_does_not_make_another_busy(n: Node) -> None:
+    greedy, honest = n.add(), n.add(name="other_conn", secret=SecretStr("o" * 43))
+    n.app.state.node.signatures.replays = auth.ReplayCache(capacity=100, per_connection=50)
+    answers: Counter[int] = Counter()
+    for _ in range(150):
+        answers[(await n.fetch(greedy.id)).status_code] += 1
+    assert answers == Counter({200: 50, 503: 100})
+    for _ in range(20):
+        response = await n.signed(
+            "GET", MESSAGES.format(cid=honest.id), secret="o" * 43, params={"after": 0}
+        )
+        assert response.status_code == 200
 
 
 @pytest.mark.anyio
@@ -709,6 +805,22 @@ async def test_a_malformed_batch_is_400_and_applies_nothing(n: Node, batch: dict
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity", '[1, {"a": [1e999]}]'])
+async def test_a_body_with_a_number_that_is_not_finite_is_400(n: Node, number: str) -> None:
+    connection = n.add()
+    raw = f'{{"messages":[{{"seq":1,"kind":"ping","body":{number}}}]}}'.encode()
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=raw)
+    assert response.status_code == 400 and error_of(response)["error"] == "bad_request"
+    assert "finite" in error_of(response)["detail"] and "inf" not in error_of(response)["detail"]
+    assert n.state.last_applied(connection.id) == 0
+    # Large but finite numbers are bodies like any other.
+    fine = b'{"messages":[{"seq":1,"kind":"ping","body":{"n":2.5e300}}]}'
+    assert (await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)).json() == {
+        "applied": 1
+    }
+
+
+@pytest.mark.anyio
 async def test_a_batch_over_the_limit_is_413_before_it_is_read_whole(n: Node) -> None:
     connection = n.add()
     path = MESSAGES.format(cid=connection.id)
@@ -732,6 +844,94 @@ async def test_a_batch_over_the_limit_is_413_before_it_is_read_whole(n: Node) ->
     assert chunks_sent <= 10
     # A signed GET carries no body.
     assert (await n.signed("GET", path, body=b"x" * 20_000)).status_code == 413
+
+
+class Trickle:
+    """A request body sent in chunks on demand: `pulled` counts what the node read."""
+
+    def __init__(self, chunks: int, size: int = 64 * 1024) -> None:
+        self.chunks, self.size = chunks, size
+        self.pulled = 0
+        self.more = asyncio.Event()  # set: the rest comes at once
+        self.first = asyncio.Event()  # set once the node pulled the first chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for index in range(self.chunks):
+            if index == 1:
+                await self.more.wait()
+            self.pulled += 1
+            self.first.set()
+            yield b" " * self.size
+
+
+@pytest.mark.anyio
+async def test_what_the_headers_refuse_is_refused_before_any_body_is_read(n: Node) -> None:
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    now = int(time.time())
+    unknown = MESSAGES.format(cid="00000000-0000-4000-8000-000000000000")
+    cases = {
+        "no Authorization": (path, None),
+        "malformed": (path, "EXA-HMAC ts=1,sig=zz"),
+        "stale": (path, signing.sign(SECRET, "POST", path, "", b"", ts=now - 400)),
+        "future": (path, signing.sign(SECRET, "POST", path, "", b"", ts=now + 400)),
+        "unknown id": (unknown, signing.sign(SECRET, "POST", unknown, "", b"")),
+        "malformed id": (
+            "/api/v1/connections/x/messages",
+            signing.sign(SECRET, "POST", "/x", "", b""),
+        ),
+    }
+    for why, (target, header) in cases.items():
+        for method in ("POST", "GET"):
+            body = Trickle(chunks=128)  # 8 MiB if it were read
+            request = n.client.build_request(method, target, content=body)
+            if header is not None:
+                request.headers["Authorization"] = header
+            response = await n.client.send(request)
+            assert response.status_code == 401, why
+            assert body.pulled == 0, why
+    assert n.app.state.node.bodies.held == 0
+
+
+@pytest.mark.anyio
+async def test_a_body_that_does_not_arrive_in_time_is_408(n: Node) -> None:
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    node = n.app.state.node
+    node.body_deadline = 0.2
+    body = Trickle(chunks=4)  # never more than the first chunk: `more` is never set
+    request = n.client.build_request("POST", path, content=body)
+    request.headers["Authorization"] = signing.sign(SECRET, "POST", path, "", b"")
+    response = await asyncio.wait_for(n.client.send(request), 10)
+    assert response.status_code == 408 and error_of(response)["error"] == "timeout"
+    assert body.pulled == 1 and node.bodies.held == 0
+    assert n.state.last_applied(connection.id) == 0
+
+
+@pytest.mark.anyio
+async def test_body_bytes_in_flight_are_bounded_node_wide(n: Node) -> None:
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    node = n.app.state.node
+    node.bodies.capacity = 256 * 1024
+    header = signing.sign(SECRET, "POST", path, "", b"")
+    holding = Trickle(chunks=4)  # 64 KiB in, then waits: the node holds it
+    first = n.client.build_request("POST", path, content=holding)
+    first.headers["Authorization"] = header
+    pending = asyncio.ensure_future(n.client.send(first))
+    await asyncio.wait_for(holding.first.wait(), 10)
+    assert node.bodies.held == 64 * 1024
+    over = Trickle(chunks=4)
+    over.more.set()
+    second = n.client.build_request("POST", path, content=over)
+    second.headers["Authorization"] = header
+    refused = await n.client.send(second)
+    assert refused.status_code == 503 and error_of(refused)["error"] == "busy"
+    assert refused.headers["retry-after"] == "1"
+    holding.more.set()
+    done = await pending
+    assert done.status_code == 401  # the header signs an empty body
+    assert node.bodies.held == 0
 
 
 @pytest.mark.anyio
@@ -812,16 +1012,42 @@ async def test_a_tombstone_stays_until_the_news_is_acknowledged_not_just_fetched
 # -- unexpected failures ---------------------------------------------------------------
 
 
+def _answer(response: httpx.Response) -> tuple[int, str, dict[str, str]]:
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    return response.status_code, response.text, headers
+
+
 @pytest.mark.anyio
-async def test_a_broken_connection_file_is_503_and_logged(
+async def test_a_broken_connection_file_answers_as_an_unknown_id_and_is_logged_once(
     n: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
-    connection = n.add()
-    n.home.connection_path(connection.id).write_text('name = "half\n')
-    response = await n.fetch(connection.id)
-    assert response.status_code == 503 and error_of(response)["error"] == "unavailable"
-    assert str(n.home.connection_path(connection.id)) in caplog.text
-    assert str(n.home.path) not in response.text
+    connection, token = n.invite()
+    path = n.home.connection_path(connection.id)
+    path.write_text('name = "half\n')
+    unknown = "00000000-0000-4000-8000-000000000000"
+    seen: list[tuple[int, str, dict[str, str]]] = []
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            for cid in (connection.id, unknown):
+                answers = [
+                    await n.fetch(cid),
+                    await n.push(cid, wire(1)),
+                    await n.client.get(MESSAGES.format(cid=cid)),
+                    await n.handshake({"cid": cid, "tok": token, "short_name": "jira"}),
+                ]
+                if cid == unknown:
+                    assert [_answer(r) for r in answers] == seen
+                else:
+                    seen = [_answer(r) for r in answers]
+        assert [r[0] for r in seen] == [401, 401, 401, 403]
+        logged = [r for r in caplog.records if str(path) in r.getMessage()]
+        assert len(logged) == 1  # 20 requests met it: one line
+        path.write_text('name = "still half\n')  # changed: logged again, once
+        for _ in range(3):
+            await n.fetch(connection.id)
+        logged = [r for r in caplog.records if str(path) in r.getMessage()]
+        assert len(logged) == 2
+    assert str(n.home.path) not in "".join(r[1] for r in seen)
 
 
 # -- serve() for real ------------------------------------------------------------------

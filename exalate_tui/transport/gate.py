@@ -1,0 +1,151 @@
+"""The node's sockets before a request is in: a deadline, caps, and a log that keeps calm.
+
+uvicorn drops a keep-alive socket idle for `KEEP_ALIVE` s, but nothing drops
+one that sends its headers slowly (or a byte of the next request, which
+stops the keep-alive clock): thousands of those once filled the node's
+descriptors. Here (docs/reliability.md, slow sockets):
+
+- a socket not in a request (headers not all in, or idle between requests)
+  is closed after `HEADER_TIMEOUT` s;
+- at most `MAX_WAITING` such sockets at once: a new one closes the oldest,
+  so a flood of slow sockets cannot keep an honest partner, whose headers
+  come at once, from getting in;
+- at most `max_open` sockets in all (the open-files limit less room for the
+  node's own files and calls): past it a new socket is closed at once,
+  rather than `accept()` failing for want of a descriptor;
+- a request answered before its body is in has its socket closed, instead
+  of the rest of the body being read to be dropped;
+- "out of descriptors" is logged once per `LOG_EVERY` s with a count, not
+  once per failed `accept()` (`AcceptErrors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+HEADER_TIMEOUT = 10.0
+KEEP_ALIVE = 5
+MAX_WAITING = 2048
+# Descriptors kept for the state, the logs, the threads and the supervisor's own calls.
+RESERVED_FILES = 512
+LOG_EVERY = 10.0
+
+
+class Gate:
+    """The sockets of one server that are not in a request, oldest first."""
+
+    def __init__(
+        self,
+        max_open: int,
+        *,
+        timeout: float = HEADER_TIMEOUT,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
+        self.max_open = max_open
+        self.timeout = timeout
+        self.max_waiting = max_waiting
+        self.waiting: dict[asyncio.BaseProtocol, asyncio.TimerHandle] = {}
+
+    def wait(self, protocol: GuardedH11) -> None:
+        """(Re)start the protocol's clock: it has this long to bring a whole request."""
+        self.done(protocol)
+        while len(self.waiting) >= self.max_waiting:
+            oldest = next(iter(self.waiting))
+            assert isinstance(oldest, GuardedH11)
+            self.drop(oldest)
+        self.waiting[protocol] = protocol.loop.call_later(self.timeout, self.drop, protocol)
+
+    def done(self, protocol: asyncio.BaseProtocol) -> None:
+        timer = self.waiting.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+
+    def drop(self, protocol: GuardedH11) -> None:
+        self.done(protocol)
+        if not protocol.in_request():
+            protocol.transport.close()
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one)."""
+
+    gate: Gate
+
+    def in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.gate.max_open:
+            transport.abort()
+            return
+        self.gate.wait(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_request():
+            self.gate.done(self)
+
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered before its body was read (401, 413, 503): uvicorn would go on
+            # reading the rest only to drop it, up to 8 MiB of CPU per refused request.
+            self.transport.close()
+        super().on_response_complete()
+        if not self.in_request() and not self.transport.is_closing():
+            self.gate.wait(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.gate.done(self)
+
+
+def guarded(gate: Gate) -> type[GuardedH11]:
+    """A protocol class for uvicorn's `Config(http=...)` whose sockets `gate` keeps."""
+    return type("GuardedH11", (GuardedH11,), {"gate": gate})
+
+
+_OUT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class AcceptErrors:
+    """An event-loop exception handler: `accept()` out of descriptors, once per interval.
+
+    Everything else goes to the loop's default handler, as before.
+    """
+
+    def __init__(
+        self, limit: int, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.every, self.clock = limit, every, clock
+        self.failed = 0
+        self.logged_at: float | None = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if not (isinstance(error, OSError) and error.errno in _OUT_OF):
+            loop.default_exception_handler(context)
+            return
+        self.failed += 1
+        now = self.clock()
+        if self.logged_at is None or now - self.logged_at >= self.every:
+            log.error(
+                "out of descriptors: %d new connection(s) could not be accepted in the last "
+                "%g s (%s; open files limit %d); they wait in the backlog",
+                self.failed,
+                self.every,
+                error.strerror or error,
+                self.limit,
+            )
+            self.failed = 0
+            self.logged_at = now

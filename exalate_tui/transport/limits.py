@@ -1,0 +1,43 @@
+"""What one node lets requests hold before they are authenticated (docs/reliability.md).
+
+A push body is up to 8 MiB and the signature over it can only be checked
+once it is all in, so the bytes of bodies still arriving are a resource
+anyone can spend. `BodyBudget` bounds the body bytes every request
+together holds at once; `BODY_DEADLINE` bounds how long one body may take
+to arrive. What can be refused from the headers alone is refused before
+either is spent (`Node.admit`).
+"""
+
+from __future__ import annotations
+
+from exalate_tui.transport.errors import ApiError
+
+# Room for eight full pushes at once; honest batches are far smaller (500 messages).
+BODY_BUDGET = 64 * 1024 * 1024
+# A full 8 MiB push at 2 Mbit/s, with room to spare; a trickle is cut off here.
+BODY_DEADLINE = 60.0
+RETRY_AFTER = 1
+
+
+def busy(detail: str) -> ApiError:
+    return ApiError(503, "busy", detail, headers={"Retry-After": str(RETRY_AFTER)})
+
+
+class BodyBudget:
+    """Body bytes held by all requests of one node at once, at most `capacity`.
+
+    A request takes its chunks as they arrive and gives them back when it is
+    answered; one that would go over is refused 503 `busy` (Retry-After).
+    """
+
+    def __init__(self, capacity: int = BODY_BUDGET) -> None:
+        self.capacity = capacity
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.capacity:
+            raise busy("this node holds too many request bodies at once; retry shortly")
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size

@@ -1,0 +1,117 @@
+"""The node's sockets outside a request: the header deadline, the caps, the descriptor log."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from exalate_tui.transport import gate
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.passed: list[dict[str, Any]] = []
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.passed.append(context)
+
+
+def test_out_of_descriptors_is_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    handler = gate.AcceptErrors(limit=1024, every=10, clock=lambda: now[0])
+    loop = FakeLoop()
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    context = {"message": "socket.accept() out of system resource", "exception": emfile}
+    with caplog.at_level(logging.ERROR, logger=gate.__name__):
+        for _ in range(10_000):
+            handler(loop, context)  # type: ignore[arg-type]
+            now[0] += 0.0005  # 10,000 attempts in 5 s
+        assert len(caplog.records) == 1
+        now[0] += 10
+        handler(loop, context)  # type: ignore[arg-type]
+    assert len(caplog.records) == 2
+    assert "out of descriptors: 10000 new connection(s)" in caplog.records[1].getMessage()
+    assert "open files limit 1024" in caplog.records[1].getMessage()
+    assert not caplog.records[0].exc_info and loop.passed == []
+    # Anything else goes to the loop's own handler, as before.
+    other = {"message": "boom", "exception": ValueError("x")}
+    handler(loop, other)  # type: ignore[arg-type]
+    assert loop.passed == [other]
+
+
+@pytest.mark.anyio
+async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.post("/refuse")
+    async def refuse() -> JSONResponse:  # answers without reading the body
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+
+    keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        streams = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+            streams.append((reader, writer))
+        while len(keeper.waiting) < 3:
+            await asyncio.sleep(0.01)
+        # A fourth slow one closes the oldest.
+        streams.append(await asyncio.open_connection("127.0.0.1", port))
+        assert await asyncio.wait_for(streams[0][0].read(), 5) == b""
+        # An honest request gets in and is answered while three slow ones wait.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+        # Answered before its body is in: closed, not read to the end to be dropped.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n")
+        writer.write(b"x" * 65536)
+        answer = await asyncio.wait_for(reader.read(), 5)  # to EOF
+        assert answer.startswith(b"HTTP/1.1 401")
+        writer.close()
+        # Slow ones are dropped at the header deadline.
+        for _, writer in streams:
+            writer.close()
+        keeper.timeout = 0.3
+        late = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        late[0][1].write(b"GET / HTTP/1.1\r\n")
+        for slow_reader, _ in late:
+            assert await asyncio.wait_for(slow_reader.read(), 5) == b""
+        while keeper.waiting:
+            await asyncio.sleep(0.01)
+        # Past max_open a new socket is closed at once.
+        keeper.timeout, keeper.max_waiting = 60, 100
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+        while len(keeper.waiting) < 6:
+            await asyncio.sleep(0.01)
+        over, _ = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(over.read(), 5) == b""
+        assert len(keeper.waiting) == 6
+        for _, writer in held:
+            writer.close()
+    finally:
+        server.should_exit = True
+        await task
