@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exalate_tui.transport.sqlite_streams import Gap, SCHEMA_VERSION, SqliteStreams, StateError
+from exalate_tui.transport.sqlite_streams import SCHEMA_VERSION, Gap, SqliteStreams, StateError
 from exalate_tui.transport.streams import Message
 
 
