@@ -109,9 +109,7 @@ def check_text(value: str, *, limit: int, required: bool) -> str:
 def shown(text: object) -> str:
     """Text fit for a terminal as it reads: every control, separator and invisible
     format character escaped (`\\u202e`), the joiners text needs kept."""
-    return "".join(
-        ch if ch.isprintable() or ch in _JOINERS else repr(ch)[1:-1] for ch in str(text)
-    )
+    return "".join(ch if ch.isprintable() or ch in _JOINERS else repr(ch)[1:-1] for ch in str(text))
 
 
 def check_url(value: str) -> str:

@@ -761,7 +761,6 @@ from pathlib import Path
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.sqlite_streams import SqliteStreams
-from exalate_tui.transport.streams import Message
 home = Home(Path(sys.argv[1])); home.ensure()
 Supervisor(home, SqliteStreams(home.state_path))
 print(sorted(m for m in ("fastapi", "starlette", "uvicorn", "httpx") if m in sys.modules))
