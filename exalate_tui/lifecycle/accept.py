@@ -110,9 +110,33 @@ def _open_state(home: Home, state: StateSource) -> SqliteStreams | None:
     if not home.state_path.exists():
         return None
     try:
-        return state()
+        opened = state()
     except ExalateError as error:
         raise AcceptError(f"{error}; the code is still unused.", bad_input=False) from None
+    problem = _damage(home)
+    if problem is not None:
+        opened.close()
+        raise AcceptError(
+            f"{home.state_path}: the message store is damaged ({problem}); move it aside "
+            "and accept again (undelivered messages in it would be lost); the code is "
+            "still unused.",
+            bad_input=False,
+        )
+    return opened
+
+
+def _damage(home: Home) -> str | None:
+    """What SQLite's quick check finds wrong with the state (it opens, yet may not hold)."""
+    uri = home.state_path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=30)
+        try:
+            row = db.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if row is not None and row[0] == "ok" else str(row[0] if row else "no answer")
 
 
 def _save(home: Home, connection: Connection) -> Connection:
