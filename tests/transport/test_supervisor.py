@@ -853,3 +853,40 @@ def test_a_job_ended_by_a_bug_is_recorded_and_restarted_with_backoff(
     assert supervisor.crashes == {cid: 2}
     assert delays[:2] == [1, 2]  # restarted with backoff
     assert "The pusher stopped on an internal error (RuntimeError)" in (seen_errors[0] or "")
+
+
+def test_a_handshake_answer_that_cannot_be_stored_is_fetched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private, public, invite = private_initiator(tmp_path)
+    asyncio.run(accept(public.home, public.state, invite, "jira"))  # waits for our call
+    failures = [OSError(28, "No space left on device")]
+    answered = runtime.Lifecycle.handshake_answered
+
+    def disk_full_once(
+        self: runtime.Lifecycle, connection: Connection, secret: SecretStr, remote_name: str
+    ) -> None:
+        if failures:
+            raise failures.pop()
+        answered(self, connection, secret, remote_name)
+
+    monkeypatch.setattr(runtime.Lifecycle, "handshake_answered", disk_full_once)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(0)
+
+    supervisor = Supervisor(
+        private.home, private.state, transport=public.transport, sleep=sleep, jitter=upper
+    )
+
+    async def body() -> None:
+        await until(lambda: private.home.get_connection(invite.cid).status is Status.ACTIVE)
+        await until(lambda: public.state.last_applied(invite.cid) == 1)  # snow's hello
+
+    run_supervisor(supervisor, body)
+    assert delays[:1] == [1] and supervisor.crashes == {}
+    mine, theirs = private.home.get_connection(invite.cid), public.home.get_connection(invite.cid)
+    assert mine.secret is not None and theirs.secret is not None
+    assert mine.secret.get_secret_value() == theirs.secret.get_secret_value()
