@@ -20,7 +20,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
-from exalate_tui.domain.models import Connection
+from exalate_tui.domain.models import Connection, shown
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
 from exalate_tui.lifecycle.accept import AcceptError, accept
 from exalate_tui.transport.sqlite_streams import SqliteStreams
@@ -41,7 +41,10 @@ class CodeArea(TextArea):
 
 
 def preview_table(wizard: AcceptWizard) -> Table | str:
-    """What the code says: from whom, the connection, mode, topology, expiry."""
+    """What the code says: from whom, the connection, mode, topology, expiry.
+
+    Every part a partner wrote is shown escaped (`shown`), never raw, though the
+    code's checks already refuse what would need it."""
     preview = wizard.preview
     if preview is None:
         return ""
@@ -60,19 +63,20 @@ def preview_table(wizard: AcceptWizard) -> Table | str:
         ("Topology", preview.topology_text),
         ("Expires", expires),
     ):
-        grid.add_row(label, Text(value))
+        grid.add_row(label, Text(shown(value)))
     return grid
 
 
 def stages_text(wizard: AcceptWizard, connection: Connection | None) -> Text:
     """Each stage reached so far, in words; the last line says what comes next."""
     invite = wizard.invitation
-    partner = invite.from_ if invite else "the initiator"
+    partner = shown(invite.from_) if invite else "the initiator"
     text = Text()
     for stage in wizard.stages:
         match stage:
             case Stage.CONTACTING:
-                text.append(f"… Contacting {partner} at {invite.url if invite else ''}\n")
+                url = shown(invite.url) if invite else ""
+                text.append(f"… Contacting {partner} at {url}\n")
             case Stage.ACCEPTED:
                 text.append("✓ Accepted: the connection secret is stored.\n", "green")
             case Stage.CONNECTED:

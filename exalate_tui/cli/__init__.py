@@ -520,4 +520,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"{command}: {inert(error)}", file=sys.stderr)
         return 1
+    except Exception as error:
+        import sqlite3  # only here: most commands never open the state
+
+        if not isinstance(error, sqlite3.DatabaseError):
+            raise
+        # A store that opened but is damaged inside ("database disk image is malformed").
+        home = Home.resolve(getattr(args, "home", None))
+        print(
+            f"{command}: {home.state_path}: the message store is damaged ({inert(error)}); "
+            "move it aside and restart (undelivered messages in it would be lost)",
+            file=sys.stderr,
+        )
+        return 1
     return code

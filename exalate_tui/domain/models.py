@@ -8,6 +8,7 @@ disk all refuse the same things with the same words; the pydantic models of
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,11 +23,27 @@ DESCRIPTION_MAX = 1000
 URL_MAX = 2048
 
 _SHORT_NAME = re.compile(r"[A-Za-z0-9._-]+")
-# C0, DEL and C1 controls: never allowed in anything we store or show.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# Bidi embeddings, overrides and isolates: they reorder what follows them on screen
-# ("Trojan Source"), so a name from a partner could show other than it reads.
-_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+# C0, DEL and C1 controls, and the line and paragraph separators (U+2028, U+2029,
+# a line break to a terminal): never allowed in anything we store or show.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Zero-width joiners are part of how some scripts (Persian) and emoji are written.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _invisible(value: str, *, joiners: bool) -> bool:
+    """Whether `value` holds an invisible format character (Unicode category Cf).
+
+    Those are the bidi embeddings, overrides, isolates and marks (U+202A–E,
+    U+2066–9, U+200E, U+200F, U+061C): they reorder what follows them on
+    screen ("Trojan Source"), so a partner's name or URL could show other
+    than it reads; and the zero-width ones (U+200B, U+2060, U+FEFF, ...)
+    that hide in it. `joiners` allows ZWNJ and ZWJ, which text needs.
+    """
+    return any(
+        unicodedata.category(ch) == "Cf" and not (joiners and ch in _JOINERS)
+        for ch in value
+        if not ch.isascii()
+    )
 
 
 class Mode(StrEnum):
@@ -82,11 +99,17 @@ def check_text(value: str, *, limit: int, required: bool) -> str:
         raise ValueError("is required")
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
-    if _BIDI.search(value):
-        raise ValueError("must not contain bidirectional override characters")
+    if _invisible(value, joiners=True):
+        raise ValueError("must not contain invisible or bidirectional formatting characters")
     if len(value) > limit:
         raise ValueError(f"must be at most {limit} characters (has {len(value)})")
     return value
+
+
+def shown(text: object) -> str:
+    """Text fit for a terminal as it reads: every control, separator and invisible
+    format character escaped (`\\u202e`), the joiners text needs kept."""
+    return "".join(ch if ch.isprintable() or ch in _JOINERS else repr(ch)[1:-1] for ch in str(text))
 
 
 def check_url(value: str) -> str:
@@ -97,6 +120,9 @@ def check_url(value: str) -> str:
         raise ValueError(f"must be at most {URL_MAX} characters")
     if _CONTROL.search(value) or " " in value:
         raise ValueError("must not contain spaces or control characters")
+    if _invisible(value, joiners=False):
+        # In the host or the userinfo they would let a URL show as another.
+        raise ValueError("must not contain invisible or bidirectional formatting characters")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a bad port

@@ -6,11 +6,22 @@ public-public acceptor perform the handshake with the initiator at once; a
 public acceptor of a private initiator stores the token's hash and waits for
 the initiator to call. Every check happens before the first write, so a
 refused accept leaves the home as it was.
+
+Everything that can fail here fails before the token is presented (the
+token burns at the partner): the home must take a write, an existing
+`state.sqlite3` must open, the name must be free. A stage is reported only
+once it is true. Should storing still fail after the handshake, the same
+accept run again within `handshake.GRACE` gets the same secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,10 +35,12 @@ from exalate_tui.domain.models import CONNECTION_NAME_MAX, Connection, Role, Sta
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NameTaken
 from exalate_tui.lifecycle.acceptance import LABELS, Stage, problems
-from exalate_tui.lifecycle.handshake import greet
+from exalate_tui.lifecycle.handshake import GRACE, greet
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[Stage], object]
 # The console passes its open SqliteStreams; the CLI passes an opener, so that a
@@ -62,6 +75,69 @@ def _handshake_failure(error: RemoteError, invite: codes.Invitation) -> AcceptEr
         case _:
             return AcceptError(f"Could not contact {partner}: {error}", bad_input=False)
     return AcceptError(message, bad_input=True)
+
+
+# A probe this big fails on a disk too full to take a connection file and its state.
+PROBE_BYTES = 64 * 1024
+
+
+def _probe(home: Home) -> None:
+    """Raise AcceptError unless the home (or, not made yet, where it goes) takes a write."""
+    folders = [p for p in (home.connections_dir, home.path) if p.is_dir()]
+    if not folders:
+        parent = home.path.parent
+        while not parent.is_dir() and parent != parent.parent:
+            parent = parent.parent
+        folders = [parent]
+    for folder in folders:
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".accept-probe-") as probe:
+                probe.write(b"\0" * PROBE_BYTES)
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as error:
+            raise AcceptError(
+                f"Cannot write in {folder} ({error.strerror or error}): free some space or "
+                "fix its permissions, then accept again; the code is still unused.",
+                bad_input=False,
+            ) from None
+
+
+def _open_state(home: Home, state: StateSource) -> SqliteStreams | None:
+    """The state, opened now when it exists (a damaged one fails here, before the
+    handshake); None when it is to be made once there is something to store."""
+    if isinstance(state, SqliteStreams):
+        return state
+    if not home.state_path.exists():
+        return None
+    try:
+        opened = state()
+    except ExalateError as error:
+        raise AcceptError(f"{error}; the code is still unused.", bad_input=False) from None
+    problem = _damage(home)
+    if problem is not None:
+        opened.close()
+        raise AcceptError(
+            f"{home.state_path}: the message store is damaged ({problem}); move it aside "
+            "and accept again (undelivered messages in it would be lost); the code is "
+            "still unused.",
+            bad_input=False,
+        )
+    return opened
+
+
+def _damage(home: Home) -> str | None:
+    """What SQLite's quick check finds wrong with the state (it opens, yet may not hold)."""
+    uri = home.state_path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=30)
+        try:
+            row = db.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as error:
+        return str(error)
+    return None if row is not None and row[0] == "ok" else str(row[0] if row else "no answer")
 
 
 def _save(home: Home, connection: Connection) -> Connection:
@@ -109,11 +185,31 @@ async def accept(
         if progress is not None:
             progress(step)
 
+    await asyncio.to_thread(_probe, home)
     if invite.topology is Topology.PRIVATE_PUBLIC:
         connection = _wait_for_initiator(home, invite, local_name, name)
         stage(Stage.WAITING)
         return connection
-    return await _handshake(home, state, invite, local_name, name, public_url, stage, transport)
+    opened = await asyncio.to_thread(_open_state, home, state)
+    return await _handshake(
+        home, opened or state, invite, local_name, name, public_url, stage, transport
+    )
+
+
+def _store(
+    home: Home, state_source: StateSource, connection: Connection
+) -> tuple[SqliteStreams, Connection]:
+    """After the handshake: hello enqueued (once, even on a second try), then the file."""
+    if isinstance(state_source, SqliteStreams):
+        state = state_source
+    else:
+        home.ensure()
+        state = state_source()
+    # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
+    # An earlier try that stopped before the file was written left it there already.
+    if not state.pending(connection.id, 0, 1):
+        greet(state, connection)
+    return state, _save(home, connection)
 
 
 def _acceptor(invite: codes.Invitation, name: str, local_name: str, **rest: Any) -> Connection:
@@ -148,6 +244,12 @@ def _wait_for_initiator(
         home.save_connection(connection)
     except NameTaken as error:
         raise AcceptError(f"{error}: choose another connection name.", bad_input=True) from None
+    except OSError as error:
+        raise AcceptError(
+            f"Cannot store the connection ({error}): fix that and accept again; "
+            "the code is still unused.",
+            bad_input=False,
+        ) from None
     return connection
 
 
@@ -176,7 +278,6 @@ async def _handshake(
             )
         except RemoteError as error:
             raise _handshake_failure(error, invite) from None
-        stage(Stage.ACCEPTED)
         connection = _acceptor(
             invite,
             name,
@@ -186,18 +287,28 @@ async def _handshake(
             secret=answer.secret,
             status=Status.ACTIVE,
         )
-        state = state_source if isinstance(state_source, SqliteStreams) else state_source()
-        # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
-        await asyncio.to_thread(greet, state, connection)
-        connection = await asyncio.to_thread(_save, home, connection)
+        try:
+            state, connection = await asyncio.to_thread(_store, home, state_source, connection)
+        except (OSError, sqlite3.Error, ExalateError) as error:
+            raise AcceptError(
+                f"{invite.from_} accepted the invitation, but this side could not store the "
+                f"connection ({error}): fix that and run the same accept again within "
+                f"{GRACE / 60:g} minutes ({invite.from_}'s node answers it again).",
+                bad_input=False,
+            ) from None
+        stage(Stage.ACCEPTED)
         # Delivering the hello proves the secret works both ways; when it cannot be
         # delivered now, the supervisor keeps trying and the contact shows why.
+        # The connection is stored: from here a local failure (the disk) is no reason to
+        # fail the accept either.
         try:
             pending = await asyncio.to_thread(state.pending, connection.id)
             await deliver(remote, state, connection.id, answer.secret, pending)
-        except RemoteError as error:
-            await asyncio.to_thread(state.record_error, connection.id, str(error))
-        else:
             await asyncio.to_thread(state.record_ok, connection.id)
+        except Exception as error:  # noqa: BLE001 - recorded; the supervisor retries
+            log.warning("the hello of %s is not delivered yet: %s", connection.id, error)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(state.record_error, connection.id, str(error))
+        else:
             stage(Stage.CONNECTED)
     return connection

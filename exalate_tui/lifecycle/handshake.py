@@ -5,12 +5,20 @@ Whoever holds the token's hash receives the handshake (`domain/topology.py`):
 presented the token stores the answer with `handshake_answered` (a private
 initiator's supervisor) or saves a new Active connection (an acceptor, in
 `accept.py`). Both go through `made_active` and `greet`.
+
+The token burns once, but the answer may be lost to the presenter (killed,
+its disk full): for `GRACE` seconds the very same offer (token, digest,
+short name, URL) gets the same answer again, so it can finish; any other
+offer is still `invitation_used`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import secrets
+import threading
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
@@ -29,6 +37,43 @@ if TYPE_CHECKING:
 
 # Checked against when there is no hash to check, so that takes as long as a real check.
 _NO_HASH = "0" * 64
+# Seconds during which the winning offer, repeated exactly, is answered again.
+GRACE = 600.0
+# (home, cid) -> (digest of the winning offer, when): this process's recent winners.
+_winners: dict[tuple[str, str], tuple[bytes, float]] = {}
+_winners_lock = threading.Lock()
+
+
+def _offer_digest(offer: HandshakeIn) -> bytes:
+    return hashlib.sha256(
+        json.dumps([offer.cid, offer.tok, offer.sum, offer.short_name, offer.url]).encode()
+    ).digest()
+
+
+def _remember(home: Home, offer: HandshakeIn, now: float) -> None:
+    with _winners_lock:
+        for key, (_, when) in list(_winners.items()):
+            if now - when >= GRACE:
+                del _winners[key]
+        _winners[(str(home.path), offer.cid)] = (_offer_digest(offer), now)
+
+
+def _repeated(home: Home, offer: HandshakeIn, now: float) -> Connection | None:
+    """The connection a repeat of the winning offer gets again, within `GRACE`; else None."""
+    with _winners_lock:
+        won = _winners.get((str(home.path), offer.cid))
+    if won is None or not 0 <= now - won[1] < GRACE:
+        return None
+    if not hmac.compare_digest(won[0], _offer_digest(offer)):
+        return None
+    try:
+        connection = home.get_connection(offer.cid)
+    except NotFound:
+        return None
+    # Deleted, deactivated or regenerated since: the old answer is no longer true.
+    if connection.status is not Status.ACTIVE or connection.secret is None:
+        return None
+    return connection
 
 
 def made_active(connection: Connection, secret: SecretStr, remote_name: str | None) -> Connection:
@@ -96,10 +141,14 @@ def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) 
     if not CONNECTION_ID.fullmatch(offer.cid) or not home.connection_path(offer.cid).exists():
         token_matches(offer.tok, _NO_HASH)
         raise invalid
+    again = _repeated(home, offer, now)
+    if again is not None:
+        return again  # said hello already, the first time
     try:
         connection = home.update_connection(offer.cid, burn)
     except NotFound:
         raise invalid from None
+    _remember(home, offer, now)
     # After the burn, not before: only the handshake that won says hello.
     greet(state, connection)
     return connection

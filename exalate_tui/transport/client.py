@@ -4,10 +4,17 @@ One `Remote` per peer URL keeps one pooled `httpx.AsyncClient`. Every
 failure surfaces as a `RemoteError` whose str() is one line a person can act
 on and never holds a secret. `verify_url` classifies a destination URL for
 the Initiate wizard without raising.
+
+A partner is not trusted to behave (docs/reliability.md, a hostile partner):
+every answer is streamed and counted against a byte cap, the whole call
+(connect, headers, body) runs under one deadline, so a trickling or endless
+answer ends on time, and a body that does not parse (deep nesting included)
+is a `RemoteError` naming the partner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -33,6 +40,20 @@ VERIFY_TIMEOUT = 3.0
 # Connect and write are quick or broken; a long-poll read gets `wait` on top.
 TIMEOUT = httpx.Timeout(10.0)
 LONG_POLL_MARGIN = 10.0
+# The whole of one call, however its bytes trickle in: `timeout.read` times
+# this (`verify_url` sets its 3 s as the whole); a long-poll gets `wait` on top.
+DEADLINE_FACTOR = 3.0
+# What an answer may hold. /info, /handshake, a push's answer and any error
+# body are small; a long-poll's batch may hold `limit` messages and one as big
+# as a push may carry (8 MiB, docs/protocol.md, Messages).
+SMALL_ANSWER_BYTES = 64 * 1024
+MESSAGE_BYTES = 8 * 1024 * 1024
+BYTES_PER_MESSAGE = 16 * 1024
+
+
+def batch_cap(limit: int) -> int:
+    """The most bytes a long-poll answer of `limit` messages may take."""
+    return MESSAGE_BYTES + limit * BYTES_PER_MESSAGE
 
 
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
@@ -167,12 +188,31 @@ def _short_name(value: object) -> str | None:
         return None
 
 
-def _error_from_response(response: httpx.Response) -> RemoteError:
-    """A node's `{"error", "detail"}` answer, or a plain description of any other."""
+def _parse(body: bytes) -> Any:
+    """JSON, or None for anything that is not (deep nesting is not JSON we read)."""
     try:
-        data = response.json()
-    except ValueError:
-        data = None
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer read whole, within its cap and deadline."""
+
+    status_code: int
+    url: httpx.URL
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+def _error_from_response(response: _Answer) -> RemoteError:
+    """A node's `{"error", "detail"}` answer, or a plain description of any other."""
+    data = _parse(response.content)
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         code = _shown(data["error"], 40)
         detail = _shown(data["detail"], 300) if isinstance(data.get("detail"), str) else None
@@ -201,9 +241,13 @@ class Remote:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = TIMEOUT,
+        deadline: float | None = None,
     ) -> None:
+        """`deadline`: seconds a whole call may take (a long-poll's `wait` on top);
+        without, `timeout.read` × 3 (a long-poll: its margin × 3)."""
         self.url = normalize_url(url)
         self._timeout = timeout
+        self._deadline = deadline
         self._client = httpx.AsyncClient(
             base_url=self.url,
             transport=transport,
@@ -221,21 +265,54 @@ class Remote:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _send(self, request: httpx.Request, read_timeout: float) -> httpx.Response:
+    async def _send(
+        self,
+        request: httpx.Request,
+        read_timeout: float,
+        *,
+        cap: int = SMALL_ANSWER_BYTES,
+        deadline: float | None = None,
+    ) -> _Answer:
+        """Send and read the answer whole: at most `cap` bytes, all within `deadline` s."""
+        if deadline is None:
+            deadline = self._deadline or read_timeout * DEADLINE_FACTOR
+        host = _host(self.url)
+        response: httpx.Response | None = None
         try:
-            response = await self._client.send(request)
+            async with asyncio.timeout(deadline):
+                response = await self._client.send(request, stream=True)
+                try:
+                    content = await _read_capped(response, cap)
+                finally:
+                    await response.aclose()
         except httpx.TransportError as error:
             raise _transport_error(self.url, error, read_timeout) from None
-        if response.status_code >= 300:
-            raise _error_from_response(response)
-        return response
+        except TimeoutError:
+            if response is None:
+                raise _transport_error(
+                    self.url, httpx.ReadTimeout("deadline", request=request), deadline
+                ) from None
+            raise RemoteError(
+                f"{host} did not finish its answer within {deadline:g} s; check the URL "
+                "points at an exalate-tui node and the network between you.",
+                status=response.status_code,
+                code="timeout",
+            ) from None
+        if content is None:
+            raise RemoteError(
+                f"{host} sent an answer over {cap:,} bytes, more than this request can "
+                "take; check the URL points at an exalate-tui node.",
+                status=response.status_code,
+                code="too_large",
+            )
+        answer = _Answer(response.status_code, response.url, response.headers, content)
+        if answer.status_code >= 300:
+            raise _error_from_response(answer)
+        return answer
 
     @staticmethod
-    def _json(response: httpx.Response) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+    def _json(response: _Answer) -> dict[str, Any]:
+        data = _parse(response.content)
         if not isinstance(data, dict):
             raise RemoteError(
                 f"{_host(str(response.url))} answered something other than a JSON object; "
@@ -347,7 +424,8 @@ class Remote:
             params,
             timeout=httpx.Timeout(self._timeout.connect, read=read),
         )
-        response = await self._send(request, read)
+        whole = wait + (self._deadline or LONG_POLL_MARGIN * DEADLINE_FACTOR)
+        response = await self._send(request, read, cap=batch_cap(limit), deadline=whole)
         acked_header = response.headers.get(ACK_HEADER, "")
         acked = int(acked_header) if _DIGITS.fullmatch(acked_header) else None
         spliced = read_batch(response.text)
@@ -357,7 +435,7 @@ class Remote:
         try:
             messages = [Message.from_wire(item) for item in data["messages"]]
             last_seq = int(data.get("last_seq", 0))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             raise RemoteError(
                 f"{_host(self.url)} sent a malformed message batch; update exalate-tui there.",
                 status=200,
@@ -380,6 +458,19 @@ class Remote:
         return applied
 
 
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The body, or None once it passes `cap` bytes (nothing more is read)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
+
+
 async def verify_url(
     url: str,
     *,
@@ -396,7 +487,9 @@ async def verify_url(
     not_a_node = "is not an exalate-tui node"
     fix = "check the URL points at the node (`exalate-tui node`), not another service."
     try:
-        async with Remote(url, transport=transport, timeout=httpx.Timeout(timeout)) as remote:
+        async with Remote(
+            url, transport=transport, timeout=httpx.Timeout(timeout), deadline=timeout
+        ) as remote:
             info = await remote.info()
     except RemoteError as error:
         if error.code in ("unreachable", "timeout", "tls"):

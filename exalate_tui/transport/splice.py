@@ -57,7 +57,7 @@ def read_batch(text: str) -> tuple[list[Message], int] | None:
             append(Message(int(seq), kind, text[begin:at]))
             at += 1
         tail = _TAIL.fullmatch(text, at)
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):
         return None
     if tail is None:
         return None

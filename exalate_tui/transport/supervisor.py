@@ -11,6 +11,11 @@ non-blocking `flock` on `<home>/locks/<cid>.lock`):
 
 Every attempt records contact; failures back off with full jitter. Time,
 sleep and jitter are injectable so tests need neither luck nor patience.
+
+No job dies silently (docs/reliability.md, a full disk): a failure while
+recording a failure (the disk is full) is logged and the job carries on; a
+job that ends by a bug is logged, recorded as the connection's last error
+when that can be written, and restarted with backoff.
 """
 
 from __future__ import annotations
@@ -207,6 +212,8 @@ class Supervisor:
         self._contact = ContactThrottle()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan_now: asyncio.Event | None = None
+        # How often each connection's jobs stopped on a bug (and were restarted).
+        self.crashes: dict[str, int] = {}
 
     @property
     def running(self) -> frozenset[str]:
@@ -310,7 +317,7 @@ class Supervisor:
         }
         plan = plan_for(link.connection)
         for job in jobs[plan] if plan else ():
-            task = asyncio.create_task(job(link), name=f"{job.__name__}:{cid}")
+            task = asyncio.create_task(self._guarded(job, link), name=f"{job.__name__}:{cid}")
             task.add_done_callback(_report_crash)
             link.tasks.append(task)
 
@@ -338,10 +345,36 @@ class Supervisor:
 
     # -- jobs -----------------------------------------------------------------
 
+    async def _guarded(self, job: Callable[[_Link], Awaitable[None]], link: _Link) -> None:
+        """Run `job` until it ends by itself; a bug ends one attempt only, then a restart."""
+        cid = link.connection.id
+        what = _JOBS.get(job.__name__, job.__name__)
+        backoff = self._backoff()
+        while True:
+            try:
+                await job(link)
+                return
+            except Exception as error:  # noqa: BLE001 - a bug: say so, then start again
+                log.error("the %s of %s stopped on a bug; restarting it", what, cid, exc_info=True)
+                self.crashes[cid] = self.crashes.get(cid, 0) + 1
+                await self._record_error(
+                    cid,
+                    f"The {what} stopped on an internal error ({type(error).__name__}) and "
+                    "restarts by itself; the log has the details.",
+                )
+                await self._sleep(backoff.failure())
+
+    async def _record_error(self, cid: str, reason: str) -> None:
+        """Record a failure; when even that fails (a full disk), log both and carry on."""
+        try:
+            await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
+        except Exception as error:  # noqa: BLE001 - the job must outlive its bookkeeping
+            log.warning("cannot record the last error of %s (%s): %s", cid, error, reason)
+
     async def _failed(self, cid: str, backoff: Backoff, error: Exception) -> None:
         self._contact.reset(cid)  # the next success clears this error at once
         reason = str(error) or type(error).__name__
-        await asyncio.to_thread(self.state.record_error, cid, reason, self._clock())
+        await self._record_error(cid, reason)
         delay = backoff.failure()
         from exalate_tui.transport.client import (
             RemoteError,  # loaded already: every job's first step is a Remote
@@ -469,12 +502,10 @@ class Supervisor:
         while True:
             expires = connection.token_expires
             if expires is not None and self._clock() >= expires.timestamp():
-                await asyncio.to_thread(
-                    self.state.record_error,
+                await self._record_error(
                     connection.id,
                     "The invitation expired before the other side accepted it: "
                     "regenerate the code and send it again.",
-                    self._clock(),
                 )
                 return
             try:
@@ -489,12 +520,10 @@ class Supervisor:
                 if error.code == "invitation_used":
                     # Burnt without our having the secret (an answer lost on the way):
                     # only a new code can fix it, so stop and say so.
-                    await asyncio.to_thread(
-                        self.state.record_error,
+                    await self._record_error(
                         connection.id,
                         "The other side says this invitation was already used: "
                         "regenerate the code and send it again.",
-                        self._clock(),
                     )
                     return
                 # `invalid_invitation` is the usual answer until the partner pastes the code.
@@ -503,16 +532,28 @@ class Supervisor:
             except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                 await self._failed(connection.id, backoff, error)
                 continue
-            await asyncio.to_thread(
-                self.hooks.handshake_answered, connection, answer.secret, answer.short_name
-            )
-            await asyncio.to_thread(self.state.record_ok, connection.id, self._clock())
+            try:
+                await asyncio.to_thread(
+                    self.hooks.handshake_answered, connection, answer.secret, answer.short_name
+                )
+            except Exception as error:  # noqa: BLE001 - the disk, most likely: try again
+                # The partner answers the same handshake again with the same secret for a
+                # while (docs/protocol.md, Handshake), so the next attempt can store it.
+                await self._failed(connection.id, backoff, error)
+                continue
+            try:
+                await asyncio.to_thread(self.state.record_ok, connection.id, self._clock())
+            except Exception as error:  # noqa: BLE001 - Active already; only contact is lost
+                log.warning("cannot record contact with %s: %s", connection.id, error)
             self.wake()  # rescan: the connection is Active, the poller takes over
             return
 
     def _effect(self, cid: str) -> Callable[[Message], None]:
         hooks = self.hooks
         return lambda message: hooks.apply(cid, message)
+
+
+_JOBS = {"_poll": "poller", "_push": "pusher", "_handshake": "handshake"}
 
 
 def _drop(task: asyncio.Task[Batch] | None) -> None:

@@ -87,8 +87,11 @@ def test_round_trip() -> None:
 
 
 short_names = st.from_regex(r"[A-Za-z0-9._-]{1,32}", fullmatch=True)
-# What the wizard lets through: no control characters (Cc), no lone surrogates (Cs).
-texts = st.characters(exclude_categories=["Cc", "Cs"])
+# What the wizard lets through: no control characters (Cc), no lone surrogates (Cs), no
+# invisible format characters (Cf, but for the joiners), no line separators (Zl, Zp).
+texts = st.characters(exclude_categories=["Cc", "Cs", "Cf", "Zl", "Zp"]) | st.sampled_from(
+    "\u200c\u200d"
+)
 urls = st.sampled_from([None, "https://snow.example.com", "http://127.0.0.1:7917"])
 
 

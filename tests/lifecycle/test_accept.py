@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -645,3 +646,126 @@ def test_cli_accept_loads_neither_textual_nor_the_node(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.split() == ["2", "False", "False"], result.stderr
+
+
+# -- accept burns no code (issue 10, item 4) -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_storing_fails_after_the_handshake_and_the_same_accept_then_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    b = make_side(tmp_path, "jira", None)
+    code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    save = Home.save_connection
+
+    def disk_full(home: Home, connection: Connection) -> None:
+        if home.path == b.home.path:
+            raise OSError(28, "No space left on device")
+        save(home, connection)
+
+    monkeypatch.setattr(Home, "save_connection", disk_full)
+    stages: list[Stage] = []
+    with pytest.raises(AcceptError) as failed:
+        await accept(
+            b.home, b.state, codes.decode(code), None, stages.append, transport=a.transport
+        )
+    assert stages == [Stage.CONTACTING]  # never "accepted": nothing was stored
+    assert not failed.value.bad_input
+    assert "run the same accept again within 10 minutes" in str(failed.value)
+    assert b.home.load_connections().connections == []
+    assert a.home.get_connection(invite.cid).status is Status.ACTIVE  # the token burnt there
+
+    monkeypatch.setattr(Home, "save_connection", save)
+    stages.clear()
+    await accept(b.home, b.state, codes.decode(code), None, stages.append, transport=a.transport)
+    assert stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
+    ours, theirs = (
+        b.home.get_connection(invite.cid).secret,
+        a.home.get_connection(invite.cid).secret,
+    )
+    assert ours is not None and theirs is not None
+    assert ours.get_secret_value() == theirs.get_secret_value()
+    assert [m.kind for m in a.state.inbox(invite.cid)] == ["hello"]  # one hello, seq 1
+    assert [m.kind for m in b.state.inbox(invite.cid)] == []
+    async with supervising(b, a):
+        await flows_both_ways(a, b, invite.cid)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs at `path` (root only), unmounted afterwards."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield path
+    finally:
+        # Lazy: a file a failed test left open must not keep the mount behind.
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_fails_the_accept_before_the_handshake(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    with small_disk(tmp_path / "disk") as disk:
+        home = Home(disk / "jira")
+        filler = disk / "filler"
+        fill = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fill, b"\0" * 4096)
+        os.close(fill)
+        opened: list[SqliteStreams] = []
+
+        def open_state() -> SqliteStreams:
+            opened.append(SqliteStreams(home.state_path))
+            return opened[-1]
+
+        stages: list[Stage] = []
+        with pytest.raises(AcceptError) as failed:
+            await accept(
+                home, open_state, codes.decode(code), "jira", stages.append, transport=a.transport
+            )
+        assert str(failed.value).startswith(f"Cannot write in {disk} (No space left on device)")
+        assert "the code is still unused" in str(failed.value)
+        assert stages == [] and opened == [] and not home.path.exists()
+        pending = a.home.get_connection(invite.cid)
+        assert pending.status is Status.PENDING and pending.token_hash is not None
+
+        filler.unlink()  # space again: the same code works
+        try:
+            connection = await accept(
+                home, open_state, codes.decode(code), "jira", stages.append, transport=a.transport
+            )
+        finally:
+            for state in opened:
+                state.close()
+        assert connection.status is Status.ACTIVE
+        assert stages == [Stage.CONTACTING, Stage.ACCEPTED, Stage.CONNECTED]
+
+
+@pytest.mark.anyio
+async def test_a_damaged_state_fails_the_accept_before_the_handshake(tmp_path: Path) -> None:
+    a = make_side(tmp_path, "snow", PUBLIC_A)
+    code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
+    home = Home(tmp_path / "jira")
+    home.ensure()
+    home.state_path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(AcceptError) as failed:
+        await accept(
+            home,
+            lambda: SqliteStreams(home.state_path),
+            codes.decode(code),
+            "jira",
+            transport=a.transport,
+        )
+    assert "cannot be used as the message store" in str(failed.value)
+    assert "the code is still unused" in str(failed.value)
+    assert a.home.get_connection(invite.cid).status is Status.PENDING

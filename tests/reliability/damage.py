@@ -36,7 +36,10 @@ short_names = st.from_regex(r"[A-Za-z0-9._-]{1,32}", fullmatch=True)
 urls = st.sampled_from([None, "https://snow.example.com", "http://127.0.0.1:7917"])
 # What a name or description may hold: no controls, no bidi overrides (models.check_text).
 _BIDI = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
-_printable = st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"], exclude_characters=_BIDI)
+# Cf: bidi marks and other invisible format characters; Zl, Zp: line separators. All refused.
+_printable = st.characters(
+    codec="utf-8", exclude_categories=["Cc", "Cs", "Cf", "Zl", "Zp"], exclude_characters=_BIDI
+)
 
 
 @st.composite

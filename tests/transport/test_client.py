@@ -239,10 +239,10 @@ async def test_refusals_are_remote_errors_without_secrets(public: Public) -> Non
             invitation.cid, SecretStr(invitation.tok), "jira", None, digest=codes.digest(invitation)
         )
         with pytest.raises(RemoteError) as used:
-            await remote.handshake(
+            await remote.handshake(  # another offer: the same one would get the same answer
                 invitation.cid,
                 SecretStr(invitation.tok),
-                "jira",
+                "thief",
                 None,
                 digest=codes.digest(invitation),
             )

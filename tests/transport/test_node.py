@@ -349,9 +349,11 @@ home = Home.resolve(sys.argv[1]); state = SqliteStreams(home.state_path)
 async def main():
     transport = httpx.ASGITransport(app=runtime.node_app(home, state))
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        body = {"cid": sys.argv[2], "tok": sys.argv[3], "short_name": "jira"}
+        # Each a different offer: the same one repeated is answered again (the grace period).
+        bodies = [{"cid": sys.argv[2], "tok": sys.argv[3], "short_name": f"jira{i}"}
+                  for i in range(4)]
         results = await asyncio.gather(*(client.post("/api/v1/handshake", json=body)
-                                         for _ in range(4)))
+                                         for body in bodies))
         print(json.dumps([r.status_code for r in results]))
 asyncio.run(main())
 """

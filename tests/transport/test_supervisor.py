@@ -32,6 +32,7 @@ from exalate_tui.lifecycle.initiate import save_issued
 from exalate_tui.lifecycle.runtime import Supervisor
 from exalate_tui.transport.client import ACK_HEADER, Remote
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Message
 from exalate_tui.transport.supervisor import Backoff, ConnectionLock, Plan, plan_for
 
 
@@ -772,3 +773,120 @@ print(sorted(m for m in ("fastapi", "starlette", "uvicorn", "httpx") if m in sys
         timeout=60,
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- no job dies silently (issue 10, item 3) ------------------------------------------
+
+
+def test_a_poller_survives_a_full_disk_and_resumes_when_writes_work_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public, private, cid = connect(tmp_path)
+    set_status(public.home, cid, Status.DEACTIVATED)  # every poll now fails (409)
+    full = threading.Event()
+    full.set()
+    refused: list[str] = []
+    record_error = private.state.record_error
+
+    def no_space(cid: str, error: str, when: float | None = None) -> None:
+        if full.is_set():
+            refused.append(error)
+            raise OSError(28, "No space left on device")
+        record_error(cid, error, when)
+
+    monkeypatch.setattr(private.state, "record_error", no_space)
+
+    async def no_wait(delay: float) -> None:
+        await asyncio.sleep(0)
+
+    supervisor = Supervisor(
+        private.home, private.state, transport=public.transport, wait=0.2, sleep=no_wait
+    )
+
+    async def body() -> None:
+        # Recording the failure fails, again and again: the poller is still there to retry.
+        await until(lambda: len(refused) >= 3)
+        full.clear()
+        await until(lambda: "deactivated" in (private.state.contact(cid).last_error or ""))
+        set_status(public.home, cid, Status.ACTIVE)
+        public.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(5)])
+        await until(lambda: private.state.last_applied(cid) == 6)
+        await until(lambda: private.state.contact(cid).last_error is None)
+
+    run_supervisor(supervisor, body)
+    assert supervisor.crashes == {}  # survived, not restarted
+    assert [m.seq for m in private.state.inbox(cid)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.traceback_expected("the bug is logged with its traceback, as it must be")
+def test_a_job_ended_by_a_bug_is_recorded_and_restarted_with_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public, private, cid = connect(tmp_path)
+    private.state.enqueue(cid, "ping", {"n": 1})
+    bugs = iter([RuntimeError("a bug"), RuntimeError("another")])
+    pending = private.state.pending
+
+    def buggy(cid: str, after: int = 0, limit: int = 500) -> list[Message]:
+        bug = next(bugs, None)
+        if bug is not None:
+            raise bug  # outside the pusher's retry loop: it ends the job
+        return pending(cid, after, limit)
+
+    monkeypatch.setattr(private.state, "pending", buggy)
+    delays: list[float] = []
+    seen_errors: list[str | None] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        seen_errors.append(private.state.contact(cid).last_error)
+        await asyncio.sleep(0)
+
+    supervisor = Supervisor(
+        private.home, private.state, transport=public.transport, sleep=sleep, jitter=upper
+    )
+
+    async def body() -> None:
+        await until(lambda: [m.seq for m in public.state.inbox(cid)] == [1, 2])
+
+    run_supervisor(supervisor, body)
+    assert supervisor.crashes == {cid: 2}
+    assert delays[:2] == [1, 2]  # restarted with backoff
+    assert "The pusher stopped on an internal error (RuntimeError)" in (seen_errors[0] or "")
+
+
+def test_a_handshake_answer_that_cannot_be_stored_is_fetched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private, public, invite = private_initiator(tmp_path)
+    asyncio.run(accept(public.home, public.state, invite, "jira"))  # waits for our call
+    failures = [OSError(28, "No space left on device")]
+    answered = runtime.Lifecycle.handshake_answered
+
+    def disk_full_once(
+        self: runtime.Lifecycle, connection: Connection, secret: SecretStr, remote_name: str
+    ) -> None:
+        if failures:
+            raise failures.pop()
+        answered(self, connection, secret, remote_name)
+
+    monkeypatch.setattr(runtime.Lifecycle, "handshake_answered", disk_full_once)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(0)
+
+    supervisor = Supervisor(
+        private.home, private.state, transport=public.transport, sleep=sleep, jitter=upper
+    )
+
+    async def body() -> None:
+        await until(lambda: private.home.get_connection(invite.cid).status is Status.ACTIVE)
+        await until(lambda: public.state.last_applied(invite.cid) == 1)  # snow's hello
+
+    run_supervisor(supervisor, body)
+    assert delays[:1] == [1] and supervisor.crashes == {}
+    mine, theirs = private.home.get_connection(invite.cid), public.home.get_connection(invite.cid)
+    assert mine.secret is not None and theirs.secret is not None
+    assert mine.secret.get_secret_value() == theirs.secret.get_secret_value()
