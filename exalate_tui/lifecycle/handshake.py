@@ -8,8 +8,10 @@ initiator's supervisor) or saves a new Active connection (an acceptor, in
 
 The token burns once, but the answer may be lost to the presenter (killed,
 its disk full): for `GRACE` seconds the very same offer (token, digest,
-short name, URL) gets the same answer again, so it can finish; any other
-offer is still `invitation_used`.
+short name, URL) gets the same answer again from the node that gave it
+(`Winners`), so it can finish; any other offer is refused as a used
+invitation is (the node tells the very token it burnt `invitation_used`:
+transport/node.py, `Burnt`).
 """
 
 from __future__ import annotations
@@ -39,9 +41,6 @@ if TYPE_CHECKING:
 _NO_HASH = "0" * 64
 # Seconds during which the winning offer, repeated exactly, is answered again.
 GRACE = 600.0
-# (home, cid) -> (digest of the winning offer, when): this process's recent winners.
-_winners: dict[tuple[str, str], tuple[bytes, float]] = {}
-_winners_lock = threading.Lock()
 
 
 def _offer_digest(offer: HandshakeIn) -> bytes:
@@ -50,30 +49,40 @@ def _offer_digest(offer: HandshakeIn) -> bytes:
     ).digest()
 
 
-def _remember(home: Home, offer: HandshakeIn, now: float) -> None:
-    with _winners_lock:
-        for key, (_, when) in list(_winners.items()):
-            if now - when >= GRACE:
-                del _winners[key]
-        _winners[(str(home.path), offer.cid)] = (_offer_digest(offer), now)
+class Winners:
+    """The offers that won a handshake in the last `GRACE` seconds, by connection id.
 
+    Held by the node that answered them (one per `runtime.Lifecycle`), in memory
+    only: a restarted node answers a repeat as it answers any used invitation.
+    """
 
-def _repeated(home: Home, offer: HandshakeIn, now: float) -> Connection | None:
-    """The connection a repeat of the winning offer gets again, within `GRACE`; else None."""
-    with _winners_lock:
-        won = _winners.get((str(home.path), offer.cid))
-    if won is None or not 0 <= now - won[1] < GRACE:
-        return None
-    if not hmac.compare_digest(won[0], _offer_digest(offer)):
-        return None
-    try:
-        connection = home.get_connection(offer.cid)
-    except NotFound:
-        return None
-    # Deleted, deactivated or regenerated since: the old answer is no longer true.
-    if connection.status is not Status.ACTIVE or connection.secret is None:
-        return None
-    return connection
+    def __init__(self) -> None:
+        self._won: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, offer: HandshakeIn, now: float) -> None:
+        with self._lock:
+            for cid, (_, when) in list(self._won.items()):
+                if now - when >= GRACE:
+                    del self._won[cid]
+            self._won[offer.cid] = (_offer_digest(offer), now)
+
+    def repeated(self, home: Home, offer: HandshakeIn, now: float) -> Connection | None:
+        """The connection a repeat of the winning offer gets again, within `GRACE`."""
+        with self._lock:
+            won = self._won.get(offer.cid)
+        if won is None or not 0 <= now - won[1] < GRACE:
+            return None
+        if not hmac.compare_digest(won[0], _offer_digest(offer)):
+            return None
+        try:
+            connection = home.get_connection(offer.cid)
+        except NotFound:
+            return None
+        # Deleted, deactivated or regenerated since: the old answer is no longer true.
+        if connection.status is not Status.ACTIVE or connection.secret is None:
+            return None
+        return connection
 
 
 def made_active(connection: Connection, secret: SecretStr, remote_name: str | None) -> Connection:
@@ -103,7 +112,9 @@ def handshake_answered(
     home.update_connection(connection.id, lambda current: made_active(current, secret, remote_name))
 
 
-def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) -> Connection:
+def take_invitation(
+    home: Home, state: Streams, offer: HandshakeIn, now: float, winners: Winners
+) -> Connection:
     """Check and burn the token under the home lock: of two racing handshakes one wins.
 
     Returns the connection, Active with a fresh secret and its hello enqueued.
@@ -141,14 +152,14 @@ def take_invitation(home: Home, state: Streams, offer: HandshakeIn, now: float) 
     if not CONNECTION_ID.fullmatch(offer.cid) or not home.connection_path(offer.cid).exists():
         token_matches(offer.tok, _NO_HASH)
         raise invalid
-    again = _repeated(home, offer, now)
+    again = winners.repeated(home, offer, now)
     if again is not None:
         return again  # said hello already, the first time
     try:
         connection = home.update_connection(offer.cid, burn)
     except NotFound:
         raise invalid from None
-    _remember(home, offer, now)
+    winners.remember(offer, now)
     # After the burn, not before: only the handshake that won says hello.
     greet(state, connection)
     return connection

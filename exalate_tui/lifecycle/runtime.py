@@ -34,9 +34,10 @@ class Lifecycle:
     def __init__(self, home: Home, state: Streams) -> None:
         self.home = home
         self.state = state
+        self.winners = handshake.Winners()
 
     def take_invitation(self, offer: HandshakeIn, now: float) -> Connection:
-        return handshake.take_invitation(self.home, self.state, offer, now)
+        return handshake.take_invitation(self.home, self.state, offer, now, self.winners)
 
     def handshake_answered(
         self, connection: Connection, secret: SecretStr, remote_name: str

@@ -1,6 +1,6 @@
 """A repeated handshake: the same offer within the grace period gets the same secret
-(a crashed acceptor can finish); any other offer, or a late one, is still refused
-(issue 10, item 4; docs/protocol.md, Handshake)."""
+(a crashed acceptor can finish); any other offer, or a late one, is still refused,
+as a used invitation is (issue 10, item 4; docs/protocol.md, Handshake)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def issue(tmp_path: Path) -> tuple[Home, SqliteStreams, HandshakeIn]:
 
 def test_the_same_offer_within_the_grace_period_gets_the_same_secret(tmp_path: Path) -> None:
     home, state, offer = issue(tmp_path)
-    first = handshake.take_invitation(home, state, offer, NOW)
+    winners = handshake.Winners()
+    first = handshake.take_invitation(home, state, offer, NOW, winners)
     file_after_first = home.connection_path(offer.cid).read_bytes()
-    again = handshake.take_invitation(home, state, offer, NOW + handshake.GRACE - 1)
+    again = handshake.take_invitation(home, state, offer, NOW + handshake.GRACE - 1, winners)
     assert first.secret is not None and again.secret is not None
     assert again.secret.get_secret_value() == first.secret.get_secret_value()
     assert home.connection_path(offer.cid).read_bytes() == file_after_first
@@ -57,19 +58,21 @@ def test_the_same_offer_within_the_grace_period_gets_the_same_secret(tmp_path: P
     "change",
     [{"short_name": "thief"}, {"url": "http://127.0.0.1:7002"}, {"sum": "0" * 64}],
 )
-def test_any_other_offer_is_still_refused_as_used(tmp_path: Path, change: dict[str, str]) -> None:
+def test_any_other_offer_is_still_refused(tmp_path: Path, change: dict[str, str]) -> None:
     home, state, offer = issue(tmp_path)
-    handshake.take_invitation(home, state, offer, NOW)
+    winners = handshake.Winners()
+    handshake.take_invitation(home, state, offer, NOW, winners)
     before = home.connection_path(offer.cid).read_bytes()
     with pytest.raises(HandshakeRefused) as refused:
-        handshake.take_invitation(home, state, offer.model_copy(update=change), NOW + 1)
-    assert refused.value.code == "invitation_used"
+        handshake.take_invitation(home, state, offer.model_copy(update=change), NOW + 1, winners)
+    assert refused.value.code == "invalid_invitation"
     assert home.connection_path(offer.cid).read_bytes() == before
 
 
 def test_after_the_grace_period_the_same_offer_is_refused(tmp_path: Path) -> None:
     home, state, offer = issue(tmp_path)
-    handshake.take_invitation(home, state, offer, NOW)
+    winners = handshake.Winners()
+    handshake.take_invitation(home, state, offer, NOW, winners)
     with pytest.raises(HandshakeRefused) as refused:
-        handshake.take_invitation(home, state, offer, NOW + handshake.GRACE)
-    assert refused.value.code == "invitation_used"
+        handshake.take_invitation(home, state, offer, NOW + handshake.GRACE, winners)
+    assert refused.value.code == "invalid_invitation"
