@@ -280,7 +280,15 @@ class Remote:
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(deadline):
-                response = await self._client.send(request, stream=True)
+                try:
+                    response = await self._client.send(request, stream=True)
+                except httpx.RemoteProtocolError:
+                    # A kept-alive connection the node closed as we reused it: the request
+                    # went unread (RFC 9112, 9.3.1), so a GET is sent once more at once
+                    # instead of counting as an outage.
+                    if request.method != "GET":
+                        raise
+                    response = await self._client.send(request, stream=True)
                 try:
                     content = await _read_capped(response, cap)
                 finally:

@@ -258,3 +258,41 @@ async def test_refusals_are_remote_errors_without_secrets(public: Public) -> Non
             assert invitation.tok not in text
             assert answer.secret.get_secret_value() not in text
             assert "x" * 43 not in text
+
+
+@pytest.mark.anyio
+async def test_a_get_the_node_closed_unread_is_sent_once_more(tmp_path: Path) -> None:
+    """A kept-alive connection closed by the node as it is reused: the GET goes again.
+
+    The first connection reads the request and closes without an answer, as a node
+    ending an idle kept-alive connection does; the second answers. A push (POST) is
+    never sent twice.
+    """
+    connections: list[bytes] = []
+    info = b'{"product":"exalate-tui","version":"1","api":1,"short_name":"snow"}'
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        connections.append(request.split(b" ", 1)[0])
+        if len(connections) % 2 == 1:
+            writer.close()  # unread, unanswered
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(info), info)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Remote(f"http://127.0.0.1:{port}") as remote:
+            assert (await remote.info()).short_name == "snow"
+            assert connections == [b"GET", b"GET"]
+            with pytest.raises(RemoteError):
+                await remote.push("00000000-0000-4000-8000-000000000001", SecretStr("s" * 43), [])
+            assert connections == [b"GET", b"GET", b"POST"]
+    finally:
+        server.close()
+        await server.wait_closed()
