@@ -99,7 +99,7 @@ CASES: list[tuple[str, Callable[[Path], Home], list[str], str]] = [
     ("config type", public, ["i", "ctrl+n"], "#next"),
     ("note", public, ["i", "ctrl+n", "down", "space", "enter"], "#next"),
     ("info", public, TO_INFO, "#next"),
-    ("invitation", public, [*TO_INFO, "tab", *typed("jira"), "enter"], "#done"),
+    ("invitation", public, [*TO_INFO, *typed("jira"), "enter"], "#done"),
     ("detail", with_pending, ["enter"], "#regenerate"),
     ("delete", with_pending, ["enter", "x"], "#yes"),
     ("regenerated", with_pending, ["enter", "g", "y"], "#done"),

@@ -812,3 +812,24 @@ def test_each_code_has_its_own_token_and_id(tmp_path: Path) -> None:
     assert first.issued is not None and second.issued is not None
     assert first.issued.invitation.tok != second.issued.invitation.tok
     assert first.issued.connection.id != second.issued.connection.id
+
+
+def test_step_titles_count_up_by_one_and_carry_no_total() -> None:
+    """ "Step N: name": N never jumps when step 1's answer adds steps (issue 11)."""
+    wizard = InitiateWizard(Instance(short_name="snow"))
+    titles = [wizard.step_title(wizard.step)]
+    wizard.choose_no_url()
+    titles.append(wizard.step_title(wizard.step))
+    wizard.set_public_url("https://snow.example.com")
+    for _ in range(3):  # public URL, configuration type, note
+        if wizard.step is Step.CONFIG_TYPE:
+            wizard.set_mode(Mode.SCRIPT)
+        assert wizard.next()
+        titles.append(wizard.step_title(wizard.step))
+    assert titles == [
+        "Step 1: Destination",
+        "Step 2: Public URL",
+        "Step 3: Configuration type",
+        "Step 4: Note",
+        "Step 5: Connection information",
+    ]
