@@ -224,7 +224,7 @@ async def test_seed_flow_without_url_asks_for_public_url(
         )
         await press(pilot, "ctrl+n")
         assert isinstance(app.screen, PublicUrlScreen)
-        assert "Step 2: Public URL" == str(app.screen.query_one("#wizard-count", Label).render())
+        assert str(app.screen.query_one("#wizard-count", Label).render()) == "Step 2: Public URL"
         await type_text(pilot, "https://snow.example.com")
         await press(pilot, "enter")
         assert isinstance(app.screen, ConfigTypeScreen)
