@@ -158,7 +158,7 @@ class AcceptScreen(SubmitScreen):
         with ButtonBar(id="buttons"):
             yield Button("Accept", id="accept", variant="primary", compact=True)
             yield Button("Close", id="close", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     # -- input --------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class ConfirmScreen(ModalScreen[bool | None]):
             with ButtonBar(id="answers"):
                 yield Button(self.yes, id="yes", compact=True)
                 yield Button(self.no, id="no", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:

@@ -166,7 +166,7 @@ class ConnectionDetailScreen(Screen[None]):
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)
             yield Button("Delete", id="delete", variant="error", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self._reload()

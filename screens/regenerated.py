@@ -59,7 +59,7 @@ class RegeneratedScreen(SubmitScreen):
         with ButtonBar(id="buttons"):
             yield from compose_code_buttons()
             yield Button("Done", id="done", variant="success", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @on(Button.Pressed, "#copy")
     async def _copy_pressed(self) -> None:

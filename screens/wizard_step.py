@@ -87,7 +87,7 @@ class WizardStep(SubmitScreen):
             yield from self.compose_body()
         with ButtonBar(id="wizard-buttons"):
             yield from self.compose_buttons()
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def compose_body(self) -> Iterator[Widget]:
         return iter(())
