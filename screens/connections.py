@@ -54,6 +54,7 @@ EMPTY = (
 STYLES = {
     Live.PENDING: "yellow",
     Live.ACTIVE: "green",
+    Live.PAUSED: "yellow",
     Live.UNREACHABLE: "bold red",
     Live.DEACTIVATED: "dim",
 }
