@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from exalate_tui.home.store import Home, StoreError
+from exalate_tui.home.store import Home, NotFound, StoreError
 
 if TYPE_CHECKING:
     from exalate_tui.domain.models import Connection, Instance
@@ -388,8 +388,34 @@ def run_console(home: Home) -> int:
     """Run the console; print every invitation code issued, so none is lost with the screen."""
     app = make_app(home)
     app.run()
-    if app.issued:
-        print("Invitation codes issued in this session:")
-        for issued in app.issued:
+    valid = still_valid(home, app.issued, app.now())
+    if valid:
+        print("Invitation codes issued in this session, still waiting to be accepted:")
+        for issued in valid:
             print(f"\n{issued.connection.name}:\n{issued.code}")
     return app.return_code or 0
+
+
+def still_valid(home: Home, issued: Sequence[Issued], now: float) -> list[Issued]:
+    """The codes worth printing on exit: their connection still Pending, with that very code
+    (not accepted, deleted, discarded or replaced by a newer one) and not expired."""
+    from exalate_tui.domain import invitation as codes
+    from exalate_tui.domain.models import Status
+
+    valid = []
+    for item in issued:
+        try:
+            connection = home.get_connection(item.connection.id)
+        except NotFound:  # deleted, or discarded on leaving the wizard
+            continue
+        except (StoreError, OSError):  # unreadable now: print it rather than lose it
+            valid.append(item)
+            continue
+        if (
+            connection.status is Status.PENDING
+            and connection.token_hash is not None
+            and codes.token_matches(item.invitation.tok, connection.token_hash)
+            and item.invitation.exp > now
+        ):
+            valid.append(item)
+    return valid

@@ -553,38 +553,50 @@ async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: fl
         assert isinstance(app.screen, ConnectionsScreen)
 
 
-def test_run_console_prints_every_code_issued(
+def test_run_console_prints_the_codes_still_waiting_to_be_accepted(
     tmp_path: Path,
-    frozen: float,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Printed on exit: a code whose connection is still Pending with it; not one whose
+    connection was deleted, nor one a newer code replaced (issue 11)."""
+    import time
+
+    from exalate_tui.lifecycle import actions
+
     home = home_with(tmp_path)
-    made: list[str] = []
+    made: dict[str, str] = {}
 
-    def run(self: ExalateApp) -> None:
-        # What a session leaves behind: one issued code (issued headless, same wizard).
-
-        assert self.instance is None
+    def issue(self: ExalateApp, remote: str) -> str:
         instance = home.load_instance()
         assert instance is not None
-        wizard = InitiateWizard(instance, home.load_connections().connections, now=lambda: frozen)
+        wizard = InitiateWizard(instance, home.load_connections().connections)
         wizard.choose_no_url()
         wizard.set_mode("script")
         wizard.next()
         wizard.next()
-        wizard.set_remote_name("jira")
+        wizard.set_remote_name(remote)
         assert wizard.next() and wizard.issued
         assert save_issued(home, wizard.issued.connection, wizard.new_instance)
         self.issued.append(wizard.issued)
-        made.append(wizard.issued.code)
+        made[remote] = wizard.issued.code
+        return wizard.issued.connection.id
+
+    def run(self: ExalateApp) -> None:
+        # What a session leaves behind, done headless with the same wizard and actions.
+        assert self.instance is None
+        issue(self, "jira")
+        home.delete_connection(issue(self, "ado"))
+        replaced = issue(self, "gitlab")
+        made["gitlab, new"] = actions.regenerate_invitation(home, replaced, now=time.time)
 
     monkeypatch.setattr(app_module.ExalateApp, "run", run)
     assert app_module.run_console(home) == 0
     out = capsys.readouterr().out
-    assert len(made) == 1
-    assert "snow_to_jira:" in out
-    assert out.strip().splitlines()[-1] == made[0]
+    assert "snow_to_jira:" in out and made["jira"] in out
+    assert "snow_to_ado" not in out and made["ado"] not in out
+    # The regenerated code was not issued through the app here: neither gitlab code prints.
+    assert made["gitlab"] not in out and "snow_to_gitlab" not in out
 
 
 def test_console_start_does_not_load_the_node() -> None:
