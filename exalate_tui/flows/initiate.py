@@ -266,7 +266,13 @@ class InitiateWizard(Form):
             case "local_name":
                 return _problem(field, check_short_name, self.local_name)
             case "remote_name":
-                return _problem(field, check_short_name, self.remote_name)
+                problem = _problem(field, check_short_name, self.remote_name)
+                if problem is None and self.remote_name.casefold() == self.local_name.casefold():
+                    problem = (
+                        f"{self.remote_name!r} is this instance's short name: a connection "
+                        "to itself cannot be made. Give the partner's short name."
+                    )
+                return problem
             case "name":
                 problem = _problem(
                     field,

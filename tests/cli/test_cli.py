@@ -665,3 +665,11 @@ def test_connections_list_says_paused_by_partner_in_the_consoles_words(
     assert result.returncode == 0, result.stderr
     [row] = result.stdout.splitlines()[1:]
     assert "paused by partner" in row and " active " not in row
+
+
+def test_initiate_refuses_a_connection_to_itself(public_home: Path) -> None:
+    before = files(public_home)
+    result = initiate(public_home, "--no-url", "--local-name", "snow", "--remote-name", "snow")
+    assert result.returncode == 2
+    assert "a connection to itself cannot be made" in result.stderr
+    assert files(public_home) == before

@@ -833,3 +833,35 @@ def test_step_titles_count_up_by_one_and_carry_no_total() -> None:
         "Step 4: Note",
         "Step 5: Connection information",
     ]
+
+
+def test_a_connection_to_itself_is_refused_with_the_reason() -> None:
+    wizard = InitiateWizard(Instance(short_name="snow", public_url="https://snow.example.com"))
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.SCRIPT)
+    assert wizard.next() and wizard.next()
+    assert wizard.step is Step.INFO
+    wizard.set_remote_name("SNOW")
+    assert not wizard.next()
+    assert "this instance's short name: a connection to itself" in wizard.errors["remote_name"]
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued is not None
+
+
+def test_accepting_a_code_this_instance_issued_is_refused_with_the_reason() -> None:
+    from exalate_tui.flows.accept import AcceptWizard
+
+    snow = Instance(short_name="snow", public_url="https://snow.example.com")
+    wizard = InitiateWizard(snow)
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.SCRIPT)
+    assert wizard.next() and wizard.next()
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued is not None
+    accept = AcceptWizard(snow, [])
+    accept.set_code(wizard.issued.code)
+    assert not accept.next()
+    assert "issued by this instance (snow): a connection to itself" in accept.errors["code"]
+    other = AcceptWizard(Instance(short_name="jira"), [])
+    other.set_code(wizard.issued.code)
+    assert other.next()
