@@ -157,7 +157,7 @@ class AcceptScreen(SubmitScreen):
         with ButtonBar(id="buttons"):
             yield Button("Accept", id="accept", variant="primary", compact=True)
             yield Button("Close", id="close", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     # -- input --------------------------------------------------------------
 
@@ -186,10 +186,16 @@ class AcceptScreen(SubmitScreen):
         errors = dict(wizard.errors)
         if not wizard.code.strip() and not self._tried:
             errors.pop("code", None)  # nothing pasted yet: nothing wrong yet
+        # An empty line takes a row: at 80×24 the code, the preview, both names and the
+        # buttons fit only if what says nothing takes no room.
         for field in ("code", "local_name", "name", "accept"):
-            self.query_one(f"#error-{field}", Label).update(Text(errors.get(field, "")))
+            label = self.query_one(f"#error-{field}", Label)
+            label.update(Text(errors.get(field, "")))
+            label.display = bool(errors.get(field))
         self.query_one("#preview", Static).update(preview_table(wizard))
-        self.query_one("#stages", Static).update(stages_text(wizard, connection))
+        stages = stages_text(wizard, connection)
+        self.query_one("#stages", Static).update(stages)
+        self.query_one("#stages", Static).display = bool(stages)
         accepting = wizard.step in (AcceptStep.ACCEPTING, AcceptStep.DONE)
         for widget in ("#code", "#local_name", "#name", "#accept"):
             self.query_one(widget).disabled = accepting

@@ -91,17 +91,9 @@ class ConfigTypeScreen(WizardStep):
     def compose_body(self) -> Iterator[Widget]:
         yield ModeChoice(self.wizard.mode, id="mode")
         yield Label("", id="error-mode", classes="field-error")
-        yield Static("Arrows or space choose; enter goes on.", classes="hint")
+        yield Static("Arrows or space choose; enter goes on once a type is chosen.", classes="hint")
 
     @on(ModeChoice.Chosen)
     def _chosen(self, event: ModeChoice.Chosen) -> None:
         self.wizard.set_mode(event.mode)
         self.show_errors()
-
-    def action_next(self) -> None:
-        # Enter on the list before any choice chooses the highlighted type.
-        choice = self.query_one(ModeChoice)
-        if choice.has_focus and self.wizard.mode is None:
-            choice.action_choose()
-            return
-        super().action_next()

@@ -44,7 +44,7 @@ class ConfirmDeleteScreen(ModalScreen[bool]):
             with ButtonBar(id="answers"):
                 yield Button("Delete (y)", id="yes", variant="error", compact=True)
                 yield Button("Keep (n)", id="cancel", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:

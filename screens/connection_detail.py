@@ -112,7 +112,7 @@ class ConnectionDetailScreen(Screen[None]):
             "regenerate",
             "New invitation code",
             id="detail.regenerate",
-            tooltip="Issue a new code for this pending connection; the old one stops working",
+            tooltip="Issue a new code for this pending connection (asks first: the old one stops)",
         ),
     ]
 
@@ -161,7 +161,7 @@ class ConnectionDetailScreen(Screen[None]):
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)
             yield Button("Delete", id="delete", variant="error", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self._reload()
@@ -325,9 +325,18 @@ class ConnectionDetailScreen(Screen[None]):
             self._reload()
 
     def action_regenerate(self) -> None:
-        if self.connection is None or not self._allowed("regenerate"):
+        """Asks first: a new code makes the one the partner may hold stop working."""
+        from .confirm import ConfirmNewCodeScreen
+
+        connection = self.connection
+        if connection is None or not self._allowed("regenerate"):
             return
-        self._regenerate()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._regenerate()
+
+        self.app.push_screen(ConfirmNewCodeScreen(connection), answered)
 
     @work(exclusive=True, exit_on_error=False, group="action")
     async def _regenerate(self) -> None:

@@ -56,6 +56,7 @@ EMPTY = (
 STYLES = {
     Live.PENDING: "yellow",
     Live.ACTIVE: "green",
+    Live.PAUSED: "yellow",
     Live.UNREACHABLE: "bold red",
     Live.DEACTIVATED: "dim",
 }
@@ -164,6 +165,20 @@ def read_home(
     )
 
 
+class ConnectionTable(DataTable[Text]):
+    """The connections, one per two-line row; Enter opens one, and the Footer says so."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "enter",
+            "select_cursor",
+            "Open",
+            id="connections.open",
+            tooltip="Open this connection: its details, deactivate, activate, delete",
+        ),
+    ]
+
+
 class ConnectionsScreen(Screen[None]):
     CSS_PATH = "connections.tcss"
     AUTO_FOCUS = "#connections"
@@ -223,9 +238,9 @@ class ConnectionsScreen(Screen[None]):
             yield Label(" Connections ", id="tab")
             yield Label("", id="instance")
         yield Static("", id="problems")
-        yield DataTable(id="connections", cursor_type="row", zebra_stripes=True)
+        yield ConnectionTable(id="connections", cursor_type="row", zebra_stripes=True)
         yield Static(EMPTY, id="empty")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def _add_columns(self, table: DataTable[Text], names: int | None) -> None:
         self._names_width = names

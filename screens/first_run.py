@@ -77,7 +77,7 @@ class FirstRunScreen(Screen[None]):
             yield Static("", id="save-error", classes="field-error")
         with ButtonBar(id="buttons"):
             yield Button("Save", id="save", variant="primary", compact=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def _read(self) -> tuple[str, str | None, dict[str, str]]:
         """The short name, the public URL as stored, and each field's problem."""

@@ -46,4 +46,4 @@ class InstanceErrorScreen(Screen[None]):
                 "[b]r[/b] to read it again.",
                 id="todo",
             )
-        yield Footer()
+        yield Footer(show_command_palette=False)

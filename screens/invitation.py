@@ -26,6 +26,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Static
 
 from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.errors import ExalateError
 from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
@@ -75,12 +76,13 @@ CODE_BINDINGS: list[BindingType] = [
 ]
 
 
-def code_bindings(screen: str, tooltip: str) -> list[BindingType]:
-    """A code screen's keys: copy, write, and Done (`enter`, or `escape`) with `tooltip`."""
+def code_bindings(screen: str, tooltip: str, escape: Binding | None = None) -> list[BindingType]:
+    """A code screen's keys: copy, write, Done (`enter`) with `tooltip`, and `escape`:
+    Done too, unless the screen gives its own."""
     return [
         *CODE_BINDINGS,
         Binding("enter", "submit", "Done", priority=True, id=f"{screen}.done", tooltip=tooltip),
-        Binding("escape", "done", "Done", show=False, id=f"{screen}.close"),
+        escape or Binding("escape", "done", "Done", show=False, id=f"{screen}.close"),
     ]
 
 
@@ -152,7 +154,18 @@ class InvitationScreen(WizardStep, CodeScreen):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
-    BINDINGS: ClassVar[list[BindingType]] = code_bindings("invitation", "Back to Connections")
+    BINDINGS: ClassVar[list[BindingType]] = code_bindings(
+        "invitation",
+        "Back to Connections",
+        escape=Binding(
+            "escape",
+            "leave",
+            "Leave",
+            show=False,
+            id="invitation.leave",
+            tooltip="Leave the wizard: keep the pending connection or discard it (asks)",
+        ),
+    )
 
     @dataclass
     class Stored(Message):
@@ -172,6 +185,8 @@ class InvitationScreen(WizardStep, CodeScreen):
         self._saved = False
         # Done was pressed: leave once the connection is saved.
         self._leaving = False
+        # Discard was chosen: delete the connection once it is saved.
+        self._discarding = False
 
     @property
     def issued(self) -> Issued:
@@ -196,6 +211,73 @@ class InvitationScreen(WizardStep, CodeScreen):
             self.post_message(self.Closed())
         else:
             self._start_saving()
+
+    def action_leave(self) -> None:
+        """Escape: the connection is (being) saved as Pending; ask whether to keep it."""
+        from .confirm import LeavePendingScreen
+
+        def answered(discard: bool | None) -> None:
+            if discard is None:
+                return  # changed their mind: stay on the code
+            if not discard:
+                self.action_done()
+                return
+            self._discarding = True
+            if self._saved:
+                self._discard()
+            else:
+                self._start_saving()
+
+        expires = datetime.fromtimestamp(self.issued.invitation.exp, UTC)
+        self.app.push_screen(
+            LeavePendingScreen(self.issued.connection, expires.strftime("%Y-%m-%d %H:%M UTC")),
+            answered,
+        )
+
+    @work(exclusive=True, exit_on_error=False, group="save")
+    async def _discard(self) -> None:
+        """Delete the pending connection (`actions.delete`: nobody to tell yet)."""
+        from exalate_tui.lifecycle import actions
+
+        state = getattr(self.app, "state", None)
+        home = getattr(self.app, "home", None)
+        assert isinstance(home, Home)  # the console's app holds the home
+        connection = self.issued.connection
+        try:
+            if state is None:
+                raise OSError(getattr(self.app, "state_problem", "no state file"))
+            await actions.delete(home, state, connection.id)
+        except (ExalateError, OSError) as error:
+            self.post_message(self.NotDiscarded(str(error)))
+            return
+        self.post_message(self.Discarded())
+
+    class Discarded(Message):
+        """The pending connection was deleted: its code no longer works."""
+
+    class NotDiscarded(Message):
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
+    @on(Discarded)
+    def _discarded(self) -> None:
+        self.notify(
+            f"Discarded {self.issued.connection.name}: its invitation code no longer works.",
+            title="Invitation code",
+            markup=False,
+        )
+        self.post_message(self.Closed())
+
+    @on(NotDiscarded)
+    def _not_discarded(self, event: NotDiscarded) -> None:
+        self._discarding = False
+        self.notify(
+            f"Could not discard the connection, it stays Pending: {event.reason}",
+            severity="error",
+            timeout=10,
+            markup=False,
+        )
 
     @on(events.ScreenResume)
     def _shown(self) -> None:
@@ -224,7 +306,9 @@ class InvitationScreen(WizardStep, CodeScreen):
     def _stored(self, event: Stored) -> None:
         if self.wizard.saved(event.ok):
             self._saved = True
-            if self._leaving:
+            if self._discarding:
+                self._discard()
+            elif self._leaving:
                 self.post_message(self.Closed())
         else:
             self.post_message(self.Moved())  # back to the information step, saying why

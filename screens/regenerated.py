@@ -46,7 +46,7 @@ class RegeneratedScreen(CodeScreen):
             yield from compose_code(self.issued)
         with ButtonBar(id="buttons"):
             yield from compose_code_buttons()
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     @on(Button.Pressed, "#done")
     def action_done(self) -> None:

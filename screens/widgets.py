@@ -31,7 +31,7 @@ class TitleBar(Label):
 
 
 class StepTitle(Horizontal):
-    """The wizard's title bar: its name on the left, "Step N of M" on the right."""
+    """The wizard's title bar: its name on the left, "Step N: name" on the right."""
 
     DEFAULT_CSS = """
     StepTitle {
@@ -81,6 +81,7 @@ class FieldRow(Horizontal):
         super().__init__(classes="field")
         assert field.id is not None  # the error label is named after it
         self.label_text = f"{label}*" if required else label
+        self.required = required
         self.field = field
 
     def compose(self) -> ComposeResult:

@@ -1,4 +1,4 @@
-"""The frame every Initiate-connection step shares: title, "Step N of M", fields, keys.
+"""The frame every Initiate-connection step shares: title, "Step N: name", fields, keys.
 
 A step screen renders `InitiateWizard` state and forwards input to it; it
 never decides anything itself. It tells the app to show the next screen with
@@ -23,7 +23,7 @@ from textual.widgets import Button, Footer, Input, Label
 
 from exalate_tui.flows.initiate import InitiateWizard, Step
 
-from .widgets import ButtonBar, StepTitle, SubmitScreen
+from .widgets import ButtonBar, FieldRow, StepTitle, SubmitScreen
 
 
 class WizardStep(SubmitScreen):
@@ -77,8 +77,7 @@ class WizardStep(SubmitScreen):
         }
 
     def count(self) -> str:
-        steps = self.wizard.steps
-        return f"Step {steps.index(self.STEP) + 1} of {len(steps)}"
+        return self.wizard.step_title(self.STEP)
 
     def compose(self) -> ComposeResult:
         yield StepTitle("Initiate connection", self.count())
@@ -88,7 +87,7 @@ class WizardStep(SubmitScreen):
             yield from self.compose_body()
         with ButtonBar(id="wizard-buttons"):
             yield from self.compose_buttons()
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def compose_body(self) -> Iterator[Widget]:
         return iter(())
@@ -142,6 +141,14 @@ class WizardStep(SubmitScreen):
                 for widget in self.query(f"#{field}"):
                     widget.focus()
                     return
+
+    def on_mount(self) -> None:
+        # The first required field still empty, not the first field: on the information
+        # step the local name comes filled in, and a first keystroke there would replace it.
+        for row in self.query(FieldRow):
+            if row.required and isinstance(row.field, Input) and not row.field.value:
+                row.field.focus()
+                return
 
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         # Handlers run subclass first: this comes before Screen's own, which restyles

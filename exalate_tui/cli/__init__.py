@@ -24,9 +24,11 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from exalate_tui.domain.live import Contact, live_state
 from exalate_tui.domain.models import Connection, Instance, check_instance
 from exalate_tui.errors import ExalateError
 from exalate_tui.flows.accept import AcceptWizard, Stage
@@ -277,7 +279,8 @@ def _print_table(connections: list[Connection]) -> None:
             f"{c.local_name} → {c.remote_name or 'unknown'}",
             c.topology.value,
             c.mode.value,
-            c.status.value,
+            # The console's words (domain/live.py); without the state file's contacts.
+            live_state(c, Contact(), time.time()).live.value,
             c.created.strftime("%Y-%m-%d %H:%M"),
         )
         for c in connections

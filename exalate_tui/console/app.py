@@ -14,16 +14,17 @@ import asyncio
 import contextlib
 import importlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from exalate_tui.home.store import Home, StoreError
+from exalate_tui.home.store import Home, NotFound, StoreError
 
 if TYPE_CHECKING:
     from exalate_tui.domain.models import Connection, Instance
@@ -85,7 +86,8 @@ class ExalateApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "exalate-tui"
-    ENABLE_COMMAND_PALETTE = False
+    # Ctrl+P: every key of the screen below, by name (`get_system_commands`).
+    ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         Binding(
             "ctrl+q",
@@ -94,6 +96,25 @@ class ExalateApp(App[None]):
             priority=True,
             id="app.quit",
             tooltip="Leave exalate-tui; invitation codes issued are printed on exit",
+        ),
+        # Listed by `?` rather than in every Footer, where 80 columns have no room for it.
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Commands",
+            show=False,
+            priority=True,
+            id="app.commands",
+            tooltip="Find any action of this screen by name",
+        ),
+        # Not a priority: in a text field `?` is typed, F1 still opens the keys.
+        Binding(
+            "question_mark,f1",
+            "toggle_help",
+            "Keys",
+            key_display="?",
+            id="app.help",
+            tooltip="Show or hide every key of this screen",
         ),
     ]
 
@@ -125,6 +146,37 @@ class ExalateApp(App[None]):
 
     def on_mount(self) -> None:
         self._start()
+
+    # -- finding keys: the help panel and the command palette ---------------
+
+    def action_toggle_help(self) -> None:
+        """`?`: Textual's keys panel for the current screen, or away with it."""
+        from textual.widgets import HelpPanel
+
+        if self.screen.query(HelpPanel):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's own (theme, keys, quit...), then each key the screen offers now, by name.
+
+        From the screen's active bindings, so a command exists exactly where its key
+        works (Deactivate only on an Active connection) and no list can drift.
+        """
+        yield from super().get_system_commands(screen)
+        seen = {"quit", "toggle_help", "command_palette"}
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not active.enabled or not binding.description or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            help_text = binding.tooltip or f"Key: {binding.key_display or binding.key}"
+            yield SystemCommand(
+                binding.description,
+                help_text,
+                partial(self.run_action, binding.action, active.node),
+            )
 
     async def on_unmount(self) -> None:
         """Stop the pollers (releasing their locks) before the state closes."""
@@ -338,8 +390,34 @@ def run_console(home: Home) -> int:
     """Run the console; print every invitation code issued, so none is lost with the screen."""
     app = make_app(home)
     app.run()
-    if app.issued:
-        print("Invitation codes issued in this session:")
-        for issued in app.issued:
+    valid = still_valid(home, app.issued, app.now())
+    if valid:
+        print("Invitation codes issued in this session, still waiting to be accepted:")
+        for issued in valid:
             print(f"\n{issued.connection.name}:\n{issued.code}")
     return app.return_code or 0
+
+
+def still_valid(home: Home, issued: Sequence[Issued], now: float) -> list[Issued]:
+    """The codes worth printing on exit: their connection still Pending, with that very code
+    (not accepted, deleted, discarded or replaced by a newer one) and not expired."""
+    from exalate_tui.domain import invitation as codes
+    from exalate_tui.domain.models import Status
+
+    valid = []
+    for item in issued:
+        try:
+            connection = home.get_connection(item.connection.id)
+        except NotFound:  # deleted, or discarded on leaving the wizard
+            continue
+        except (StoreError, OSError):  # unreadable now: print it rather than lose it
+            valid.append(item)
+            continue
+        if (
+            connection.status is Status.PENDING
+            and connection.token_hash is not None
+            and codes.token_matches(item.invitation.tok, connection.token_hash)
+            and item.invitation.exp > now
+        ):
+            valid.append(item)
+    return valid

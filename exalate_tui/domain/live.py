@@ -2,8 +2,9 @@
 
 Pure: the stored `Status` (this side's choice), what the partner said
 (`peer_state`) and the contact the supervisor or node recorded
-(`Contact`) make one of Pending, Active, Unreachable, Deactivated,
-with a short line of detail. The clock is passed in, so "N s ago" can be tested.
+(`Contact`) make one of Pending, Active, Paused by partner, Unreachable,
+Deactivated, with a short line of detail. These are the words both the console
+and the command line show. The clock is passed in, so "N s ago" can be tested.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Contact:
 class Live(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
+    # Active here, deactivated by the partner: nothing flows until they activate it.
+    PAUSED = "paused by partner"
     UNREACHABLE = "unreachable"
     DEACTIVATED = "deactivated"
 
@@ -79,6 +82,8 @@ def live_state(connection: Connection, contact: Contact, now: float) -> LiveStat
     if contact.last_error is not None:
         since = contact.error_since if contact.error_since is not None else now
         return LiveState(Live.UNREACHABLE, f"since {when(since, now)}", contact.last_error)
+    if connection.peer_state is PeerState.DEACTIVATED:
+        return LiveState(Live.PAUSED, "deactivated there")
     if peer:
         return LiveState(Live.ACTIVE, peer)
     if contact.last_ok is None:

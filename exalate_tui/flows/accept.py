@@ -179,9 +179,28 @@ class AcceptWizard(Form):
                     return self.errors.get("code") or (
                         "No invitation code given: paste the code your partner sent."
                     )
-                return acceptance.code_problem(invite, self.known, self.public_url, self._now())
+                problem = acceptance.code_problem(invite, self.known, self.public_url, self._now())
+                own = self.instance.short_name.casefold() if self.instance else None
+                if problem is None and invite.from_.casefold() == own:
+                    problem = (
+                        f"This code was issued by this instance ({invite.from_}): a "
+                        "connection to itself cannot be made. Send it to your partner "
+                        "to accept on their instance."
+                    )
+                return problem
             case "local_name":
-                return acceptance.local_name_problem(self.local_name)
+                problem = acceptance.local_name_problem(self.local_name)
+                invite = self.invitation
+                if (
+                    problem is None
+                    and invite
+                    and invite.from_.casefold() == self.local_name.casefold()
+                ):
+                    problem = (
+                        f"The initiator is {invite.from_} too: this side needs its own short "
+                        "name, not the partner's."
+                    )
+                return problem
             case "name":
                 return acceptance.name_problem(self.name, self.known)
         raise KeyError(field)

@@ -46,6 +46,18 @@ class Step(StrEnum):
     INVITATION = "invitation"
 
 
+# What the title bar calls each step. It shows "Step N: name" without a total: how many
+# steps there are depends on the destination step's answer, and a total that changes
+# after step 1 ("Step 1 of 4", then "Step 2 of 5") reads as a mistake.
+STEP_NAMES = {
+    Step.DESTINATION: "Destination",
+    Step.PUBLIC_URL: "Public URL",
+    Step.CONFIG_TYPE: "Configuration type",
+    Step.NOTE: "Note",
+    Step.INFO: "Connection information",
+    Step.INVITATION: "Invitation code",
+}
+
 LABELS = {
     "dest_url": "Destination instance URL",
     "public_url": "This instance's public URL",
@@ -141,6 +153,10 @@ class InitiateWizard(Form):
             steps.append(Step.NOTE)
         steps += [Step.INFO, Step.INVITATION]
         return steps
+
+    def step_title(self, step: Step) -> str:
+        """ "Step N: name"; N counts the steps before it on this walk, which never change."""
+        return f"Step {self.steps.index(step) + 1}: {STEP_NAMES[step]}"
 
     @property
     def needs_check(self) -> bool:
@@ -250,7 +266,13 @@ class InitiateWizard(Form):
             case "local_name":
                 return _problem(field, check_short_name, self.local_name)
             case "remote_name":
-                return _problem(field, check_short_name, self.remote_name)
+                problem = _problem(field, check_short_name, self.remote_name)
+                if problem is None and self.remote_name.casefold() == self.local_name.casefold():
+                    problem = (
+                        f"{self.remote_name!r} is this instance's short name: a connection "
+                        "to itself cannot be made. Give the partner's short name."
+                    )
+                return problem
             case "name":
                 problem = _problem(
                     field,

@@ -645,3 +645,31 @@ def test_initiate_refuses_a_url_with_no_node_and_writes_nothing(public_home: Pat
     assert result.stderr.startswith("exalate-tui initiate: --url: ")
     assert "--no-verify" in result.stderr
     assert files(public_home) == before
+
+
+def test_connections_list_says_paused_by_partner_in_the_consoles_words(
+    public_home: Path,
+) -> None:
+    """An Active connection the partner deactivated: `paused by partner` (domain/live.py)."""
+    from exalate_tui.domain.models import PeerState, Status
+
+    document = issued(public_home, "--no-url", "--local-name", "snow", "--remote-name", "jira")
+    connection = document["connection"]
+    assert isinstance(connection, dict)
+    home = Home(public_home)
+    stored = home.get_connection(str(connection["id"]))
+    home.save_connection(
+        stored.model_copy(update={"status": Status.ACTIVE, "peer_state": PeerState.DEACTIVATED})
+    )
+    result = run("--home", str(public_home), "connections", "list")
+    assert result.returncode == 0, result.stderr
+    [row] = result.stdout.splitlines()[1:]
+    assert "paused by partner" in row and " active " not in row
+
+
+def test_initiate_refuses_a_connection_to_itself(public_home: Path) -> None:
+    before = files(public_home)
+    result = initiate(public_home, "--no-url", "--local-name", "snow", "--remote-name", "snow")
+    assert result.returncode == 2
+    assert "a connection to itself cannot be made" in result.stderr
+    assert files(public_home) == before

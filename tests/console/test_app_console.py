@@ -191,7 +191,7 @@ async def test_broken_connection_file_is_reported_while_others_list(
     home = home_with(tmp_path)
     app = console(home, frozen)
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         await type_text(pilot, "jira")
         await press(pilot, "enter", "enter")
         broken = home.connection_path("broken")
@@ -224,7 +224,7 @@ async def test_seed_flow_without_url_asks_for_public_url(
         )
         await press(pilot, "ctrl+n")
         assert isinstance(app.screen, PublicUrlScreen)
-        assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
+        assert str(app.screen.query_one("#wizard-count", Label).render()) == "Step 2: Public URL"
         await type_text(pilot, "https://snow.example.com")
         await press(pilot, "enter")
         assert isinstance(app.screen, ConfigTypeScreen)
@@ -237,7 +237,8 @@ async def test_seed_flow_without_url_asks_for_public_url(
         await press(pilot, "enter")
         assert isinstance(app.screen, InfoScreen)
         assert value(app, "local_name") == "snow"
-        await press(pilot, "tab")
+        # The local name comes filled in: focus is on the first empty required field.
+        assert app.screen.focused is app.screen.query_one("#remote_name")
         await type_text(pilot, "jira")
         assert value(app, "name") == "snow_to_jira"
         await press(pilot, "tab", "tab")
@@ -304,10 +305,10 @@ async def test_flow_with_destination_url(tmp_path: Path, frozen: float, servers:
         assert isinstance(app.screen, DestinationScreen)
         await press(pilot, "enter")
         assert isinstance(app.screen, ConfigTypeScreen)  # public-public: no note
-        assert "Step 2 of 4" in str(app.screen.query_one("#wizard-count", Label).render())
+        title = str(app.screen.query_one("#wizard-count", Label).render())
+        assert title == "Step 2: Configuration type"
         await press(pilot, "space", "enter")  # Basic is highlighted first
         assert isinstance(app.screen, InfoScreen)
-        await press(pilot, "tab")
         await type_text(pilot, "jira")
         await press(pilot, "enter")
         assert isinstance(app.screen, InvitationScreen)
@@ -335,16 +336,21 @@ async def test_invalid_url_is_refused_inline(tmp_path: Path, frozen: float) -> N
         assert error(app, "dest_url") == ""  # live, as you type
 
 
-async def test_enter_on_type_step_chooses_before_going_on(tmp_path: Path, frozen: float) -> None:
+async def test_type_step_has_no_choice_until_the_admin_makes_one(
+    tmp_path: Path, frozen: float
+) -> None:
     app = console(home_with(tmp_path), frozen)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "tab", "tab", "enter")  # the Next button, no choice
         assert isinstance(app.screen, ConfigTypeScreen)
         assert error(app, "mode") == "Choose Basic or Script."
         app.screen.query_one(ModeChoice).focus()
-        await press(pilot, "enter")  # chooses the highlighted type
+        await press(pilot, "enter")  # on the list, Enter without a choice picks nothing
         assert isinstance(app.screen, ConfigTypeScreen)
-        assert app.wizard is not None and app.wizard.mode is Mode.BASIC
+        assert app.wizard is not None and app.wizard.mode is None
+        assert error(app, "mode") == "Choose Basic or Script."
+        await press(pilot, "space")  # the highlighted type, chosen
+        assert app.wizard.mode is Mode.BASIC and error(app, "mode") == ""
         await press(pilot, "enter")
         assert isinstance(app.screen, NoteScreen)
 
@@ -355,7 +361,7 @@ async def test_info_errors_inline_and_next_refused(tmp_path: Path, frozen: float
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         assert isinstance(app.screen, InfoScreen)
-        await press(pilot, "end")
+        await press(pilot, "shift+tab", "end")
         await type_text(pilot, " x")
         assert "may only contain letters" in error(app, "local_name")  # live
         await press(pilot, "enter")
@@ -384,7 +390,7 @@ async def test_escape_at_every_step_goes_back_keeping_everything(
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "i", "ctrl+n")
         await type_text(pilot, "https://snow.example.com")
-        await press(pilot, "enter", "down", "enter", "enter", "tab")
+        await press(pilot, "enter", "down", "enter", "enter")
         await type_text(pilot, "jira")
         await press(pilot, "tab", "tab")
         await type_text(pilot, "Desc")
@@ -438,9 +444,10 @@ async def test_each_step_is_a_new_screen_and_closing_leaves_none(
         destination = app.screen
         assert isinstance(destination, DestinationScreen)
         await press(pilot, "ctrl+n")
-        # The step count knows what the destination step decided: no URL adds a step.
+        # Each step is numbered by the steps before it, with no total that could change
+        # once the destination step is answered ("Step 1 of 4", then "Step 2 of 5").
         assert isinstance(app.screen, PublicUrlScreen)
-        assert "Step 2 of 6" in str(app.screen.query_one("#wizard-count", Label).render())
+        assert str(app.screen.query_one("#wizard-count", Label).render()) == "Step 2: Public URL"
         await press(pilot, "escape")
         assert isinstance(app.screen, DestinationScreen) and app.screen is not destination
         assert [type(s) for s in app.screen_stack].count(DestinationScreen) == 1
@@ -455,7 +462,7 @@ async def test_a_name_taken_while_the_code_was_saved_goes_back_with_the_reason(
     home = home_with(tmp_path)
     app = console(home, frozen)
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         await type_text(pilot, "jira")
         save = Home.save_connection
 
@@ -486,7 +493,7 @@ async def test_a_connection_that_cannot_be_written_goes_back_and_says_why(
 
     app = console(home_with(tmp_path), frozen)
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         await type_text(pilot, "jira")
         monkeypatch.setattr(Home, "save_connection", unwritable)
         await press(pilot, "enter")
@@ -511,7 +518,7 @@ async def test_done_while_the_code_is_being_saved_waits_for_it(
         save(self, connection)
 
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         await type_text(pilot, "jira")
         monkeypatch.setattr(Home, "save_connection", slow_save)
         await pilot.press("enter")
@@ -533,7 +540,7 @@ async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: fl
     clipboards = Clipboards(local=False)
     app = console(home_with(tmp_path), frozen, clipboards)
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "i", "ctrl+n", "down", "enter", "enter", "tab")
+        await press(pilot, "i", "ctrl+n", "down", "enter", "enter")
         await type_text(pilot, "jira")
         await press(pilot, "enter", "c")
         code = app.screen.query_one("#code", TextArea).text
@@ -542,42 +549,54 @@ async def test_copy_without_a_local_clipboard_says_so(tmp_path: Path, frozen: fl
             "no local clipboard here" in m and "press w to write it to a file" in m
             for m in messages(app)
         )
-        await press(pilot, "escape")  # Done, like enter
+        await press(pilot, "escape", "k")  # leave, keeping the pending connection
         assert isinstance(app.screen, ConnectionsScreen)
 
 
-def test_run_console_prints_every_code_issued(
+def test_run_console_prints_the_codes_still_waiting_to_be_accepted(
     tmp_path: Path,
-    frozen: float,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Printed on exit: a code whose connection is still Pending with it; not one whose
+    connection was deleted, nor one a newer code replaced (issue 11)."""
+    import time
+
+    from exalate_tui.lifecycle import actions
+
     home = home_with(tmp_path)
-    made: list[str] = []
+    made: dict[str, str] = {}
 
-    def run(self: ExalateApp) -> None:
-        # What a session leaves behind: one issued code (issued headless, same wizard).
-
-        assert self.instance is None
+    def issue(self: ExalateApp, remote: str) -> str:
         instance = home.load_instance()
         assert instance is not None
-        wizard = InitiateWizard(instance, home.load_connections().connections, now=lambda: frozen)
+        wizard = InitiateWizard(instance, home.load_connections().connections)
         wizard.choose_no_url()
         wizard.set_mode("script")
         wizard.next()
         wizard.next()
-        wizard.set_remote_name("jira")
+        wizard.set_remote_name(remote)
         assert wizard.next() and wizard.issued
         assert save_issued(home, wizard.issued.connection, wizard.new_instance)
         self.issued.append(wizard.issued)
-        made.append(wizard.issued.code)
+        made[remote] = wizard.issued.code
+        return wizard.issued.connection.id
+
+    def run(self: ExalateApp) -> None:
+        # What a session leaves behind, done headless with the same wizard and actions.
+        assert self.instance is None
+        issue(self, "jira")
+        home.delete_connection(issue(self, "ado"))
+        replaced = issue(self, "gitlab")
+        made["gitlab, new"] = actions.regenerate_invitation(home, replaced, now=time.time)
 
     monkeypatch.setattr(app_module.ExalateApp, "run", run)
     assert app_module.run_console(home) == 0
     out = capsys.readouterr().out
-    assert len(made) == 1
-    assert "snow_to_jira:" in out
-    assert out.strip().splitlines()[-1] == made[0]
+    assert "snow_to_jira:" in out and made["jira"] in out
+    assert "snow_to_ado" not in out and made["ado"] not in out
+    # The regenerated code was not issued through the app here: neither gitlab code prints.
+    assert made["gitlab"] not in out and "snow_to_gitlab" not in out
 
 
 def test_console_start_does_not_load_the_node() -> None:

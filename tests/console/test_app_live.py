@@ -366,7 +366,7 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
     app = make_app(home, supervise=False, local_copy=copied.append)
     app.copy_to_clipboard = copied.append  # type: ignore[method-assign, assignment]
     async with app.run_test(size=SIZE) as pilot:
-        await press(pilot, "enter", "g")
+        await press(pilot, "enter", "g", "y")  # asks first: the old code stops working
         assert isinstance(app.screen, RegeneratedScreen)
         code = app.screen.query_one("#code", TextArea).text
         assert code != old.code

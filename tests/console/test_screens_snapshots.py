@@ -98,7 +98,7 @@ def typed(text: str) -> list[str]:
 
 
 NO_URL_TO_INFO = ["i", "ctrl+n", "down", "enter", "enter"]
-TO_INVITATION = [*NO_URL_TO_INFO, "tab", *typed("jira"), "enter"]
+TO_INVITATION = [*NO_URL_TO_INFO, *typed("jira"), "enter"]
 
 
 def several(home: Home) -> None:
@@ -225,13 +225,13 @@ def test_info(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> No
 @pytest.mark.parametrize("size", SIZES)
 def test_info_errors(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
     # A bad local name, no remote name, hence no suggested connection name.
-    run = steps(*NO_URL_TO_INFO, "end", *typed(" prod"), "enter")
+    run = steps(*NO_URL_TO_INFO, "shift+tab", "end", *typed(" prod"), "enter")
     assert snap_compare(app_for(home_with(), frozen), terminal_size=size, run_before=run)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_info_suggested_name(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
-    run = steps(*NO_URL_TO_INFO, "tab", *typed("jira"), "tab", "tab", *typed("Tickets"))
+    run = steps(*NO_URL_TO_INFO, *typed("jira"), "tab", "tab", *typed("Tickets"))
     assert snap_compare(app_for(home_with(), frozen), terminal_size=size, run_before=run)
 
 
@@ -263,7 +263,7 @@ def test_connections_after_done(
     home = home_with()
     several(home)
     # A remote name that clashes with none of `several`'s, so Next issues the code.
-    run = steps(*NO_URL_TO_INFO, "tab", *typed("servicedesk"), "enter", "enter")
+    run = steps(*NO_URL_TO_INFO, *typed("servicedesk"), "enter", "enter")
     assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=run)
 
 
@@ -496,5 +496,19 @@ def test_delete_confirmation(snap_compare: Compare, frozen: float, size: tuple[i
 def test_regenerated_code(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
     home = home_with()
     every_status(home, frozen)
+    run = steps("enter", "g", "y")
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirm_new_code(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
+    home = home_with()
+    every_status(home, frozen)
     run = steps("enter", "g")
     assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_leave_pending(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
+    run = steps(*TO_INVITATION, "escape")
+    assert snap_compare(app_for(home_with(), frozen), terminal_size=size, run_before=run)

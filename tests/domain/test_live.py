@@ -61,7 +61,7 @@ def test_an_error_makes_an_active_connection_unreachable_since_it_began() -> Non
 
 def test_what_the_partner_said_is_shown_beside_this_sides_status() -> None:
     paused = live_state(connection(Status.ACTIVE, PeerState.DEACTIVATED), Contact(), NOW)
-    assert (paused.live, paused.detail) == (Live.ACTIVE, "paused by the partner")
+    assert (paused.label, paused.detail) == ("Paused by partner", "deactivated there")
     deleted = live_state(connection(Status.DEACTIVATED, PeerState.DELETED), Contact(), NOW)
     assert (deleted.live, deleted.detail) == (Live.DEACTIVATED, "deleted by the partner")
     mine = live_state(connection(Status.DEACTIVATED), Contact(last_error="x"), NOW)

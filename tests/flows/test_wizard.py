@@ -812,3 +812,56 @@ def test_each_code_has_its_own_token_and_id(tmp_path: Path) -> None:
     assert first.issued is not None and second.issued is not None
     assert first.issued.invitation.tok != second.issued.invitation.tok
     assert first.issued.connection.id != second.issued.connection.id
+
+
+def test_step_titles_count_up_by_one_and_carry_no_total() -> None:
+    """ "Step N: name": N never jumps when step 1's answer adds steps (issue 11)."""
+    wizard = InitiateWizard(Instance(short_name="snow"))
+    titles = [wizard.step_title(wizard.step)]
+    wizard.choose_no_url()
+    titles.append(wizard.step_title(wizard.step))
+    wizard.set_public_url("https://snow.example.com")
+    for _ in range(3):  # public URL, configuration type, note
+        if wizard.step is Step.CONFIG_TYPE:
+            wizard.set_mode(Mode.SCRIPT)
+        assert wizard.next()
+        titles.append(wizard.step_title(wizard.step))
+    assert titles == [
+        "Step 1: Destination",
+        "Step 2: Public URL",
+        "Step 3: Configuration type",
+        "Step 4: Note",
+        "Step 5: Connection information",
+    ]
+
+
+def test_a_connection_to_itself_is_refused_with_the_reason() -> None:
+    wizard = InitiateWizard(Instance(short_name="snow", public_url="https://snow.example.com"))
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.SCRIPT)
+    assert wizard.next() and wizard.next()
+    assert wizard.step is Step.INFO
+    wizard.set_remote_name("SNOW")
+    assert not wizard.next()
+    assert "this instance's short name: a connection to itself" in wizard.errors["remote_name"]
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued is not None
+
+
+def test_accepting_a_code_this_instance_issued_is_refused_with_the_reason() -> None:
+    from exalate_tui.flows.accept import AcceptWizard
+
+    snow = Instance(short_name="snow", public_url="https://snow.example.com")
+    wizard = InitiateWizard(snow)
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.SCRIPT)
+    assert wizard.next() and wizard.next()
+    wizard.set_remote_name("jira")
+    assert wizard.next() and wizard.issued is not None
+    accept = AcceptWizard(snow, [])
+    accept.set_code(wizard.issued.code)
+    assert not accept.next()
+    assert "issued by this instance (snow): a connection to itself" in accept.errors["code"]
+    other = AcceptWizard(Instance(short_name="jira"), [])
+    other.set_code(wizard.issued.code)
+    assert other.next()

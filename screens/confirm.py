@@ -1,0 +1,111 @@
+"""Questions with two answers, each on a key and a button; Escape answers neither.
+
+They dismiss with True (the first answer), False (the second) or None (Escape:
+the admin changed their mind, nothing happens). ConfirmDeleteScreen keeps its
+own look; these ask the other questions: a new code, leaving a pending connection.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Label, Static
+
+from exalate_tui.domain.models import Connection
+
+from .widgets import ButtonBar
+
+
+class ConfirmScreen(ModalScreen[bool | None]):
+    """Subclasses bind their two keys to `answer(True)` and `answer(False)`."""
+
+    CSS_PATH = "confirm.tcss"
+    AUTO_FOCUS = "#no"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "answer(None)", "Cancel", id="confirm.cancel", tooltip="Do nothing"),
+    ]
+
+    def __init__(self, question: str, consequence: str, yes: str, no: str) -> None:
+        super().__init__()
+        self.question = question
+        self.consequence = consequence
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            # Text: a question names a connection, never to be read as markup.
+            yield Label(Text(self.question), id="question")
+            yield Static(Text(self.consequence), id="consequence")
+            with ButtonBar(id="answers"):
+                yield Button(self.yes, id="yes", compact=True)
+                yield Button(self.no, id="no", compact=True)
+        yield Footer(show_command_palette=False)
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, answer: bool | None) -> None:
+        self.dismiss(answer)
+
+
+class ConfirmNewCodeScreen(ConfirmScreen):
+    """Before `g` invalidates a pending connection's code: True issues a new one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "New code", id="new_code.yes", tooltip="Issue a new code"),
+        Binding("n", "answer(False)", "Keep", id="new_code.no", tooltip="Keep the old code"),
+    ]
+
+    def __init__(self, connection: Connection) -> None:
+        partner = connection.remote_name or "your partner"
+        super().__init__(
+            f"Issue a new invitation code for {connection.name}?",
+            f"The code issued before stops working at once: if {partner} has it and has "
+            "not accepted it yet, send them the new one.",
+            "New code (y)",
+            "Keep the old code (n)",
+        )
+
+
+class LeavePendingScreen(ConfirmScreen):
+    """Escape on the invitation step: True discards the pending connection, False keeps it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "d",
+            "answer(True)",
+            "Discard",
+            id="leave_pending.discard",
+            tooltip="Delete the pending connection; its code stops working",
+        ),
+        Binding(
+            "k",
+            "answer(False)",
+            "Keep",
+            id="leave_pending.keep",
+            tooltip="Keep the pending connection; its code stays valid",
+        ),
+    ]
+
+    def __init__(self, connection: Connection, expires: str) -> None:
+        partner = connection.remote_name or "your partner"
+        super().__init__(
+            f"Keep {connection.name} pending?",
+            f"It is saved as Pending: its code stays valid until {expires}, for {partner} "
+            "to accept; the Connections tab shows it and can issue a new code. "
+            "Discarding deletes it and the code stops working.",
+            "Discard (d)",
+            "Keep pending (k)",
+        )

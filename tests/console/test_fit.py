@@ -1,0 +1,160 @@
+"""Every screen fits 80×24: its main button (or list) inside the screen, and nothing in
+its body scrolled out of sight, even after a code is pasted (issue 11)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from textual import events
+from textual.geometry import Region
+from textual.pilot import Pilot
+from textual.widget import Widget
+
+from exalate_tui.console.app import ExalateApp
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.flows.initiate import InitiateWizard
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
+from screens.accept import CodeArea
+
+pytestmark = pytest.mark.anyio
+SIZE = (80, 24)
+WHEN = datetime(2024, 4, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def public(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
+    return home
+
+
+def private(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="jira"))
+    return home
+
+
+def with_pending(tmp_path: Path) -> Home:
+    home = public(tmp_path)
+    home.save_connection(
+        Connection(
+            name="snow_to_jira",
+            mode=Mode.SCRIPT,
+            topology=Topology.PUBLIC_PRIVATE,
+            role=Role.INITIATOR,
+            local_name="snow",
+            remote_name="jira",
+            status=Status.PENDING,
+            created=WHEN,
+            token_expires=WHEN + timedelta(days=7),
+        )
+    )
+    return home
+
+
+def broken(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home")
+    home.ensure()
+    home.instance_path.write_text('short_name = "snow"\npublic_url = \n')
+    return home
+
+
+def code_from_snow(tmp_path: Path) -> str:
+    partner = Home(tmp_path / "partner")
+    instance = Instance(short_name="snow", public_url="https://snow.example.com")
+    partner.save_instance(instance)
+    wizard = InitiateWizard(instance, [])
+    wizard.choose_no_url()
+    wizard.set_mode(Mode.SCRIPT)
+    wizard.next()
+    wizard.next()
+    wizard.set_remote_name("jira")
+    wizard.set_description("P1 incidents, escalated from the service desk to engineering")
+    assert wizard.next() and wizard.issued
+    assert save_issued(partner, wizard.issued.connection, wizard.new_instance)
+    return wizard.issued.code
+
+
+def typed(text: str) -> list[str]:
+    return ["space" if ch == " " else ch for ch in text]
+
+
+TO_INFO = ["i", "ctrl+n", "down", "space", "enter", "enter"]
+
+# (screen, home, keys, the main widget that must show)
+CASES: list[tuple[str, Callable[[Path], Home], list[str], str]] = [
+    ("first run", lambda p: Home(p / "home"), [], "#save"),
+    ("broken instance.toml", broken, [], "#todo"),
+    ("connections", with_pending, [], "#connections"),
+    ("destination", public, ["i"], "#next"),
+    ("public URL", private, ["i", "ctrl+n"], "#next"),
+    ("config type", public, ["i", "ctrl+n"], "#next"),
+    ("note", public, ["i", "ctrl+n", "down", "space", "enter"], "#next"),
+    ("info", public, TO_INFO, "#next"),
+    ("invitation", public, [*TO_INFO, *typed("jira"), "enter"], "#done"),
+    ("detail", with_pending, ["enter"], "#regenerate"),
+    ("delete", with_pending, ["enter", "x"], "#yes"),
+    ("regenerated", with_pending, ["enter", "g", "y"], "#done"),
+    ("accept", private, ["a"], "#accept"),
+]
+
+
+def inside(widget: Widget, screen: Region) -> bool:
+    region = widget.region
+    return region.area > 0 and screen.contains_region(region)
+
+
+def nothing_scrolled_away(pilot: Pilot[None]) -> list[str]:
+    return [
+        f"{w} scrolls by {w.max_scroll_y}"
+        for w in pilot.app.screen.query(Widget)
+        if w.is_scrollable and w.max_scroll_y > 0 and w.id not in {"code", "connections"}
+    ]
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+@pytest.mark.parametrize(("name", "make", "keys", "main"), CASES, ids=[c[0] for c in CASES])
+async def test_screen_fits(
+    tmp_path: Path, name: str, make: Callable[[Path], Home], keys: list[str], main: str
+) -> None:
+    app = ExalateApp(make(tmp_path), local_copy=lambda _: None, supervise=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot)
+        screen = app.screen
+        assert inside(screen.query_one(main), screen.region), f"{name}: {main} not in 80×24"
+        assert nothing_scrolled_away(pilot) == []
+
+
+async def test_accept_fits_after_a_paste(tmp_path: Path) -> None:
+    """The code box, the preview, both names and the Accept button, all at once."""
+    code = code_from_snow(tmp_path)
+    app = ExalateApp(private(tmp_path), local_copy=lambda _: None, supervise=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        lines = "\n".join(code[i : i + 60] for i in range(0, len(code), 60))
+        app.screen.query_one(CodeArea).post_message(events.Paste(lines + "\n"))
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        for part in ("#code", "#preview", "#local_name", "#name", "#accept"):
+            assert inside(screen.query_one(part), screen.region), f"{part} not in 80×24"
+        assert nothing_scrolled_away(pilot) == []
