@@ -160,6 +160,10 @@ class Wakeups:
             self._watcher = asyncio.create_task(self._watch(), name="node:data_version")
         return waiter
 
+    def parked(self, cid: str) -> int:
+        """How many long-polls of `cid` wait here now."""
+        return len(self._waiters.get(cid, ()))
+
     def unregister(self, cid: str, waiter: Waiter) -> None:
         waiters = self._waiters.get(cid)
         if waiters is not None and waiter in waiters:

@@ -223,7 +223,10 @@ async def test_long_poll_returns_when_a_message_is_enqueued(public: Public) -> N
         )
         started = time.monotonic()
         waiting = asyncio.create_task(remote.fetch(invitation.cid, answer.secret, 1, wait=20))
-        await asyncio.sleep(0.2)
+        wakeups = public.transport.app.state.node.wakeups  # type: ignore[attr-defined]
+        while not wakeups.parked(invitation.cid):  # until the node says the poll waits
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.01)
         assert not waiting.done()
         public.state.enqueue(invitation.cid, "ping", {"n": 1})
         batch = await asyncio.wait_for(waiting, 5)

@@ -690,11 +690,20 @@ async def test_long_poll_times_out_empty(n: Node) -> None:
     assert 0.3 <= elapsed < 2
 
 
+async def parked(n: Node, cid: str, timeout: float = 5.0) -> None:
+    """Until the node says a long-poll of `cid` waits on it."""
+    wakeups = n.app.state.node.wakeups
+    deadline = time.monotonic() + timeout
+    while not wakeups.parked(cid):
+        assert time.monotonic() < deadline, "the long-poll never parked"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.anyio
 async def test_long_poll_wakes_at_once_for_an_enqueue_in_this_process(n: Node) -> None:
     connection = n.add()
     poll = asyncio.create_task(n.fetch(connection.id, wait=20))
-    await asyncio.sleep(0.2)  # the poll is waiting
+    await parked(n, connection.id)
     assert not poll.done()
     enqueued = time.monotonic()
     await asyncio.to_thread(n.state.enqueue, connection.id, "ping")
@@ -711,7 +720,8 @@ async def test_long_poll_wakes_promptly_for_another_state_handle(n: Node) -> Non
     try:
         poll = asyncio.create_task(n.fetch(connection.id, wait=20))
         idle = asyncio.create_task(n.fetch(quiet.id, wait=1))
-        await asyncio.sleep(0.2)
+        await parked(n, connection.id)
+        await parked(n, quiet.id)
         enqueued = time.monotonic()
         other.enqueue(connection.id, "ping")
         response = await poll
@@ -726,7 +736,8 @@ async def test_long_poll_wakes_promptly_for_another_state_handle(n: Node) -> Non
 async def test_many_long_polls_share_one_watcher(n: Node) -> None:
     connections = [n.add() for _ in range(20)]
     polls = [asyncio.create_task(n.fetch(c.id, wait=20)) for c in connections]
-    await asyncio.sleep(0.3)
+    for c in connections:
+        await parked(n, c.id)
     watchers = [t for t in asyncio.all_tasks() if t.get_name() == "node:data_version"]
     assert len(watchers) == 1
     other = SqliteStreams(n.home.state_path)
