@@ -7,9 +7,11 @@ descriptors. Here (docs/reliability.md, slow sockets):
 
 - a socket not in a request (headers not all in, or idle between requests)
   is closed after `HEADER_TIMEOUT` s;
-- at most `MAX_WAITING` such sockets at once: a new one closes the oldest,
-  so a flood of slow sockets cannot keep an honest partner, whose headers
-  come at once, from getting in;
+- at most `MAX_WAITING` such sockets at once: a new one closes the oldest
+  that has waited `MIN_AGE` s, so a flood of slow sockets cannot keep an
+  honest partner, whose headers come at once, from getting in, while a
+  burst of honest partners (thousands of pollers reconnecting after a
+  restart, benchmarks/README.md capacity) is not cut short meanwhile;
 - at most `max_open` sockets in all (the open-files limit less room for the
   node's own files and calls): past it a new socket is closed at once,
   rather than `accept()` failing for want of a descriptor;
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 5
 MAX_WAITING = 2048
+# Headers sent at once arrive within milliseconds: only a socket older than this is slow.
+MIN_AGE = 1.0
 # Descriptors kept for the state, the logs, the threads and the supervisor's own calls.
 RESERVED_FILES = 512
 LOG_EVERY = 10.0
@@ -50,25 +54,32 @@ class Gate:
         *,
         timeout: float = HEADER_TIMEOUT,
         max_waiting: int = MAX_WAITING,
+        min_age: float = MIN_AGE,
     ) -> None:
         self.max_open = max_open
         self.timeout = timeout
         self.max_waiting = max_waiting
-        self.waiting: dict[asyncio.BaseProtocol, asyncio.TimerHandle] = {}
+        self.min_age = min_age
+        # Each waiting socket's deadline, and when it began to wait (loop time).
+        self.waiting: dict[asyncio.BaseProtocol, tuple[asyncio.TimerHandle, float]] = {}
 
     def wait(self, protocol: GuardedH11) -> None:
         """(Re)start the protocol's clock: it has this long to bring a whole request."""
         self.done(protocol)
+        now = protocol.loop.time()
         while len(self.waiting) >= self.max_waiting:
-            oldest = next(iter(self.waiting))
+            oldest, (_, since) = next(iter(self.waiting.items()))
+            if now - since < self.min_age:
+                break  # a burst, not slow sockets: the deadline and `max_open` still hold
             assert isinstance(oldest, GuardedH11)
             self.drop(oldest)
-        self.waiting[protocol] = protocol.loop.call_later(self.timeout, self.drop, protocol)
+        timer = protocol.loop.call_later(self.timeout, self.drop, protocol)
+        self.waiting[protocol] = (timer, now)
 
     def done(self, protocol: asyncio.BaseProtocol) -> None:
-        timer = self.waiting.pop(protocol, None)
-        if timer is not None:
-            timer.cancel()
+        waiting = self.waiting.pop(protocol, None)
+        if waiting is not None:
+            waiting[0].cancel()
 
     def drop(self, protocol: GuardedH11) -> None:
         self.done(protocol)

@@ -61,7 +61,7 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
     async def refuse() -> JSONResponse:  # answers without reading the body
         return JSONResponse({"error": "unauthorized"}, status_code=401)
 
-    keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3)
+    keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3, min_age=0)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
