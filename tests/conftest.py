@@ -69,6 +69,38 @@ def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
 NOW = 1_714_564_800.0
 
 
+def snow_home(tmp_path: Path) -> Home:
+    """A home whose instance is snow, with a public URL, and no connection yet."""
+    from exalate_tui.domain.models import Instance
+
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
+    return home
+
+
+def pending_to_jira(home: Home) -> Any:
+    """Save and return snow_to_jira: initiated here, Pending, its code good for 7 days."""
+    from datetime import UTC, datetime, timedelta
+
+    from exalate_tui.domain.models import Connection, Mode, Role, Status, Topology
+
+    created = datetime(2024, 4, 2, 9, 30, tzinfo=UTC)
+    connection = Connection(
+        name="snow_to_jira",
+        mode=Mode.SCRIPT,
+        topology=Topology.PUBLIC_PRIVATE,
+        role=Role.INITIATOR,
+        local_name="snow",
+        remote_name="jira",
+        status=Status.PENDING,
+        created=created,
+        token_hash="0" * 64,
+        token_expires=created + timedelta(days=7),
+    )
+    home.save_connection(connection)
+    return connection
+
+
 @pytest.fixture
 def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
     """Connection ids ...0001, ...0002 in order, one fixed token; returns the fixed clock."""

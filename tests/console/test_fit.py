@@ -4,17 +4,18 @@ its body scrolled out of sight, even after a code is pasted (issue 11)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import pending_to_jira, snow_home
 from textual import events
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 
 from exalate_tui.console.app import ExalateApp
-from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.domain.models import Instance, Mode
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle.initiate import save_issued
@@ -30,12 +31,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def public(tmp_path: Path) -> Home:
-    home = Home(tmp_path / "home")
-    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
-    return home
-
-
 def private(tmp_path: Path) -> Home:
     home = Home(tmp_path / "home")
     home.save_instance(Instance(short_name="jira"))
@@ -43,20 +38,8 @@ def private(tmp_path: Path) -> Home:
 
 
 def with_pending(tmp_path: Path) -> Home:
-    home = public(tmp_path)
-    home.save_connection(
-        Connection(
-            name="snow_to_jira",
-            mode=Mode.SCRIPT,
-            topology=Topology.PUBLIC_PRIVATE,
-            role=Role.INITIATOR,
-            local_name="snow",
-            remote_name="jira",
-            status=Status.PENDING,
-            created=WHEN,
-            token_expires=WHEN + timedelta(days=7),
-        )
-    )
+    home = snow_home(tmp_path)
+    pending_to_jira(home)
     return home
 
 
@@ -94,12 +77,12 @@ CASES: list[tuple[str, Callable[[Path], Home], list[str], str]] = [
     ("first run", lambda p: Home(p / "home"), [], "#save"),
     ("broken instance.toml", broken, [], "#todo"),
     ("connections", with_pending, [], "#connections"),
-    ("destination", public, ["i"], "#next"),
+    ("destination", snow_home, ["i"], "#next"),
     ("public URL", private, ["i", "ctrl+n"], "#next"),
-    ("config type", public, ["i", "ctrl+n"], "#next"),
-    ("note", public, ["i", "ctrl+n", "down", "space", "enter"], "#next"),
-    ("info", public, TO_INFO, "#next"),
-    ("invitation", public, [*TO_INFO, *typed("jira"), "enter"], "#done"),
+    ("config type", snow_home, ["i", "ctrl+n"], "#next"),
+    ("note", snow_home, ["i", "ctrl+n", "down", "space", "enter"], "#next"),
+    ("info", snow_home, TO_INFO, "#next"),
+    ("invitation", snow_home, [*TO_INFO, *typed("jira"), "enter"], "#done"),
     ("detail", with_pending, ["enter"], "#regenerate"),
     ("delete", with_pending, ["enter", "x"], "#yes"),
     ("regenerated", with_pending, ["enter", "g", "y"], "#done"),

@@ -4,16 +4,16 @@ goes through a screen in reading order."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import pending_to_jira, snow_home
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Footer, HelpPanel, Input
 
 from exalate_tui.console.app import ExalateApp
-from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
 from screens.connection_detail import ConnectionDetailScreen
 from screens.connections import ConnectionsScreen
@@ -31,21 +31,8 @@ def anyio_backend() -> str:
 
 
 def home_with_one(tmp_path: Path) -> Home:
-    home = Home(tmp_path / "home")
-    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
-    home.save_connection(
-        Connection(
-            name="snow_to_jira",
-            mode=Mode.SCRIPT,
-            topology=Topology.PUBLIC_PRIVATE,
-            role=Role.INITIATOR,
-            local_name="snow",
-            remote_name="jira",
-            status=Status.PENDING,
-            created=WHEN,
-            token_expires=WHEN + timedelta(days=7),
-        )
-    )
+    home = snow_home(tmp_path)
+    pending_to_jira(home)
     return home
 
 

@@ -3,15 +3,16 @@ step (keep the pending connection, or discard it) and `g` (a new code voids the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import pending_to_jira, snow_home
 from textual.pilot import Pilot
 from textual.widgets import TextArea
 
 from exalate_tui.console.app import ExalateApp
-from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
+from exalate_tui.domain.models import Status
 from exalate_tui.home.store import Home
 from screens.confirm import ConfirmNewCodeScreen, LeavePendingScreen
 from screens.connection_detail import ConnectionDetailScreen
@@ -27,12 +28,6 @@ WHEN = datetime(2024, 4, 2, 9, 30, tzinfo=UTC)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def public(tmp_path: Path) -> Home:
-    home = Home(tmp_path / "home")
-    home.save_instance(Instance(short_name="snow", public_url="https://snow.example.com"))
-    return home
 
 
 async def press(pilot: Pilot[None], *keys: str) -> None:
@@ -53,7 +48,7 @@ def names(home: Home) -> list[str]:
 
 
 async def test_escape_on_the_code_asks_and_keep_leaves_it_pending(tmp_path: Path) -> None:
-    home = public(tmp_path)
+    home = snow_home(tmp_path)
     app = ExalateApp(home, local_copy=lambda _: None, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await to_invitation(pilot)
@@ -67,7 +62,7 @@ async def test_escape_on_the_code_asks_and_keep_leaves_it_pending(tmp_path: Path
 
 
 async def test_escape_then_discard_deletes_the_pending_connection(tmp_path: Path) -> None:
-    home = public(tmp_path)
+    home = snow_home(tmp_path)
     app = ExalateApp(home, local_copy=lambda _: None, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await to_invitation(pilot)
@@ -77,7 +72,7 @@ async def test_escape_then_discard_deletes_the_pending_connection(tmp_path: Path
 
 
 async def test_escape_twice_stays_on_the_code(tmp_path: Path) -> None:
-    home = public(tmp_path)
+    home = snow_home(tmp_path)
     app = ExalateApp(home, local_copy=lambda _: None, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await to_invitation(pilot)
@@ -86,26 +81,9 @@ async def test_escape_twice_stays_on_the_code(tmp_path: Path) -> None:
     assert names(home) == ["snow_to_jira"]
 
 
-def pending(home: Home) -> Connection:
-    connection = Connection(
-        name="snow_to_jira",
-        mode=Mode.SCRIPT,
-        topology=Topology.PUBLIC_PRIVATE,
-        role=Role.INITIATOR,
-        local_name="snow",
-        remote_name="jira",
-        status=Status.PENDING,
-        created=WHEN,
-        token_hash="0" * 64,
-        token_expires=WHEN + timedelta(days=7),
-    )
-    home.save_connection(connection)
-    return connection
-
-
 async def test_new_code_asks_first_and_no_keeps_the_old_one(tmp_path: Path) -> None:
-    home = public(tmp_path)
-    connection = pending(home)
+    home = snow_home(tmp_path)
+    connection = pending_to_jira(home)
     app = ExalateApp(home, local_copy=lambda _: None, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await press(pilot, "enter", "g")
