@@ -1,0 +1,136 @@
+"""`connections`: list, show, and the admin's actions (deactivate, activate, delete),
+which also tell the partner (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+from exalate_tui.cli.common import PROG, BadInput, find, inert, print_json, public
+from exalate_tui.domain.live import Contact, live_state
+from exalate_tui.domain.models import Connection
+from exalate_tui.home.store import Home
+
+
+def cmd_connections_list(args: argparse.Namespace, home: Home) -> int:
+    loaded = home.load_connections()
+    for problem in loaded.problems:
+        print(f"{PROG} connections: {inert(problem)}", file=sys.stderr)
+    if args.json:
+        print_json(
+            {
+                "connections": [public(c) for c in loaded.connections],
+                "problems": [
+                    {"path": str(p.path), "line": p.line, "message": p.message}
+                    for p in loaded.problems
+                ],
+            }
+        )
+    elif loaded.connections:
+        _print_table(loaded.connections)
+    elif not loaded.problems:
+        print(f"No connections yet: create one with `{PROG} initiate` or `{PROG}` (the console).")
+    # Like `ls` with an unreadable entry: list what loads, but do not report success.
+    return 1 if loaded.problems else 0
+
+
+def _print_table(connections: list[Connection]) -> None:
+    header = ("ID", "NAME", "LOCAL → REMOTE", "TOPOLOGY", "MODE", "STATUS", "CREATED")
+    rows = [header] + [
+        (
+            c.id[:8],
+            inert(c.name),
+            f"{c.local_name} → {c.remote_name or 'unknown'}",
+            c.topology.value,
+            c.mode.value,
+            # The console's words (domain/live.py); without the state file's contacts.
+            live_state(c, Contact(), time.time()).live.value,
+            c.created.strftime("%Y-%m-%d %H:%M"),
+        )
+        for c in connections
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def cmd_connections_show(args: argparse.Namespace, home: Home) -> int:
+    connection = find(home, args.id)
+    if args.json:
+        print_json({"connection": public(connection)})
+        return 0
+    data = public(connection)
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        print(f"{key.ljust(width)}  {'-' if value in (None, '') else inert(value)}")
+    return 0
+
+
+def cmd_connections_delete(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "delete", "Deleted")
+
+
+def cmd_connections_deactivate(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "deactivate", "Deactivated")
+
+
+def cmd_connections_activate(args: argparse.Namespace, home: Home) -> int:
+    return _connection_action(args, home, "activate", "Activated")
+
+
+def _connection_action(args: argparse.Namespace, home: Home, name: str, done: str) -> int:
+    """Run `actions.<name>`, which also tells the partner (docs/protocol.md)."""
+    from exalate_tui.lifecycle import actions
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+    connection = find(home, args.id)
+    home.ensure()
+    state = SqliteStreams(home.state_path)
+    try:
+        # By the full id just resolved, so a prefix cannot hit a newer file.
+        outcome = asyncio.run(getattr(actions, name)(home, state, connection.id))
+    except actions.ActionError as refused:
+        raise BadInput(f"ID: {refused}") from None
+    finally:
+        state.close()
+    told, error = outcome.told, outcome.error
+    if args.json:
+        key = "deleted" if name == "delete" else "connection"
+        print_json({key: public(outcome.connection), "partner": told.value, "partner_error": error})
+        return 0
+    print(f"{done} connection {inert(connection.name)} ({connection.id})")
+    if told is actions.Told.DELIVERED:
+        print("The partner was told.")
+    elif told is actions.Told.QUEUED:
+        print(f"The partner learns of it when it next connects; keep `{PROG} node` running.")
+    elif told is actions.Told.UNREACHABLE:
+        print(f"Could not tell the partner now: {inert(error)}")
+    return 0
+
+
+def register(
+    commands: Any, home: argparse.ArgumentParser, home_json: argparse.ArgumentParser
+) -> None:
+    connections = commands.add_parser(
+        "connections",
+        parents=[home_json],
+        help="list, show, delete, deactivate or activate connections",
+    )
+    connections.set_defaults(run=cmd_connections_list)
+    actions = connections.add_subparsers(title="actions", metavar="ACTION")
+    actions.add_parser("list", parents=[home_json], help="the default").set_defaults(
+        run=cmd_connections_list
+    )
+    for name, run, what in (
+        ("show", cmd_connections_show, "show one connection (no secrets)"),
+        ("delete", cmd_connections_delete, "delete one connection, without asking"),
+        ("deactivate", cmd_connections_deactivate, "pause one connection; messages queue"),
+        ("activate", cmd_connections_activate, "resume a deactivated connection"),
+    ):
+        action = actions.add_parser(name, parents=[home_json], help=what)
+        action.add_argument("id", metavar="ID", help="a connection id or a unique prefix of it")
+        action.set_defaults(run=run)

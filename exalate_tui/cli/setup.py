@@ -1,0 +1,237 @@
+"""Setting up: `init` (instance.toml), `initiate` (prints an invitation code) and
+`accept` (a partner's code). They drive the console's own flows
+(`InitiateWizard`, `AcceptWizard`), so both refuse the same input with the
+same words."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from exalate_tui.cli.common import (
+    PROG,
+    BadInput,
+    inert,
+    print_json,
+    public,
+    require_instance,
+)
+from exalate_tui.domain.models import Instance, check_instance
+from exalate_tui.flows.accept import AcceptWizard, Stage
+from exalate_tui.flows.initiate import InitiateWizard, Step
+from exalate_tui.home.store import Home
+from exalate_tui.lifecycle.initiate import save_issued
+from exalate_tui.protocol.api import UrlCheck
+
+# The flag that sets each wizard field, so an error names what to change.
+FLAGS = {
+    "dest_url": "--url",
+    "mode": "--mode",
+    "local_name": "--local-name",
+    "remote_name": "--remote-name",
+    "name": "--name",
+    "description": "--description",
+}
+
+
+def cmd_init(args: argparse.Namespace, home: Home) -> int:
+    public_url, problems = check_instance(args.short_name, args.public_url)
+    if problems:
+        words = {
+            "short_name": "--short-name: this instance's short name",
+            "public_url": "--public-url: this instance's public URL",
+        }
+        raise BadInput("\n".join(f"{words[f]} {reason}." for f, reason in problems.items()))
+
+    current = home.load_instance()
+    if current is None:
+        instance = Instance(short_name=args.short_name, public_url=public_url or None)
+    else:
+        update: dict[str, Any] = {"short_name": args.short_name}
+        if public_url is not None:  # absent keeps it, "" removes it
+            update["public_url"] = public_url or None
+        instance = current.model_copy(update=update)
+    home.save_instance(instance)
+    print(f"Saved {inert(home.instance_path)}")
+    print(f"  short name: {inert(instance.short_name)}")
+    print(
+        f"  public URL: {inert(instance.public_url)}"
+        if instance.public_url
+        else "  public URL: none (partners cannot call this instance; "
+        "set one with --public-url to invite private partners)"
+    )
+    return 0
+
+
+def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
+    instance = require_instance(home)
+    known = home.load_connections().connections
+    wizard = InitiateWizard(instance, known, require_verified=not args.no_verify)
+
+    if args.no_url:
+        wizard.choose_no_url()
+        if wizard.needs_public_url:
+            raise BadInput(
+                "--no-url: your private partner will call this instance, so it needs a "
+                f"public URL and {instance.short_name!r} has none: run `{PROG} init "
+                f"--short-name {instance.short_name} --public-url URL`, then try again"
+            )
+    else:
+        wizard.set_dest_url(args.url)
+        if wizard.needs_check and wizard.require_verified:
+            wizard.record_check(_verify(wizard.dest_url))
+    # Every field at once, so one run reports every problem.
+    wizard.set_mode(args.mode)
+    wizard.set_local_name(args.local_name)
+    wizard.set_remote_name(args.remote_name)
+    if args.name is not None:
+        wizard.set_name(args.name)
+    if args.description is not None:
+        wizard.set_description(args.description)
+    _refuse(wizard, args)
+
+    while wizard.step is not Step.INVITATION:
+        if not wizard.next():
+            _refuse(wizard, args)
+            raise RuntimeError(f"the wizard stopped at {wizard.step} without saying why")
+    issued = wizard.issued
+    assert issued is not None  # INVITATION is reached only by issuing
+    if not wizard.saved(save_issued(home, issued.connection, wizard.new_instance)):
+        _refuse(wizard, args)  # the name was taken since the wizard was made
+
+    if args.json:
+        print_json({"connection": public(issued.connection), "code": issued.code})
+    else:
+        print(issued.code)
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace, home: Home) -> int:
+    from exalate_tui.lifecycle.accept import accept
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+    text = sys.stdin.read() if args.code == "-" else args.code
+    wizard = AcceptWizard(home.load_instance(), home.load_connections().connections)
+    wizard.set_code(text)
+    if args.short_name is not None:
+        wizard.set_local_name(args.short_name)
+    if args.name is not None:
+        wizard.set_name(args.name)
+    # Checked here too, before state.sqlite3 is opened: a refused code writes nothing.
+    problems = wizard.problems()
+    if problems:
+        flags = {"code": "CODE", "local_name": "--short-name", "name": "--name"}
+        if "local_name" in problems and args.short_name is None:
+            problems["local_name"] += f" Give it with --short-name S, or run `{PROG} init`."
+        raise BadInput("\n".join(f"{flags[f]}: {p}" for f, p in problems.items()))
+    invite = wizard.invitation
+    assert invite is not None  # problems() reports a missing code
+    stages: list[Stage] = []
+
+    def progress(stage: Stage) -> None:
+        stages.append(stage)
+        if args.json:
+            return
+        if stage is Stage.CONTACTING:
+            print(f"Contacting {inert(invite.from_)} at {inert(invite.url)} …")
+        elif stage is Stage.ACCEPTED:
+            print("Accepted: the connection secret is stored.")
+        elif stage is Stage.CONNECTED:
+            print("Connected: the first message was delivered.")
+
+    opened: list[SqliteStreams] = []
+
+    def open_state() -> SqliteStreams:
+        # Opened only once there is something to store: a refused accept writes nothing.
+        home.ensure()
+        opened.append(SqliteStreams(home.state_path))
+        return opened[-1]
+
+    try:
+        connection = asyncio.run(
+            accept(home, open_state, invite, wizard.local_name, progress, name=wizard.name)
+        )
+    finally:
+        for state in opened:
+            state.close()
+    if args.json:
+        print_json({"connection": public(connection), "stages": stages})
+    elif Stage.WAITING in stages:
+        print(
+            f"Accepted {inert(connection.name)} ({connection.id}): pending until "
+            f"{inert(invite.from_)} connects to this instance; keep `{PROG} node` running."
+        )
+    else:
+        print(f"Connection {inert(connection.name)} ({connection.id}) is active.")
+    return 0
+
+
+def _verify(url: str) -> UrlCheck:
+    """`GET {url}/api/v1/info`, as the console's step 1 does (httpx loads only here)."""
+    from exalate_tui.transport.client import verify_url
+
+    return asyncio.run(verify_url(url))
+
+
+def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:
+    """Raise BadInput naming every flag the wizard refused, if any."""
+    if not wizard.errors:
+        return
+    lines = []
+    for field, problem in wizard.errors.items():
+        hint = ""
+        if field == "name" and args.name is None:
+            hint = " The name was made from the two short names: give one with --name NAME."
+        if field == "dest_url" and wizard.url_check is not None:
+            hint = " (--no-verify skips this check, e.g. before the partner's node is up.)"
+        lines.append(f"{FLAGS.get(field, field)}: {problem}{hint}")
+    raise BadInput("\n".join(lines))
+
+
+def register(
+    commands: Any, home: argparse.ArgumentParser, home_json: argparse.ArgumentParser
+) -> None:
+    init = commands.add_parser(
+        "init", parents=[home], help="create or update this instance (instance.toml)"
+    )
+    init.add_argument("--short-name", required=True, metavar="S", help="this instance's name")
+    init.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where partners reach this instance; '' removes it (default: keep)",
+    )
+    init.set_defaults(run=cmd_init)
+
+    initiate = commands.add_parser(
+        "initiate", parents=[home_json], help="initiate a connection, print its invitation code"
+    )
+    where = initiate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", metavar="URL", help="the destination instance's URL")
+    where.add_argument(
+        "--no-url", action="store_true", help="the destination has no URL (it is private)"
+    )
+    initiate.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check --url against the destination's node (GET /api/v1/info)",
+    )
+    initiate.add_argument("--mode", required=True, choices=["basic", "script"])
+    initiate.add_argument("--local-name", required=True, metavar="A")
+    initiate.add_argument("--remote-name", required=True, metavar="B")
+    initiate.add_argument("--name", metavar="N", help="default: A_to_B")
+    initiate.add_argument("--description", metavar="D")
+    initiate.set_defaults(run=cmd_initiate)
+
+    accept = commands.add_parser(
+        "accept", parents=[home_json], help="accept an invitation code from a partner"
+    )
+    accept.add_argument("code", metavar="CODE", help="the invitation code, or - to read stdin")
+    accept.add_argument(
+        "--short-name", metavar="S", help="this side's short name (default: the instance's)"
+    )
+    accept.add_argument(
+        "--name", metavar="N", help="the connection's name here (default: the code's)"
+    )
+    accept.set_defaults(run=cmd_accept)
