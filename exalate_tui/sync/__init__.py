@@ -1,0 +1,1 @@
+"""Tickets across a connection: replicas, rules, the engine, links, errors, history."""

@@ -1,0 +1,1 @@
+"""The ticket systems an instance fronts, behind one interface (`adapter.Tracker`)."""
