@@ -213,3 +213,6 @@ class Connection(BaseModel):
     secret: SecretStr | None = None
     # None while the other side has nothing to report (see PeerState).
     peer_state: PeerState | None = None
+    # Which local tickets sync automatically: filters in the tracker's query language,
+    # checked against its fields before they are saved (sync/triggers.py).
+    triggers: list[str] = Field(default_factory=list)

@@ -169,6 +169,7 @@ class SqliteStreams:
             ) from None
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        self._appliers: list[Callable[[str], None]] = []
         self._doorbell = doorbell_address(path)
         self._bell: socket.socket | None = None
 
@@ -194,6 +195,19 @@ class SqliteStreams:
             with self._lock:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
+
+        return remove
+
+    def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` after a batch with new messages is applied through this
+        object: the sync engine reads the inbox at once. Same terms as `on_enqueue`."""
+        with self._lock:
+            self._appliers.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._appliers:
+                    self._appliers.remove(listener)
 
         return remove
 
@@ -307,6 +321,22 @@ class SqliteStreams:
         `effect` runs for each new message inside the transaction (an error
         rolls the whole batch back), so it must be idempotent.
         """
+        cursor = self._apply(cid, messages, effect)
+        if cursor is not None:
+            with self._lock:
+                appliers = list(self._appliers)
+            for listener in appliers:
+                listener(cid)
+            return cursor
+        return self.last_applied(cid)
+
+    def _apply(
+        self,
+        cid: str,
+        messages: Sequence[Message],
+        effect: Callable[[Message], None] | None,
+    ) -> int | None:
+        """`apply`'s transaction; None when nothing in the batch was new."""
         with self._transaction() as db:
             self._stream(cid)
             (cursor,) = db.execute(
@@ -314,7 +344,7 @@ class SqliteStreams:
             ).fetchone()
             fresh = sorted((m for m in messages if m.seq > cursor), key=lambda m: m.seq)
             if not fresh:
-                return int(cursor)
+                return None
             expected = cursor + 1
             for message in fresh:
                 if message.seq != expected:

@@ -63,6 +63,11 @@ class Streams(Protocol):
         returns what removes it."""
         ...
 
+    def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` (in the applying thread) after a batch with new messages
+        is applied here; returns what removes it."""
+        ...
+
     # -- outbox
 
     def enqueue(self, cid: str, kind: str, body: Any = None) -> int: ...

@@ -1,0 +1,712 @@
+"""The sync engine: local tickets out as replicas, the partner's replicas in as changes.
+
+One engine per home (`EngineLock`), in the node or, when no node runs, in
+the console. Each `step`:
+
+1. takes the admins' requests (Exalate, Unexalate, Bulk, Retry, Resolve);
+2. processes each connection's inbox after its sync cursor: a first replica
+   creates the local ticket (found again by its correlation after a crash,
+   never made twice) and links the two keys; a later one changes only what
+   changed on the remote side since the previous replica; comments and
+   attachments are merged once (each remembers its origin);
+3. runs the outgoing rules for tickets the tracker says changed (and links
+   due a replica), for each connection they sync over or whose trigger
+   matches, and enqueues a replica only when it differs from what the
+   partner holds.
+
+No echo: after applying a replica, the fields it changed count as held by
+the partner already, so the tracker's report of that write sends nothing.
+Concurrent edits of the same field (both sides changed it before seeing the
+other's replica) keep the initiator's value on both sides, so they converge.
+
+An error on one ticket (a rule's, a tracker's refusal, a bad replica) is
+recorded and holds back only that ticket; a tracker that cannot be used at
+all stops the step, is shown as the connections' Error, and is retried with
+backoff until it works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from exalate_tui.domain.models import Connection, PeerState, Role, Status
+from exalate_tui.home.store import Home
+from exalate_tui.sync import replica as wire
+from exalate_tui.sync.replica import Content, Replica, ReplicaError
+from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
+from exalate_tui.sync.store import Link, SyncStore
+from exalate_tui.trackers.adapter import (
+    Query,
+    QueryError,
+    Ticket,
+    TicketNotFound,
+    Tracker,
+    TrackerError,
+)
+from exalate_tui.transport.streams import Message, Streams
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "tracker.watermark"
+TRACKER_ERROR = "tracker.error"
+TRACKER_ERROR_SINCE = "tracker.error_since"
+# The engine looks again this often even when nothing woke it: requests from
+# another process and applies by another process's poller arrive this way.
+RESCAN = 1.0
+BATCH = 200
+BACKOFF_CAP = 30.0
+
+
+class EngineLock:
+    """One engine per home: an exclusive `flock` on `sync.lock`, held while it runs."""
+
+    def __init__(self, home: Home) -> None:
+        self.path = home.path / "sync.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take it if nobody holds it; True when taken."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[bool]:
+        taken = self.acquire()
+        try:
+            yield taken
+        finally:
+            if taken:
+                self.release()
+
+
+def syncs(connection: Connection) -> bool:
+    """Whether tickets flow (or queue, while deactivated) on this connection."""
+    return (
+        connection.status is not Status.PENDING
+        and connection.secret is not None
+        and connection.peer_state is not PeerState.DELETED
+    )
+
+
+@dataclass
+class _Outgoing:
+    """What one step enqueues on one connection, recorded once enqueued."""
+
+    items: list[tuple[str, Any]]
+    sent: list[tuple[Link, int, Content]]  # seq filled in after the enqueue
+
+
+class Engine:
+    def __init__(
+        self,
+        home: Home,
+        streams: Streams,
+        tracker: Tracker,
+        store: SyncStore,
+        *,
+        rules: Callable[[Connection], Rules] = rules_for,
+    ) -> None:
+        self.home = home
+        self.streams = streams
+        self.tracker = tracker
+        self.store = store
+        self._rules_for = rules
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queries: dict[str, Query | QueryError] = {}
+        self.reporter = "sync"
+
+    # -- running -------------------------------------------------------------------
+
+    def wake(self, *_: object) -> None:
+        """Look again now; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Sync until cancelled; never dies of an error (each is logged and retried)."""
+        self._loop = asyncio.get_running_loop()
+        stop_watch = self.tracker.watch(self.wake)
+        stop_apply = self.streams.on_apply(self.wake)
+        delay = 0.5
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    busy = await self.step()
+                    delay = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except TrackerError as error:
+                    if not error.unavailable:
+                        raise
+                    await asyncio.to_thread(self._tracker_down, str(error))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_CAP)
+                    continue
+                except Exception:
+                    log.exception("sync step failed; retrying in %.0f s", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_CAP)
+                    continue
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), RESCAN)
+        finally:
+            stop_watch()
+            stop_apply()
+
+    def _tracker_down(self, reason: str) -> None:
+        if self.store.meta(TRACKER_ERROR) != reason:
+            log.warning("the tracker cannot be used: %s", reason)
+            self.store.set_meta(TRACKER_ERROR, reason)
+        if self.store.meta(TRACKER_ERROR_SINCE) is None:
+            self.store.set_meta(TRACKER_ERROR_SINCE, str(time.time()))
+
+    def _tracker_up(self) -> None:
+        if self.store.meta(TRACKER_ERROR) is not None:
+            log.info("the tracker works again")
+            self.store.set_meta(TRACKER_ERROR, None)
+            self.store.set_meta(TRACKER_ERROR_SINCE, None)
+
+    async def step(self) -> bool:
+        """One pass over requests, inboxes and tracker changes; True if it did anything."""
+        connections = {c.id: c for c in self.home.load_connections().connections if syncs(c)}
+        busy = await self._requests(connections)
+        for connection in connections.values():
+            busy |= await self._incoming(connection)
+        busy |= await self._outgoing(connections)
+        self._tracker_up()
+        return busy
+
+    async def settle(self, limit: int = 10_000) -> None:
+        """Step until there is nothing left to do (tests, the CLI without a node)."""
+        for _ in range(limit):
+            if not await self.step():
+                return
+
+    # -- requests ------------------------------------------------------------------
+
+    async def _requests(self, connections: dict[str, Connection]) -> bool:
+        requests = self.store.requests()
+        for request_id, action, cid, key, arg in requests:
+            connection = connections.get(cid or "")
+            try:
+                if action == "retry":
+                    await self._retry(int(arg or 0), connections)
+                elif action == "resolve":
+                    self.store.resolve(int(arg or 0))
+                elif connection is None:
+                    log.info("request %s for connection %s: it does not sync here", action, cid)
+                elif action == "exalate" and key:
+                    self._exalate(connection, key)
+                elif action == "unexalate" and key:
+                    self._unexalate(connection, key)
+                elif action == "bulk":
+                    await self._bulk(connection, None if arg is None else int(arg))
+            finally:
+                self.store.done(request_id)
+        return bool(requests)
+
+    def _exalate(self, connection: Connection, key: str) -> None:
+        link = self.store.link(connection.id, key)
+        if link is None:
+            self.store.save_link(Link(connection.id, key, None, True, "local", created=time.time()))
+        elif not link.active:
+            self.store.save_link(replace(link, active=True, restart=True))
+            self.store.record_change(
+                connection.id,
+                local_key=key,
+                remote_key=link.remote_key,
+                version=None,
+                rules=self._rules_for(connection).name,
+                changes={},
+                note="Exalated again: syncing resumes",
+            )
+
+    def _unexalate(self, connection: Connection, key: str) -> None:
+        link = self.store.link(connection.id, key)
+        if link is None or not link.active:
+            return
+        self.store.save_link(replace(link, active=False, restart=False, due=False))
+        self.streams.enqueue(connection.id, wire.UNEXALATE, {"key": key})
+        self.store.record_change(
+            connection.id,
+            local_key=key,
+            remote_key=link.remote_key,
+            version=None,
+            rules=self._rules_for(connection).name,
+            changes={},
+            note="Unexalated here: this ticket no longer syncs (both copies kept)",
+        )
+
+    async def _bulk(self, connection: Connection, trigger: int | None) -> int:
+        """Exalate every ticket a trigger (all of them when None) matches now."""
+        texts = connection.triggers if trigger is None else [connection.triggers[trigger - 1]]
+        keys: dict[str, None] = {}
+        for text in texts:
+            query = self._query(text)
+            if not isinstance(query, QueryError):
+                for ticket in await self.tracker.search(query):
+                    keys[ticket.key] = None
+        for key in keys:
+            self._exalate(connection, key)
+        return len(keys)
+
+    async def _retry(self, error_id: int, connections: dict[str, Connection]) -> None:
+        error = self.store.error(error_id)
+        if error is None:
+            return
+        connection = connections.get(error.cid)
+        if connection is None:
+            self.store.resolve(error_id)
+            return
+        if error.direction == "out":
+            self.store.resolve(error_id)
+            link = self.store.link(error.cid, error.local_key or "")
+            if link is not None:
+                self.store.save_link(replace(link, due=True))
+            return
+        # Incoming: replay what the error held back, in order, now past the cursor.
+        self.store.resolve(error_id)
+        seq = (error.seq or 1) - 1
+        cursor = self.store.cursor(error.cid)
+        while seq < cursor:
+            batch = self.streams.inbox(error.cid, after=seq, limit=BATCH)
+            if not batch:
+                break
+            for message in batch:
+                if message.seq > cursor:
+                    break
+                body = message.body
+                ours = isinstance(body, dict) and body.get("key") == error.remote_key
+                if ours and not await self._receive(connection, message, replaying=True):
+                    return  # failed again: recorded from this message on
+            seq = batch[-1].seq
+
+    # -- incoming ------------------------------------------------------------------
+
+    async def _incoming(self, connection: Connection) -> bool:
+        cid = connection.id
+        cursor = self.store.cursor(cid)
+        messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
+        for message in messages:
+            if message.kind in wire.KINDS:
+                await self._receive(connection, message)
+            else:
+                self.store.processed(cid, message.seq)
+        return bool(messages)
+
+    async def _receive(
+        self, connection: Connection, message: Message, *, replaying: bool = False
+    ) -> bool:
+        """Process one sync message; False when it failed on its ticket (recorded)."""
+        cid = connection.id
+        body = message.body
+        remote_key = str(body.get("key"))[: wire.KEY_MAX] if isinstance(body, dict) else "?"
+        if not replaying and self.store.holding(cid, "in", remote_key):
+            self.store.processed(cid, message.seq)  # held: Retry replays it from the inbox
+            return True
+        try:
+            if message.kind == wire.ATTACHMENT:
+                data = wire.parse_attachment(body)
+                self.store.processed(
+                    cid, message.seq, stash=(data.key, data.sha256, data.name, data.data)
+                )
+            elif message.kind == wire.UNEXALATE:
+                self._partner_unexalated(connection, message.seq, remote_key)
+            else:
+                await self._apply(connection, message.seq, wire.parse(body))
+        except (ReplicaError, RuleError) as error:
+            self._hold(connection, message.seq, remote_key, str(error))
+            return False
+        except TrackerError as error:
+            if error.unavailable:
+                raise
+            self._hold(connection, message.seq, remote_key, f"the tracker refused: {error}")
+            return False
+        return True
+
+    def _hold(self, connection: Connection, seq: int, remote_key: str, reason: str) -> None:
+        link = self.store.link_by_remote(connection.id, remote_key)
+        self.store.fail(
+            connection.id,
+            "in",
+            reason,
+            local_key=link.local_key if link else None,
+            remote_key=remote_key,
+            seq=seq,
+        )
+        self.store.processed(connection.id, seq)
+
+    def _partner_unexalated(self, connection: Connection, seq: int, remote_key: str) -> None:
+        link = self.store.link_by_remote(connection.id, remote_key)
+        if link is None or not link.active:
+            self.store.processed(connection.id, seq)
+            return
+        self.store.processed(
+            connection.id,
+            seq,
+            link=replace(link, active=False, restart=False, due=False),
+            change={
+                "local_key": link.local_key,
+                "remote_key": remote_key,
+                "version": seq,
+                "rules": self._rules_for(connection).name,
+                "changes": {},
+                "note": f"{connection.remote_name or 'The partner'} unexalated {remote_key}: "
+                "this ticket no longer syncs (both copies kept)",
+            },
+        )
+
+    async def _apply(self, connection: Connection, seq: int, replica: Replica) -> None:
+        cid = connection.id
+        rules = self._rules_for(connection)
+        link = self.store.link_by_remote(cid, replica.key)
+        if link is None and replica.your_key:
+            link = self.store.link(cid, replica.your_key)
+            if link is not None and link.remote_key not in (None, replica.key):
+                raise ReplicaError(
+                    f"the partner's {replica.key} claims {replica.your_key}, which syncs with "
+                    f"{link.remote_key}"
+                )
+        if link is not None and not link.active:
+            if not replica.restart:
+                self.store.processed(cid, seq)  # sent before it heard of the unexalate
+                return
+            link = replace(link, active=True)
+        if link is None:
+            await self._create(connection, rules, seq, replica)
+            return
+
+        before = await self.tracker.get(link.local_key)
+        previous = link.in_doc
+        note = ""
+        fields: dict[str, list[Any]] = {}
+        if previous is not None:
+            effective, conflicts = self._concurrent(connection, link, replica, previous)
+            if conflicts:
+                note = "Concurrent edit of " + ", ".join(sorted(conflicts)) + ": "
+                note += "kept this side's value" if self._wins(connection) else "took theirs"
+            new = rules.incoming(effective, first_sync=False).fields
+            old = rules.incoming(previous, first_sync=False).fields
+            delta = {name: value for name, value in new.items() if old.get(name, _MISSING) != value}
+            fields = {
+                name: [getattr(before, name, None), value]
+                for name, value in delta.items()
+                if getattr(before, name, _MISSING) != value
+            }
+            if fields:
+                await self.tracker.update(
+                    link.local_key, {name: new for name, (_, new) in fields.items()}
+                )
+        incoming = rules.incoming(replica.content, first_sync=False)
+        comments, attachments = await self._merge(connection, link.local_key, replica.key, incoming)
+        after = await self.tracker.get(link.local_key)
+        link = replace(
+            link,
+            remote_key=replica.key,
+            in_version=seq,
+            in_doc=replica.content,
+            out_doc=self._absorb(rules, link.out_doc, before, after),
+            last_synced=time.time(),
+        )
+        change = None
+        if fields or comments or attachments or note:
+            change = {
+                "local_key": link.local_key,
+                "remote_key": replica.key,
+                "version": seq,
+                "rules": replica.rules or rules.name,
+                "changes": {"fields": fields, "comments": comments, "attachments": attachments},
+                "note": note,
+            }
+        self.store.processed(
+            cid, seq, link=link, seen=replica.seen, change=change, unstash=replica.key
+        )
+
+    async def _create(
+        self, connection: Connection, rules: Rules, seq: int, replica: Replica
+    ) -> None:
+        """The partner's first replica of a ticket: make it here, exactly once."""
+        cid = connection.id
+        correlation = f"{cid}/{replica.key}"
+        incoming = rules.incoming(replica.content, first_sync=True)
+        ticket = await self.tracker.find_created(correlation)
+        if ticket is None:
+            ticket = await self.tracker.create(
+                incoming.fields,
+                reporter=connection.remote_name or self.reporter,
+                correlation=correlation,
+            )
+        comments, attachments = await self._merge(connection, ticket.key, replica.key, incoming)
+        link = Link(
+            cid,
+            ticket.key,
+            replica.key,
+            True,
+            "remote",
+            in_version=seq,
+            in_doc=replica.content,
+            created=time.time(),
+            last_synced=time.time(),
+        )
+        self.store.processed(
+            cid,
+            seq,
+            link=link,
+            seen=replica.seen,
+            unstash=replica.key,
+            change={
+                "local_key": ticket.key,
+                "remote_key": replica.key,
+                "version": seq,
+                "rules": replica.rules or rules.name,
+                "changes": {
+                    "fields": {name: [None, value] for name, value in incoming.fields.items()},
+                    "comments": comments,
+                    "attachments": attachments,
+                },
+                "note": f"Created from {connection.remote_name or 'the partner'}'s {replica.key}",
+            },
+        )
+
+    def _wins(self, connection: Connection) -> bool:
+        """Which side keeps its value when both edited a field at once: the initiator."""
+        return connection.role is Role.INITIATOR
+
+    def _concurrent(
+        self, connection: Connection, link: Link, replica: Replica, previous: Content
+    ) -> tuple[Content, set[str]]:
+        """The replica as applied here, and the fields both sides changed at once.
+
+        The partner had seen our replica `replica.seen`; what we sent after it
+        and what they changed since their previous replica were concurrent.
+        """
+        if replica.seen >= link.out_version:
+            return replica.content, set()
+        seen = self.store.sent(link.cid, link.local_key, replica.seen)
+        latest = self.store.sent(link.cid, link.local_key, link.out_version)
+        if latest is None:
+            return replica.content, set()
+        ours = {
+            name
+            for name in latest.fields
+            if seen is None or seen.fields.get(name, _MISSING) != latest.fields[name]
+        }
+        theirs = {
+            name
+            for name, value in replica.content.fields.items()
+            if previous.fields.get(name, _MISSING) != value
+        }
+        conflicts = ours & theirs
+        if not conflicts or not self._wins(connection):
+            return replica.content, conflicts
+        fields = dict(replica.content.fields)
+        for name in conflicts:
+            if name in previous.fields:
+                fields[name] = previous.fields[name]
+        return replace(replica.content, fields=fields), conflicts
+
+    def _absorb(
+        self, rules: Rules, held: Content | None, before: Ticket, after: Ticket
+    ) -> Content | None:
+        """What the partner holds of ours once its replica is applied: the fields the
+        apply changed count as the partner's already (no echo); a local edit not yet
+        sent still differs, and goes out."""
+        try:
+            was, now = rules.outgoing(before), rules.outgoing(after)
+        except RuleError:
+            return held
+        if held is None:
+            return None
+        fields = dict(held.fields)
+        for name, value in now.fields.items():
+            if was.fields.get(name, _MISSING) != value:
+                fields[name] = value
+        return replace(held, fields=fields)
+
+    async def _merge(
+        self, connection: Connection, key: str, remote_key: str, incoming: Incoming
+    ) -> tuple[int, list[str]]:
+        """Add the remote comments and attachments not yet here; (comments added, names)."""
+        cid = connection.id
+        ticket = await self.tracker.get(key)
+        have_comments = {c.origin for c in ticket.comments if c.origin}
+        added = 0
+        for comment, internal in incoming.comments:
+            origin = f"{cid}/{comment.id}"
+            if origin in have_comments:
+                continue
+            await self.tracker.comment(
+                key, comment.body, internal=internal, author=comment.author, origin=origin
+            )
+            added += 1
+        have_files = {a.sha256 for a in ticket.attachments}
+        names = []
+        for attachment in incoming.attachments:
+            if attachment.sha256 in have_files:
+                continue
+            data = self.store.stashed(cid, remote_key, attachment.sha256)
+            if data is None:
+                continue  # too large to cross, or sent before: its error is on the other side
+            await self.tracker.attach(
+                key, attachment.name, data, origin=f"{cid}/{attachment.sha256}"
+            )
+            names.append(attachment.name)
+        return added, names
+
+    # -- outgoing ------------------------------------------------------------------
+
+    def _query(self, text: str) -> Query | QueryError:
+        if text not in self._queries:
+            try:
+                self._queries[text] = self.tracker.check_query(text)
+            except QueryError as error:
+                self._queries[text] = error
+        return self._queries[text]
+
+    def _triggered(self, connection: Connection, ticket: Ticket) -> bool:
+        for text in connection.triggers:
+            query = self._query(text)
+            if not isinstance(query, QueryError) and query.matches(ticket):
+                return True
+        return False
+
+    async def _outgoing(self, connections: dict[str, Connection]) -> bool:
+        watermark = self.store.meta(WATERMARK)
+        changed = await self.tracker.changed(watermark, limit=BATCH)
+        keys = dict.fromkeys(changed.keys)
+        due = {cid: self.store.to_send(cid) for cid in connections}
+        for cid_keys in due.values():
+            keys.update(dict.fromkeys(cid_keys))
+        batches: dict[str, _Outgoing] = {}
+        for key in keys:
+            try:
+                ticket = await self.tracker.get(key)
+            except TicketNotFound:
+                continue
+            for connection in connections.values():
+                await self._send(
+                    connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))
+                )
+        for cid, batch in batches.items():
+            if batch.items:
+                seqs = await asyncio.to_thread(self.streams.enqueue_many, cid, batch.items)
+                # The replicas are the last of their ticket's messages: their seqs, in order.
+                replica_seqs = [
+                    s for s, (k, _) in zip(seqs, batch.items, strict=True) if k == wire.REPLICA
+                ]
+                self.store.sent_many(
+                    [
+                        (link, seq, content)
+                        for (link, _, content), seq in zip(batch.sent, replica_seqs, strict=True)
+                    ]
+                )
+        if changed.watermark != watermark:
+            self.store.set_meta(WATERMARK, changed.watermark)
+        return bool(changed.keys) or any(batch.items for batch in batches.values())
+
+    async def _send(self, connection: Connection, ticket: Ticket, batch: _Outgoing) -> None:
+        cid = connection.id
+        link = self.store.link(cid, ticket.key)
+        if link is None:
+            if not self._triggered(connection, ticket):
+                return
+            link = Link(cid, ticket.key, None, True, "local", created=time.time())
+            self.store.save_link(link)
+        if not link.active or (self.store.holding(cid, "out", ticket.key) and not link.due):
+            return
+        rules = self._rules_for(connection)
+        try:
+            content = rules.outgoing(ticket)
+        except RuleError as error:
+            self.store.fail(
+                cid, "out", str(error), local_key=ticket.key, remote_key=link.remote_key
+            )
+            return
+        content = await self._attachments(connection, link, ticket, content, batch)
+        if content == link.out_doc and link.out_version and not (link.restart or link.due):
+            return
+        body = Replica(
+            key=ticket.key,
+            version=0,  # the receiver takes the message's seq as the version
+            seen=link.in_version,
+            your_key=link.remote_key,
+            content=content,
+            rules=rules.name,
+            restart=link.restart,
+        ).doc()
+        del body["version"]
+        batch.items.append((wire.REPLICA, body))
+        batch.sent.append((link, 0, content))
+        if held := self.store.holding(cid, "out", ticket.key):
+            self.store.resolve(held.id)
+
+    async def _attachments(
+        self, connection: Connection, link: Link, ticket: Ticket, content: Content, batch: _Outgoing
+    ) -> Content:
+        """Queue the bytes of attachments the partner lacks; too large ones stay home."""
+        held = {a.sha256 for a in link.out_doc.attachments} if link.out_doc else set()
+        kept = []
+        for attachment in content.attachments:
+            if attachment.sha256 in held:
+                kept.append(attachment)
+                continue
+            if attachment.size > wire.MAX_ATTACHMENT:
+                self.store.fail(
+                    connection.id,
+                    "out",
+                    f"attachment {attachment.name!r} is {attachment.size:,} bytes; at most "
+                    f"{wire.MAX_ATTACHMENT:,} cross a connection, so it stays on this side",
+                    local_key=ticket.key,
+                    remote_key=link.remote_key,
+                    holds=False,
+                )
+                continue
+            data = await self.tracker.attachment_bytes(ticket.key, attachment.sha256)
+            batch.items.append(
+                (
+                    wire.ATTACHMENT,
+                    wire.attachment_body(ticket.key, attachment.sha256, attachment.name, data),
+                )
+            )
+            kept.append(attachment)
+        return replace(content, attachments=tuple(kept))
+
+
+_MISSING = object()
+
+
+def engine_for(home: Home, streams: Streams, tracker: Tracker) -> Engine:
+    return Engine(home, streams, tracker, SyncStore(Path(home.state_path)))

@@ -1,0 +1,548 @@
+"""What the sync engine remembers, in `state.sqlite3` beside the streams (docs/protocol.md).
+
+Tables of their own (`sync_*`, versioned in `sync_schema`), on a connection
+of their own to the same WAL file:
+
+- `sync_links`: per connection, a local ticket and the partner's, whether
+  they sync, the last replica sent (`out_*`) and received (`in_*`). A
+  replica's *version* is the seq of the message that carried it.
+- `sync_sent`: the replicas sent that the partner may not have seen yet, to
+  tell a concurrent edit of the same field from a later one.
+- `sync_cursors`: per connection, the last inbox seq the engine processed;
+  `sync_meta`: the tracker's watermark and the tracker's health.
+- `sync_stash`: attachment bytes received ahead of the replica that names them.
+- `sync_errors` and `sync_history`: what failed, and why each field changed;
+- `sync_requests`: what an admin asked for (Exalate, Unexalate, Bulk,
+  Retry, Resolve) from a process that is not running the engine: the
+  engine takes them in order, so links have one writer.
+
+The engine processes an inbox message and moves the cursor in one
+transaction (`processed`), so history is written exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from exalate_tui.errors import ExalateError
+from exalate_tui.sync.replica import Content, content_of
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sync_links (
+    cid TEXT NOT NULL, local_key TEXT NOT NULL, remote_key TEXT,
+    active INTEGER NOT NULL DEFAULT 1,
+    origin TEXT NOT NULL,                 -- 'local': exalated here; 'remote': made from theirs
+    restart INTEGER NOT NULL DEFAULT 0,   -- the next replica (re)starts the sync
+    due INTEGER NOT NULL DEFAULT 0,       -- send a replica now, changed or not (a retry)
+    out_version INTEGER NOT NULL DEFAULT 0, out_doc TEXT,
+    in_version INTEGER NOT NULL DEFAULT 0, in_doc TEXT,
+    created REAL NOT NULL, last_synced REAL,
+    PRIMARY KEY (cid, local_key)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sync_links_remote ON sync_links (cid, remote_key);
+CREATE TABLE IF NOT EXISTS sync_sent (
+    cid TEXT NOT NULL, local_key TEXT NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (cid, local_key, version)
+);
+CREATE TABLE IF NOT EXISTS sync_cursors (cid TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_stash (
+    cid TEXT NOT NULL, remote_key TEXT NOT NULL, sha256 TEXT NOT NULL,
+    name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cid, remote_key, sha256)
+);
+CREATE TABLE IF NOT EXISTS sync_errors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cid TEXT NOT NULL, direction TEXT NOT NULL,   -- 'out' or 'in'
+    local_key TEXT, remote_key TEXT,
+    seq INTEGER,                                  -- 'in': the first inbox seq held back
+    message TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1, holds INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS sync_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    local_key TEXT NOT NULL, cid TEXT NOT NULL, remote_key TEXT,
+    at REAL NOT NULL, version INTEGER, rules TEXT NOT NULL,
+    changes TEXT NOT NULL, note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sync_history_key ON sync_history (local_key, id);
+CREATE TABLE IF NOT EXISTS sync_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL, cid TEXT, key TEXT, arg TEXT, at REAL NOT NULL
+);
+"""
+
+
+class SyncStoreError(ExalateError):
+    """The sync tables of `state.sqlite3` cannot be used; str() names the file."""
+
+
+@dataclass(frozen=True)
+class Link:
+    cid: str
+    local_key: str
+    remote_key: str | None
+    active: bool
+    origin: str
+    restart: bool = False
+    due: bool = False
+    out_version: int = 0
+    out_doc: Content | None = None  # what the partner holds of ours, as far as we know
+    in_version: int = 0
+    in_doc: Content | None = None  # the partner's last replica
+    created: float = 0.0
+    last_synced: float | None = None
+
+
+@dataclass(frozen=True)
+class SyncError:
+    id: int
+    cid: str
+    direction: str
+    local_key: str | None
+    remote_key: str | None
+    seq: int | None
+    message: str
+    first_at: float
+    last_at: float
+    attempts: int
+    holds: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """One history entry: what the engine did to a local ticket, and why."""
+
+    id: int
+    local_key: str
+    cid: str
+    remote_key: str | None
+    at: float
+    version: int | None
+    rules: str
+    changes: dict[str, Any]  # {"fields": {name: [old, new]}, "comments": n, "attachments": [names]}
+    note: str
+
+
+def _doc(content: Content | None) -> str | None:
+    return None if content is None else json.dumps(content.doc(), separators=(",", ":"))
+
+
+def _content(text: str | None) -> Content | None:
+    return None if text is None else content_of(json.loads(text))
+
+
+_LINK_COLUMNS = (
+    "cid, local_key, remote_key, active, origin, restart, due, out_version, out_doc, "
+    "in_version, in_doc, created, last_synced"
+)
+
+
+def _link(row: tuple[Any, ...]) -> Link:
+    (
+        cid,
+        local,
+        remote,
+        active,
+        origin,
+        restart,
+        due,
+        out_v,
+        out_doc,
+        in_v,
+        in_doc,
+        created,
+        last,
+    ) = row
+    return Link(
+        cid,
+        local,
+        remote,
+        bool(active),
+        origin,
+        bool(restart),
+        bool(due),
+        out_v,
+        _content(out_doc),
+        in_v,
+        _content(in_doc),
+        created,
+        last,
+    )
+
+
+class SyncStore:
+    """The sync tables of one `state.sqlite3`; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._lock = threading.RLock()
+            with self._transaction() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL)")
+                row = db.execute("SELECT version FROM sync_schema").fetchone()
+                if row and row[0] > SCHEMA_VERSION:
+                    raise SyncStoreError(
+                        f"{path}: its sync tables were written by a newer exalate-tui (version "
+                        f"{row[0]}; this one reads up to {SCHEMA_VERSION}): update exalate-tui"
+                    )
+                if row is None:
+                    db.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+                    db.execute("INSERT INTO sync_schema VALUES (?)", (SCHEMA_VERSION,))
+        except sqlite3.DatabaseError as error:
+            raise SyncStoreError(f"{path}: cannot hold the sync tables ({error})") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- links ------------------------------------------------------------------
+
+    def link(self, cid: str, local_key: str) -> Link | None:
+        rows = self._rows(
+            f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND local_key = ?",
+            cid,
+            local_key,
+        )
+        return _link(rows[0]) if rows else None
+
+    def link_by_remote(self, cid: str, remote_key: str) -> Link | None:
+        rows = self._rows(
+            f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND remote_key = ?",
+            cid,
+            remote_key,
+        )
+        return _link(rows[0]) if rows else None
+
+    def links(self, cid: str | None = None, local_key: str | None = None) -> list[Link]:
+        """Links of one connection, of one local ticket, or all; oldest first."""
+        where, args = [], []
+        if cid is not None:
+            where.append("cid = ?")
+            args.append(cid)
+        if local_key is not None:
+            where.append("local_key = ?")
+            args.append(local_key)
+        sql = f"SELECT {_LINK_COLUMNS} FROM sync_links"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
+
+    def to_send(self, cid: str) -> list[str]:
+        """Local keys of active links with a replica due regardless of tracker changes:
+        never sent yet, (re)started, or retried."""
+        rows = self._rows(
+            "SELECT local_key FROM sync_links WHERE cid = ? AND active = 1 "
+            "AND (out_version = 0 OR restart = 1 OR due = 1) ORDER BY created",
+            cid,
+        )
+        return [key for (key,) in rows]
+
+    def save_link(self, link: Link) -> None:
+        with self._transaction() as db:
+            self._put_link(db, link)
+
+    def _put_link(self, db: sqlite3.Connection, link: Link) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO sync_links ({_LINK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                link.cid,
+                link.local_key,
+                link.remote_key,
+                int(link.active),
+                link.origin,
+                int(link.restart),
+                int(link.due),
+                link.out_version,
+                _doc(link.out_doc),
+                link.in_version,
+                _doc(link.in_doc),
+                link.created or time.time(),
+                link.last_synced,
+            ),
+        )
+
+    def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None:
+        """Replicas enqueued (link, the seq that carries it, its content): one transaction."""
+        now = time.time()
+        with self._transaction() as db:
+            for link, version, content in sent:
+                self._put_link(
+                    db,
+                    replace(
+                        link,
+                        out_version=version,
+                        out_doc=content,
+                        restart=False,
+                        due=False,
+                        last_synced=now,
+                    ),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO sync_sent VALUES (?, ?, ?, ?)",
+                    (link.cid, link.local_key, version, _doc(content)),
+                )
+
+    def sent(self, cid: str, local_key: str, version: int) -> Content | None:
+        """The replica sent at `version`, or the latest one before it that is kept."""
+        rows = self._rows(
+            "SELECT doc FROM sync_sent WHERE cid = ? AND local_key = ? AND version <= ? "
+            "ORDER BY version DESC LIMIT 1",
+            cid,
+            local_key,
+            version,
+        )
+        return _content(rows[0][0]) if rows else None
+
+    # -- the inbox cursor, the tracker's watermark ---------------------------------
+
+    def cursor(self, cid: str) -> int:
+        rows = self._rows("SELECT seq FROM sync_cursors WHERE cid = ?", cid)
+        return int(rows[0][0]) if rows else 0
+
+    def meta(self, name: str) -> str | None:
+        rows = self._rows("SELECT value FROM sync_meta WHERE name = ?", name)
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        with self._transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM sync_meta WHERE name = ?", (name,))
+            else:
+                db.execute("INSERT OR REPLACE INTO sync_meta VALUES (?, ?)", (name, value))
+
+    def processed(
+        self,
+        cid: str,
+        seq: int,
+        *,
+        link: Link | None = None,
+        seen: int = 0,
+        change: dict[str, Any] | None = None,
+        stash: tuple[str, str, str, bytes] | None = None,
+        unstash: str | None = None,
+        resolve: int | None = None,
+    ) -> None:
+        """Inbox message `seq` of `cid` is done: record what it did and move the cursor,
+        in one transaction.
+
+        `link` as it is now, and `seen`, the version of ours the partner had;
+        `change`, a history entry (`record_change`'s keywords); `stash`
+        (remote_key, sha256, name, bytes) keeps an attachment's bytes until its
+        replica, `unstash` drops a remote key's; `resolve`, an error retried."""
+        with self._transaction() as db:
+            if link is not None:
+                self._put_link(db, link)
+                if seen:  # the partner has our replica `seen`: older ones are of no more use
+                    db.execute(
+                        "DELETE FROM sync_sent WHERE cid = ? AND local_key = ? AND version < "
+                        "(SELECT COALESCE(MAX(version), 0) FROM sync_sent WHERE cid = ? "
+                        "AND local_key = ? AND version <= ?)",
+                        (cid, link.local_key, cid, link.local_key, seen),
+                    )
+            if change is not None:
+                self._add_change(db, cid=cid, **change)
+            if stash is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO sync_stash VALUES (?, ?, ?, ?, ?)", (cid, *stash)
+                )
+            if unstash is not None:
+                db.execute(
+                    "DELETE FROM sync_stash WHERE cid = ? AND remote_key = ?", (cid, unstash)
+                )
+            if resolve is not None:
+                db.execute("DELETE FROM sync_errors WHERE id = ?", (resolve,))
+            db.execute(
+                "INSERT INTO sync_cursors VALUES (?, ?) "
+                "ON CONFLICT (cid) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                (cid, seq),
+            )
+
+    def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None:
+        rows = self._rows(
+            "SELECT data FROM sync_stash WHERE cid = ? AND remote_key = ? AND sha256 = ?",
+            cid,
+            remote_key,
+            sha256,
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    # -- errors -----------------------------------------------------------------
+
+    def fail(
+        self,
+        cid: str,
+        direction: str,
+        message: str,
+        *,
+        local_key: str | None = None,
+        remote_key: str | None = None,
+        seq: int | None = None,
+        holds: bool = True,
+    ) -> int:
+        """Record (or count again) the error on one ticket; returns its id.
+
+        An incoming error keeps the seq it first held back; a later failure of
+        the same ticket only counts another attempt."""
+        now = time.time()
+        key_column, key = (
+            ("local_key", local_key) if direction == "out" else ("remote_key", remote_key)
+        )
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT id FROM sync_errors WHERE cid = ? AND direction = ? AND {key_column} = ?",
+                (cid, direction, key),
+            ).fetchone()
+            if row:
+                db.execute(
+                    "UPDATE sync_errors SET message = ?, last_at = ?, attempts = attempts + 1, "
+                    "local_key = COALESCE(?, local_key) WHERE id = ?",
+                    (message, now, local_key, row[0]),
+                )
+                return int(row[0])
+            cursor = db.execute(
+                "INSERT INTO sync_errors (cid, direction, local_key, remote_key, seq, message, "
+                "first_at, last_at, holds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, direction, local_key, remote_key, seq, message, now, now, int(holds)),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def errors(self, cid: str | None = None) -> list[SyncError]:
+        sql = (
+            "SELECT id, cid, direction, local_key, remote_key, seq, message, first_at, last_at, "
+            "attempts, holds FROM sync_errors"
+        )
+        rows = (
+            self._rows(sql + " WHERE cid = ? ORDER BY id", cid)
+            if cid
+            else self._rows(sql + " ORDER BY id")
+        )
+        return [
+            SyncError(
+                int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], int(r[9]), bool(r[10])
+            )
+            for r in rows
+        ]
+
+    def error(self, error_id: int) -> SyncError | None:
+        return next((e for e in self.errors() if e.id == error_id), None)
+
+    def holding(self, cid: str, direction: str, key: str) -> SyncError | None:
+        """The error holding back this ticket's changes in `direction`, if any."""
+        column = "local_key" if direction == "out" else "remote_key"
+        return next(
+            (
+                e
+                for e in self.errors(cid)
+                if e.direction == direction and e.holds and getattr(e, column) == key
+            ),
+            None,
+        )
+
+    def resolve(self, error_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sync_errors WHERE id = ?", (error_id,))
+
+    # -- requests -----------------------------------------------------------------
+
+    def request(
+        self, action: str, cid: str | None, key: str | None = None, arg: str | None = None
+    ) -> None:
+        """Ask the engine (in whichever process runs it) for `action`; it runs in order."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO sync_requests (action, cid, key, arg, at) VALUES (?, ?, ?, ?, ?)",
+                (action, cid, key, arg, time.time()),
+            )
+
+    def requests(self) -> list[tuple[int, str, str | None, str | None, str | None]]:
+        """The requests waiting, oldest first: (id, action, cid, key, arg)."""
+        return [
+            (int(row[0]), row[1], row[2], row[3], row[4])
+            for row in self._rows("SELECT id, action, cid, key, arg FROM sync_requests ORDER BY id")
+        ]
+
+    def done(self, request_id: int) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sync_requests WHERE id = ?", (request_id,))
+
+    # -- history ------------------------------------------------------------------
+
+    def _add_change(
+        self,
+        db: sqlite3.Connection,
+        *,
+        cid: str,
+        local_key: str,
+        remote_key: str | None,
+        version: int | None,
+        rules: str,
+        changes: dict[str, Any],
+        note: str = "",
+    ) -> None:
+        db.execute(
+            "INSERT INTO sync_history (local_key, cid, remote_key, at, version, rules, changes, "
+            "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (local_key, cid, remote_key, time.time(), version, rules, json.dumps(changes), note),
+        )
+
+    def record_change(self, cid: str, **change: Any) -> None:
+        with self._transaction() as db:
+            self._add_change(db, cid=cid, **change)
+
+    def history(self, local_key: str) -> list[Change]:
+        rows = self._rows(
+            "SELECT id, local_key, cid, remote_key, at, version, rules, changes, note "
+            "FROM sync_history WHERE local_key = ? ORDER BY id",
+            local_key,
+        )
+        return [
+            Change(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
+            for r in rows
+        ]
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    def forget(self, cid: str) -> None:
+        """A deleted connection: its links, queue and errors go; its history stays,
+        and the tickets on both sides are kept."""
+        with self._transaction() as db:
+            for table in (
+                "sync_links",
+                "sync_sent",
+                "sync_cursors",
+                "sync_stash",
+                "sync_errors",
+                "sync_requests",
+            ):
+                db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
