@@ -20,7 +20,9 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
     # httpx logs every request at INFO: one line per push and long-poll would bury the
     # node's own lines in the journal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(serve(home, args.host, args.port))
+    from exalate_tui.sync.service import run_engine
+
+    asyncio.run(serve(home, args.host, args.port, beside=[run_engine]))
     return 0
 
 

@@ -247,9 +247,11 @@ class ExalateApp(App[None]):
         `exalate-tui node` already polls.
         """
         from exalate_tui.lifecycle.runtime import Supervisor
+        from exalate_tui.sync.service import run_engine
 
         self.supervisor = Supervisor(self.home, state)
-        await self.supervisor.run()
+        # The sync engine beside it, unless a node already syncs this home's tickets.
+        await asyncio.gather(self.supervisor.run(), run_engine(self.home, state))
 
     @on(Worker.StateChanged)
     def _supervisor_stopped(self, event: Worker.StateChanged) -> None:

@@ -9,6 +9,7 @@ console's supervisor worker (`Supervisor`), the tests (`node_app`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -67,8 +68,14 @@ class Supervisor(supervisor.Supervisor):
         super().__init__(home, state, Lifecycle(home, state), **options)
 
 
-async def serve(home: Home, host: str | None = None, port: int | None = None) -> None:
-    """`exalate-tui node`: serve the API and run the supervisor until SIGINT or SIGTERM."""
+async def serve(
+    home: Home,
+    host: str | None = None,
+    port: int | None = None,
+    beside: Sequence[Callable[[Home, Streams], Awaitable[None]]] = (),
+) -> None:
+    """`exalate-tui node`: serve the API and run the supervisor (and `beside`, the
+    layers above's jobs: the sync engine) until SIGINT or SIGTERM."""
     from exalate_tui.transport import server  # uvicorn and FastAPI: a node's only
 
-    await server.serve(home, Lifecycle, host, port)
+    await server.serve(home, Lifecycle, host, port, beside)

@@ -36,7 +36,7 @@ from exalate_tui.protocol.wire import (
 from exalate_tui.transport.errors import ApiError, problems, unavailable
 from exalate_tui.transport.hooks import HandshakeRefused, invalid_invitation
 from exalate_tui.transport.sqlite_streams import Gap
-from exalate_tui.transport.streams import Message, Streams
+from exalate_tui.transport.streams import Message, Streams, within_budget
 
 if TYPE_CHECKING:
     from exalate_tui.transport.node import Node
@@ -305,7 +305,8 @@ def _outbox(
         state.record_ok(cid)
     if acked is not None:
         state.ack(cid, acked)
-    return state.pending_wire(cid, after, limit), state.last_seq(cid)
+    texts = state.pending_wire(cid, after, limit)
+    return texts[: within_budget([len(text) for text in texts])], state.last_seq(cid)
 
 
 def _forget(home: Home, state: Streams, cid: str) -> None:

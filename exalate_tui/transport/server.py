@@ -16,7 +16,8 @@ import resource
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from types import FrameType
 
 import uvicorn
@@ -108,13 +109,24 @@ async def _housekeeping(hooks: Hooks) -> None:
         await asyncio.sleep(HOUSEKEEPING_EVERY)
 
 
+def _job_ended(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        log.error("%s stopped: %r; stopping the node", task.get_name(), task.exception())
+        server.should_exit = True
+
+
 async def serve(
     home: Home,
     hooks_for: Callable[[Home, Streams], Hooks],
     host: str | None = None,
     port: int | None = None,
+    beside: Sequence[Callable[[Home, Streams], Awaitable[None]]] = (),
 ) -> None:
     """Serve the API and run the supervisor until SIGINT or SIGTERM.
+
+    `beside` are the layers above's jobs that run as long as the node does
+    (the sync engine), each given the home and the open state; one that
+    crashes stops the node, as a crashed supervisor does.
 
     `hooks_for(home, state)` makes the layer above's hooks once the state is
     open. `host` and `port` default to `instance.toml`'s
@@ -164,12 +176,15 @@ async def serve(
         # Polling nobody is no node at all: a crashed supervisor stops the node, loudly.
         supervisor.add_done_callback(lambda _: setattr(server, "should_exit", True))
         chores = asyncio.create_task(_housekeeping(hooks), name="housekeeping")
+        jobs: list[asyncio.Task[None]] = [asyncio.ensure_future(job(home, state)) for job in beside]
+        for job in jobs:
+            job.add_done_callback(partial(_job_ended, server))
         try:
             await server.serve(sockets=[sock])
         finally:
-            for task in (supervisor, chores):
+            for task in (supervisor, chores, *jobs):
                 task.cancel()
-            for task in (supervisor, chores):
+            for task in (supervisor, chores, *jobs):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             node.remove_listener()

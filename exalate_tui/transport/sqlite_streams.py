@@ -299,6 +299,21 @@ class SqliteStreams:
     def last_seq(self, cid: str) -> int:
         return self._read_int("SELECT last_seq FROM streams WHERE cid = ?", cid)
 
+    def backlog(self, cid: str, *, inbox_after: int | None = None) -> tuple[int, float | None]:
+        """Outbox messages not yet acknowledged and when the oldest was queued; with
+        `inbox_after`, inbox messages after that seq and when the oldest arrived."""
+        with self._lock:
+            if inbox_after is None:
+                row = self._db.execute(
+                    "SELECT COUNT(*), MIN(created) FROM outbox WHERE cid = ?", (cid,)
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COUNT(*), MIN(applied_at) FROM inbox WHERE cid = ? AND seq > ?",
+                    (cid, inbox_after),
+                ).fetchone()
+        return int(row[0]), row[1]
+
     def ack(self, cid: str, upto: int) -> int:
         """The other side applied everything up to `upto`: prune it. Returns rows pruned."""
         with self._transaction(durable=False) as db:

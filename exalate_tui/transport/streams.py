@@ -34,6 +34,21 @@ def quoted(kind: str) -> str:
     return json.dumps(kind)
 
 
+# What one push or one long-poll answer carries at most, under the node's 8 MiB per
+# request: a batch of big messages (attachments) goes out in several, never refused.
+BATCH_BYTES = 6 * 1024 * 1024
+
+
+def within_budget(sizes: Sequence[int], budget: int = BATCH_BYTES) -> int:
+    """How many of the first messages, of these sizes, fit in `budget` (at least one)."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > budget and count:
+            return count
+    return len(sizes)
+
+
 @dataclass(frozen=True)
 class Message:
     seq: int
@@ -83,6 +98,11 @@ class Streams(Protocol):
         ...
 
     def last_seq(self, cid: str) -> int: ...
+
+    def backlog(self, cid: str, *, inbox_after: int | None = None) -> tuple[int, float | None]:
+        """Outbox messages not yet acknowledged and when the oldest was queued; with
+        `inbox_after`, inbox messages after that seq and when the oldest arrived."""
+        ...
 
     def ack(self, cid: str, upto: int) -> int:
         """The other side applied everything up to `upto`: prune it."""

@@ -39,7 +39,7 @@ from exalate_tui.protocol import kinds
 from exalate_tui.transport.contact import ContactThrottle
 from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.hooks import Hooks
-from exalate_tui.transport.streams import Message, Streams
+from exalate_tui.transport.streams import Message, Streams, within_budget
 from exalate_tui.transport.wakeups import DataVersionWatch
 
 if TYPE_CHECKING:
@@ -480,6 +480,7 @@ class Supervisor:
                 if paused
                 else await asyncio.to_thread(self.state.pending, connection.id, 0, limit)
             )
+            pending = pending[: within_budget([len(m.body_json) for m in pending])]
             if not pending:
                 # The periodic timeout is a safety net: wakes come from enqueues.
                 with contextlib.suppress(TimeoutError):
