@@ -292,13 +292,14 @@ class Engine:
             self.store.resolve(error_id)
             return
         if error.direction == "out":
-            self.store.resolve(error_id)
             link = self.store.link(error.cid, error.local_key or "")
-            if link is not None:
+            if link is None:
+                self.store.resolve(error_id)
+            else:  # sent now, changed or not; a success resolves the error
                 self.store.save_link(replace(link, due=True))
             return
-        # Incoming: replay what the error held back, in order, now past the cursor.
-        self.store.resolve(error_id)
+        # Incoming: replay what the error held back, in order; a new failure counts
+        # another attempt on the same error, a full replay resolves it.
         seq = (error.seq or 1) - 1
         cursor = self.store.cursor(error.cid)
         while seq < cursor:
@@ -311,8 +312,9 @@ class Engine:
                 body = message.body
                 ours = isinstance(body, dict) and body.get("key") == error.remote_key
                 if ours and not await self._receive(connection, message, replaying=True):
-                    return  # failed again: recorded from this message on
+                    return
             seq = batch[-1].seq
+        self.store.resolve(error_id)
 
     # -- incoming ------------------------------------------------------------------
 
@@ -346,7 +348,7 @@ class Engine:
             elif message.kind == wire.UNEXALATE:
                 self._partner_unexalated(connection, message.seq, remote_key)
             else:
-                await self._apply(connection, message.seq, wire.parse(body))
+                await self._apply(connection, message.seq, wire.parse(body, message.seq))
         except (ReplicaError, RuleError) as error:
             self._hold(connection, message.seq, remote_key, str(error))
             return False
@@ -413,14 +415,26 @@ class Engine:
         previous = link.in_doc
         note = ""
         fields: dict[str, list[Any]] = {}
+        # What is taken from them: the replica, less the fields this side kept in a
+        # concurrent edit (so their later replica saying the same again is a change).
+        effective = replica.content
         if previous is not None:
-            effective, conflicts = self._concurrent(connection, link, replica, previous)
+            effective, conflicts = self._concurrent(
+                connection, rules, link, replica, previous, before
+            )
             if conflicts:
                 note = "Concurrent edit of " + ", ".join(sorted(conflicts)) + ": "
                 note += "kept this side's value" if self._wins(connection) else "took theirs"
             new = rules.incoming(effective, first_sync=False).fields
             old = rules.incoming(previous, first_sync=False).fields
-            delta = {name: value for name, value in new.items() if old.get(name, _MISSING) != value}
+            if replica.content.changed:
+                # What they changed on their side (by stamp), less what this side kept;
+                # the incoming rules name the local field after the replica's.
+                kept = conflicts if self._wins(connection) else set()
+                theirs = _theirs(previous, replica.content) - kept
+                delta = {name: value for name, value in new.items() if name in theirs}
+            else:  # a sender without stamps: what changed by value
+                delta = {n: v for n, v in new.items() if old.get(n, _MISSING) != v}
             fields = {
                 name: [getattr(before, name, None), value]
                 for name, value in delta.items()
@@ -437,7 +451,7 @@ class Engine:
             link,
             remote_key=replica.key,
             in_version=seq,
-            in_doc=replica.content,
+            in_doc=effective,
             out_doc=self._absorb(rules, link.out_doc, before, after),
             last_synced=time.time(),
         )
@@ -506,29 +520,31 @@ class Engine:
         return connection.role is Role.INITIATOR
 
     def _concurrent(
-        self, connection: Connection, link: Link, replica: Replica, previous: Content
+        self,
+        connection: Connection,
+        rules: Rules,
+        link: Link,
+        replica: Replica,
+        previous: Content,
+        before: Ticket,
     ) -> tuple[Content, set[str]]:
         """The replica as applied here, and the fields both sides changed at once.
 
-        The partner had seen our replica `replica.seen`; what we sent after it
-        and what they changed since their previous replica were concurrent.
+        Ours: what we sent after the version of ours the partner had seen
+        (`replica.seen`), and local edits not sent yet. Theirs: what changed
+        since their previous replica. Where both changed a field, the
+        initiator's value stays on both sides.
         """
-        if replica.seen >= link.out_version:
-            return replica.content, set()
-        seen = self.store.sent(link.cid, link.local_key, replica.seen)
-        latest = self.store.sent(link.cid, link.local_key, link.out_version)
-        if latest is None:
-            return replica.content, set()
-        ours = {
-            name
-            for name in latest.fields
-            if seen is None or seen.fields.get(name, _MISSING) != latest.fields[name]
-        }
-        theirs = {
-            name
-            for name, value in replica.content.fields.items()
-            if previous.fields.get(name, _MISSING) != value
-        }
+        ours: set[str] = set()
+        if replica.seen < link.out_version:
+            seen = self.store.sent_since(link.cid, link.local_key, replica.seen)
+            if seen:
+                before_seen, latest = seen[0].changed, seen[-1].changed
+                ours |= {n for n, stamp in latest.items() if stamp > before_seen.get(n, 0)}
+        if link.out_doc is not None:
+            with contextlib.suppress(RuleError):
+                ours |= _differ(link.out_doc.fields, rules.outgoing(before).fields)
+        theirs = _theirs(previous, replica.content)
         conflicts = ours & theirs
         if not conflicts or not self._wins(connection):
             return replica.content, conflicts
@@ -536,6 +552,7 @@ class Engine:
         for name in conflicts:
             if name in previous.fields:
                 fields[name] = previous.fields[name]
+        # Their stamps stay: the same stamp again later is not a new change of theirs.
         return replace(replica.content, fields=fields), conflicts
 
     def _absorb(
@@ -656,8 +673,14 @@ class Engine:
             )
             return
         content = await self._attachments(connection, link, ticket, content, batch)
-        if content == link.out_doc and link.out_version and not (link.restart or link.due):
+        if content.same(link.out_doc) and link.out_version and not (link.restart or link.due):
             return
+        held = link.out_doc
+        stamps = dict(held.changed) if held else {}
+        for name, value in content.fields.items():
+            if held is None or held.fields.get(name, _MISSING) != value:
+                stamps[name] = link.out_version + 1  # above every earlier stamp of this link
+        content = replace(content, changed=stamps)
         body = Replica(
             key=ticket.key,
             version=0,  # the receiver takes the message's seq as the version
@@ -667,7 +690,6 @@ class Engine:
             rules=rules.name,
             restart=link.restart,
         ).doc()
-        del body["version"]
         batch.items.append((wire.REPLICA, body))
         batch.sent.append((link, 0, content))
         if held := self.store.holding(cid, "out", ticket.key):
@@ -706,6 +728,22 @@ class Engine:
 
 
 _MISSING = object()
+
+
+def _theirs(previous: Content, content: Content) -> set[str]:
+    """The fields the partner changed on its side since its previous replica."""
+    if not content.changed:  # a sender without stamps: by value
+        return _differ(previous.fields, content.fields)
+    return {n for n, stamp in content.changed.items() if stamp > previous.changed.get(n, 0)}
+
+
+def _differ(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
+    """The names whose value is not the same in both."""
+    return {
+        name
+        for name in old.keys() | new.keys()
+        if old.get(name, _MISSING) != new.get(name, _MISSING)
+    }
 
 
 def engine_for(home: Home, streams: Streams, tracker: Tracker) -> Engine:

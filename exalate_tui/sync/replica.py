@@ -61,9 +61,21 @@ class Content:
     fields: dict[str, Any] = field(default_factory=dict)
     comments: tuple[RemoteComment, ...] = ()
     attachments: tuple[RemoteAttachment, ...] = ()
+    # Per field, the sender's stamp of its last change *made on the sender's side*
+    # (rising per link): tells "they set it again" from "they still have it".
+    changed: dict[str, int] = field(default_factory=dict)
+
+    def same(self, other: Content | None) -> bool:
+        """The same ticket content, stamps aside."""
+        return other is not None and (self.fields, self.comments, self.attachments) == (
+            other.fields,
+            other.comments,
+            other.attachments,
+        )
 
     def doc(self) -> dict[str, Any]:
         return {
+            "changed": self.changed,
             "fields": self.fields,
             "comments": [vars(c) for c in self.comments],
             "attachments": [vars(a) for a in self.attachments],
@@ -73,7 +85,8 @@ class Content:
 @dataclass(frozen=True)
 class Replica:
     key: str  # the sender's ticket key
-    version: int  # per link, from 1
+    # The seq of the message that carried it: set by the receiver, not on the wire.
+    version: int
     seen: int  # the highest version of the receiver's replicas the sender had applied
     your_key: str | None  # the receiver's key, once the sender knows it
     content: Content
@@ -85,7 +98,6 @@ class Replica:
         return {
             "v": FORMAT,
             "key": self.key,
-            "version": self.version,
             "seen": self.seen,
             "your_key": self.your_key,
             "rules": self.rules,
@@ -115,12 +127,12 @@ class _Replica(BaseModel):
     model_config = ConfigDict(extra="ignore")
     v: int
     key: str = Field(min_length=1, max_length=KEY_MAX)
-    version: int = Field(ge=1)
     seen: int = Field(ge=0)
     your_key: str | None = Field(default=None, max_length=KEY_MAX)
     rules: str = Field(default="", max_length=100)
     restart: bool = False
     fields: dict[str, JsonValue] = Field(default_factory=dict, max_length=200)
+    changed: dict[str, int] = Field(default_factory=dict, max_length=200)
     comments: list[_Comment] = Field(default_factory=list, max_length=10000)
     attachments: list[_Attachment] = Field(default_factory=list, max_length=1000)
 
@@ -131,8 +143,9 @@ def _reason(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse(body: Any) -> Replica:
-    """A `sync.replica` body as a `Replica`; `ReplicaError` saying what is wrong."""
+def parse(body: Any, seq: int) -> Replica:
+    """The `sync.replica` body of message `seq` as a `Replica`; `ReplicaError` saying
+    what is wrong."""
     if isinstance(body, dict) and isinstance(body.get("v"), int) and body["v"] > FORMAT:
         raise ReplicaError(
             f"replica format {body['v']} is newer than this exalate-tui reads ({FORMAT}): "
@@ -146,13 +159,14 @@ def parse(body: Any) -> Replica:
         ) from None
     return Replica(
         key=data.key,
-        version=data.version,
+        version=seq,
         seen=data.seen,
         your_key=data.your_key,
         rules=data.rules,
         restart=data.restart,
         content=Content(
             fields=dict(data.fields),
+            changed=dict(data.changed),
             comments=tuple(RemoteComment(**c.model_dump()) for c in data.comments),
             attachments=tuple(RemoteAttachment(**a.model_dump()) for a in data.attachments),
         ),
@@ -165,6 +179,7 @@ def content_of(doc: dict[str, Any] | None) -> Content | None:
         return None
     return Content(
         fields=dict(doc.get("fields", {})),
+        changed=dict(doc.get("changed", {})),
         comments=tuple(RemoteComment(**c) for c in doc.get("comments", [])),
         attachments=tuple(RemoteAttachment(**a) for a in doc.get("attachments", [])),
     )

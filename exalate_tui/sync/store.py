@@ -41,7 +41,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_links (
     cid TEXT NOT NULL, local_key TEXT NOT NULL, remote_key TEXT,
     active INTEGER NOT NULL DEFAULT 1,
-    origin TEXT NOT NULL,                 -- 'local': exalated here; 'remote': made from theirs
+    origin TEXT NOT NULL,                 -- 'local': exalated here, 'remote': made from theirs
     restart INTEGER NOT NULL DEFAULT 0,   -- the next replica (re)starts the sync
     due INTEGER NOT NULL DEFAULT 0,       -- send a replica now, changed or not (a retry)
     out_version INTEGER NOT NULL DEFAULT 0, out_doc TEXT,
@@ -201,7 +201,9 @@ class SyncStore:
                         f"{row[0]}; this one reads up to {SCHEMA_VERSION}): update exalate-tui"
                     )
                 if row is None:
-                    db.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                     db.execute("INSERT INTO sync_schema VALUES (?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as error:
             raise SyncStoreError(f"{path}: cannot hold the sync tables ({error})") from None
@@ -313,16 +315,19 @@ class SyncStore:
                     (link.cid, link.local_key, version, _doc(content)),
                 )
 
-    def sent(self, cid: str, local_key: str, version: int) -> Content | None:
-        """The replica sent at `version`, or the latest one before it that is kept."""
+    def sent_since(self, cid: str, local_key: str, version: int) -> list[Content]:
+        """The replicas sent from `version` on (from the latest kept before it), oldest first."""
         rows = self._rows(
-            "SELECT doc FROM sync_sent WHERE cid = ? AND local_key = ? AND version <= ? "
-            "ORDER BY version DESC LIMIT 1",
+            "SELECT doc FROM sync_sent WHERE cid = ? AND local_key = ? AND version >= "
+            "(SELECT COALESCE(MAX(version), 0) FROM sync_sent WHERE cid = ? AND local_key = ? "
+            "AND version <= ?) ORDER BY version",
+            cid,
+            local_key,
             cid,
             local_key,
             version,
         )
-        return _content(rows[0][0]) if rows else None
+        return [content for (doc,) in rows if (content := _content(doc)) is not None]
 
     # -- the inbox cursor, the tracker's watermark ---------------------------------
 
