@@ -55,6 +55,13 @@ class TrackerUnavailable(TrackerError):
     unavailable = True
 
 
+class TicketRefused(TrackerError, ValueError):
+    """A value the tracker does not take (a status it lacks, a priority out of range, an
+    attachment too large); str() names the field and what is allowed. Holds only that ticket."""
+
+    bad_input = True
+
+
 class QueryError(ExalateError, ValueError):
     """A filter that does not parse, or names a field the tracker lacks; str() says which."""
 
@@ -111,7 +118,10 @@ class Changed:
 class Query(Protocol):
     """A parsed filter (`Tracker.check_query`): ServiceNow's encoded-query syntax."""
 
-    text: str
+    @property
+    def text(self) -> str:
+        """The filter as written."""
+        ...
 
     def matches(self, ticket: Ticket) -> bool: ...
 
