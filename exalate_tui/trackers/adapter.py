@@ -57,9 +57,17 @@ class TrackerUnavailable(TrackerError):
 
 class TicketRefused(TrackerError, ValueError):
     """A value the tracker does not take (a status it lacks, a priority out of range, an
-    attachment too large); str() names the field and what is allowed. Holds only that ticket."""
+    attachment too large); str() names the field and what is allowed. Holds only that ticket.
+
+    `field` is what was refused: a name in `EDITABLE`, or "reporter", "author", "body",
+    "name" (an attachment's), "data" (its bytes).
+    """
 
     bad_input = True
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class QueryError(ExalateError, ValueError):
@@ -130,6 +138,8 @@ class Tracker(Protocol):
     """One ticket system, as the engine, the CLI and the console use it."""
 
     kind: str  # "embedded", "servicenow"
+    # The largest attachment it takes, in bytes: larger ones need not be fetched at all.
+    max_attachment: int
 
     def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake()` whenever tickets may have changed, from this process or any other,

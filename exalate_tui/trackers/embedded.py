@@ -161,6 +161,7 @@ class EmbeddedTracker:
     """One open `tracker.sqlite3`; one per process is enough (it is thread-safe)."""
 
     kind = "embedded"
+    max_attachment = MAX_ATTACHMENT
 
     def __init__(
         self,
@@ -232,7 +233,8 @@ class EmbeddedTracker:
             yield self._db
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back by itself (disk full)
+                self._db.execute("ROLLBACK")
             raise
 
     def _bump(self, db: sqlite3.Connection) -> int:
@@ -288,16 +290,17 @@ class EmbeddedTracker:
         return stop_polling
 
     async def _poll(self) -> None:
-        last = await self._run(self._data_version)
-        while True:
-            await asyncio.sleep(POLL)
+        last: int | None = None
+        while not self._closed:
+            current: int | None
             try:
                 current = await self._run(self._data_version)
             except TrackerError:
-                continue  # busy or gone for now: the next look tells
-            if current != last:
-                last = current
+                current = last  # busy for now: the next look tells
+            if last is not None and current != last:
                 self._wake_watchers()
+            last = current
+            await asyncio.sleep(POLL)
 
     def _data_version(self) -> int:
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
@@ -441,7 +444,7 @@ class EmbeddedTracker:
         """A new ticket; with a `correlation` already used, that ticket, unchanged."""
         values = _checked(fields)
         if "summary" not in values:
-            raise TicketRefused("summary: a ticket needs one; give it a short line of text")
+            raise TicketRefused("a ticket needs a summary: give it a short line of text", "summary")
         who = _name("reporter", reporter) if reporter is not None else self.user
         return await self._run(self._create, values, who, correlation)
 
@@ -511,7 +514,7 @@ class EmbeddedTracker:
     ) -> Comment:
         text = _text("body", body, MAX_TEXT)
         if not text.strip():
-            raise TicketRefused("body: a comment needs some text")
+            raise TicketRefused("a comment needs a body: give it some text", "body")
         who = _name("author", author) if author is not None else self.user
         return await self._run(self._comment, key, text, bool(internal), who, origin)
 
@@ -555,11 +558,12 @@ class EmbeddedTracker:
     ) -> Attachment:
         shown = _name("name", name)
         if not shown.strip():
-            raise TicketRefused("name: an attachment needs a file name")
+            raise TicketRefused("an attachment needs a file name", "name")
         if len(data) > MAX_ATTACHMENT:
             raise TicketRefused(
                 f"attachment {shown!r} is {len(data):,} bytes; the embedded tracker takes "
-                f"attachments up to 10 MiB ({MAX_ATTACHMENT:,} bytes)"
+                f"attachments up to 10 MiB ({MAX_ATTACHMENT:,} bytes)",
+                "data",
             )
         sha256 = hashlib.sha256(data).hexdigest()
         await self._run(self._row, key)  # an unknown key writes no bytes
@@ -701,8 +705,9 @@ def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = [name for name in fields if name not in EDITABLE]
     if unknown:
         raise TicketRefused(
-            f"{unknown[0]}: not a field a ticket's writer sets; the fields are "
-            f"{', '.join(EDITABLE)}"
+            f"{unknown[0]!r} is not a field a ticket's writer sets; the fields are "
+            f"{', '.join(EDITABLE)}",
+            unknown[0],
         )
     values: dict[str, Any] = {}
     for name, value in fields.items():
@@ -713,13 +718,16 @@ def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "priority":
             if isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITIES:
                 raise TicketRefused(
-                    f"priority: {value!r} is not a priority; give 1 to 5 ({PRIORITY_WORDS})"
+                    f"priority {value!r} is not a priority; give 1 to 5 ({PRIORITY_WORDS})",
+                    name,
                 )
             values[name] = value
         elif name == "summary":
             text = _text(name, value, MAX_SUMMARY)
             if not text.strip():
-                raise TicketRefused("summary: a ticket needs one; give it a short line of text")
+                raise TicketRefused(
+                    "a ticket needs a summary: give it a short line of text", "summary"
+                )
             values[name] = text
         elif name == "description":
             values[name] = _text(name, value, MAX_TEXT)
@@ -732,15 +740,19 @@ def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise TicketRefused(f"{name}: {value!r} is not one; give one of {', '.join(allowed)}")
+        raise TicketRefused(
+            f"{name} {value!r} is not one this tracker has; give one of {', '.join(allowed)}", name
+        )
     return str(value)
 
 
 def _text(name: str, value: Any, limit: int) -> str:
     if not isinstance(value, str):
-        raise TicketRefused(f"{name}: give text, not {type(value).__name__}")
+        raise TicketRefused(f"{name} must be text, not {type(value).__name__}", name)
     if len(value) > limit:
-        raise TicketRefused(f"{name}: {len(value):,} characters; the limit is {limit:,}")
+        raise TicketRefused(
+            f"{name} is {len(value):,} characters long; the limit is {limit:,}", name
+        )
     return value
 
 
@@ -750,14 +762,15 @@ def _name(name: str, value: Any) -> str:
 
 def _labels(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise TicketRefused("labels: give a list of labels")
+        raise TicketRefused("labels must be a list of labels", "labels")
     labels: list[str] = []
     for label in value:
         text = _name("labels", label).strip()
         if not text or "," in text or not text.isprintable():
             raise TicketRefused(
-                f"labels: {label!r} is not a label; a label is a word or a few, "
-                "with no comma and no control character"
+                f"label {label!r} is not one: a label is a word or a few, "
+                "with no comma and no control character",
+                "labels",
             )
         if text not in labels:
             labels.append(text)
