@@ -24,3 +24,9 @@ def open_tracker(home: Home) -> Tracker:
         home.attachments_dir,
         short_name=instance.short_name if instance else None,
     )
+
+
+def tracker_exists(home: Home) -> bool:
+    """Whether the home's tracker may hold tickets: False only for an embedded tracker
+    never opened, so a command that only reads need not create its file."""
+    return home.tracker_path.exists()
