@@ -1,8 +1,9 @@
 """The `exalate-tui` entry point: the console, and the headless commands (README.md).
 
-Each group of commands is a module here (`setup`, `connections`, `node`, `sync`):
-small functions taking the parsed arguments and the home, and a `register`
-that adds their parsers; `_parser` calls each `register`. The commands drive
+Each group of commands is a module here (`setup`, `connections`, `node`,
+`tickets`, `sync`): small functions taking the parsed arguments and the
+home, and a `register` that adds their parsers; `_parser` calls each
+`register`. The commands drive
 the same objects the console does (`InitiateWizard`, `Home`), so both refuse
 the same input with the same words.
 
@@ -25,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from exalate_tui.cli import connections, node, setup, sync
+from exalate_tui.cli import connections, node, setup, sync, tickets
 from exalate_tui.cli.common import PROG, inert, options
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home
@@ -69,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(run=cmd_console)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
-    for group in (setup, node, connections, sync):
+    for group in (setup, node, connections, tickets, sync):
         group.register(commands, home, home_json)
     return parser
 

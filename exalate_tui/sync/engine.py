@@ -675,10 +675,10 @@ class Engine:
         content = await self._attachments(connection, link, ticket, content, batch)
         if content.same(link.out_doc) and link.out_version and not (link.restart or link.due):
             return
-        held = link.out_doc
-        stamps = dict(held.changed) if held else {}
+        known = link.out_doc
+        stamps = dict(known.changed) if known else {}
         for name, value in content.fields.items():
-            if held is None or held.fields.get(name, _MISSING) != value:
+            if known is None or known.fields.get(name, _MISSING) != value:
                 stamps[name] = link.out_version + 1  # above every earlier stamp of this link
         content = replace(content, changed=stamps)
         body = Replica(

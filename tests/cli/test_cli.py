@@ -25,6 +25,7 @@ SECRET_KEYS = {"secret", "token", "token_hash"}
 CONNECTION_KEYS = {
     "id",
     "name",
+    "triggers",
     "description",
     "mode",
     "topology",
