@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,12 +81,83 @@ def _with_tracker(
 
 
 def _links(home: Home, key: str) -> list[dict[str, Any]]:
-    """The connections ticket `key` is synced over, and the partner's ticket on each.
+    """The connections ticket `key` is synced over, and the partner's ticket on each,
+    from the sync engine's links in state.sqlite3 (none before it ever ran)."""
+    if not home.state_path.exists():
+        return []
+    from exalate_tui.sync.store import SyncStore
 
-    Links come from state.sqlite3's sync links, added by the sync engine; until it
-    records any, a ticket has none.
-    """
-    return []
+    store = SyncStore(home.state_path)
+    try:
+        links = store.links(local_key=key)
+        errors = {e.cid: e.message for e in store.errors() if e.local_key == key}
+    finally:
+        store.close()
+    return [
+        {
+            "connection": link.cid,
+            "remote_key": link.remote_key,
+            "state": "syncing" if link.active else "stopped",
+            "last_synced": _stamp(link.last_synced),
+            "last_error": errors.get(link.cid),
+        }
+        for link in links
+    ]
+
+
+def _stamp(when: float | None) -> str | None:
+    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
+
+
+def cmd_tickets_history(args: argparse.Namespace, home: Home) -> int:
+    """Every change the sync engine made to a ticket: which fields, from which side's
+    replica, under which rules, when (sync/store.py's history)."""
+    ticket = _with_tracker(home, lambda tracker: tracker.get(args.key), key=args.key)
+    entries = []
+    if home.state_path.exists():
+        from exalate_tui.sync.store import SyncStore
+
+        store = SyncStore(home.state_path)
+        try:
+            entries = store.history(ticket.key)
+        finally:
+            store.close()
+    names = {c.id: c.name for c in home.load_connections().connections}
+    if args.json:
+        print_json(
+            {
+                "history": [
+                    {
+                        "at": _stamp(e.at),
+                        "connection": e.cid,
+                        "remote_key": e.remote_key,
+                        "version": e.version,
+                        "rules": e.rules,
+                        "fields": e.changes.get("fields", {}),
+                        "comments": e.changes.get("comments", 0),
+                        "attachments": e.changes.get("attachments", []),
+                        "note": e.note,
+                    }
+                    for e in entries
+                ]
+            }
+        )
+        return 0
+    if not entries:
+        print(f"{inert(ticket.key)}: no changes made by sync.")
+    for e in entries:
+        where = f"{names.get(e.cid, e.cid[:8])}, {e.remote_key or '?'}"
+        version = f" v{e.version}" if e.version else ""
+        print(f"{_stamp(e.at)}  from {inert(where)}{version} ({inert(e.rules)})")
+        for name, (old, new) in e.changes.get("fields", {}).items():
+            print(f"  {inert(name)}: {inert(old)} → {inert(new)}")
+        if e.changes.get("comments"):
+            print(f"  {e.changes['comments']} comment(s) added")
+        for name in e.changes.get("attachments", []):
+            print(f"  attachment added: {inert(name)}")
+        if e.note:
+            print(f"  {inert(e.note)}")
+    return 0
 
 
 # -- list ---------------------------------------------------------------------------
@@ -453,3 +525,9 @@ def register(
     attach.add_argument("key", metavar="KEY")
     attach.add_argument("file", metavar="FILE", help="the file to attach (up to 10 MiB)")
     attach.set_defaults(run=cmd_tickets_attach)
+
+    history = actions.add_parser(
+        "history", parents=[home_json], help="why each synced field changed, and when"
+    )
+    history.add_argument("key", metavar="KEY", help="the ticket's key")
+    history.set_defaults(run=cmd_tickets_history)
