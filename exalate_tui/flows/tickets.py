@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from exalate_tui.flows.form import Form
@@ -32,8 +32,11 @@ __all__ = [
     "LinkRow",
     "TicketFilter",
     "TicketForm",
+    "full_time",
     "parse_labels",
     "priority_label",
+    "short_time",
+    "size_words",
     "status_label",
 ]
 
@@ -54,6 +57,27 @@ def priority_label(priority: int) -> str:
 
 def status_label(status: str) -> str:
     return STATUS_WORDS.get(status, status)
+
+
+def short_time(moment: datetime, now: float) -> str:
+    """For a list: the time alone when less than a day old, else the date (UTC)."""
+    moment = moment.astimezone(UTC)
+    if 0 <= now - moment.timestamp() < 86400:
+        return moment.strftime("%H:%M")
+    return moment.strftime("%Y-%m-%d")
+
+
+def full_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def size_words(size: int) -> str:
+    """An attachment's size: bytes, KB or MB (powers of 1024), one decimal above bytes."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def parse_labels(text: str) -> tuple[str, ...]:

@@ -3,15 +3,18 @@ and that an edit sends only what changed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from exalate_tui.flows.tickets import (
     CommentForm,
     TicketForm,
+    full_time,
     parse_labels,
     priority_label,
+    short_time,
+    size_words,
     status_label,
 )
 from exalate_tui.trackers.adapter import Ticket
@@ -152,3 +155,17 @@ def test_a_comment_can_be_a_work_note() -> None:
     assert form.submit() == ("Root cause: expired certificate", True)
     assert form.toggle_internal() is False
     assert form.submit() == ("Root cause: expired certificate", False)
+
+
+def test_times_in_a_list_are_short() -> None:
+    now = WHEN.timestamp()
+    assert short_time(WHEN - timedelta(hours=3), now) == "09:00"
+    assert short_time(WHEN - timedelta(days=2), now) == "2024-04-29"
+    assert full_time(WHEN) == "2024-05-01 12:00 UTC"
+
+
+def test_sizes_in_words() -> None:
+    assert size_words(0) == "0 B"
+    assert size_words(1023) == "1023 B"
+    assert size_words(1536) == "1.5 KB"
+    assert size_words(5 * 1024 * 1024) == "5.0 MB"
