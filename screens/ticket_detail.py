@@ -114,23 +114,27 @@ def attachments(ticket: Ticket) -> RenderableType:
 
 
 def sync_panel(links: Sequence[LinkRow]) -> RenderableType:
+    """A row per connection; each last error under the table, in full."""
     if not links:
         return Text(NOT_SYNCED, "dim")
-    grid = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    grid = Table(box=None, padding=(0, 2, 0, 0), show_edge=False, header_style="bold")
     grid.add_column("Connection", overflow="fold", ratio=2)
     grid.add_column("Remote key", no_wrap=True)
     grid.add_column("State", overflow="fold")
     grid.add_column("Last sync", no_wrap=True)
+    errors: list[RenderableType] = []
     for link in links:
         grid.add_row(
             Text(link.connection),
             Text(link.remote_key or "-"),
-            Text(link.state),
+            Text(link.state, "bold red" if link.last_error else ""),
             Text(full_time(link.last_synced) if link.last_synced else "never"),
         )
         if link.last_error:
-            grid.add_row(Text.assemble(("  Last error: ", "bold red"), link.last_error))
-    return grid
+            errors.append(
+                Text.assemble((f"Last error on {link.connection}: ", "bold red"), link.last_error)
+            )
+    return Group(grid, *errors)
 
 
 class TicketDetailScreen(Screen[None]):
