@@ -13,6 +13,11 @@
     ├── ActionError               lifecycle/actions.py: the action does not apply (bad input)
     ├── AcceptError               lifecycle/accept.py: the accept did not happen (bad input
     │                             or not, per error: a damaged code is, a partner's outage not)
+    ├── TrackerError              trackers/adapter.py: the tracker refused or could not do it
+    │   ├── TicketNotFound        no ticket has that key                         (bad input)
+    │   ├── TicketRefused         a value the tracker does not take              (bad input)
+    │   └── TrackerUnavailable    the tracker cannot be used now (`unavailable`)
+    ├── QueryError                trackers/adapter.py: a filter that does not parse (bad input)
     └── BadInput                  cli: a flag's value is refused                 (bad input)
 
 Each class lives in the module that raises it; this module holds the root.

@@ -1,6 +1,6 @@
 """The `exalate-tui` entry point: the console, and the headless commands (README.md).
 
-Each group of commands is a module here (`setup`, `connections`, `node`):
+Each group of commands is a module here (`setup`, `connections`, `node`, `tickets`):
 small functions taking the parsed arguments and the home, and a `register`
 that adds their parsers; `_parser` calls each `register`. The commands drive
 the same objects the console does (`InitiateWizard`, `Home`), so both refuse
@@ -25,7 +25,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from exalate_tui.cli import connections, node, setup
+from exalate_tui.cli import connections, node, setup, tickets
 from exalate_tui.cli.common import PROG, inert, options
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(run=cmd_console)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
-    for group in (setup, node, connections):
+    for group in (setup, node, connections, tickets):
         group.register(commands, home, home_json)
     return parser
 

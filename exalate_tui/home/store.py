@@ -187,6 +187,16 @@ class Home:
     def state_path(self) -> Path:
         return self.path / "state.sqlite3"
 
+    @property
+    def tracker_path(self) -> Path:
+        """The embedded tracker's tickets (trackers/embedded.py)."""
+        return self.path / "tracker.sqlite3"
+
+    @property
+    def attachments_dir(self) -> Path:
+        """The embedded tracker's attachment bytes, one file per SHA-256."""
+        return self.path / "attachments"
+
     def connection_path(self, cid: str) -> Path:
         return self.connections_dir / f"{cid}.toml"
 
@@ -197,8 +207,8 @@ class Home:
 
     def permission_warnings(self) -> list[str]:
         """Files others can read though they hold secrets: one line each, with the fix."""
-        checks = [(self.path, 0o700), (self.connections_dir, 0o700)]
-        checks += [(p, 0o600) for p in (self.instance_path, self.state_path)]
+        checks = [(self.path, 0o700), (self.connections_dir, 0o700), (self.attachments_dir, 0o700)]
+        checks += [(p, 0o600) for p in (self.instance_path, self.state_path, self.tracker_path)]
         if self.connections_dir.is_dir():
             checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
         warnings = []

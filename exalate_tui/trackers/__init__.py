@@ -1,1 +1,32 @@
 """The ticket systems an instance fronts, behind one interface (`adapter.Tracker`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exalate_tui.home.store import Home
+    from exalate_tui.trackers.adapter import Tracker
+
+
+def open_tracker(home: Home) -> Tracker:
+    """The tracker this home's instance fronts: today always the embedded one
+    (`tracker.sqlite3`, keys prefixed with the instance's short name).
+
+    Close it (`await tracker.close()`) when done.
+    """
+    from exalate_tui.trackers.embedded import EmbeddedTracker
+
+    instance = home.load_instance()
+    home.ensure()
+    return EmbeddedTracker(
+        home.tracker_path,
+        home.attachments_dir,
+        short_name=instance.short_name if instance else None,
+    )
+
+
+def tracker_exists(home: Home) -> bool:
+    """Whether the home's tracker may hold tickets: False only for an embedded tracker
+    never opened, so a command that only reads need not create its file."""
+    return home.tracker_path.exists()

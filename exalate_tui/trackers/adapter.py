@@ -55,6 +55,21 @@ class TrackerUnavailable(TrackerError):
     unavailable = True
 
 
+class TicketRefused(TrackerError, ValueError):
+    """A value the tracker does not take (a status it lacks, a priority out of range, an
+    attachment too large); str() names the field and what is allowed. Holds only that ticket.
+
+    `field` is what was refused: a name in `EDITABLE`, or "reporter", "author", "body",
+    "name" (an attachment's), "data" (its bytes).
+    """
+
+    bad_input = True
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class QueryError(ExalateError, ValueError):
     """A filter that does not parse, or names a field the tracker lacks; str() says which."""
 
@@ -111,7 +126,10 @@ class Changed:
 class Query(Protocol):
     """A parsed filter (`Tracker.check_query`): ServiceNow's encoded-query syntax."""
 
-    text: str
+    @property
+    def text(self) -> str:
+        """The filter as written."""
+        ...
 
     def matches(self, ticket: Ticket) -> bool: ...
 
@@ -120,6 +138,8 @@ class Tracker(Protocol):
     """One ticket system, as the engine, the CLI and the console use it."""
 
     kind: str  # "embedded", "servicenow"
+    # The largest attachment it takes, in bytes: larger ones need not be fetched at all.
+    max_attachment: int
 
     def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake()` whenever tickets may have changed, from this process or any other,

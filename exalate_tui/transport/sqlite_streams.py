@@ -6,18 +6,16 @@ the stream's cursors and last contact. Applying a batch and moving the
 cursor is one transaction: exactly-once effect on top of at-least-once
 delivery. Bodies are stored as JSON text and sent as such, never re-encoded.
 
-Every enqueue also rings the home's *doorbell* (`doorbell_address`): one
+Every enqueue also rings the home's *doorbell* (`doorbell.doorbell_address`): one
 datagram to the node serving this state, so its long-polls answer within a
 millisecond even when another process (the console, the CLI) enqueued.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +24,7 @@ from typing import Any, Literal
 
 from exalate_tui.domain.live import Contact
 from exalate_tui.errors import ExalateError
+from exalate_tui.transport.doorbell import doorbell_address
 from exalate_tui.transport.streams import Message, compact, quoted
 
 # The schema's version, kept in `PRAGMA user_version`: 1 is the tables below.
@@ -92,19 +91,6 @@ def _version_1(db: sqlite3.Connection) -> None:
 # Pages of 16 KiB for a new file: ~1 KB messages fill a 4 KiB page with three, so
 # pruning them would touch several times as many pages (benchmarks/README.md, throughput).
 PAGE_SIZE = 16384
-
-
-def doorbell_address(path: Path) -> str | None:
-    """Where the node serving the state at `path` hears of enqueues; None off Linux.
-
-    A Linux abstract socket: no file to clean up, no path-length limit. Any
-    local user may ring it, which only makes the node look at its outbox
-    again; when it cannot be bound the node watches `data_version` instead.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    return f"\0exalate-tui-{digest}"
 
 
 # Rows per INSERT statement (5 values each, under SQLite's oldest limit of 999 variables).

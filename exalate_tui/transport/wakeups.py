@@ -87,7 +87,7 @@ class Wakeups:
             loop.call_soon_threadsafe(self._wake, cid)
 
     def ring_here(self, address: str | None) -> Callable[[], None]:
-        """Hear enqueues of other processes at once on `address` (`streams.doorbell_address`).
+        """Hear enqueues of other processes at once on `address` (`doorbell.doorbell_address`).
 
         Each datagram names a cid whose outbox grew. Without it (no address,
         or another process bound it) the `data_version` watch still catches
