@@ -20,7 +20,6 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
@@ -32,6 +31,7 @@ from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .stores import Stores
+from .widgets import TabBar
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -197,6 +197,15 @@ class ConnectionsScreen(Screen[None]):
             id="connections.accept",
             tooltip="Paste an invitation code your partner sent and connect",
         ),
+        # The tab bar shows this key beside the tab's name; the Footer has no room left.
+        Binding(
+            "t",
+            "app.show_tickets",
+            "Tickets",
+            show=False,
+            id="connections.tickets",
+            tooltip="The Tickets tab: this instance's tickets, their comments and sync",
+        ),
         Binding(
             "r",
             "reload",
@@ -234,9 +243,7 @@ class ConnectionsScreen(Screen[None]):
         self._shown = False
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="tabs"):
-            yield Label(" Connections ", id="tab")
-            yield Label("", id="instance")
+        yield TabBar("connections")
         yield Static("", id="problems")
         yield ConnectionTable(id="connections", cursor_type="row", zebra_stripes=True)
         yield Static(EMPTY, id="empty")

@@ -1,5 +1,6 @@
-"""The parts several screens share, each with its own look: the title bar, a field row,
-the button bar, the invitation code's box, and "Enter presses the focused button".
+"""The parts several screens share, each with its own look: the tab bar, the title bar, a
+field row (and its one-line form), the button bar, the invitation code's box, and "Enter
+presses the focused button".
 
 A screen's own .tcss only adjusts these (a narrower label, a red title bar).
 """
@@ -8,10 +9,56 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, TextArea
+
+# The console's tabs: (id, title, the key that shows it).
+TABS = (("connections", "Connections", "c"), ("tickets", "Tickets", "t"))
+
+
+class TabBar(Horizontal):
+    """The tabs across the top, the one shown highlighted, each other one with its key;
+    this instance on the right (`#instance`, filled in by the screen)."""
+
+    DEFAULT_CSS = """
+    TabBar {
+        dock: top;
+        height: 1;
+        background: $panel;
+    }
+    TabBar .tab {
+        padding: 0 1;
+        color: $text-muted;
+    }
+    TabBar .tab.-active {
+        background: $primary;
+        color: $text;
+        text-style: bold;
+    }
+    TabBar #instance {
+        width: 1fr;
+        text-align: right;
+        padding-right: 1;
+        color: $text-muted;
+    }
+    """
+
+    def __init__(self, active: str) -> None:
+        super().__init__(id="tabs")
+        self.active = active
+
+    def compose(self) -> ComposeResult:
+        for tab, title, key in TABS:
+            if tab == self.active:
+                yield Label(Text(title), id=f"tab-{tab}", classes="tab -active")
+            else:
+                yield Label(
+                    Text.assemble((key, "bold"), f" {title}"), id=f"tab-{tab}", classes="tab"
+                )
+        yield Label(Text(""), id="instance")
 
 
 class TitleBar(Label):

@@ -21,7 +21,11 @@ import textual.constants
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
+from textual import events, on
+from textual.widgets import Input, TextArea
 
+from exalate_tui.console import app as app_module
+from exalate_tui.console.app import ExalateApp
 from exalate_tui.home.store import Home, Loaded
 from exalate_tui.protocol.api import UrlCheck
 
@@ -61,6 +65,18 @@ def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
         test_location=snapshot.test_location,
         update_snapshots=snapshot.update_snapshots,
     )
+
+
+class StillConsole(ExalateApp):
+    """The console with cursors that do not blink, so a snapshot is the same at any moment."""
+
+    # Textual reads CSS_PATH beside the module of the class that sets it: the console's.
+    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))
+
+    @on(events.DescendantFocus)
+    def _still(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, Input | TextArea):
+            event.widget.cursor_blink = False
 
 
 # -- deterministic connections -------------------------------------------------

@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from exalate_tui.domain.models import Connection, Instance
     from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
     from exalate_tui.protocol.api import UrlCheck
+    from exalate_tui.trackers.adapter import Ticket, Tracker
     from exalate_tui.transport.sqlite_streams import SqliteStreams
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
     from screens.stores import Stores
+    from screens.ticket_detail import LinkSource
+    from screens.tickets import TicketsScreen
     from screens.wizard_step import WizardStep
 
 # Checks a destination URL (`GET {url}/api/v1/info`); never raises.
@@ -81,8 +84,14 @@ def _step_class(step: Step) -> type[WizardStep]:
     return screen
 
 
+# The Tickets tab's list is installed under this name: it keeps its filter and place while
+# the Connections tab shows (popping an installed screen keeps it).
+TICKETS = "tickets"
+
+
 class ExalateApp(App[None]):
-    """Connections tab, first-run setup, the Initiate and Accept flows, connection details."""
+    """Connections tab, first-run setup, the Initiate and Accept flows, connection details;
+    the Tickets tab (list, ticket, create, edit, comment)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "exalate-tui"
@@ -143,6 +152,11 @@ class ExalateApp(App[None]):
         self.state: SqliteStreams | None = None
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
+        # tracker.sqlite3, opened with the Tickets tab; None when it cannot be used.
+        self.tracker: Tracker | None = None
+        self.tracker_problem: str | None = None
+        # A ticket's sync panel: the connections it syncs over (none until the engine keeps links).
+        self.ticket_links: LinkSource | None = None
 
     def on_mount(self) -> None:
         self._start()
@@ -187,6 +201,9 @@ class ExalateApp(App[None]):
         if self.state is not None:
             self.state.close()
             self.state = None
+        if self.tracker is not None:
+            await self.tracker.close()
+            self.tracker = None
 
     def _start(self) -> None:
         """The first screen: setup, a broken instance.toml, or the Connections tab."""
@@ -236,6 +253,58 @@ class ExalateApp(App[None]):
             self.state = SqliteStreams(self.home.state_path)
         except (StateError, OSError) as error:
             self.state_problem = str(error)
+
+    # -- the Tickets tab ------------------------------------------------------
+
+    def action_show_tickets(self) -> None:
+        """`t` on the Connections tab: the Tickets tab, as it was left."""
+        if self.instance is None or self.screen is not self.connections_tab:
+            return
+        if not self.is_screen_installed(TICKETS):
+            self.install_screen(self._tickets_tab(), TICKETS)
+        self.push_screen(TICKETS)
+
+    def action_show_connections(self) -> None:
+        """`c` (or Escape) on the Tickets tab: back to the Connections tab under it."""
+        if self.is_screen_installed(TICKETS) and self.screen is self.get_screen(TICKETS):
+            self.pop_screen()
+
+    def _tickets_tab(self) -> TicketsScreen:
+        """The Tickets tab's first screen, made when it first shows; the tracker opens then."""
+        from screens.tickets import TicketsScreen
+
+        if self.tracker is None and self.tracker_problem is None:
+            self._open_tracker()
+        kind = self.tracker.kind if self.tracker else "no"
+        where = f"{self.instance.short_name} · {kind} tracker" if self.instance else ""
+        return TicketsScreen(self.tracker, self.tracker_problem, self.now, where)
+
+    def _open_tracker(self) -> None:
+        from exalate_tui.trackers import open_tracker
+        from exalate_tui.trackers.adapter import TrackerError
+
+        try:
+            self.tracker = open_tracker(self.home)
+        except (TrackerError, StoreError, OSError) as error:
+            self.tracker_problem = str(error)
+
+    def on_tickets_screen_opened(self, event: TicketsScreen.Opened) -> None:
+        from screens.ticket_detail import TicketDetailScreen, no_links
+
+        if self.tracker is not None:
+            links = self.ticket_links or no_links
+            self.push_screen(TicketDetailScreen(self.tracker, event.key, links))
+
+    def on_tickets_screen_new_ticket(self, event: TicketsScreen.NewTicket) -> None:
+        from exalate_tui.flows.tickets import TicketForm
+        from screens.ticket_form import TicketFormScreen
+
+        def created(ticket: Ticket | None) -> None:
+            if ticket is not None:
+                self.notify(f"Created {ticket.key}.", title="Ticket", markup=False)
+
+        if self.tracker is not None:
+            self.push_screen(TicketFormScreen(TicketForm(), self.tracker), created)
 
     # -- the supervisor: this home's pollers and pushers --------------------
 

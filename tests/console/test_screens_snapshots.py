@@ -12,12 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Servers, verifier_via
-from textual import events, on
+from conftest import Servers, StillConsole, verifier_via
+from textual import events
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
 
-from exalate_tui.console import app as app_module
 from exalate_tui.console.app import ExalateApp, Verifier, verify_url
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
@@ -36,18 +34,6 @@ WHEN = datetime(2024, 4, 2, 9, 30, tzinfo=UTC)
 def here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, frozen: float) -> None:
     """Fixed ids and clock; the home is `home`, relative to a temporary working directory."""
     monkeypatch.chdir(tmp_path)
-
-
-class StillConsole(ExalateApp):
-    """The console with cursors that do not blink, so a snapshot is the same at any moment."""
-
-    # Textual reads CSS_PATH beside the module of the class that sets it: the console's.
-    CSS_PATH = str(Path(app_module.__file__).with_name("app.tcss"))
-
-    @on(events.DescendantFocus)
-    def _still(self, event: events.DescendantFocus) -> None:
-        if isinstance(event.widget, Input | TextArea):
-            event.widget.cursor_blink = False
 
 
 def home_with(public_url: str | None = "https://snow.example.com") -> Home:
