@@ -23,13 +23,15 @@ headless command never loads Textual, and `initiate --json` no network stack.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from exalate_tui import __version__
 from exalate_tui.cli import connections, node, setup, sync, tickets
 from exalate_tui.cli.common import PROG, inert, options
 from exalate_tui.errors import ExalateError
-from exalate_tui.home.store import Home
+from exalate_tui.home.store import Home, StoreError
 
 
 def cmd_console(args: argparse.Namespace, home: Home) -> int:
@@ -44,13 +46,15 @@ two instances, each with its own home and its own node (see the README):
 snow has a public URL; jira sits in a private network and has none.
   snow$ {PROG} init --short-name snow \\
             --public-url https://snow.example.com
-  snow$ {PROG} node       # keep it running: 127.0.0.1:7917, https in front
+  snow$ {PROG} node start # keep it running: 127.0.0.1:7917, https in front
   jira$ {PROG} init --short-name jira
-  jira$ {PROG} node       # jira's poller: jira makes every request
+  jira$ {PROG} node start # jira's poller: jira makes every request
   snow$ {PROG} initiate --no-url --mode script \\
-            --local-name snow --remote-name jira    # prints the code
-  jira$ {PROG} accept CODE   # contacts snow: both Active within seconds
+            --remote-name jira    # prints the code
+  jira$ {PROG} accept     # paste the code when asked (or pipe it: accept -):
+                          # it contacts snow; both Active within seconds
   either$ {PROG} connections [show|deactivate|activate|delete ID]
+  either$ {PROG} node status   # or: node stop, node install-service --user
 Both public: snow initiates with --url https://jira.example.com instead.
 Only jira public: the same --url; jira's accept waits for snow's node to call.
 """
@@ -67,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=WALK_THROUGH,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     parser.set_defaults(run=cmd_console)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
@@ -75,12 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open_home(args: argparse.Namespace, command: str) -> Home:
+    """The home, its permission warnings said once, and a broken instance.toml refused.
+
+    The console shows both its own way (a screen, a notification); `node stop`
+    and `node status` must work whatever the files say, so they only warn.
+    """
+    home = Home.resolve(getattr(args, "home", None))
+    if args.run is cmd_console:
+        return home
+    for warning in home.permission_warnings():
+        print(f"{command}: warning: {inert(warning)}", file=sys.stderr)
+    try:
+        home.load_instance()
+    except StoreError as error:
+        if getattr(args, "checks_instance", True):
+            raise
+        print(f"{command}: warning: {inert(error)}", file=sys.stderr)
+    return home
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.json = getattr(args, "json", False)
     command = f"{PROG} {args.command}" if args.command else PROG
     try:
-        code: int = args.run(args, Home.resolve(getattr(args, "home", None)))
+        code: int = args.run(args, _open_home(args, command))
+        # Inside the try: a reader gone (`initiate | true`) shows up here at the latest.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python docs, "Note on SIGPIPE": nothing more reaches stdout, and no traceback
+        # at exit when Python flushes it again. The connection's code is not lost:
+        # `connections code ID` issues a new one for a Pending connection.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except ExalateError as error:
         # Bad input may say several things, one per line; anything else is one line.
         lines = str(error).splitlines() if error.bad_input else [str(error)]

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.domain.models import Connection, Instance, Status
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NotFound
 
@@ -30,8 +30,12 @@ def inert(text: object) -> str:
 
 
 def public(connection: Connection) -> dict[str, Any]:
-    """A connection as JSON data, without its secrets."""
-    return connection.model_dump(mode="json", exclude=set(SECRET_FIELDS | INTERNAL_FIELDS))
+    """A connection as JSON data, without its secrets; `token_expires` only while the
+    invitation can still be used (Pending)."""
+    exclude = set(SECRET_FIELDS | INTERNAL_FIELDS)
+    if connection.status is not Status.PENDING:
+        exclude.add("token_expires")
+    return connection.model_dump(mode="json", exclude=exclude)
 
 
 def print_json(data: object) -> None:

@@ -1,5 +1,5 @@
-"""`connections`: list, show, and the admin's actions (deactivate, activate, delete),
-which also tell the partner (docs/protocol.md)."""
+"""`connections`: list, show, the admin's actions (deactivate, activate, delete), which
+also tell the partner (docs/protocol.md), and `code` (a new invitation code)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from exalate_tui.cli.common import PROG, BadInput, find, inert, print_json, public
@@ -15,14 +16,54 @@ from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home
 
 
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
+
+
+def contacts(home: Home, connections: list[Connection]) -> tuple[dict[str, Contact], str | None]:
+    """Each connection's last contact and error from state.sqlite3, or why it could not be
+    read; a home without the file yet has no contacts (it is not created here)."""
+    import sqlite3
+
+    from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
+
+    if not connections or not home.state_path.exists():
+        return {}, None
+    try:
+        state = SqliteStreams(home.state_path)
+        try:
+            return {c.id: state.contact(c.id) for c in connections}, None
+        finally:
+            state.close()
+    except (StateError, sqlite3.DatabaseError, OSError) as error:
+        return {}, str(error)
+
+
+def described(connection: Connection, contact: Contact, now: float) -> dict[str, Any]:
+    """A connection as `--json` shows it: no secrets, with its live state and last contact."""
+    data = public(connection)
+    live = live_state(connection, contact, now)
+    data["live"] = live.live.value
+    data["last_contact"] = _iso(contact.last_ok)
+    data["last_error"] = contact.last_error
+    data["error_since"] = _iso(contact.error_since)
+    return data
+
+
 def cmd_connections_list(args: argparse.Namespace, home: Home) -> int:
     loaded = home.load_connections()
     for problem in loaded.problems:
         print(f"{PROG} connections: {inert(problem)}", file=sys.stderr)
+    seen, unreadable = contacts(home, loaded.connections)
+    if unreadable:
+        print(f"{PROG} connections: no last contacts: {inert(unreadable)}", file=sys.stderr)
+    now = time.time()
     if args.json:
         print_json(
             {
-                "connections": [public(c) for c in loaded.connections],
+                "connections": [
+                    described(c, seen.get(c.id, Contact()), now) for c in loaded.connections
+                ],
                 "problems": [
                     {"path": str(p.path), "line": p.line, "message": p.message}
                     for p in loaded.problems
@@ -30,14 +71,14 @@ def cmd_connections_list(args: argparse.Namespace, home: Home) -> int:
             }
         )
     elif loaded.connections:
-        _print_table(loaded.connections)
+        _print_table(loaded.connections, seen, now)
     elif not loaded.problems:
         print(f"No connections yet: create one with `{PROG} initiate` or `{PROG}` (the console).")
     # Like `ls` with an unreadable entry: list what loads, but do not report success.
-    return 1 if loaded.problems else 0
+    return 1 if loaded.problems or unreadable else 0
 
 
-def _print_table(connections: list[Connection]) -> None:
+def _print_table(connections: list[Connection], seen: dict[str, Contact], now: float) -> None:
     header = ("ID", "NAME", "LOCAL → REMOTE", "TOPOLOGY", "MODE", "STATUS", "CREATED")
     rows = [header] + [
         (
@@ -46,8 +87,8 @@ def _print_table(connections: list[Connection]) -> None:
             f"{c.local_name} → {c.remote_name or 'unknown'}",
             c.topology.value,
             c.mode.value,
-            # The console's words (domain/live.py); without the state file's contacts.
-            live_state(c, Contact(), time.time()).live.value,
+            # The console's words (domain/live.py).
+            live_state(c, seen.get(c.id, Contact()), now).live.value,
             c.created.strftime("%Y-%m-%d %H:%M"),
         )
         for c in connections
@@ -60,13 +101,35 @@ def _print_table(connections: list[Connection]) -> None:
 
 def cmd_connections_show(args: argparse.Namespace, home: Home) -> int:
     connection = find(home, args.id)
+    seen, unreadable = contacts(home, [connection])
+    if unreadable:
+        print(f"{PROG} connections: no last contact: {inert(unreadable)}", file=sys.stderr)
+    now = time.time()
+    contact = seen.get(connection.id, Contact())
+    data = described(connection, contact, now)
     if args.json:
-        print_json({"connection": public(connection)})
-        return 0
-    data = public(connection)
+        print_json({"connection": data})
+        return 1 if unreadable else 0
+    data["live"] = live_state(connection, contact, now).label
     width = max(len(key) for key in data)
     for key, value in data.items():
         print(f"{key.ljust(width)}  {'-' if value in (None, '') else inert(value)}")
+    return 1 if unreadable else 0
+
+
+def cmd_connections_code(args: argparse.Namespace, home: Home) -> int:
+    """A new invitation code for a Pending connection initiated here; the old one stops working."""
+    from exalate_tui.lifecycle import actions
+
+    connection = find(home, args.id)
+    try:
+        code = actions.regenerate_invitation(home, connection.id)
+    except actions.ActionError as refused:
+        raise BadInput(f"ID: {refused}") from None
+    if args.json:
+        print_json({"connection": public(home.get_connection(connection.id)), "code": code})
+    else:
+        print(code)
     return 0
 
 
@@ -130,6 +193,12 @@ def register(
         ("delete", cmd_connections_delete, "delete one connection, without asking"),
         ("deactivate", cmd_connections_deactivate, "pause one connection; messages queue"),
         ("activate", cmd_connections_activate, "resume a deactivated connection"),
+        (
+            "code",
+            cmd_connections_code,
+            "print a new invitation code for a pending connection initiated here "
+            "(the previous code stops working)",
+        ),
     ):
         action = actions.add_parser(name, parents=[home_json], help=what)
         action.add_argument("id", metavar="ID", help="a connection id or a unique prefix of it")

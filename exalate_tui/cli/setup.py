@@ -84,7 +84,8 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
             wizard.record_check(_verify(wizard.dest_url))
     # Every field at once, so one run reports every problem.
     wizard.set_mode(args.mode)
-    wizard.set_local_name(args.local_name)
+    if args.local_name is not None:  # else the wizard's: this instance's short name
+        wizard.set_local_name(args.local_name)
     wizard.set_remote_name(args.remote_name)
     if args.name is not None:
         wizard.set_name(args.name)
@@ -112,7 +113,7 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.lifecycle.accept import accept
     from exalate_tui.transport.sqlite_streams import SqliteStreams
 
-    text = sys.stdin.read() if args.code == "-" else args.code
+    text = _read_code(args.code)
     wizard = AcceptWizard(home.load_instance(), home.load_connections().connections)
     wizard.set_code(text)
     if args.short_name is not None:
@@ -168,6 +169,52 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
     return 0
 
 
+ARGV_WARNING = (
+    "warning: a code given as an argument shows in `ps` to every user of this machine "
+    "and stays in your shell history; next time pipe it in (`accept -`) or paste it "
+    "when asked (`accept` with no code)"
+)
+
+
+def _read_code(code: str | None) -> str:
+    """The code from the argument (with a warning), stdin (`-`), or a prompt in a terminal."""
+    if code == "-":
+        return sys.stdin.read()
+    if code is not None:
+        print(f"{PROG} accept: {ARGV_WARNING}", file=sys.stderr)
+        return code
+    if not sys.stdin.isatty():
+        raise BadInput(
+            "CODE: no code given: pipe it in with `accept -`, or run `accept` in a terminal "
+            "to paste it when asked"
+        )
+    return _prompt_code()
+
+
+def _prompt_code() -> str:
+    """Read a pasted code, which may come wrapped over several lines: until it is whole
+    (it decodes), an empty line, or end of input."""
+    from exalate_tui.domain import invitation as codes
+
+    print("Paste the invitation code, then press Enter:", file=sys.stderr)
+    lines: list[str] = []
+    try:
+        while True:
+            line = sys.stdin.readline()
+            if not line or (not line.strip() and lines):
+                break
+            lines.append(line)
+            try:
+                codes.decode("".join(lines))
+                break
+            except codes.InvitationError:
+                continue
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise BadInput("CODE: no code given (interrupted): nothing was changed") from None
+    return "".join(lines)
+
+
 def _verify(url: str) -> UrlCheck:
     """`GET {url}/api/v1/info`, as the console's step 1 does (httpx loads only here)."""
     from exalate_tui.transport.client import verify_url
@@ -196,7 +243,12 @@ def register(
     init = commands.add_parser(
         "init", parents=[home], help="create or update this instance (instance.toml)"
     )
-    init.add_argument("--short-name", required=True, metavar="S", help="this instance's name")
+    init.add_argument(
+        "--short-name",
+        required=True,
+        metavar="S",
+        help="this instance's short name, as partners see it (e.g. snow)",
+    )
     init.add_argument(
         "--public-url",
         metavar="URL",
@@ -217,17 +269,40 @@ def register(
         action="store_true",
         help="do not check --url against the destination's node (GET /api/v1/info)",
     )
-    initiate.add_argument("--mode", required=True, choices=["basic", "script"])
-    initiate.add_argument("--local-name", required=True, metavar="A")
-    initiate.add_argument("--remote-name", required=True, metavar="B")
-    initiate.add_argument("--name", metavar="N", help="default: A_to_B")
-    initiate.add_argument("--description", metavar="D")
+    initiate.add_argument(
+        "--mode",
+        required=True,
+        choices=["basic", "script"],
+        help="the configuration type: basic (a fixed mapping of basic fields, issues only) "
+        "or script (sync rules each side edits)",
+    )
+    initiate.add_argument(
+        "--local-name",
+        metavar="A",
+        help="this instance's short name in the connection (default: the one `init` saved)",
+    )
+    initiate.add_argument(
+        "--remote-name",
+        required=True,
+        metavar="B",
+        help="the destination instance's short name",
+    )
+    initiate.add_argument("--name", metavar="N", help="the connection's name (default: A_to_B)")
+    initiate.add_argument(
+        "--description", metavar="D", help="what the connection is for (optional)"
+    )
     initiate.set_defaults(run=cmd_initiate)
 
     accept = commands.add_parser(
         "accept", parents=[home_json], help="accept an invitation code from a partner"
     )
-    accept.add_argument("code", metavar="CODE", help="the invitation code, or - to read stdin")
+    accept.add_argument(
+        "code",
+        metavar="CODE",
+        nargs="?",
+        help="- reads the code from stdin; left out in a terminal, it is asked for. A code "
+        "given here works too, with a warning: it shows in `ps` and in your shell history",
+    )
     accept.add_argument(
         "--short-name", metavar="S", help="this side's short name (default: the instance's)"
     )

@@ -17,12 +17,13 @@ import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from platformdirs import user_config_dir
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.errors import ExalateError
@@ -159,6 +160,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class NodeRecord(BaseModel):
+    """`node.pid`: written by a node once its socket is bound, removed when it stops."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pid: int = Field(gt=0)
+    host: str
+    port: int = Field(ge=0, le=65535)
+    started: datetime
+    version: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 @dataclass
 class Loaded:
     """Every connection that parsed, and a problem for each file that did not."""
@@ -200,6 +218,21 @@ class Home:
     def connection_path(self, cid: str) -> Path:
         return self.connections_dir / f"{cid}.toml"
 
+    @property
+    def node_pid_path(self) -> Path:
+        """`node.pid`: the running node's pid, address, start and version (NodeRecord)."""
+        return self.path / "node.pid"
+
+    @property
+    def node_log_path(self) -> Path:
+        """`node.log`: the output of the node `exalate-tui node start` runs in the background."""
+        return self.path / "node.log"
+
+    @property
+    def node_lock_path(self) -> Path:
+        """Held (flock) by the node serving this home for as long as it runs."""
+        return self.path / "locks" / "node.lock"
+
     def ensure(self) -> None:
         """Create the home (0700) and its connections folder."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -208,7 +241,8 @@ class Home:
     def permission_warnings(self) -> list[str]:
         """Files others can read though they hold secrets: one line each, with the fix."""
         checks = [(self.path, 0o700), (self.connections_dir, 0o700), (self.attachments_dir, 0o700)]
-        checks += [(p, 0o600) for p in (self.instance_path, self.state_path, self.tracker_path)]
+        files = (self.instance_path, self.state_path, self.tracker_path)
+        checks += [(p, 0o600) for p in (*files, self.node_pid_path, self.node_log_path)]
         if self.connections_dir.is_dir():
             checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
         warnings = []
@@ -247,6 +281,22 @@ class Home:
             if self.instance_path.exists():
                 _parse(self.instance_path, Instance)  # never overwrite a broken file
             _write_atomic(self.instance_path, _dump(instance), 0o600)
+
+    # -- the node's record ---------------------------------------------------
+
+    def load_node_record(self) -> NodeRecord | None:
+        """`node.pid` as the node wrote it, or None when there is none."""
+        try:
+            record: NodeRecord = _parse(self.node_pid_path, NodeRecord)
+        except FileNotFoundError:
+            return None
+        return record
+
+    def save_node_record(self, record: NodeRecord) -> None:
+        _write_atomic(self.node_pid_path, _dump(record), 0o600)
+
+    def drop_node_record(self) -> None:
+        self.node_pid_path.unlink(missing_ok=True)
 
     # -- connections --------------------------------------------------------
 

@@ -4,7 +4,8 @@
 serves the node app (`node.create_app`, wired by `lifecycle/runtime.py`)
 with uvicorn and runs the `Supervisor` (the requests this side makes) and
 the hooks' housekeeping, until SIGINT or SIGTERM; then stops them in order
-and closes the state.
+and closes the state. For all that time it holds the home's node lock and
+`node.pid` says where it listens (transport/background.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uvicorn
 
 from exalate_tui import __version__
 from exalate_tui.home.store import Home
+from exalate_tui.transport import background
 from exalate_tui.transport.gate import KEEP_ALIVE, RESERVED_FILES, AcceptErrors, Gate, guarded
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.node import Node, create_app
@@ -138,8 +140,19 @@ async def serve(
     port = port if port is not None else (instance.listen_port if instance else DEFAULT_PORT)
     home.ensure()
     open_files = _raise_open_files()
-    sock = _bind(host, port)
-    state = SqliteStreams(home.state_path)
+    # One node per home: the lock says one runs, node.pid where (transport/background.py).
+    node_claim = background.claim(home)
+    try:
+        sock = _bind(host, port)
+    except BaseException:
+        node_claim.release()
+        raise
+    try:
+        state = SqliteStreams(home.state_path)
+    except BaseException:
+        sock.close()
+        node_claim.release()
+        raise
     try:
         hooks = hooks_for(home, state)
         app = create_app(home, state, hooks)
@@ -161,6 +174,7 @@ async def serve(
         server = _Server(config, node.wakeups)
         address, bound = sock.getsockname()[:2]
         where = f"[{address}]" if ":" in address else address
+        node_claim.record(address, bound)
         log.info(
             "exalate-tui node %s (%s) listening on http://%s:%d, home %s",
             __version__,
@@ -194,4 +208,5 @@ async def serve(
     finally:
         state.close()
         sock.close()
+        node_claim.release()
     log.info("exalate-tui node stopped")

@@ -161,7 +161,7 @@ def test_init_refuses_bad_input_and_writes_nothing(
 
 
 def test_init_never_overwrites_a_broken_instance_file(home: Path) -> None:
-    home.mkdir()
+    home.mkdir(mode=0o700)
     (home / "instance.toml").write_text('short_name = "snow"\npublic_url = \n')
     before = files(home)
     result = run("--home", str(home), "init", "--short-name", "snow")
@@ -355,8 +355,9 @@ def test_no_url_needs_this_instances_public_url(private_home: Path) -> None:
 
 
 def test_a_broken_instance_file_is_reported_with_its_line(home: Path) -> None:
-    home.mkdir()
+    home.mkdir(mode=0o700)
     (home / "instance.toml").write_text("short_name = snow\n")
+    (home / "instance.toml").chmod(0o600)
     result = initiate(home, "--no-url", "--local-name", "snow", "--remote-name", "jira")
     assert result.returncode == 1
     assert result.stderr.startswith(f"exalate-tui initiate: {home / 'instance.toml'}:1: ")
@@ -366,10 +367,46 @@ def test_a_broken_instance_file_is_reported_with_its_line(home: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [
+        ["connections"],
+        ["connections", "--json"],
+        ["connections", "show", "abc"],
+        ["accept", "-"],
+        ["init", "--short-name", "snow"],
+        ["node", "start"],
+        ["node", "install-service", "--user"],
+    ],
+)
+def test_a_broken_instance_file_fails_every_command_with_its_line(
+    home: Path, args: list[str]
+) -> None:
+    home.mkdir(mode=0o700)
+    (home / "instance.toml").write_text("short_name = snow\n")
+    (home / "instance.toml").chmod(0o600)
+    before = files(home)
+    result = run("--home", str(home), *args)
+    assert result.returncode == 1, result
+    assert f"{home / 'instance.toml'}:1: is not valid TOML" in result.stderr
+    assert "No connections yet" not in result.stdout
+    assert files(home) == before
+
+
+def test_node_status_and_stop_still_work_with_a_broken_instance_file(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    (home / "instance.toml").write_text("short_name = snow\n")
+    (home / "instance.toml").chmod(0o600)
+    for action in ("status", "stop"):
+        result = run("--home", str(home), "node", action)
+        assert "warning: " in result.stderr and "instance.toml:1:" in result.stderr
+    assert run("--home", str(home), "node", "stop").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
         ["--local-name", "snow", "--remote-name", "jira"],  # neither --url nor --no-url
         ["--no-url", "--url", DEST, "--local-name", "snow", "--remote-name", "jira"],
         ["--no-url", "--local-name", "snow"],
-        ["--no-url", "--remote-name", "jira"],
+        ["--no-url"],
     ],
 )
 def test_usage_errors_exit_2_and_write_nothing(public_home: Path, args: list[str]) -> None:
@@ -447,12 +484,26 @@ def test_list_shows_the_table(public_home: Path) -> None:
         assert str(connection["created"])[:10] in row
 
 
+def as_listed(connection: object) -> dict[str, object]:
+    """A connection as `connections --json` shows it: with its live state and contacts."""
+    assert isinstance(connection, dict)
+    live = {"live": "pending", "last_contact": None, "last_error": None, "error_since": None}
+    return {**connection, **live}
+
+
 def test_list_json(public_home: Path) -> None:
     document = issued(public_home, "--no-url", "--local-name", "snow", "--remote-name", "jira")
     result = run("--home", str(public_home), "connections", "--json")
     assert result.returncode == 0
     listed = json.loads(result.stdout)
-    assert listed == {"connections": [document["connection"]], "problems": []}
+    assert listed == {"connections": [as_listed(document["connection"])], "problems": []}
+
+
+def test_local_name_defaults_to_the_instances_short_name(public_home: Path) -> None:
+    document = issued(public_home, "--no-url", "--remote-name", "jira")
+    connection = document["connection"]
+    assert isinstance(connection, dict)
+    assert connection["local_name"] == "snow" and connection["name"] == "snow_to_jira"
 
 
 def test_show_by_unique_prefix(public_home: Path) -> None:
@@ -468,8 +519,10 @@ def test_show_by_unique_prefix(public_home: Path) -> None:
     assert lines["topology"] == "public-private"
     assert lines["description"] == "-" and lines["remote_url"] == "-"
     assert not SECRET_KEYS & set(lines)
+    assert lines["live"] == "Pending" and lines["last_contact"] == "-"
+    assert lines["last_error"] == "-"
     shown = run("--home", str(public_home), "connections", "show", cid, "--json")
-    assert json.loads(shown.stdout) == {"connection": connection}
+    assert json.loads(shown.stdout) == {"connection": as_listed(connection)}
 
 
 def test_delete_by_prefix_says_what_it_deleted(public_home: Path) -> None:
@@ -481,7 +534,7 @@ def test_delete_by_prefix_says_what_it_deleted(public_home: Path) -> None:
     assert result.stdout == f"Deleted connection snow_to_jsm ({gone_id})\n"
     assert not (public_home / "connections" / f"{gone_id}.toml").exists()
     listed = json.loads(run("--home", str(public_home), "connections", "--json").stdout)
-    assert listed["connections"] == [kept["connection"]]
+    assert listed["connections"] == [as_listed(kept["connection"])]
 
 
 def test_delete_json(public_home: Path) -> None:
@@ -538,6 +591,7 @@ def test_a_broken_connection_file_is_reported_while_the_others_list(public_home:
     document = issued(public_home, "--no-url", "--local-name", "snow", "--remote-name", "jira")
     broken = public_home / "connections" / "0000dead-0000-4000-8000-000000000000.toml"
     broken.write_text('name = "half\n')
+    broken.chmod(0o600)
     before = files(public_home)
 
     plain = run("--home", str(public_home), "connections")
@@ -551,7 +605,7 @@ def test_a_broken_connection_file_is_reported_while_the_others_list(public_home:
     as_json = run("--home", str(public_home), "connections", "--json")
     assert as_json.returncode == 1
     listed = json.loads(as_json.stdout)
-    assert listed["connections"] == [document["connection"]]
+    assert listed["connections"] == [as_listed(document["connection"])]
     [problem] = listed["problems"]
     assert problem["path"] == str(broken) and problem["line"] == 1
     assert "fix or remove the file" in problem["message"]
@@ -611,7 +665,8 @@ def test_help_walks_through_two_instances_with_commands_that_parse() -> None:
     assert result.returncode == 0
     text = result.stdout.replace("\\\n", " ")
     lines = [line.split("$ ", 1)[1] for line in text.splitlines() if "$ exalate-tui " in line]
-    assert len(lines) >= 7 and any("accept CODE" in line for line in lines)
+    assert len(lines) >= 8 and any(line.startswith("exalate-tui accept ") for line in lines)
+    assert any("node start" in line for line in lines)
     assert "7917" in text and "--no-url" in text
     for line in lines:
         words = shlex.split(line.split("#")[0].replace("[show|deactivate|activate|delete ID]", ""))

@@ -17,12 +17,13 @@ from exalate_tui.home.store import Home
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "exalate_tui.cli", "--home", str(home), *args],
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         timeout=60,
     )
 
@@ -30,6 +31,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def damage(path: Path, how: str) -> None:
     if how == "garbage":
         path.write_bytes(b"this is not a database" * 100)
+        path.chmod(0o600)  # as the store's own: no permission warning in the way
         return
     # A real store whose first page is whole and every later one overwritten: it opens,
     # and fails on the first read of a broken page ("database disk image is malformed").
@@ -97,7 +99,7 @@ def test_accept_on_a_damaged_state_stops_before_the_handshake(tmp_path: Path, ho
     jira.ensure()
     damage(jira.state_path, how)
     # Port 9 is closed: had it tried the handshake, the error would say "Cannot reach".
-    result = cli(jira.path, "accept", code, "--short-name", "jira")
+    result = cli(jira.path, "accept", "-", "--short-name", "jira", stdin=code)
     one_clean_line(result, jira.state_path)
     assert "the code is still unused" in result.stderr
     assert jira.load_connections().connections == []

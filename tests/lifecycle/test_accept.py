@@ -629,7 +629,7 @@ def test_cli_accept_exit_codes(tmp_path: Path, spawn: Callable[[Home, int], None
     ]
     assert lines[3].startswith("Connection snow_to_jira (") and lines[3].endswith(") is active.")
 
-    again = cli("--home", str(tmp_path / "conf"), "accept", code, "--short-name", "conf")
+    again = cli("--home", str(tmp_path / "conf"), "accept", "-", "--short-name", "conf", stdin=code)
     assert again.returncode == 2
     assert again.stderr.strip() == (
         "exalate-tui accept: This invitation was already used: ask snow for a new code."
