@@ -10,7 +10,8 @@ import pytest
 from exalate_tui.domain.models import Status
 from exalate_tui.sync import replica as wire
 from exalate_tui.trackers.adapter import Ticket
-from tests.sync.conftest import CID, Pair, Side
+
+from .pair import CID, Pair, Side
 
 pytestmark = pytest.mark.anyio
 
