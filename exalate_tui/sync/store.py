@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS sync_errors (
     message TEXT NOT NULL, first_at REAL NOT NULL, last_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1, holds INTEGER NOT NULL DEFAULT 1
 );
+CREATE INDEX IF NOT EXISTS sync_errors_ticket ON sync_errors (cid, direction, local_key);
 CREATE TABLE IF NOT EXISTS sync_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     local_key TEXT NOT NULL, cid TEXT NOT NULL, remote_key TEXT,
@@ -443,14 +444,15 @@ class SyncStore:
             return int(cursor.lastrowid or 0)
 
     def errors(self, cid: str | None = None) -> list[SyncError]:
-        sql = (
-            "SELECT id, cid, direction, local_key, remote_key, seq, message, first_at, last_at, "
-            "attempts, holds FROM sync_errors"
+        return (
+            self._errors("WHERE cid = ? ORDER BY id", cid) if cid else self._errors("ORDER BY id")
         )
-        rows = (
-            self._rows(sql + " WHERE cid = ? ORDER BY id", cid)
-            if cid
-            else self._rows(sql + " ORDER BY id")
+
+    def _errors(self, where: str, *args: Any) -> list[SyncError]:
+        rows = self._rows(
+            "SELECT id, cid, direction, local_key, remote_key, seq, message, first_at, last_at, "
+            f"attempts, holds FROM sync_errors {where}",
+            *args,
         )
         return [
             SyncError(
@@ -460,19 +462,20 @@ class SyncStore:
         ]
 
     def error(self, error_id: int) -> SyncError | None:
-        return next((e for e in self.errors() if e.id == error_id), None)
+        found = [e for e in self._errors("WHERE id = ?", error_id)]
+        return found[0] if found else None
 
     def holding(self, cid: str, direction: str, key: str) -> SyncError | None:
         """The error holding back this ticket's changes in `direction`, if any."""
         column = "local_key" if direction == "out" else "remote_key"
-        return next(
-            (
-                e
-                for e in self.errors(cid)
-                if e.direction == direction and e.holds and getattr(e, column) == key
-            ),
-            None,
+        rows = self._rows(
+            "SELECT id FROM sync_errors WHERE cid = ? AND direction = ? AND holds = 1 "
+            f"AND {column} = ? LIMIT 1",
+            cid,
+            direction,
+            key,
         )
+        return self.error(int(rows[0][0])) if rows else None
 
     def resolve(self, error_id: int) -> None:
         with self._transaction() as db:
