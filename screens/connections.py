@@ -1,5 +1,5 @@
-"""The Connections tab: every connection of this home with its live state, files that did
-not load, what to do next.
+"""The Connections tab: every connection of this home with its live state, whether the
+node runs and what needs it to, files that did not load, what to do next.
 
 Every second or two a thread worker looks at the home: the connection files
 are parsed again only when their names, sizes or mtimes changed; the last
@@ -25,13 +25,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from exalate_tui.domain.live import Contact, Live, LiveState, live_state
+from exalate_tui.domain.live import Contact, Live, LiveState, live_state, node_need
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .stores import Stores
-from .widgets import TabBar
+from .widgets import NodeBar, TabBar
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -206,6 +206,15 @@ class ConnectionsScreen(Screen[None]):
             id="connections.tickets",
             tooltip="The Tickets tab: this instance's tickets, their comments and sync",
         ),
+        # Not in the Footer (80 columns are full): the node bar says "press n".
+        Binding(
+            "n",
+            "app.start_node",
+            "Start node",
+            show=False,
+            id="connections.start_node",
+            tooltip="Start this home's node in the background (exalate-tui node start)",
+        ),
         Binding(
             "r",
             "reload",
@@ -244,6 +253,7 @@ class ConnectionsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield TabBar("connections")
+        yield NodeBar(self.now)
         yield Static("", id="problems")
         yield ConnectionTable(id="connections", cursor_type="row", zebra_stripes=True)
         yield Static(EMPTY, id="empty")
@@ -307,6 +317,7 @@ class ConnectionsScreen(Screen[None]):
             return
         self._signature = reading.signature
         self.connections = reading.connections
+        self.query_one(NodeBar).show_need(node_need(reading.connections))
         if reading.instance is not None:
             where = reading.instance.public_url or "no public URL"
             self.query_one("#instance", Label).update(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +26,14 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Static
 
+from exalate_tui.domain.live import node_need
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.errors import ExalateError
 from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.lifecycle.initiate import save_issued
 
-from .widgets import CodeBox, SubmitScreen
+from .widgets import CodeBox, NodeBar, SubmitScreen
 from .wizard_step import WizardStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -154,18 +156,28 @@ class InvitationScreen(WizardStep, CodeScreen):
     CSS_PATH = ["wizard_step.tcss", "invitation.tcss"]
     STEP = Step.INVITATION
     AUTO_FOCUS = "#code"
-    BINDINGS: ClassVar[list[BindingType]] = code_bindings(
-        "invitation",
-        "Back to Connections",
-        escape=Binding(
-            "escape",
-            "leave",
-            "Leave",
-            show=False,
-            id="invitation.leave",
-            tooltip="Leave the wizard: keep the pending connection or discard it (asks)",
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *code_bindings(
+            "invitation",
+            "Back to Connections",
+            escape=Binding(
+                "escape",
+                "leave",
+                "Leave",
+                show=False,
+                id="invitation.leave",
+                tooltip="Leave the wizard: keep the pending connection or discard it (asks)",
+            ),
         ),
-    )
+        Binding(
+            "n",
+            "app.start_node",
+            "Start node",
+            show=False,
+            id="invitation.start_node",
+            tooltip="Start this home's node in the background (exalate-tui node start)",
+        ),
+    ]
 
     @dataclass
     class Stored(Message):
@@ -199,6 +211,10 @@ class InvitationScreen(WizardStep, CodeScreen):
         yield Static(_accept(side), id="accept")
         yield Static("Use the following invitation code:", id="use")
         yield from compose_code(self.issued)
+        # What happens next needs this instance's node (the partner calls it, or it polls).
+        bar = NodeBar(getattr(self.app, "now", time.time))
+        bar.need = node_need([self.issued.connection])
+        yield bar
 
     def compose_buttons(self) -> Iterator[Widget]:
         yield from compose_code_buttons()

@@ -1,12 +1,13 @@
-"""The parts several screens share, each with its own look: the tab bar, the title bar, a
-field row (and its one-line form), the button bar, the invitation code's box, and "Enter
-presses the focused button".
+"""The parts several screens share, each with its own look: the tab bar, the title bar,
+the node's bar, a field row (and its one-line form), the button bar, the invitation
+code's box, and "Enter presses the focused button".
 
 A screen's own .tcss only adjusts these (a narrower label, a red title bar).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -14,6 +15,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, TextArea
+
+from exalate_tui.domain.live import NodeNeed, ago
+from exalate_tui.transport.background import Status
 
 # The console's tabs: (id, title, the key that shows it).
 TABS = (("connections", "Connections", "c"), ("tickets", "Tickets", "t"))
@@ -75,6 +79,67 @@ class TitleBar(Label):
         text-style: bold;
     }
     """
+
+
+def node_line(status: Status | None, need: NodeNeed, now: float) -> tuple[str, str]:
+    """What the node bar says, and its class: `-up`, `-stuck`, `-needed` or `-down`."""
+    if status is not None and status.running:
+        record = status.record
+        where = f" on {record.host}:{record.port}" if record else ""
+        if status.probed and not status.answers:
+            return f"node: running{where} but not answering; see node.log", "-stuck"
+        up = f" · up {ago(status.uptime(now) or 0).removesuffix(' ago')}" if record else ""
+        return f"node: running{where}{up}", "-up"
+    # The key first: a long reason is cut at the right edge, the way to fix it never is.
+    if need:
+        return f"node: not running — press n to start it · {need.reason}", "-needed"
+    return "node: not running — press n, or run `exalate-tui node start`", "-down"
+
+
+class NodeBar(Label):
+    """One line under a screen's title: whether this home's node runs, and what needs it.
+
+    The App checks the node every few seconds in a worker and hands each bar the
+    result (`show_status`); the screen hands it what depends on the node (`show_need`).
+    """
+
+    DEFAULT_CSS = """
+    NodeBar {
+        width: 1fr;
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+        color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    NodeBar.-up { color: $text-success; }
+    NodeBar.-stuck { color: $text-warning; }
+    NodeBar.-needed { color: $text-error; text-style: bold; }
+    """
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        super().__init__("", id="node-bar", markup=False)
+        self.now = now
+        self.status: Status | None = None
+        self.need = NodeNeed()
+
+    def on_mount(self) -> None:
+        self.status = getattr(self.app, "node_status", None)
+        self._draw()
+
+    def show_status(self, status: Status | None) -> None:
+        self.status = status
+        self._draw()
+
+    def show_need(self, need: NodeNeed) -> None:
+        self.need = need
+        self._draw()
+
+    def _draw(self) -> None:
+        text, style = node_line(self.status, self.need, self.now())
+        self.set_classes(style)
+        self.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
 
 class StepTitle(Horizontal):

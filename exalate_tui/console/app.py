@@ -15,15 +15,18 @@ import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
+from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NotFound, StoreError
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
     from exalate_tui.protocol.api import UrlCheck
     from exalate_tui.trackers.adapter import Ticket, Tracker
+    from exalate_tui.transport.background import Status as NodeStatus
     from exalate_tui.transport.sqlite_streams import SqliteStreams
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
@@ -51,6 +55,10 @@ LOCAL_COPY_TIMEOUT = 3.0
 # stack) waits this long: Textual's writer thread needs the GIL to get that frame to
 # the terminal, and an import in another thread holds it 5 ms at a time.
 SETTLE = 0.1
+
+# How often the console looks at whether this home's node runs (node.pid, its lock, /info).
+NODE_REFRESH = 3.0
+NODE_PROBE_TIMEOUT = 0.5
 
 # "module:Class" for each wizard `Step` (by its value: the wizard, and with it
 # pydantic, loads once the first screen is up), imported when the step opens.
@@ -135,6 +143,7 @@ class ExalateApp(App[None]):
         now: Callable[[], float] = time.time,
         verify: Verifier = verify_url,
         supervise: bool = True,
+        watch_node: bool | None = None,
     ) -> None:
         super().__init__()
         self.home = home
@@ -157,9 +166,108 @@ class ExalateApp(App[None]):
         self.tracker_problem: str | None = None
         # A ticket's sync panel: the connections it syncs over (none until the engine keeps links).
         self.ticket_links: LinkSource | None = None
+        # Whether this home's node runs, as last checked (`NodeBar` shows it).
+        self.node_status: NodeStatus | None = None
+        # Checked every few seconds unless told not to (tests where nothing may run).
+        self.watch_node = supervise if watch_node is None else watch_node
 
     def on_mount(self) -> None:
         self._start()
+        self._warn_permissions()
+
+    # -- the node: is it running, start it ------------------------------------
+
+    @dataclass
+    class NodeChecked(Message):
+        status: NodeStatus
+
+    def _watch_node(self) -> None:
+        """The files now (so the first frame says it), then a worker every few seconds."""
+        from exalate_tui.transport import background
+
+        if self.node_status is not None:
+            return
+        self._show_node(background.glance(self.home))
+        if self.watch_node:
+            self.call_after_refresh(self._check_node)
+            self.set_interval(NODE_REFRESH, self._check_node)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="node")
+    def _check_node(self) -> None:
+        from exalate_tui.transport import background
+
+        status = background.status(self.home, clean=False, timeout=NODE_PROBE_TIMEOUT)
+        self.post_message(self.NodeChecked(status))
+
+    @on(NodeChecked)
+    def _node_checked(self, event: NodeChecked) -> None:
+        if event.status != self.node_status:
+            self._show_node(event.status)
+
+    def _show_node(self, status: NodeStatus) -> None:
+        from screens.widgets import NodeBar
+
+        self.node_status = status
+        for screen in self.screen_stack:
+            for bar in screen.query(NodeBar):
+                bar.show_status(status)
+
+    def action_start_node(self) -> None:
+        """`n`: start this home's node in the background, as `exalate-tui node start` does."""
+        status = self.node_status
+        if status is not None and status.running and status.record is not None:
+            self.notify(f"The node already runs on {status.record.url}.", title="Node")
+            return
+        self.notify("Starting the node in the background…", title="Node")
+        self._start_node()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="node-start")
+    def _start_node(self) -> None:
+        from exalate_tui.transport import background
+
+        try:
+            started = background.start(self.home)
+        except (ExalateError, OSError) as error:
+            self.call_from_thread(
+                partial(
+                    self.notify,
+                    f"The node did not start: {error}",
+                    title="Node",
+                    severity="error",
+                    timeout=20,
+                    markup=False,
+                )
+            )
+            return
+        self.post_message(self.NodeChecked(started.status))
+        record = started.status.record
+        where = f" on {record.url}" if record else ""
+        self.call_from_thread(
+            partial(
+                self.notify,
+                f"The node runs{where}, and keeps running when the console closes. "
+                f"Its log: {self.home.node_log_path}; stop it with `exalate-tui node stop`.",
+                title="Node",
+                timeout=10,
+                markup=False,
+            )
+        )
+
+    @work(thread=True, exit_on_error=False, group="permissions")
+    def _warn_permissions(self) -> None:
+        """Files others can read though they hold secrets: said once, as the CLI does."""
+        warnings = self.home.permission_warnings()
+        if warnings:
+            self.call_from_thread(
+                partial(
+                    self.notify,
+                    "\n".join(warnings),
+                    title="Readable by others",
+                    severity="warning",
+                    timeout=20,
+                    markup=False,
+                )
+            )
 
     # -- finding keys: the help panel and the command palette ---------------
 
@@ -227,6 +335,7 @@ class ExalateApp(App[None]):
         self.instance = instance
         if self.state is None and self.state_problem is None:
             self._open_state()
+        self._watch_node()
         self.connections_tab = ConnectionsScreen(self._stores(), self.now)
         self.push_screen(self.connections_tab)
         self._supervise_soon()
@@ -448,13 +557,22 @@ def make_app(
     now: Callable[[], float] = time.time,
     verify: Verifier = verify_url,
     supervise: bool = True,
+    watch_node: bool | None = None,
 ) -> ExalateApp:
     """The console for `home`.
 
     Tests pass a stand-in clipboard, a fixed clock, a verifier bound to their own
-    servers, and `supervise=False` where no poller may run.
+    servers, and `supervise=False` where no poller may run (nor the node's check,
+    unless `watch_node`).
     """
-    return ExalateApp(home, local_copy=local_copy, now=now, verify=verify, supervise=supervise)
+    return ExalateApp(
+        home,
+        local_copy=local_copy,
+        now=now,
+        verify=verify,
+        supervise=supervise,
+        watch_node=watch_node,
+    )
 
 
 def run_console(home: Home) -> int:

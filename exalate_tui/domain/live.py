@@ -5,15 +5,18 @@ Pure: the stored `Status` (this side's choice), what the partner said
 (`Contact`) make one of Pending, Active, Paused by partner, Unreachable,
 Deactivated, with a short line of detail. These are the words both the console
 and the command line show. The clock is passed in, so "N s ago" can be tested.
+`node_need` says what depends on this instance's node running.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from exalate_tui.domain.models import Connection, PeerState, Status
+from exalate_tui.domain.topology import side
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,42 @@ def live_state(connection: Connection, contact: Contact, now: float) -> LiveStat
     if contact.last_ok is None:
         return LiveState(Live.ACTIVE, "no contact yet")
     return LiveState(Live.ACTIVE, f"last contact {ago(now - contact.last_ok)}")
+
+
+@dataclass(frozen=True)
+class NodeNeed:
+    """Why this instance's node must run: partners that call it, or its own polling."""
+
+    callers: tuple[str, ...] = ()
+    polls: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.callers or self.polls)
+
+    @property
+    def reason(self) -> str:
+        """One short clause for a one-line bar: what goes wrong while the node is down."""
+        if self.callers:
+            names = ", ".join(self.callers[:2]) + (" and others" if len(self.callers) > 2 else "")
+            return f"{names} cannot reach this instance"
+        if self.polls:
+            return "syncing stops when the console closes"
+        return ""
+
+
+def node_need(connections: Sequence[Connection]) -> NodeNeed:
+    """What depends on this instance's node (domain/topology.py): every partner that calls
+    this side (it has the URL), and this side's own polling, which only the console
+    does while it is open. Deactivated connections need nothing."""
+    callers: list[str] = []
+    polls = False
+    for connection in connections:
+        if connection.status is Status.DEACTIVATED:
+            continue
+        if side(connection.topology, connection.role).has_url:
+            name = connection.remote_name or "your partner"
+            if name not in callers:
+                callers.append(name)
+        else:
+            polls = True
+    return NodeNeed(tuple(callers), polls)

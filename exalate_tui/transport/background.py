@@ -247,6 +247,8 @@ class Status:
     record: NodeRecord | None = None
     info: dict[str, Any] | None = None
     stale: Stale | None = None
+    # False when only the files were read (`glance`): whether it answers is not known yet.
+    probed: bool = True
 
     @property
     def answers(self) -> bool:
@@ -276,6 +278,12 @@ def status(home: Home, *, clean: bool = True, timeout: float = PROBE_TIMEOUT) ->
     found = running(home, clean=clean)
     info = probe(found.record, timeout) if found.running and found.record else None
     return Status(found.running, found.record, info, found.stale)
+
+
+def glance(home: Home) -> Status:
+    """The files alone (the lock and node.pid), no request: cheap enough for a first frame."""
+    found = running(home)
+    return Status(found.running, found.record, probed=False)
 
 
 # -- starting and stopping ----------------------------------------------------------

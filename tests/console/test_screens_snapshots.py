@@ -127,6 +127,7 @@ def test_broken_instance(snap_compare: Compare, frozen: float, size: tuple[int, 
     home = Home(Path("home"))
     home.ensure()
     home.instance_path.write_text('short_name = "snow"\npublic_url = \n')
+    home.instance_path.chmod(0o600)  # as the console writes it: no permission warning
     assert snap_compare(app_for(home, frozen), terminal_size=size)
 
 
