@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from exalate_tui import __version__
 from exalate_tui.domain.invitation import hash_token, token_matches
@@ -226,6 +227,12 @@ def create_app(home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH
         if error.headers:
             response.headers.update(error.headers)
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> JSONResponse:
+        # The caller went away mid-body (killed, cut off): nobody reads this answer,
+        # and nothing was applied; it resends from its cursor. Not a failure of ours.
+        return error_response(ApiError(400, "bad_request", "the request body did not arrive"))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:
