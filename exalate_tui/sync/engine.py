@@ -203,8 +203,12 @@ class Engine:
         """One pass over requests, inboxes and tracker changes; True if it did anything."""
         connections = {c.id: c for c in self.home.load_connections().connections if syncs(c)}
         busy = await self._requests(connections)
-        for connection in connections.values():
-            busy |= await self._incoming(connection)
+        # Only connections with messages past the cursor: one read each of two tables,
+        # not two queries per connection (a node may hold thousands of idle ones).
+        applied, cursors = await asyncio.to_thread(self.streams.applied), self.store.cursors()
+        for cid, connection in connections.items():
+            if applied.get(cid, 0) > cursors.get(cid, 0):
+                busy |= await self._incoming(connection)
         busy |= await self._outgoing(connections)
         self._tracker_up()
         return busy
@@ -322,11 +326,17 @@ class Engine:
         cid = connection.id
         cursor = self.store.cursor(cid)
         messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
+        skipped = 0  # the last of a run of messages that are not the engine's (hello, ping)
         for message in messages:
             if message.kind in wire.KINDS:
+                if skipped:
+                    self.store.processed(cid, skipped)
+                    skipped = 0
                 await self._receive(connection, message)
             else:
-                self.store.processed(cid, message.seq)
+                skipped = message.seq
+        if skipped:
+            self.store.processed(cid, skipped)
         return bool(messages)
 
     async def _receive(
@@ -624,9 +634,9 @@ class Engine:
         watermark = self.store.meta(WATERMARK)
         changed = await self.tracker.changed(watermark, limit=BATCH)
         keys = dict.fromkeys(changed.keys)
-        due = {cid: self.store.to_send(cid) for cid in connections}
-        for cid_keys in due.values():
-            keys.update(dict.fromkeys(cid_keys))
+        for cid, due in self.store.due().items():
+            if cid in connections:
+                keys.update(dict.fromkeys(due))
         batches: dict[str, _Outgoing] = {}
         for key in keys:
             try:

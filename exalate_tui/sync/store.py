@@ -260,16 +260,6 @@ class SyncStore:
             sql += " WHERE " + " AND ".join(where)
         return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
 
-    def to_send(self, cid: str) -> list[str]:
-        """Local keys of active links with a replica due regardless of tracker changes:
-        never sent yet, (re)started, or retried."""
-        rows = self._rows(
-            "SELECT local_key FROM sync_links WHERE cid = ? AND active = 1 "
-            "AND (out_version = 0 OR restart = 1 OR due = 1) ORDER BY created",
-            cid,
-        )
-        return [key for (key,) in rows]
-
     def save_link(self, link: Link) -> None:
         with self._transaction() as db:
             self._put_link(db, link)
@@ -331,6 +321,21 @@ class SyncStore:
         return [content for (doc,) in rows if (content := _content(doc)) is not None]
 
     # -- the inbox cursor, the tracker's watermark ---------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Every connection's inbox cursor, in one read."""
+        return {cid: int(seq) for cid, seq in self._rows("SELECT cid, seq FROM sync_cursors")}
+
+    def due(self) -> dict[str, list[str]]:
+        """Per connection (cid → local keys), the active links with a replica due whether
+        or not their ticket changed: never sent yet, (re)started, or retried."""
+        found: dict[str, list[str]] = {}
+        for cid, key in self._rows(
+            "SELECT cid, local_key FROM sync_links WHERE active = 1 "
+            "AND (out_version = 0 OR restart = 1 OR due = 1) ORDER BY created"
+        ):
+            found.setdefault(cid, []).append(key)
+        return found
 
     def cursor(self, cid: str) -> int:
         rows = self._rows("SELECT seq FROM sync_cursors WHERE cid = ?", cid)

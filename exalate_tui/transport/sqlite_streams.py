@@ -310,6 +310,12 @@ class SqliteStreams:
     def last_applied(self, cid: str) -> int:
         return self._read_int("SELECT last_applied FROM streams WHERE cid = ?", cid)
 
+    def applied(self) -> dict[str, int]:
+        """Every stream's last applied seq, in one read (the sync engine's "what is new")."""
+        with self._lock:
+            rows = self._db.execute("SELECT cid, last_applied FROM streams").fetchall()
+        return {cid: int(seq) for cid, seq in rows}
+
     def apply(
         self,
         cid: str,

@@ -112,6 +112,10 @@ class Streams(Protocol):
 
     def last_applied(self, cid: str) -> int: ...
 
+    def applied(self) -> dict[str, int]:
+        """Every stream's last applied seq, in one read (the sync engine's "what is new")."""
+        ...
+
     def apply(
         self,
         cid: str,
