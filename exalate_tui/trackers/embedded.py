@@ -157,6 +157,11 @@ def _default_user() -> str:
         return "unknown"
 
 
+# How long a write waits for another process's transaction before the tracker counts
+# as unavailable (the sync engine then shows Error and retries).
+BUSY_TIMEOUT = 10.0
+
+
 class EmbeddedTracker:
     """One open `tracker.sqlite3`; one per process is enough (it is thread-safe)."""
 
@@ -171,6 +176,7 @@ class EmbeddedTracker:
         short_name: str | None = None,
         user: str | None = None,
         now: Callable[[], datetime] = _now,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = path
         self.attachments = attachments
@@ -181,7 +187,9 @@ class EmbeddedTracker:
         # 0600 before SQLite opens it: it creates the -wal and -shm files with its mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         path.chmod(0o600)
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a ticket, comment or attachment the CLI said it saved survives a power cut.

@@ -3,6 +3,7 @@ stores, one connection between them (conftest.py: `Pair`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import pytest
@@ -284,3 +285,50 @@ async def test_both_sides_editing_the_same_tickets_converge_then_fall_silent(pai
         mine = await pair.a.tracker.get(key)
         theirs = await pair.b.tracker.get(str(by_remote[key]))
         assert fields(mine) == fields(theirs), key
+
+
+async def test_a_tracker_that_cannot_be_written_is_the_connections_error_until_it_can(
+    pair: Pair,
+) -> None:
+    """Another process holds the partner's tracker: its engine shows Error with the
+    reason and, once the tracker can be written again, syncs by itself."""
+    import asyncio
+    import sqlite3
+
+    from exalate_tui.sync.engine import TRACKER_ERROR
+    from exalate_tui.trackers.embedded import EmbeddedTracker
+
+    b = pair.b
+    await b.tracker.close()
+    b.tracker = b.engine.tracker = EmbeddedTracker(
+        b.home.tracker_path, b.home.attachments_dir, short_name="jira", busy_timeout=0.1
+    )
+    pair.a.set_triggers("type=incident")
+    await incident(pair.a)
+    await pair.a.engine.settle()
+    pair.carry(pair.a, pair.b)
+
+    holder = sqlite3.connect(b.home.tracker_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    running = asyncio.create_task(b.engine.run())
+    try:
+        for _ in range(100):
+            if b.store.meta(TRACKER_ERROR):
+                break
+            await asyncio.sleep(0.05)
+        reason = b.store.meta(TRACKER_ERROR)
+        assert reason is not None and "locked" in reason
+        assert await b.tracker.search() == []
+
+        holder.execute("ROLLBACK")
+        for _ in range(100):
+            if not b.store.meta(TRACKER_ERROR) and await b.tracker.search():
+                break
+            await asyncio.sleep(0.05)
+        assert b.store.meta(TRACKER_ERROR) is None
+        assert [t.summary for t in await b.tracker.search()] == ["Printer on fire"]
+    finally:
+        running.cancel()
+        holder.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
