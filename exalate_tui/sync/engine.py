@@ -337,7 +337,18 @@ class Engine:
                 skipped = message.seq
         if skipped:
             self.store.processed(cid, skipped)
+        if messages:
+            await asyncio.to_thread(self._prune, cid)
         return bool(messages)
+
+    def _prune(self, cid: str) -> None:
+        """The inbox keeps the engine's messages only while Retry may replay them: those
+        from the first held back on, and none before the cursor otherwise (attachments
+        are megabytes; the stash keeps their bytes until their replica)."""
+        held = [e.seq for e in self.store.errors(cid) if e.direction == "in" and e.seq]
+        upto = min([self.store.cursor(cid), *(seq - 1 for seq in held)])
+        if upto > 0:
+            self.streams.prune_inbox(cid, upto, wire.KINDS)
 
     async def _receive(
         self, connection: Connection, message: Message, *, replaying: bool = False

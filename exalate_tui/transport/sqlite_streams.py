@@ -373,6 +373,22 @@ class SqliteStreams:
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
 
+    def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
+        """Drop applied messages of these kinds up to `upto` (the layer above is done with
+        them); the cursor is untouched. Returns how many went.
+
+        Not durable (as `ack`): a pruned row that comes back after a power cut is only
+        pruned again."""
+        wanted = sorted(set(kinds))
+        if not wanted:
+            return 0
+        marks = ",".join("?" * len(wanted))
+        with self._transaction(durable=False) as db:
+            return db.execute(
+                f"DELETE FROM inbox WHERE cid = ? AND seq <= ? AND kind IN ({marks})",
+                (cid, upto, *wanted),
+            ).rowcount
+
     # -- contact --------------------------------------------------------------
 
     def record_ok(self, cid: str, when: float | None = None) -> None:

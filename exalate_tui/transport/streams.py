@@ -127,6 +127,11 @@ class Streams(Protocol):
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
 
+    def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
+        """Drop applied messages of these kinds up to `upto` (the layer above is done with
+        them); the cursor is untouched. Returns how many went."""
+        ...
+
     # -- contact
 
     def record_ok(self, cid: str, when: float | None = None) -> None: ...

@@ -153,6 +153,8 @@ async def test_an_attachment_arrives_with_the_same_hash(pair: Pair) -> None:
     assert (attachment.name, attachment.sha256) == ("report.pdf", hashlib.sha256(data).hexdigest())
     assert await pair.b.tracker.attachment_bytes(copy.key, attachment.sha256) == data
     assert await pair.settle() == 0
+    # Once applied, the engine's messages leave the inbox: no megabytes kept forever.
+    assert not [m for m in pair.b.streams.inbox(CID) if m.kind in wire.KINDS]
 
 
 async def test_a_refused_replica_holds_only_its_ticket_until_retried(pair: Pair) -> None:
