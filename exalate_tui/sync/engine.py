@@ -62,6 +62,8 @@ TRACKER_ERROR_SINCE = "tracker.error_since"
 # The engine looks again this often even when nothing woke it: requests from
 # another process and applies by another process's poller arrive this way.
 RESCAN = 1.0
+# How often the engine drops what it kept for connections deleted since.
+TIDY_EVERY = 60.0
 BATCH = 200
 BACKOFF_CAP = 30.0
 
@@ -134,6 +136,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queries: dict[str, Query | QueryError] = {}
+        self._tidied = 0.0
         self.reporter = "sync"
 
     # -- running -------------------------------------------------------------------
@@ -201,7 +204,10 @@ class Engine:
 
     async def step(self) -> bool:
         """One pass over requests, inboxes and tracker changes; True if it did anything."""
-        connections = {c.id: c for c in self.home.load_connections().connections if syncs(c)}
+        loaded = self.home.load_connections()
+        connections = {c.id: c for c in loaded.connections if syncs(c)}
+        if time.monotonic() - self._tidied > TIDY_EVERY:
+            self.tidy()
         busy = await self._requests(connections)
         # Only connections with messages past the cursor: one read each of two tables,
         # not two queries per connection (a node may hold thousands of idle ones).
@@ -212,6 +218,18 @@ class Engine:
         busy |= await self._outgoing(connections)
         self._tracker_up()
         return busy
+
+    def tidy(self) -> None:
+        """Drop the links, cursor and errors of connections deleted here (a tombstone
+        counts as deleted: nothing syncs over it again). History stays, and the tickets
+        on both sides. A connection file that does not parse keeps everything."""
+        self._tidied = time.monotonic()
+        loaded = self.home.load_connections()
+        if loaded.problems:
+            return
+        for cid in self.store.cids() - {c.id for c in loaded.connections}:
+            log.info("connection %s was deleted: its sync links are dropped", cid)
+            self.store.forget(cid)
 
     async def settle(self, limit: int = 10_000) -> None:
         """Step until there is nothing left to do (tests, the CLI without a node)."""

@@ -546,6 +546,14 @@ class SyncStore:
 
     # -- housekeeping ---------------------------------------------------------------
 
+    def cids(self) -> set[str]:
+        """The connections the engine holds anything for (links, a cursor, requests)."""
+        rows = self._rows(
+            "SELECT cid FROM sync_links UNION SELECT cid FROM sync_cursors "
+            "UNION SELECT cid FROM sync_errors"
+        )
+        return {cid for (cid,) in rows}
+
     def forget(self, cid: str) -> None:
         """A deleted connection: its links, queue and errors go; its history stays,
         and the tickets on both sides are kept."""

@@ -334,3 +334,16 @@ async def test_a_tracker_that_cannot_be_written_is_the_connections_error_until_i
         holder.close()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_deleting_a_connection_drops_its_links_and_keeps_tickets_and_history(
+    pair: Pair,
+) -> None:
+    pair.a.set_triggers("type=incident")
+    original = await incident(pair.a)
+    await pair.settle()
+    pair.a.home.delete_connection(CID)
+    pair.a.engine.tidy()  # what each pass does once a minute
+    assert pair.a.store.links() == [] and pair.a.store.cids() == set()
+    assert (await pair.a.tracker.get(original.key)).summary == "Printer on fire"
+    assert (await only_ticket(pair.b)).summary == "Printer on fire"
