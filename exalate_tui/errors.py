@@ -22,7 +22,8 @@
 
 Each class lives in the module that raises it; this module holds the root.
 `bad_input` says whether the user fixes it by changing what they typed: the
-CLI maps it to its exit codes in one place (2 when True, else 1).
+CLI maps it to its exit codes in one place (2 when True, else 1). `lines`
+says whether str() is meant as several lines (each printed as one).
 """
 
 from __future__ import annotations
@@ -32,3 +33,6 @@ class ExalateError(Exception):
     """The root of exalate-tui's own errors."""
 
     bad_input: bool = False
+    # Whether str() may hold several lines meant as lines (each refused flag, a log's
+    # end); otherwise a line break in it (a library's message) is shown escaped.
+    lines: bool = False

@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except ExalateError as error:
-        # Bad input may say several things, one per line; anything else is one line.
-        lines = str(error).splitlines() if error.bad_input else [str(error)]
+        # An error may say several things (each refused flag, a log's last lines): a line each.
+        lines = str(error).splitlines() if error.bad_input or error.lines else [str(error)]
         for line in lines:
             print(f"{command}: {inert(line)}", file=sys.stderr)
         return 2 if error.bad_input else 1
