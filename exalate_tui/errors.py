@@ -18,6 +18,12 @@
     │   ├── TicketRefused         a value the tracker does not take              (bad input)
     │   └── TrackerUnavailable    the tracker cannot be used now (`unavailable`)
     ├── QueryError                trackers/adapter.py: a filter that does not parse (bad input)
+    ├── ReplicaError              sync/replica.py: a partner's replica that cannot be used
+    ├── RuleError                 sync/rules.py: a rule failed on one ticket
+    │   └── NotSyncable           the rules do not sync that ticket (Basic: incidents only)
+    ├── SyncStoreError            sync/store.py: the sync tables cannot be used
+    ├── TriggerError              sync/triggers.py: no trigger by that number   (bad input)
+    ├── NodeRunning, NodeError    transport/background.py: the home's node (start, stop)
     └── BadInput                  cli: a flag's value is refused                 (bad input)
 
 Each class lives in the module that raises it; this module holds the root.
