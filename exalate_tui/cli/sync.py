@@ -166,6 +166,10 @@ def _check_key(home: Home, key: str) -> None:
     asyncio.run(check())
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ago(when: float | None, now: float) -> str:
     if when is None:
         return "-"
@@ -237,9 +241,9 @@ def cmd_status(args: argparse.Namespace, home: Home) -> int:
         if state["error"]:
             print(f"  error: {inert(state['error'])} (retried until it works)")
         print(
-            f"  {len(state['synced'])} tickets synced · queue: {queue['outgoing']} out "
+            f"  {_count(len(state['synced']), 'ticket')} synced · queue: {queue['outgoing']} out "
             f"(oldest {_ago(queue['outgoing_oldest'], now)}), {queue['incoming']} in · "
-            f"{state['errors']} errors"
+            f"{_count(state['errors'], 'error')}"
         )
         for n, trigger in enumerate(state["triggers"], 1):
             print(f"  trigger {n}: {inert(trigger)}")
