@@ -23,6 +23,7 @@ transaction (`processed`), so history is written exactly once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -186,6 +187,9 @@ class SyncStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # 0600 before SQLite opens it, as the streams do: it holds the partner's replicas.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
