@@ -161,9 +161,8 @@ def _wait_for_file(path: Path) -> None:
 
 def fill(home: Path, count: int, comments: int) -> None:
     """`count` incidents with `comments` public comments each in `home`'s tracker, written
-    into its file in one transaction (setup: 40,000 commits through the API take minutes)."""
-    tracker = _tracker(home)
-    asyncio.run(tracker.close())  # the file and its schema exist
+    into its file in one transaction (setup: 40,000 commits through the API take minutes).
+    The tracker exists already (its node's engine opened it)."""
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     db = sqlite3.connect(home / "tracker.sqlite3", isolation_level=None)
     try:
@@ -214,7 +213,8 @@ def _bulk() -> tuple[float, int, int, list[str]]:
     """(seconds, public node peak RSS KB, private node peak RSS KB, notes)."""
     notes = []
     with pair("sync-bulk") as nodes:
-        _wait_for_file(nodes.private / "tracker.sqlite3-wal")
+        for home in (nodes.public, nodes.private):
+            _wait_for_file(home / "tracker.sqlite3-wal")
         fill(nodes.public, BULK, COMMENTS)
         # The public engine reads past the new tickets first (no trigger yet: none sends).
         start = time.perf_counter()

@@ -33,7 +33,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
+    NewComment,
     Query,
     QueryError,
     Ticket,
@@ -279,8 +280,9 @@ class Engine:
             if not isinstance(query, QueryError):
                 for ticket in await self.tracker.search(query):
                     keys[ticket.key] = None
-        for key in keys:
-            self._exalate(connection, key)
+        with self.store.deferred():  # one transaction for all (the bulk exalate figure)
+            for key in keys:
+                self._exalate(connection, key)
         return len(keys)
 
     async def _retry(self, error_id: int, connections: dict[str, Connection]) -> None:
@@ -322,12 +324,23 @@ class Engine:
         cid = connection.id
         cursor = self.store.cursor(cid)
         messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
-        for message in messages:
-            if message.kind in wire.KINDS:
-                await self._receive(connection, message)
-            else:
-                self.store.processed(cid, message.seq)
+        async with self._deferred():
+            for message in messages:
+                if message.kind in wire.KINDS:
+                    await self._receive(connection, message)
+                else:
+                    self.store.processed(cid, message.seq)
         return bool(messages)
+
+    @contextlib.asynccontextmanager
+    async def _deferred(self) -> AsyncIterator[None]:
+        """The sync store's writes of this block in one transaction at its end, committed
+        off the event loop (`SyncStore.deferred`: the bulk exalate figure)."""
+        self.store.defer()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.store.flush)
 
     async def _receive(
         self, connection: Connection, message: Message, *, replaying: bool = False
@@ -440,13 +453,14 @@ class Engine:
                 for name, value in delta.items()
                 if getattr(before, name, _MISSING) != value
             }
-            if fields:
-                await self.tracker.update(
-                    link.local_key, {name: new for name, (_, new) in fields.items()}
-                )
+        current = before
+        if fields:
+            current = await self.tracker.update(
+                link.local_key, {name: new for name, (_, new) in fields.items()}
+            )
         incoming = rules.incoming(replica.content, first_sync=False)
-        comments, attachments = await self._merge(connection, link.local_key, replica.key, incoming)
-        after = await self.tracker.get(link.local_key)
+        comments, attachments = await self._merge(connection, current, replica.key, incoming)
+        after = await self.tracker.get(link.local_key) if comments or attachments else current
         link = replace(
             link,
             remote_key=replica.key,
@@ -477,13 +491,21 @@ class Engine:
         correlation = f"{cid}/{replica.key}"
         incoming = rules.incoming(replica.content, first_sync=True)
         ticket = await self.tracker.find_created(correlation)
-        if ticket is None:
+        made = 0
+        if ticket is None:  # made with its comments in one write (the bulk exalate figure)
+            notes = [
+                NewComment(c.body, internal, c.author, f"{cid}/{c.id}")
+                for c, internal in incoming.comments
+            ]
             ticket = await self.tracker.create(
                 incoming.fields,
                 reporter=connection.remote_name or self.reporter,
                 correlation=correlation,
+                comments=notes,
             )
-        comments, attachments = await self._merge(connection, ticket.key, replica.key, incoming)
+            made = len({note.origin for note in notes})
+        comments, attachments = await self._merge(connection, ticket, replica.key, incoming)
+        comments += made
         link = Link(
             cid,
             ticket.key,
@@ -574,11 +596,12 @@ class Engine:
         return replace(held, fields=fields)
 
     async def _merge(
-        self, connection: Connection, key: str, remote_key: str, incoming: Incoming
+        self, connection: Connection, ticket: Ticket, remote_key: str, incoming: Incoming
     ) -> tuple[int, list[str]]:
-        """Add the remote comments and attachments not yet here; (comments added, names)."""
+        """Add the remote comments and attachments not yet on `ticket` (as it is now);
+        (comments added, names)."""
         cid = connection.id
-        ticket = await self.tracker.get(key)
+        key = ticket.key
         have_comments = {c.origin for c in ticket.comments if c.origin}
         added = 0
         for comment, internal in incoming.comments:
@@ -624,35 +647,41 @@ class Engine:
         watermark = self.store.meta(WATERMARK)
         changed = await self.tracker.changed(watermark, limit=BATCH)
         keys = dict.fromkeys(changed.keys)
-        due = {cid: self.store.to_send(cid) for cid in connections}
-        for cid_keys in due.values():
-            keys.update(dict.fromkeys(cid_keys))
+        # Links due a replica come BATCH at a time, so a bulk exalate flows while it is sent.
+        more = False
+        for cid in connections:
+            due = self.store.to_send(cid, limit=BATCH + 1)
+            more |= len(due) > BATCH
+            keys.update(dict.fromkeys(due[:BATCH]))
         batches: dict[str, _Outgoing] = {}
-        for key in keys:
-            try:
-                ticket = await self.tracker.get(key)
-            except TicketNotFound:
-                continue
-            for connection in connections.values():
-                await self._send(
-                    connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))
-                )
-        for cid, batch in batches.items():
-            if batch.items:
-                seqs = await asyncio.to_thread(self.streams.enqueue_many, cid, batch.items)
-                # The replicas are the last of their ticket's messages: their seqs, in order.
-                replica_seqs = [
-                    s for s, (k, _) in zip(seqs, batch.items, strict=True) if k == wire.REPLICA
-                ]
-                self.store.sent_many(
-                    [
-                        (link, seq, content)
-                        for (link, _, content), seq in zip(batch.sent, replica_seqs, strict=True)
+        async with self._deferred():
+            for key in keys:
+                try:
+                    ticket = await self.tracker.get(key)
+                except TicketNotFound:
+                    continue
+                for connection in connections.values():
+                    await self._send(
+                        connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))
+                    )
+            for cid, batch in batches.items():
+                if batch.items:
+                    seqs = await asyncio.to_thread(self.streams.enqueue_many, cid, batch.items)
+                    # The replicas are the last of their ticket's messages: their seqs, in order.
+                    replica_seqs = [
+                        s for s, (k, _) in zip(seqs, batch.items, strict=True) if k == wire.REPLICA
                     ]
-                )
+                    self.store.sent_many(
+                        [
+                            (link, seq, content)
+                            for (link, _, content), seq in zip(
+                                batch.sent, replica_seqs, strict=True
+                            )
+                        ]
+                    )
         if changed.watermark != watermark:
             self.store.set_meta(WATERMARK, changed.watermark)
-        return bool(changed.keys) or any(batch.items for batch in batches.values())
+        return bool(changed.keys) or more or any(batch.items for batch in batches.values())
 
     async def _send(self, connection: Connection, ticket: Ticket, batch: _Outgoing) -> None:
         cid = connection.id

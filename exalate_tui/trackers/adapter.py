@@ -17,7 +17,7 @@ Two things make the engine's writes safe to repeat after a crash:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -84,6 +84,16 @@ class Comment:
     internal: bool  # a work note: never leaves the instance under the Basic mapping
     created: datetime
     # Set on comments the sync engine wrote: "<connection id>/<remote comment id>".
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
+class NewComment:
+    """A comment to create with its ticket (`Tracker.create(..., comments=...)`)."""
+
+    body: str
+    internal: bool = False
+    author: str | None = None  # None: whoever the tracker writes as
     origin: str | None = None
 
 
@@ -168,7 +178,11 @@ class Tracker(Protocol):
         *,
         reporter: str | None = None,
         correlation: str | None = None,
-    ) -> Ticket: ...
+        comments: Sequence[NewComment] = (),
+    ) -> Ticket:
+        """A new ticket with `comments`, as one write where the tracker can; with a
+        `correlation` already used, that ticket, unchanged (its comments not added)."""
+        ...
 
     async def update(self, key: str, fields: Mapping[str, Any]) -> Ticket:
         """Set `fields` (names in `EDITABLE`); returns the ticket after. A value equal to
