@@ -36,7 +36,7 @@ from exalate_tui.trackers.embedded import EmbeddedTracker
 
 from .nodes import NodeProcess, cli, cli_json, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 TICKETS = int(os.environ.get("RELIABILITY_SYNC_TICKETS", "300"))
 KILLS = int(os.environ.get("RELIABILITY_SYNC_KILLS", "4"))
