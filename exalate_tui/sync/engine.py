@@ -49,7 +49,6 @@ from exalate_tui.trackers.adapter import (
     Query,
     QueryError,
     Ticket,
-    TicketNotFound,
     Tracker,
     TrackerError,
 )
@@ -490,20 +489,20 @@ class Engine:
         cid = connection.id
         correlation = f"{cid}/{replica.key}"
         incoming = rules.incoming(replica.content, first_sync=True)
-        ticket = await self.tracker.find_created(correlation)
-        made = 0
-        if ticket is None:  # made with its comments in one write (the bulk exalate figure)
-            notes = [
-                NewComment(c.body, internal, c.author, f"{cid}/{c.id}")
-                for c, internal in incoming.comments
-            ]
-            ticket = await self.tracker.create(
-                incoming.fields,
-                reporter=connection.remote_name or self.reporter,
-                correlation=correlation,
-                comments=notes,
-            )
-            made = len({note.origin for note in notes})
+        # Made with its comments in one write (the bulk exalate figure). After a crash
+        # between creating and recording, `create` finds it by its correlation instead;
+        # the comments it made then count here, where that earlier run recorded nothing.
+        notes = [
+            NewComment(c.body, internal, c.author, f"{cid}/{c.id}")
+            for c, internal in incoming.comments
+        ]
+        ticket = await self.tracker.create(
+            incoming.fields,
+            reporter=connection.remote_name or self.reporter,
+            correlation=correlation,
+            comments=notes,
+        )
+        made = len({note.origin for note in notes} & {c.origin for c in ticket.comments})
         comments, attachments = await self._merge(connection, ticket, replica.key, incoming)
         comments += made
         link = Link(
@@ -655,11 +654,7 @@ class Engine:
             keys.update(dict.fromkeys(due[:BATCH]))
         batches: dict[str, _Outgoing] = {}
         async with self._deferred():
-            for key in keys:
-                try:
-                    ticket = await self.tracker.get(key)
-                except TicketNotFound:
-                    continue
+            for ticket in await self.tracker.get_many(list(keys)):  # one read for the step
                 for connection in connections.values():
                     await self._send(
                         connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))

@@ -164,6 +164,11 @@ class Tracker(Protocol):
         """The ticket with its comments and attachments; `TicketNotFound` if none."""
         ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
+        """The tickets of `keys` that exist, in that order, each whole as `get` reads it;
+        in as few reads as the tracker can (the engine reads a step's tickets so)."""
+        ...
+
     def check_query(self, text: str) -> Query:
         """`text` parsed against this tracker's fields; `QueryError` with the reason."""
         ...

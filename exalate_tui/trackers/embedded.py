@@ -334,6 +334,20 @@ class EmbeddedTracker:
     def _get(self, key: str) -> Ticket:
         return self._full(self._row(key))
 
+    async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
+        return await self._run(self._get_many, [str(key).upper() for key in keys])
+
+    def _get_many(self, keys: list[str]) -> list[Ticket]:
+        rows = {
+            row[1]: tuple(row)
+            for row in self._db.execute(
+                f"SELECT {_TICKET_COLUMNS} FROM tickets "
+                "WHERE key IN (SELECT value FROM json_each(?))",
+                (json.dumps(keys),),
+            )
+        }
+        return self._with_children([rows[key] for key in dict.fromkeys(keys) if key in rows])
+
     def _row(self, key: str) -> tuple[Any, ...]:
         row = self._db.execute(
             f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE key = ?", (str(key).upper(),)

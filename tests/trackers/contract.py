@@ -94,6 +94,13 @@ class TrackerContract:
         assert made.reporter  # someone: the instance or the user
         assert made.labels == ()
 
+    async def test_get_many_reads_the_keys_that_exist_in_order(self, tracker: Tracker) -> None:
+        a, b = await _new(tracker, "a"), await _new(tracker, "b")
+        await tracker.comment(b.key, "on b")
+        got = await tracker.get_many([b.key, "NOPE-999", a.key, b.key])
+        assert got == [await tracker.get(b.key), await tracker.get(a.key)]
+        assert await tracker.get_many([]) == []
+
     async def test_keys_are_distinct_and_found_again(self, tracker: Tracker) -> None:
         keys = [(await _new(tracker, f"t{i}")).key for i in range(3)]
         assert len(set(keys)) == 3
