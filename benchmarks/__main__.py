@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .harness import table, write_json
 
-ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "capacity"]
+ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "capacity", "sync"]
 
 
 def main() -> int:

@@ -151,7 +151,8 @@ def pair(prefix: str) -> Iterator[Pair]:
 
 
 class WalWatch:
-    """Sleeps until a home's state.sqlite3 may have a new commit (inotify on its WAL).
+    """Sleeps until a home's state.sqlite3 (or another of its databases, e.g.
+    tracker.sqlite3) may have a new commit (inotify on its WAL).
 
     A commit writes the WAL, so waking on IN_MODIFY and then reading the
     cursor sees each commit without spinning a core the nodes need. The last
@@ -163,12 +164,12 @@ class WalWatch:
 
     IN_MODIFY = 0x2
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, database: str = "state.sqlite3") -> None:
         import ctypes
         import ctypes.util
 
         self._fd = -1
-        wal = home / "state.sqlite3-wal"
+        wal = home / f"{database}-wal"
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -203,8 +204,9 @@ class WalWatch:
             self._fd = -1
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory from /proc (`VmHWM`: its peak so far), in KB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0

@@ -33,7 +33,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,10 @@ from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
+    NewComment,
     Query,
     QueryError,
     Ticket,
-    TicketNotFound,
     Tracker,
     TrackerError,
 )
@@ -301,8 +301,9 @@ class Engine:
             if not isinstance(query, QueryError):
                 for ticket in await self.tracker.search(query):
                     keys[ticket.key] = None
-        for key in keys:
-            self._exalate(connection, key)
+        with self.store.deferred():  # one transaction for all (the bulk exalate figure)
+            for key in keys:
+                self._exalate(connection, key)
         return len(keys)
 
     async def _retry(self, error_id: int, connections: dict[str, Connection]) -> None:
@@ -344,17 +345,12 @@ class Engine:
         cid = connection.id
         cursor = self.store.cursor(cid)
         messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
-        skipped = 0  # the last of a run of messages that are not the engine's (hello, ping)
-        for message in messages:
-            if message.kind in wire.KINDS:
-                if skipped:
-                    self.store.processed(cid, skipped)
-                    skipped = 0
-                await self._receive(connection, message)
-            else:
-                skipped = message.seq
-        if skipped:
-            self.store.processed(cid, skipped)
+        async with self._deferred():
+            for message in messages:
+                if message.kind in wire.KINDS:
+                    await self._receive(connection, message)
+                else:
+                    self.store.processed(cid, message.seq)
         if messages:
             await asyncio.to_thread(self._prune, cid)
         return bool(messages)
@@ -367,6 +363,16 @@ class Engine:
         upto = min([self.store.cursor(cid), *(seq - 1 for seq in held)])
         if upto > 0:
             self.streams.prune_inbox(cid, upto, wire.KINDS)
+
+    @contextlib.asynccontextmanager
+    async def _deferred(self) -> AsyncIterator[None]:
+        """The sync store's writes of this block in one transaction at its end, committed
+        off the event loop (`SyncStore.deferred`: the bulk exalate figure)."""
+        self.store.defer()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.store.flush)
 
     async def _receive(
         self, connection: Connection, message: Message, *, replaying: bool = False
@@ -479,13 +485,14 @@ class Engine:
                 for name, value in delta.items()
                 if getattr(before, name, _MISSING) != value
             }
-            if fields:
-                await self.tracker.update(
-                    link.local_key, {name: new for name, (_, new) in fields.items()}
-                )
+        current = before
+        if fields:
+            current = await self.tracker.update(
+                link.local_key, {name: new for name, (_, new) in fields.items()}
+            )
         incoming = rules.incoming(replica.content, first_sync=False)
-        comments, attachments = await self._merge(connection, link.local_key, replica.key, incoming)
-        after = await self.tracker.get(link.local_key)
+        comments, attachments = await self._merge(connection, current, replica.key, incoming)
+        after = await self.tracker.get(link.local_key) if comments or attachments else current
         link = replace(
             link,
             remote_key=replica.key,
@@ -515,14 +522,22 @@ class Engine:
         cid = connection.id
         correlation = f"{cid}/{replica.key}"
         incoming = rules.incoming(replica.content, first_sync=True)
-        ticket = await self.tracker.find_created(correlation)
-        if ticket is None:
-            ticket = await self.tracker.create(
-                incoming.fields,
-                reporter=connection.remote_name or self.reporter,
-                correlation=correlation,
-            )
-        comments, attachments = await self._merge(connection, ticket.key, replica.key, incoming)
+        # Made with its comments in one write (the bulk exalate figure). After a crash
+        # between creating and recording, `create` finds it by its correlation instead;
+        # the comments it made then count here, where that earlier run recorded nothing.
+        notes = [
+            NewComment(c.body, internal, c.author, f"{cid}/{c.id}")
+            for c, internal in incoming.comments
+        ]
+        ticket = await self.tracker.create(
+            incoming.fields,
+            reporter=connection.remote_name or self.reporter,
+            correlation=correlation,
+            comments=notes,
+        )
+        made = len({note.origin for note in notes} & {c.origin for c in ticket.comments})
+        comments, attachments = await self._merge(connection, ticket, replica.key, incoming)
+        comments += made
         link = Link(
             cid,
             ticket.key,
@@ -613,11 +628,12 @@ class Engine:
         return replace(held, fields=fields)
 
     async def _merge(
-        self, connection: Connection, key: str, remote_key: str, incoming: Incoming
+        self, connection: Connection, ticket: Ticket, remote_key: str, incoming: Incoming
     ) -> tuple[int, list[str]]:
-        """Add the remote comments and attachments not yet here; (comments added, names)."""
+        """Add the remote comments and attachments not yet on `ticket` (as it is now);
+        (comments added, names)."""
         cid = connection.id
-        ticket = await self.tracker.get(key)
+        key = ticket.key
         have_comments = {c.origin for c in ticket.comments if c.origin}
         added = 0
         for comment, internal in incoming.comments:
@@ -663,35 +679,37 @@ class Engine:
         watermark = self.store.meta(WATERMARK)
         changed = await self.tracker.changed(watermark, limit=BATCH)
         keys = dict.fromkeys(changed.keys)
-        for cid, due in self.store.due().items():
+        # Links due a replica come BATCH at a time, so a bulk exalate flows while it is sent.
+        due = self.store.due(limit=BATCH + 1)
+        more = sum(len(keys) for keys in due.values()) > BATCH
+        for cid, due_keys in due.items():
             if cid in connections:
-                keys.update(dict.fromkeys(due))
+                keys.update(dict.fromkeys(due_keys))
         batches: dict[str, _Outgoing] = {}
-        for key in keys:
-            try:
-                ticket = await self.tracker.get(key)
-            except TicketNotFound:
-                continue
-            for connection in connections.values():
-                await self._send(
-                    connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))
-                )
-        for cid, batch in batches.items():
-            if batch.items:
-                seqs = await asyncio.to_thread(self.streams.enqueue_many, cid, batch.items)
-                # The replicas are the last of their ticket's messages: their seqs, in order.
-                replica_seqs = [
-                    s for s, (k, _) in zip(seqs, batch.items, strict=True) if k == wire.REPLICA
-                ]
-                self.store.sent_many(
-                    [
-                        (link, seq, content)
-                        for (link, _, content), seq in zip(batch.sent, replica_seqs, strict=True)
+        async with self._deferred():
+            for ticket in await self.tracker.get_many(list(keys)):  # one read for the step
+                for connection in connections.values():
+                    await self._send(
+                        connection, ticket, batches.setdefault(connection.id, _Outgoing([], []))
+                    )
+            for cid, batch in batches.items():
+                if batch.items:
+                    seqs = await asyncio.to_thread(self.streams.enqueue_many, cid, batch.items)
+                    # The replicas are the last of their ticket's messages: their seqs, in order.
+                    replica_seqs = [
+                        s for s, (k, _) in zip(seqs, batch.items, strict=True) if k == wire.REPLICA
                     ]
-                )
+                    self.store.sent_many(
+                        [
+                            (link, seq, content)
+                            for (link, _, content), seq in zip(
+                                batch.sent, replica_seqs, strict=True
+                            )
+                        ]
+                    )
         if changed.watermark != watermark:
             self.store.set_meta(WATERMARK, changed.watermark)
-        return bool(changed.keys) or any(batch.items for batch in batches.values())
+        return bool(changed.keys) or more or any(batch.items for batch in batches.values())
 
     async def _send(self, connection: Connection, ticket: Ticket, batch: _Outgoing) -> None:
         cid = connection.id

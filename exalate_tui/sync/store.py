@@ -18,6 +18,14 @@ of their own to the same WAL file:
 
 The engine processes an inbox message and moves the cursor in one
 transaction (`processed`), so history is written exactly once.
+
+`deferred()` (bulk exalate, sync latency in benchmarks/README.md): inside
+it, what `processed`, `save_link`, `sent_many` and `record_change` write is kept in
+memory, readable at once through `link` and `link_by_remote`, and committed
+in one transaction when it ends (one fsync for a batch of messages, not one
+each). The engine's tracker writes come first and are durable on their own,
+and each can be repeated harmlessly (found again by correlation or origin),
+so a crash inside a batch only processes its messages again.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +90,12 @@ CREATE TABLE IF NOT EXISTS sync_requests (
     action TEXT NOT NULL, cid TEXT, key TEXT, arg TEXT, at REAL NOT NULL
 );
 """
+
+
+# The links `due` looks for, indexed: a step looks for them every time, and with
+# thousands of links a scan of all of them would be most of an edit's latency.
+_DUE = "active = 1 AND (out_version = 0 OR restart = 1 OR due = 1)"
+_INDEXES = f"CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (cid, created) WHERE {_DUE}"
 
 
 class SyncStoreError(ExalateError):
@@ -197,6 +211,12 @@ class SyncStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._lock = threading.RLock()
+            # While `deferred()`: the writes to commit at its end, and the links among them.
+            self._pending: list[Callable[[sqlite3.Connection], None]] | None = None
+            self._links: dict[tuple[str, str], Link] = {}
+            self._by_remote: dict[tuple[str, str], str] = {}
+            self._stash: dict[tuple[str, str, str], bytes] = {}
+            self._unstashed: set[tuple[str, str]] = set()
             with self._transaction() as db:
                 db.execute("CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL)")
                 row = db.execute("SELECT version FROM sync_schema").fetchone()
@@ -210,6 +230,7 @@ class SyncStore:
                         if statement.strip():
                             db.execute(statement)
                     db.execute("INSERT INTO sync_schema VALUES (?)", (SCHEMA_VERSION,))
+                db.execute(_INDEXES)  # added within version 1: older files gain it here
         except sqlite3.DatabaseError as error:
             raise SyncStoreError(f"{path}: cannot hold the sync tables ({error})") from None
 
@@ -228,6 +249,53 @@ class SyncStore:
                 raise
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Keep this block's `processed`, `save_link`, `sent_many` and `record_change`
+        writes for one transaction at its end (also when it ends by an exception: what
+        was done stays done). Not reentrant; other writes commit at once, as always."""
+        self.defer()
+        try:
+            yield
+        finally:
+            self.flush()
+
+    def defer(self) -> None:
+        """`deferred()`'s start, for a caller that flushes in a thread of its own."""
+        with self._lock:
+            assert self._pending is None, "deferred() is not reentrant"
+            self._pending = []
+
+    def flush(self) -> None:
+        """Commit what `deferred()` holds, and end it."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            try:
+                if pending:
+                    with self._transaction() as db:
+                        for write in pending:
+                            write(db)
+            finally:
+                self._links.clear()
+                self._by_remote.clear()
+                self._stash.clear()
+                self._unstashed.clear()
+
+    def _write(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """Now in its own transaction, or at the end of `deferred()`."""
+        with self._lock:
+            if self._pending is not None:
+                self._pending.append(write)
+                return
+            with self._transaction() as db:
+                write(db)
+
+    def _keep(self, link: Link) -> None:
+        if self._pending is not None:
+            self._links[(link.cid, link.local_key)] = link
+            if link.remote_key is not None:
+                self._by_remote[(link.cid, link.remote_key)] = link.local_key
+
     def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
@@ -235,6 +303,9 @@ class SyncStore:
     # -- links ------------------------------------------------------------------
 
     def link(self, cid: str, local_key: str) -> Link | None:
+        with self._lock:
+            if (kept := self._links.get((cid, local_key))) is not None:
+                return kept
         rows = self._rows(
             f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND local_key = ?",
             cid,
@@ -243,6 +314,9 @@ class SyncStore:
         return _link(rows[0]) if rows else None
 
     def link_by_remote(self, cid: str, remote_key: str) -> Link | None:
+        with self._lock:
+            if (local_key := self._by_remote.get((cid, remote_key))) is not None:
+                return self._links[(cid, local_key)]
         rows = self._rows(
             f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND remote_key = ?",
             cid,
@@ -265,8 +339,9 @@ class SyncStore:
         return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
 
     def save_link(self, link: Link) -> None:
-        with self._transaction() as db:
-            self._put_link(db, link)
+        with self._lock:
+            self._keep(link)
+            self._write(lambda db: self._put_link(db, link))
 
     def _put_link(self, db: sqlite3.Connection, link: Link) -> None:
         db.execute(
@@ -292,23 +367,33 @@ class SyncStore:
     def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None:
         """Replicas enqueued (link, the seq that carries it, its content): one transaction."""
         now = time.time()
-        with self._transaction() as db:
-            for link, version, content in sent:
-                self._put_link(
-                    db,
-                    replace(
-                        link,
-                        out_version=version,
-                        out_doc=content,
-                        restart=False,
-                        due=False,
-                        last_synced=now,
-                    ),
-                )
+        done = [
+            (
+                replace(
+                    link,
+                    out_version=version,
+                    out_doc=content,
+                    restart=False,
+                    due=False,
+                    last_synced=now,
+                ),
+                content,
+            )
+            for link, version, content in sent
+        ]
+
+        def write(db: sqlite3.Connection) -> None:
+            for link, content in done:
+                self._put_link(db, link)
                 db.execute(
                     "INSERT OR REPLACE INTO sync_sent VALUES (?, ?, ?, ?)",
-                    (link.cid, link.local_key, version, _doc(content)),
+                    (link.cid, link.local_key, link.out_version, _doc(content)),
                 )
+
+        with self._lock:
+            for link, _ in done:
+                self._keep(link)
+            self._write(write)
 
     def sent_since(self, cid: str, local_key: str, version: int) -> list[Content]:
         """The replicas sent from `version` on (from the latest kept before it), oldest first."""
@@ -330,13 +415,17 @@ class SyncStore:
         """Every connection's inbox cursor, in one read."""
         return {cid: int(seq) for cid, seq in self._rows("SELECT cid, seq FROM sync_cursors")}
 
-    def due(self) -> dict[str, list[str]]:
+    def due(self, limit: int = -1) -> dict[str, list[str]]:
         """Per connection (cid → local keys), the active links with a replica due whether
-        or not their ticket changed: never sent yet, (re)started, or retried."""
+        or not their ticket changed: never sent yet or (re)started (unless an error holds
+        them), or retried; oldest first, at most `limit` in all. One query for every
+        connection: a node may hold thousands."""
         found: dict[str, list[str]] = {}
         for cid, key in self._rows(
-            "SELECT cid, local_key FROM sync_links WHERE active = 1 "
-            "AND (out_version = 0 OR restart = 1 OR due = 1) ORDER BY created"
+            f"SELECT cid, local_key FROM sync_links AS l WHERE {_DUE} AND (due = 1 "
+            "OR NOT EXISTS (SELECT 1 FROM sync_errors WHERE cid = l.cid AND direction = 'out' "
+            "AND holds = 1 AND local_key = l.local_key)) ORDER BY created LIMIT ?",
+            limit,
         ):
             found.setdefault(cid, []).append(key)
         return found
@@ -375,7 +464,8 @@ class SyncStore:
         `change`, a history entry (`record_change`'s keywords); `stash`
         (remote_key, sha256, name, bytes) keeps an attachment's bytes until its
         replica, `unstash` drops a remote key's; `resolve`, an error retried."""
-        with self._transaction() as db:
+
+        def write(db: sqlite3.Connection) -> None:
             if link is not None:
                 self._put_link(db, link)
                 if seen:  # the partner has our replica `seen`: older ones are of no more use
@@ -403,7 +493,24 @@ class SyncStore:
                 (cid, seq),
             )
 
+        with self._lock:
+            if self._pending is not None:
+                if link is not None:
+                    self._keep(link)
+                if unstash is not None:
+                    self._unstashed.add((cid, unstash))
+                    for where in [w for w in self._stash if w[:2] == (cid, unstash)]:
+                        del self._stash[where]
+                if stash is not None:
+                    self._stash[(cid, *stash[:2])] = stash[3]
+            self._write(write)
+
     def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None:
+        with self._lock:
+            if (cid, remote_key, sha256) in self._stash:
+                return self._stash[(cid, remote_key, sha256)]
+            if (cid, remote_key) in self._unstashed:
+                return None
         rows = self._rows(
             "SELECT data FROM sync_stash WHERE cid = ? AND remote_key = ? AND sha256 = ?",
             cid,
@@ -534,8 +641,7 @@ class SyncStore:
         )
 
     def record_change(self, cid: str, **change: Any) -> None:
-        with self._transaction() as db:
-            self._add_change(db, cid=cid, **change)
+        self._write(lambda db: self._add_change(db, cid=cid, **change))
 
     def history(self, local_key: str) -> list[Change]:
         rows = self._rows(

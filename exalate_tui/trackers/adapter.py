@@ -17,7 +17,7 @@ Two things make the engine's writes safe to repeat after a crash:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -88,6 +88,16 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class NewComment:
+    """A comment to create with its ticket (`Tracker.create(..., comments=...)`)."""
+
+    body: str
+    internal: bool = False
+    author: str | None = None  # None: whoever the tracker writes as
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
 class Attachment:
     sha256: str
     name: str
@@ -154,6 +164,11 @@ class Tracker(Protocol):
         """The ticket with its comments and attachments; `TicketNotFound` if none."""
         ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
+        """The tickets of `keys` that exist, in that order, each whole as `get` reads it;
+        in as few reads as the tracker can (the engine reads a step's tickets so)."""
+        ...
+
     def check_query(self, text: str) -> Query:
         """`text` parsed against this tracker's fields; `QueryError` with the reason."""
         ...
@@ -168,7 +183,11 @@ class Tracker(Protocol):
         *,
         reporter: str | None = None,
         correlation: str | None = None,
-    ) -> Ticket: ...
+        comments: Sequence[NewComment] = (),
+    ) -> Ticket:
+        """A new ticket with `comments`, as one write where the tracker can; with a
+        `correlation` already used, that ticket, unchanged (its comments not added)."""
+        ...
 
     async def update(self, key: str, fields: Mapping[str, Any]) -> Ticket:
         """Set `fields` (names in `EDITABLE`); returns the ticket after. A value equal to

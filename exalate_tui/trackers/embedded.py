@@ -40,7 +40,7 @@ import secrets
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from exalate_tui.trackers.adapter import (
     Attachment,
     Changed,
     Comment,
+    NewComment,
     Query,
     Ticket,
     TicketNotFound,
@@ -341,6 +342,20 @@ class EmbeddedTracker:
     def _get(self, key: str) -> Ticket:
         return self._full(self._row(key))
 
+    async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
+        return await self._run(self._get_many, [str(key).upper() for key in keys])
+
+    def _get_many(self, keys: list[str]) -> list[Ticket]:
+        rows = {
+            row[1]: tuple(row)
+            for row in self._db.execute(
+                f"SELECT {_TICKET_COLUMNS} FROM tickets "
+                "WHERE key IN (SELECT value FROM json_each(?))",
+                (json.dumps(keys),),
+            )
+        }
+        return self._with_children([rows[key] for key in dict.fromkeys(keys) if key in rows])
+
     def _row(self, key: str) -> tuple[Any, ...]:
         row = self._db.execute(
             f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE key = ?", (str(key).upper(),)
@@ -448,15 +463,33 @@ class EmbeddedTracker:
         *,
         reporter: str | None = None,
         correlation: str | None = None,
+        comments: Sequence[NewComment] = (),
     ) -> Ticket:
-        """A new ticket; with a `correlation` already used, that ticket, unchanged."""
+        """A new ticket with `comments`, in one transaction; with a `correlation` already
+        used, that ticket, unchanged."""
         values = _checked(fields)
         if "summary" not in values:
             raise TicketRefused("a ticket needs a summary: give it a short line of text", "summary")
         who = _name("reporter", reporter) if reporter is not None else self.user
-        return await self._run(self._create, values, who, correlation)
+        notes = [self._checked_comment(c.body, c.internal, c.author, c.origin) for c in comments]
+        return await self._run(self._create, values, who, correlation, notes)
 
-    def _create(self, values: dict[str, Any], reporter: str, correlation: str | None) -> Ticket:
+    def _checked_comment(
+        self, body: str, internal: bool, author: str | None, origin: str | None
+    ) -> tuple[str, bool, str, str | None]:
+        text = _text("body", body, MAX_TEXT)
+        if not text.strip():
+            raise TicketRefused("a comment needs a body: give it some text", "body")
+        who = _name("author", author) if author is not None else self.user
+        return text, bool(internal), who, origin
+
+    def _create(
+        self,
+        values: dict[str, Any],
+        reporter: str,
+        correlation: str | None,
+        comments: list[tuple[str, bool, str, str | None]],
+    ) -> Ticket:
         with self._transaction() as db:
             if correlation is not None:
                 found = self._find_created(correlation)
@@ -485,6 +518,12 @@ class EmbeddedTracker:
                     correlation,
                     rev,
                 ),
+            )
+            rows = [(n, who, text, int(note), now, origin) for text, note, who, origin in comments]
+            db.executemany(
+                "INSERT OR IGNORE INTO comments (ticket, author, body, internal, created, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             return self._get(key)
 
@@ -520,11 +559,8 @@ class EmbeddedTracker:
         author: str | None = None,
         origin: str | None = None,
     ) -> Comment:
-        text = _text("body", body, MAX_TEXT)
-        if not text.strip():
-            raise TicketRefused("a comment needs a body: give it some text", "body")
-        who = _name("author", author) if author is not None else self.user
-        return await self._run(self._comment, key, text, bool(internal), who, origin)
+        checked = self._checked_comment(body, internal, author, origin)
+        return await self._run(self._comment, key, *checked)
 
     def _comment(
         self, key: str, body: str, internal: bool, author: str, origin: str | None

@@ -22,6 +22,7 @@ from exalate_tui.trackers.adapter import (
     PRIORITIES,
     STATUSES,
     TYPES,
+    NewComment,
     QueryError,
     Ticket,
     TicketNotFound,
@@ -92,6 +93,13 @@ class TrackerContract:
         assert made.type in TYPES and made.status in STATUSES and made.priority in PRIORITIES
         assert made.reporter  # someone: the instance or the user
         assert made.labels == ()
+
+    async def test_get_many_reads_the_keys_that_exist_in_order(self, tracker: Tracker) -> None:
+        a, b = await _new(tracker, "a"), await _new(tracker, "b")
+        await tracker.comment(b.key, "on b")
+        got = await tracker.get_many([b.key, "NOPE-999", a.key, b.key])
+        assert got == [await tracker.get(b.key), await tracker.get(a.key)]
+        assert await tracker.get_many([]) == []
 
     async def test_keys_are_distinct_and_found_again(self, tracker: Tracker) -> None:
         keys = [(await _new(tracker, f"t{i}")).key for i in range(3)]
@@ -259,6 +267,33 @@ class TrackerContract:
         await tracker.comment(made.key, "x")
         found = await tracker.find_created("c1/JIRA-7")
         assert found is not None and len(found.comments) == 1
+
+    async def test_a_ticket_created_with_comments_has_them_in_order_in_one_change(
+        self, tracker: Tracker
+    ) -> None:
+        start = (await tracker.changed(None)).watermark
+        made = await tracker.create(
+            {"summary": "from jira"},
+            correlation="c1/JIRA-9",
+            comments=[
+                NewComment("first", author="ann", origin="c1/1"),
+                NewComment("a work note", internal=True, author="bob", origin="c1/2"),
+            ],
+        )
+        assert made == await tracker.get(made.key)
+        assert [(c.body, c.internal, c.author, c.origin) for c in made.comments] == [
+            ("first", False, "ann", "c1/1"),
+            ("a work note", True, "bob", "c1/2"),
+        ]
+        assert (await tracker.changed(start)).keys == (made.key,)
+        # The origins hold as for `comment`: adding one again adds nothing.
+        await tracker.comment(made.key, "first", author="ann", origin="c1/1")
+        assert len((await tracker.get(made.key)).comments) == 2
+
+    async def test_a_bad_comment_refuses_the_whole_create(self, tracker: Tracker) -> None:
+        with pytest.raises(TicketRefused, match="body"):
+            await tracker.create({"summary": "x"}, comments=[NewComment("  ")])
+        assert await tracker.search() == []
 
     async def test_creating_twice_for_one_correlation_makes_one_ticket(
         self, tracker: Tracker
