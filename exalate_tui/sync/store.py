@@ -31,7 +31,6 @@ so a crash inside a batch only processes its messages again.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from exalate_tui.errors import ExalateError
+from exalate_tui.home.store import create_private
 from exalate_tui.sync.replica import Content, content_of
 
 SCHEMA_VERSION = 1
@@ -202,8 +202,7 @@ class SyncStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         # 0600 before SQLite opens it, as the streams do: it holds the partner's replicas.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        path.chmod(0o600)
+        create_private(path)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False

@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exalate_tui.home.store import create_private
 from exalate_tui.trackers.adapter import (
     EDITABLE,
     PRIORITIES,
@@ -186,8 +187,7 @@ class EmbeddedTracker:
         self._now = now
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # 0600 before SQLite opens it: it creates the -wal and -shm files with its mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        path.chmod(0o600)
+        create_private(path)
         self._db = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )

@@ -13,7 +13,6 @@ millisecond even when another process (the console, the CLI) enqueued.
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from exalate_tui.domain.live import Contact
 from exalate_tui.errors import ExalateError
+from exalate_tui.home.store import create_private
 from exalate_tui.transport.doorbell import doorbell_address
 from exalate_tui.transport.streams import Message, compact, quoted
 
@@ -133,8 +133,7 @@ class SqliteStreams:
         self.path = path
         # 0600 before SQLite opens it: it creates the -wal and -shm files (the same
         # messages) with the database's mode at that moment, and keeps them while open.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        path.chmod(0o600)
+        create_private(path)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
