@@ -11,7 +11,7 @@
   mapping written out as its first versions (`BASIC_OUTGOING`, `BASIC_INCOMING`).
 - `save_rule` checks a rule under the sandbox's policy before it is kept:
   a refused one raises `RuleRefused` with its line, and nothing changes.
-- `test_run` shows what the rules would do to one ticket, writing nothing.
+- `try_rules` (a Test run) shows what the rules would do to one ticket, writing nothing.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ class ScriptRules:
         except RuleFailed as error:
             if error.kind == "skip":
                 raise NotSyncable(f"{key}: {str(error).split(': ', 2)[-1]}") from None
-            raise RuleFailed(f"{error} (ticket {key})", error.line, error.kind) from None
+            where = f" (ticket {key})" if key else ""
+            raise RuleFailed(f"{error}{where}", error.line, error.kind) from None
         self.printed[direction] = result.get("printed", "")
         return result
 
@@ -214,7 +215,7 @@ class ScriptRules:
             "previous": None if previous is None else _replica_doc(previous, None),
             "first_sync": first_sync,
         }
-        result = self._run(INCOMING, data, "the partner's replica")
+        result = self._run(INCOMING, data, "")
         fields: dict[str, Any] = {}
         for name, value in result["fields"].items():
             if name not in EDITABLE:
@@ -316,7 +317,7 @@ def revert_rule(home: Home, connection: Connection, number: int) -> Version:
     return save_rule(home, connection, old.direction, source, f"revert to v{number}")
 
 
-async def test_run(
+async def try_rules(
     home: Home, connection: Connection, tracker: Any, store: Any, key: str
 ) -> dict[str, Any]:
     """What the rules in force would do for ticket `key`, writing nothing: the replica the
