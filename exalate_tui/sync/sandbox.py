@@ -187,16 +187,17 @@ def _skip(reason: str = "the outgoing rule skips it") -> None:
 
 
 class Record:
-    """Read-only data: attributes and items; a missing one is an error that names it."""
-
-    __slots__ = ("_data", "_what", "_lenient")
+    """Read-only data: attributes and items; a missing one is an error that names it
+    (or None, `lenient`, for a replica's fields). The write guard refuses any change."""
 
     def __init__(self, data: dict[str, Any], what: str, lenient: bool = False) -> None:
-        object.__setattr__(self, "_data", data)
-        object.__setattr__(self, "_what", what)
-        object.__setattr__(self, "_lenient", lenient)
+        self._data = data
+        self._what = what
+        self._lenient = lenient
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self._data[name]
         except KeyError:
@@ -214,9 +215,6 @@ class Record:
     def __contains__(self, name: str) -> bool:
         return name in self._data
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise TypeError(f"{self._what} is read-only here")
-
     def __repr__(self) -> str:
         return f"<{self._what} {self._data!r}>"
 
@@ -226,38 +224,46 @@ class Draft:
 
     `x.name = value` and `x["name"] = value` set a field; reading one gives what
     was set (None before). `comments` and `attachments` of an outgoing replica
-    are lists of the ticket's own.
+    are lists of the ticket's own. No methods: every public name is a field.
     """
 
-    __slots__ = ("_fields", "_what", "_lists")
-
     def __init__(self, what: str, lists: tuple[str, ...] = ()) -> None:
-        object.__setattr__(self, "_fields", {})
-        object.__setattr__(self, "_what", what)
-        object.__setattr__(self, "_lists", {name: [] for name in lists})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._lists:
-            object.__getattribute__(self, "_lists")[name] = list(value)
-        else:
-            self._fields[name] = value
-
-    __setitem__ = __setattr__
+        self._what = what
+        self._lists = lists
+        for name in lists:
+            setattr(self, name, [])
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._lists:
-            return self._lists[name]
-        return self._fields.get(name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return None  # a field not set (yet)
 
-    __getitem__ = __getattr__
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, _field_name(name))
 
-    def __delattr__(self, name: str) -> None:
-        self._fields.pop(name, None)
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, _field_name(name), value)
 
-    __delitem__ = __delattr__
+    def __delitem__(self, name: str) -> None:
+        vars(self).pop(_field_name(name), None)
 
     def __repr__(self) -> str:
-        return f"<{self._what} {self._fields!r}>"
+        return f"<{self._what} {_drafted(self)!r}>"
+
+
+def _field_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or name.startswith("_"):
+        raise KeyError(f"{name!r} cannot be a field's name")
+    return name
+
+
+def _drafted(draft: Draft) -> dict[str, Any]:
+    """The fields a rule set on `draft`."""
+    return {
+        name: value
+        for name, value in vars(draft).items()
+        if not name.startswith("_") and name not in draft._lists
+    }
 
 
 class _Merge:
@@ -279,6 +285,8 @@ class _Merge:
 def _write_guard(ob: Any) -> Any:
     if isinstance(ob, (Draft, dict, list, set)):
         return ob
+    if isinstance(ob, Record):
+        raise TypeError(f"{ob._what} is read-only here")
     raise TypeError(f"a {type(ob).__name__} cannot be changed in a rule")
 
 
@@ -392,11 +400,13 @@ def run(code: Any, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     names = _globals(kind, data, printed)
     exec(code, names)
     draft = names["replica"] if kind == OUTGOING else names["ticket"]
-    fields = {name: _plain(value, f"{draft._what}.{name}") for name, value in draft._fields.items()}
+    fields = {
+        name: _plain(value, f"{draft._what}.{name}") for name, value in _drafted(draft).items()
+    }
     out: dict[str, Any] = {"fields": fields, "printed": printed()}
     if kind == OUTGOING:
-        out["comments"] = _ids(draft._lists["comments"], "id", "replica.comments")
-        out["attachments"] = _ids(draft._lists["attachments"], "sha256", "replica.attachments")
+        out["comments"] = _ids(draft.comments, "id", "replica.comments")
+        out["attachments"] = _ids(draft.attachments, "sha256", "replica.attachments")
     else:
         out["comments"] = list(names["comments"].chosen.items())
         out["attachments"] = list(names["attachments"].chosen)

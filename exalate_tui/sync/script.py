@@ -370,3 +370,31 @@ def _plain(value: Any) -> Any:
 
 def _printed(rules: Any, direction: str) -> str:
     return getattr(rules, "printed", {}).get(direction, "")
+
+
+class SwitchRefused(ExalateError):
+    bad_input = True
+
+
+def switch_to_script(home: Home, cid: str, streams: Any) -> tuple[Connection, bool]:
+    """Make a Basic connection a Script one: its rules start as the Basic mapping, and
+    the partner is told (`connection.mode`) and keeps its own. (connection, switched)."""
+    from exalate_tui.protocol.kinds import MODE
+
+    connection = home.get_connection(cid)
+    if connection.mode is Mode.SCRIPT:
+        rule_files(home, connection)
+        return connection, False
+    if connection.secret is None:
+        raise SwitchRefused(
+            f"{connection.name!r} is pending: its invitation code says basic; switch it once "
+            "the partner has accepted, or initiate a new one with --mode script"
+        )
+
+    def change(c: Connection) -> None:
+        c.mode = Mode.SCRIPT
+
+    updated = home.update_connection(cid, change)
+    rule_files(home, updated)
+    streams.enqueue(cid, MODE, {"mode": Mode.SCRIPT.value})
+    return updated, True
