@@ -16,6 +16,7 @@ worker, the pipe's round trip).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def measure() -> list[Figure]:
     ]
 
 
-def _plain_python(ticket: Ticket) -> object:
+def _plain_python(ticket: Ticket) -> Callable[[], None]:
     """The outgoing rule's source compiled and run with plain `exec`, on the same data."""
     from exalate_tui.sync.sandbox import Draft, Record
 
