@@ -337,6 +337,16 @@ class SyncStore:
             sql += " WHERE " + " AND ".join(where)
         return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
 
+    def sent_keys(self, cid: str) -> set[str]:
+        """Local keys of `cid` that sync and whose replica has been enqueued since they
+        (re)started (Bulk exalate's progress: read often, so no replica is parsed)."""
+        rows = self._rows(
+            "SELECT local_key FROM sync_links WHERE cid = ? AND active = 1 AND out_version > 0 "
+            "AND restart = 0",
+            cid,
+        )
+        return {key for (key,) in rows}
+
     def save_link(self, link: Link) -> None:
         with self._lock:
             self._keep(link)
