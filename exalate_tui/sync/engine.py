@@ -808,6 +808,8 @@ class Engine:
             self.store.fail(
                 cid, "out", str(error), local_key=ticket.key, remote_key=link.remote_key
             )
+            if link.due:  # a Retry is one attempt: the next waits for the next Retry
+                self.store.save_link(replace(link, due=False))
             return
         content = await self._attachments(connection, link, ticket, content, batch)
         if content.same(link.out_doc) and link.out_version and not (link.restart or link.due):

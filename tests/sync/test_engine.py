@@ -347,3 +347,15 @@ async def test_deleting_a_connection_drops_its_links_and_keeps_tickets_and_histo
     assert pair.a.store.links() == [] and pair.a.store.cids() == set()
     assert (await pair.a.tracker.get(original.key)).summary == "Printer on fire"
     assert (await only_ticket(pair.b)).summary == "Printer on fire"
+
+
+async def test_a_retry_that_fails_again_counts_one_attempt(pair: Pair) -> None:
+    pair.a.set_triggers("priority=3")
+    await pair.a.tracker.create({"type": "problem", "summary": "Root cause"})
+    await pair.settle()
+    [error] = pair.a.store.errors(CID)
+    pair.a.store.request("retry", None, arg=str(error.id))
+    for _ in range(5):
+        await pair.a.engine.settle()
+    [again] = pair.a.store.errors(CID)
+    assert again.attempts == 2  # the first try and the one Retry, not one per pass
