@@ -399,9 +399,8 @@ class Engine:
                     holds=False,
                 )
                 continue
-            after = await self.tracker.get(link.local_key)
             self.store.save_link(
-                replace(link, out_doc=self._absorb(rules, link.out_doc, before, after))
+                replace(link, out_doc=self._absorb(rules, link.out_doc, before, fields))
             )
             if fields or comments or attachments:
                 self.store.record_change(
@@ -572,13 +571,12 @@ class Engine:
         else:
             incoming = rules.incoming(replica.content, first_sync=False)
         comments, attachments = await self._merge(connection, current, replica.key, incoming)
-        after = await self.tracker.get(link.local_key) if comments or attachments else current
         link = replace(
             link,
             remote_key=replica.key,
             in_version=seq,
             in_doc=effective,
-            out_doc=self._absorb(rules, link.out_doc, before, after),
+            out_doc=self._absorb(rules, link.out_doc, before, fields),
             last_synced=time.time(),
         )
         change = None
@@ -690,13 +688,19 @@ class Engine:
         return replace(replica.content, fields=fields), conflicts
 
     def _absorb(
-        self, rules: Rules, held: Content | None, before: Ticket, after: Ticket
+        self, rules: Rules, held: Content | None, before: Ticket, written: dict[str, list[Any]]
     ) -> Content | None:
-        """What the partner holds of ours once its replica is applied: the fields the
-        apply changed count as the partner's already (no echo); a local edit not yet
-        sent still differs, and goes out."""
+        """What the partner holds of ours once its replica is applied: what the engine
+        wrote (`written`: field → [old, new]) counts as the partner's already (no echo).
+
+        Judged on `before` with only those writes, never on the ticket read back: a
+        local edit made meanwhile by another process (the CLI, the console) must still
+        differ, and go out."""
+        values: dict[str, Any] = {
+            n: tuple(v) if isinstance(v, list) else v for n, (_, v) in written.items()
+        }
         try:
-            was, now = rules.outgoing(before), rules.outgoing(after)
+            was, now = rules.outgoing(before), rules.outgoing(replace(before, **values))
         except RuleError:
             return held
         if held is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -359,3 +361,37 @@ async def test_a_retry_that_fails_again_counts_one_attempt(pair: Pair) -> None:
         await pair.a.engine.settle()
     [again] = pair.a.store.errors(CID)
     assert again.attempts == 2  # the first try and the one Retry, not one per pass
+
+
+async def test_an_edit_made_by_another_process_while_a_replica_is_applied_still_goes_out(
+    pair: Pair,
+) -> None:
+    """The engine reads the ticket, another process (the CLI) edits another field, then
+    the engine writes the partner's change: that edit must still reach the partner.
+    (Found by two real nodes editing the same tickets: it was taken as the partner's.)"""
+    from exalate_tui.trackers.embedded import EmbeddedTracker
+
+    pair.a.set_triggers("type=incident")
+    await incident(pair.a)
+    await pair.settle()
+    copy = await only_ticket(pair.b)
+    other_process = EmbeddedTracker(pair.b.home.tracker_path, pair.b.home.attachments_dir)
+
+    class Interleaved(EmbeddedTracker):
+        async def update(self, key: str, fields: Mapping[str, Any]) -> Ticket:
+            await other_process.update(key, {"priority": 1})  # lands between read and write
+            return await super().update(key, fields)
+
+    await pair.b.tracker.close()
+    pair.b.tracker = pair.b.engine.tracker = Interleaved(
+        pair.b.home.tracker_path, pair.b.home.attachments_dir, short_name="jira"
+    )
+    try:
+        await pair.a.tracker.update((await only_ticket(pair.a)).key, {"summary": "snow's"})
+        await pair.settle()
+    finally:
+        await other_process.close()
+    assert (await only_ticket(pair.b)).priority == 1
+    assert (await only_ticket(pair.a)).priority == 1
+    assert (await only_ticket(pair.a)).summary == (await only_ticket(pair.b)).summary == "snow's"
+    assert copy.key == (await only_ticket(pair.b)).key
