@@ -323,7 +323,8 @@ class Engine:
         cid = connection.id
         cursor = self.store.cursor(cid)
         messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
-        async with self._deferred():
+        # The tracker's writes durable first (the inner block ends first), then the records.
+        async with self._deferred(), self.tracker.deferred():
             for message in messages:
                 if message.kind in wire.KINDS:
                     await self._receive(connection, message)
