@@ -21,8 +21,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from exalate_tui import __version__
 from exalate_tui.domain.invitation import hash_token, token_matches
@@ -226,6 +227,12 @@ def create_app(home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH
         if error.headers:
             response.headers.update(error.headers)
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> Response:
+        # A partner killed or cut off mid-body (it sends the batch again): not a failure here.
+        log.info("%s %s: the caller went away mid-body", request.method, request.url.path)
+        return Response(status_code=400)  # never read: there is no one to read it
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:
