@@ -51,6 +51,7 @@ from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
+    EDITABLE,
     NewComment,
     Query,
     QueryError,
@@ -472,12 +473,15 @@ class Engine:
         incoming = rules.incoming(replica.content, first_sync=False)
         comments, attachments = await self._merge(connection, current, replica.key, incoming)
         after = await self.tracker.get(link.local_key) if comments or attachments else current
+        # As the apply left it, less any local edit another process made meanwhile (the
+        # CLI, the console): that edit is this side's, and must still go out.
+        applied = replace(after, **{n: getattr(before, n) for n in EDITABLE if n not in fields})
         link = replace(
             link,
             remote_key=replica.key,
             in_version=seq,
             in_doc=effective,
-            out_doc=self._absorb(rules, link.out_doc, before, after),
+            out_doc=self._absorb(rules, link.out_doc, before, applied),
             last_synced=time.time(),
         )
         change = None

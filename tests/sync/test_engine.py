@@ -4,6 +4,8 @@ stores, one connection between them (conftest.py: `Pair`)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -76,6 +78,34 @@ async def test_an_edit_comes_back_and_a_local_edit_of_another_field_is_kept(pair
         assert (ticket.status, ticket.description) == ("in_progress", "2nd floor, by the stairs")
     [entry] = pair.a.store.history(original.key)
     assert entry.changes["fields"] == {"status": ["new", "in_progress"]}
+    assert await pair.settle() == 0
+
+
+async def test_a_local_edit_made_while_a_replica_is_applied_still_goes_out(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair.a.set_triggers("type=incident")
+    original = await incident(pair.a)
+    await pair.settle()
+    await only_ticket(pair.b)  # the copy is there
+    await pair.a.tracker.update(original.key, {"summary": "Printer still on fire"})
+    write = pair.b.tracker.update
+
+    async def raced(key: str, fields: Mapping[str, Any]) -> Ticket:
+        # The admin's `tickets edit` in another process lands between the engine's read
+        # of the ticket and its write (found by the two-sided edits with real nodes).
+        monkeypatch.setattr(pair.b.tracker, "update", write)
+        await write(key, {"description": "edited on jira meanwhile"})
+        return await write(key, fields)
+
+    monkeypatch.setattr(pair.b.tracker, "update", raced)
+    await pair.settle()
+    for side in (pair.a, pair.b):
+        ticket = await only_ticket(side)
+        assert (ticket.summary, ticket.description) == (
+            "Printer still on fire",
+            "edited on jira meanwhile",
+        )
     assert await pair.settle() == 0
 
 
