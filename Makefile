@@ -7,11 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test snapshots bench lint
 
+# One line of its own on a first run; pip's output only if it fails (it is kept in
+# .venv/install.log either way).
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev]'
-	touch $(STAMP)
+	@echo "Setting up $(VENV) (the first time takes a minute or two)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 \
+	  && $(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev]' >> $(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; echo "Setting up $(VENV) failed: see above"; exit 1; }
+	@touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/exalate-tui

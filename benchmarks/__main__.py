@@ -12,6 +12,10 @@ from .harness import table, write_json
 ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "capacity", "sync"]
 
 
+# Script rules beside the Basic mapping (benchmarks/rules.py).
+ALL += ["rules"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {ALL})")

@@ -18,11 +18,18 @@
     │   ├── TicketRefused         a value the tracker does not take              (bad input)
     │   └── TrackerUnavailable    the tracker cannot be used now (`unavailable`)
     ├── QueryError                trackers/adapter.py: a filter that does not parse (bad input)
+    ├── ReplicaError              sync/replica.py: a partner's replica that cannot be used
+    ├── RuleError                 sync/rules.py: a rule failed on one ticket
+    │   └── NotSyncable           the rules do not sync that ticket (Basic: incidents only)
+    ├── SyncStoreError            sync/store.py: the sync tables cannot be used
+    ├── TriggerError              sync/triggers.py: no trigger by that number   (bad input)
+    ├── NodeRunning, NodeError    transport/background.py: the home's node (start, stop)
     └── BadInput                  cli: a flag's value is refused                 (bad input)
 
 Each class lives in the module that raises it; this module holds the root.
 `bad_input` says whether the user fixes it by changing what they typed: the
-CLI maps it to its exit codes in one place (2 when True, else 1).
+CLI maps it to its exit codes in one place (2 when True, else 1). `lines`
+says whether str() is meant as several lines (each printed as one).
 """
 
 from __future__ import annotations
@@ -32,3 +39,6 @@ class ExalateError(Exception):
     """The root of exalate-tui's own errors."""
 
     bad_input: bool = False
+    # Whether str() may hold several lines meant as lines (each refused flag, a log's
+    # end); otherwise a line break in it (a library's message) is shown escaped.
+    lines: bool = False

@@ -26,7 +26,7 @@ BULLETS = {
         "Recommended for use cases of basic complexity",
     ),
     Mode.SCRIPT: (
-        "Groovy-based scripting",
+        "Python-based sync rules",
         "Configure each side of the connection separately",
         "Recommended for use cases of basic to advanced complexity",
     ),

@@ -109,3 +109,28 @@ class LeavePendingScreen(ConfirmScreen):
             "Discard (d)",
             "Keep pending (k)",
         )
+
+
+class ConfirmUnexalateScreen(ConfirmScreen):
+    """Before `u` stops syncing a ticket: True unexalates it, False keeps it syncing."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "y",
+            "answer(True)",
+            "Unexalate",
+            id="unexalate.yes",
+            tooltip="Stop syncing this ticket over this connection; both copies are kept",
+        ),
+        Binding("n", "answer(False)", "Keep syncing", id="unexalate.no", tooltip="Change nothing"),
+    ]
+
+    def __init__(self, key: str, connection: str, remote_key: str | None, partner: str) -> None:
+        theirs = f"{remote_key} at {partner}" if remote_key else f"{partner}'s copy, if made"
+        super().__init__(
+            f"Stop syncing {key} over {connection}?",
+            f"Both copies are kept: {key} here and {theirs}. Changes stop flowing both ways, "
+            f"and {partner} is told; Exalate starts the sync again.",
+            "Unexalate (y)",
+            "Keep syncing (n)",
+        )

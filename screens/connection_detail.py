@@ -2,8 +2,10 @@
 
 Deactivate / Activate / Delete go through `lifecycle.actions` in a worker
 (they may tell the partner over the network, for up to a few seconds);
-Regenerate invitation code asks the app to show the new code. The view
-re-reads the connection and its last contact every second or two.
+Regenerate invitation code asks the app to show the new code; Sync asks it to
+open the connection's sync views. The view re-reads the connection, its last
+contact and, for a connection that syncs, its sync state (links, queue,
+errors, the tracker's health) every second or two.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from exalate_tui.domain.live import Contact, ago, live_state, when
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
 from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import Issued
+from exalate_tui.flows.sync import ConnectionSync
 from exalate_tui.home.store import NotFound, StoreError
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import Outcome
@@ -35,20 +38,28 @@ from exalate_tui.transport.sqlite_streams import SqliteStreams
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
-from .stores import Stores
+from .stores import Stores, read_connection_sync
 from .widgets import ButtonBar, TitleBar
 
 DOING = {"deactivate": "Deactivating", "activate": "Activating", "delete": "Deleting"}
 DONE = {"deactivate": "Deactivated", "activate": "Activated", "delete": "Deleted"}
 
 
-def fields(connection: Connection, contact: Contact, now: float) -> Table:
-    """Every field worth knowing, label and value, in a grid that wraps long values."""
+def fields(
+    connection: Connection, contact: Contact, now: float, sync: ConnectionSync | None = None
+) -> Table:
+    """Every field worth knowing, label and value, in a grid that wraps long values;
+    `sync` for a connection that syncs tickets."""
     live = live_state(connection, contact, now)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     status = Text.assemble((live.label, STYLES[live.live]), f" · {live.detail}")
+    if sync is not None and sync.tracker_error:
+        status = Text.assemble(
+            ("Error", "bold red"),
+            f" · the tracker cannot be used: {sync.tracker_error} (retried until it works)",
+        )
     remote_url = connection.remote_url or (
         "none: the partner is private and calls this instance"
         if not side(connection.topology, connection.role).peer_has_url
@@ -76,6 +87,8 @@ def fields(connection: Connection, contact: Contact, now: float) -> Table:
         )
     else:
         rows.append(("Last contact", "never"))
+    if sync is not None:
+        rows.append(("Sync", sync.problem or sync.summary()))
     for label, value in rows:
         grid.add_row(label, value if isinstance(value, Text) else Text(value))
     return grid
@@ -108,6 +121,13 @@ class ConnectionDetailScreen(Screen[None]):
             tooltip="Delete this connection (asks first); the partner is told when possible",
         ),
         Binding(
+            "s",
+            "sync",
+            "Sync",
+            id="detail.sync",
+            tooltip="Synced tickets, the sync queue, errors, triggers and bulk exalate",
+        ),
+        Binding(
             "g",
             "regenerate",
             "New invitation code",
@@ -123,10 +143,17 @@ class ConnectionDetailScreen(Screen[None]):
         issued: Issued
 
     @dataclass
+    class OpenSync(Message):
+        """Show the connection's sync views: the app opens them (with the tracker)."""
+
+        cid: str
+
+    @dataclass
     class Loaded(Message):
         connection: Connection | None
         contact: Contact
         problem: str
+        sync: ConnectionSync | None = None
 
     @dataclass
     class Finished(Message):
@@ -148,6 +175,7 @@ class ConnectionDetailScreen(Screen[None]):
         self.now = now
         self.connection: Connection | None = None
         self.contact = Contact()
+        self.sync: ConnectionSync | None = None
         self.busy = ""
 
     def compose(self) -> ComposeResult:
@@ -157,6 +185,7 @@ class ConnectionDetailScreen(Screen[None]):
             yield Static("", id="error")
             yield Static("", id="busy")
         with ButtonBar(id="buttons"):
+            yield Button("Sync", id="sync", compact=True)
             yield Button("Deactivate", id="deactivate", compact=True)
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)
@@ -169,20 +198,24 @@ class ConnectionDetailScreen(Screen[None]):
 
     # -- reading ------------------------------------------------------------
 
-    def _load(self) -> tuple[Connection | None, Contact, str]:
+    def _load(self) -> Loaded:
+        from exalate_tui.sync.engine import syncs
+
         try:
             connection = self.stores.home.get_connection(self.cid)
         except (NotFound, StoreError) as error:
-            return None, Contact(), str(error)
+            return self.Loaded(None, Contact(), str(error))
         contact = self.stores.state.contact(connection.id) if self.stores.state else Contact()
-        return connection, contact, ""
+        sync = read_connection_sync(self.stores, connection.id) if syncs(connection) else None
+        return self.Loaded(connection, contact, "", sync)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
     def _reload(self) -> None:
-        self.post_message(self.Loaded(*self._load()))
+        self.post_message(self._load())
 
     @on(Loaded)
     def _loaded(self, event: Loaded) -> None:
+        self.sync = event.sync
         self._show(event.connection, event.contact, event.problem)
 
     def _show(self, connection: Connection | None, contact: Contact, problem: str) -> None:
@@ -194,7 +227,9 @@ class ConnectionDetailScreen(Screen[None]):
             self.query_one("#error", Static).display = False
         else:
             title.update(Text(f"Connection · {connection.name}"))
-            self.query_one("#fields", Static).update(fields(connection, contact, self.now()))
+            self.query_one("#fields", Static).update(
+                fields(connection, contact, self.now(), self.sync)
+            )
             box = self.query_one("#error", Static)
             box.display = contact.last_error is not None
             if contact.last_error is not None:
@@ -207,7 +242,7 @@ class ConnectionDetailScreen(Screen[None]):
         busy = self.query_one("#busy", Static)
         busy.display = bool(self.busy)
         busy.update(Text(self.busy))  # names from the partner: never markup
-        for action in ("deactivate", "activate", "regenerate", "delete"):
+        for action in ("sync", "deactivate", "activate", "regenerate", "delete"):
             self.query_one(f"#{action}", Button).display = self._allowed(action)
         self.refresh_bindings()
 
@@ -226,12 +261,14 @@ class ConnectionDetailScreen(Screen[None]):
                 )
             case "regenerate":
                 return connection.status is Status.PENDING and connection.role is Role.INITIATOR
+            case "sync":
+                return self.sync is not None
         return True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "run":
             return self._allowed(str(parameters[0]))
-        if action in ("delete", "regenerate"):
+        if action in ("delete", "regenerate", "sync"):
             return self._allowed(action)
         return True
 
@@ -243,6 +280,14 @@ class ConnectionDetailScreen(Screen[None]):
     @on(Button.Pressed, "#deactivate, #activate")
     def _run_pressed(self, event: Button.Pressed) -> None:
         self.action_run(event.button.id or "")
+
+    @on(Button.Pressed, "#sync")
+    def _sync_pressed(self) -> None:
+        self.action_sync()
+
+    def action_sync(self) -> None:
+        if self._allowed("sync"):
+            self.post_message(self.OpenSync(self.cid))
 
     @on(Button.Pressed, "#delete")
     def _delete_pressed(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -30,7 +30,7 @@ from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
-from .stores import Stores
+from .stores import Stores, read_tracker_error
 from .widgets import NodeBar, TabBar
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
@@ -66,7 +66,23 @@ def status_cell(live: LiveState) -> Text:
     return Text.assemble((live.label, STYLES[live.live]), (f"\n{live.detail}", "dim"))
 
 
-def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
+TRACKER_DOWN = Text.assemble(("Error", "bold red"), ("\ntracker unusable", "dim"))
+
+
+def status_of(connection: Connection, live: LiveState, tracker_error: str | None) -> Text:
+    """The Status cell: the sync engine's Error while the tracker cannot be used (the
+    connection's detail says why), else the live state."""
+    if tracker_error:
+        from exalate_tui.sync.engine import syncs
+
+        if syncs(connection):
+            return TRACKER_DOWN
+    return status_cell(live)
+
+
+def row(
+    connection: Connection, live: LiveState, tracker_error: str | None = None
+) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
     # One line each, cut with an ellipsis where the column is narrowed (`names_width`):
     # a long name must not wrap over the local → remote line below it.
@@ -75,7 +91,7 @@ def row(connection: Connection, live: LiveState) -> tuple[Text, ...]:
     return (
         names,
         Text(f"{connection.topology.value}\n{connection.mode.value.capitalize()}"),
-        status_cell(live),
+        status_of(connection, live, tracker_error),
         Text(connection.created.strftime("%Y-%m-%d")),
     )
 
@@ -139,6 +155,8 @@ class Reading:
     connections: Sequence[Connection] = field(default_factory=list)
     problems: list[StoreError] = field(default_factory=list)
     contacts: dict[str, Contact] = field(default_factory=dict)
+    # Why the tracker cannot be used (the sync engine's Error), read by the worker only.
+    tracker_error: str | None = None
 
 
 def read_home(
@@ -289,9 +307,10 @@ class ConnectionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
     def _read(self, previous: Signature | None, known: Sequence[Connection]) -> None:
-        self.post_message(
-            self.Read(read_home(self.stores.home, self.stores.state, previous, known))
-        )
+        reading = read_home(self.stores.home, self.stores.state, previous, known)
+        # Not before the first frame (on_mount): opening the sync tables may create them.
+        tracker_error = read_tracker_error(self.stores)
+        self.post_message(self.Read(replace(reading, tracker_error=tracker_error)))
 
     @on(Read)
     def _read_done(self, event: Read) -> None:
@@ -306,7 +325,9 @@ class ConnectionsScreen(Screen[None]):
         now = self.now()
         table = self.query_one(DataTable)
         statuses = {
-            c.id: status_cell(live_state(c, reading.contacts.get(c.id, Contact()), now))
+            c.id: status_of(
+                c, live_state(c, reading.contacts.get(c.id, Contact()), now), reading.tracker_error
+            )
             for c in reading.connections
         }
         if not reading.files_changed:
@@ -324,7 +345,14 @@ class ConnectionsScreen(Screen[None]):
                 Text(f"{reading.instance.short_name} · {where}")
             )
         rows = [
-            (c.id, row(c, live_state(c, reading.contacts.get(c.id, Contact()), now)))
+            (
+                c.id,
+                row(
+                    c,
+                    live_state(c, reading.contacts.get(c.id, Contact()), now),
+                    reading.tracker_error,
+                ),
+            )
             for c in reading.connections
         ]
         if _without_status(rows) == _without_status(self._rows):

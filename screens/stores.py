@@ -1,11 +1,55 @@
-"""What the screens that read or change connections are given: the home and its live state."""
+"""What the screens that read or change connections are given: the home, its live state,
+and the sync engine's tables; and the readings of those tables the sync views show.
+
+The readers here do I/O: screens call them from thread workers, never on the
+event loop, and post what they read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from exalate_tui.home.store import Home
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+if TYPE_CHECKING:
+    # Loaded when a sync view first reads: the Connections tab's first frame needs none.
+    from exalate_tui.domain.models import Connection
+    from exalate_tui.flows.sync import ConnectionSync
+    from exalate_tui.sync.store import Change, Link, SyncError, SyncStore
+
+
+class SyncAccess:
+    """`state.sqlite3`'s sync tables (`SyncStore`), opened by the first worker that needs
+    them and shared by every screen (the store is safe across threads); the App closes it."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._lock = threading.Lock()
+        self._store: SyncStore | None = None
+        self._closed = False
+
+    def store(self) -> SyncStore:
+        """The store, opened on first use; `SyncStoreError` or `OSError` when it cannot be."""
+        from exalate_tui.sync.store import SyncStore, SyncStoreError
+
+        with self._lock:
+            if self._closed:
+                raise SyncStoreError(f"{self.home.state_path}: the console is closing")
+            if self._store is None:
+                self.home.ensure()
+                self._store = SyncStore(self.home.state_path)
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 @dataclass(frozen=True)
@@ -15,3 +59,67 @@ class Stores:
     home: Home
     state: SqliteStreams | None
     state_problem: str | None
+    sync: SyncAccess | None = field(default=None, compare=False)
+
+
+def read_connection_sync(stores: Stores, cid: str) -> ConnectionSync:
+    """One connection's links, errors, queue and the tracker's health, as they are now."""
+    from exalate_tui.flows.sync import ConnectionSync, QueueSide
+    from exalate_tui.sync.engine import TRACKER_ERROR
+    from exalate_tui.sync.store import SyncStoreError
+
+    if stores.sync is None:
+        return ConnectionSync(problem="The sync tables are not open.")
+    try:
+        store = stores.sync.store()
+        links = store.links(cid)
+        errors = store.errors(cid)
+        tracker_error = store.meta(TRACKER_ERROR)
+        outgoing = incoming = QueueSide(0, None)
+        if stores.state is not None:
+            outgoing = QueueSide(*stores.state.backlog(cid))
+            incoming = QueueSide(*stores.state.backlog(cid, inbox_after=store.cursor(cid)))
+    except (SyncStoreError, OSError) as error:
+        return ConnectionSync(problem=str(error))
+    return ConnectionSync(links, errors, outgoing, incoming, tracker_error)
+
+
+def read_tracker_error(stores: Stores) -> str | None:
+    """Why the tracker cannot be used, as the engine last recorded it (None: it works)."""
+    from exalate_tui.sync.engine import TRACKER_ERROR
+    from exalate_tui.sync.store import SyncStoreError
+
+    if stores.sync is None:
+        return None
+    try:
+        return stores.sync.store().meta(TRACKER_ERROR)
+    except (SyncStoreError, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class TicketSyncReading:
+    """One ticket's links, its open errors and its history, with the connections'
+    names and those it could be exalated over."""
+
+    links: Sequence[Link] = ()
+    errors: Sequence[SyncError] = ()
+    history: Sequence[Change] = ()
+    connections: Sequence[Connection] = ()  # every connection of the home
+    problem: str | None = None
+
+
+def read_ticket_sync(stores: Stores, key: str) -> TicketSyncReading:
+    from exalate_tui.sync.store import SyncStoreError
+
+    connections = stores.home.load_connections().connections
+    if stores.sync is None:
+        return TicketSyncReading(connections=connections)
+    try:
+        store = stores.sync.store()
+        links = store.links(local_key=key)
+        errors = [e for e in store.errors() if e.local_key == key]
+        history = store.history(key)
+    except (SyncStoreError, OSError) as error:
+        return TicketSyncReading(connections=connections, problem=str(error))
+    return TicketSyncReading(links, errors, history, connections)

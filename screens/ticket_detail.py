@@ -1,17 +1,18 @@
 """One ticket in full: its fields, description, comments (work notes marked), attachments,
-and its sync panel: each connection it syncs over, the remote key, state, last sync and
-last error.
+its sync panel (each connection it syncs over, the remote key, state, last sync and
+its open error) and its history (every change sync made to it, and why).
 
 The ticket is read in a worker, again whenever the tracker says tickets may
-have changed. The sync panel renders the link rows a `LinkSource` gives for
-the ticket (`flows.tickets.LinkRow`); until the sync engine keeps links it is
-handed one that has none. Edit and Comment open their forms; each writes
-through the tracker itself and comes back with what it wrote.
+have changed; its links, errors and history come from the sync store
+(`stores.read_ticket_sync`, a thread worker every REFRESH seconds). Edit and
+Comment open their forms; each writes through the tracker itself and comes
+back with what it wrote. Exalate and Unexalate are requests to the sync engine
+(`SyncStore.request`), which runs in the console or the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +27,15 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
+from exalate_tui.domain.models import Connection
+from exalate_tui.flows.sync import (
+    HistoryEntry,
+    exalate_choices,
+    history_entries,
+    link_rows,
+    stamp,
+    unexalate_choices,
+)
 from exalate_tui.flows.tickets import (
     CommentForm,
     LinkRow,
@@ -35,22 +45,18 @@ from exalate_tui.flows.tickets import (
     size_words,
     status_label,
 )
+from exalate_tui.sync.store import Link, SyncStoreError
 from exalate_tui.trackers.adapter import Comment, Ticket, Tracker, TrackerError
 
+from .stores import Stores, TicketSyncReading, read_ticket_sync
 from .tickets import PRIORITY_STYLES, STATUS_STYLES
 from .widgets import TitleBar
 
-# The links of one ticket, by its key (read in a worker: they live in state.sqlite3).
-LinkSource = Callable[[str], Awaitable[Sequence[LinkRow]]]
-
 NOT_SYNCED = "Not synced over any connection."
+NO_HISTORY = "No changes made by sync."
 SHORT_SHA = 12
-
-
-async def no_links(key: str) -> Sequence[LinkRow]:
-    """The link source while no sync engine keeps links."""
-    del key
-    return ()
+# How often the sync panel and the history are read again (the engine may run elsewhere).
+REFRESH = 1.5
 
 
 def field_grid(ticket: Ticket) -> Table:
@@ -113,6 +119,23 @@ def attachments(ticket: Ticket) -> RenderableType:
     return grid
 
 
+def history(entries: Sequence[HistoryEntry]) -> RenderableType:
+    """Newest first: when and from where, then each field old → new, the note."""
+    if not entries:
+        return Text(NO_HISTORY, "dim")
+    blocks: list[RenderableType] = []
+    for n, entry in enumerate(entries):
+        if n:
+            blocks.append(Text(""))
+        text = Text.assemble((stamp(entry.at), "bold"), f" · {entry.source}")
+        for line in entry.lines:
+            text.append(f"\n  {line}")
+        if entry.note:
+            text.append(f"\n  {entry.note}", "italic")
+        blocks.append(text)
+    return Group(*blocks)
+
+
 def sync_panel(links: Sequence[LinkRow]) -> RenderableType:
     """A row per connection; each last error under the table, in full."""
     if not links:
@@ -156,23 +179,49 @@ class TicketDetailScreen(Screen[None]):
             id="ticket.comment",
             tooltip="Add a comment, public or an internal work note",
         ),
+        Binding(
+            "x",
+            "exalate",
+            "Exalate",
+            id="ticket.exalate",
+            tooltip="Sync this ticket over a connection now (asks which, if several)",
+        ),
+        Binding(
+            "u",
+            "unexalate",
+            "Unexalate",
+            id="ticket.unexalate",
+            tooltip="Stop syncing this ticket over a connection (asks first); both copies kept",
+        ),
     ]
 
     @dataclass
     class Loaded(Message):
         ticket: Ticket | None
-        links: Sequence[LinkRow]
         problem: str = ""
+
+    @dataclass
+    class SyncRead(Message):
+        reading: TicketSyncReading
+
+    @dataclass
+    class Requested(Message):
+        """A request reached the sync engine's queue, or why it did not."""
+
+        said: str
+        problem: bool = False
 
     class TrackerChanged(Message):
         """The tracker says tickets may have changed."""
 
-    def __init__(self, tracker: Tracker, key: str, links: LinkSource = no_links) -> None:
+    def __init__(self, tracker: Tracker, key: str, stores: Stores) -> None:
         super().__init__()
         self.tracker = tracker
         self.key = key
-        self.links = links
+        self.stores = stores
         self.ticket: Ticket | None = None
+        self.sync = TicketSyncReading()
+        self._sync_shown = False
         self._unwatch: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -189,12 +238,15 @@ class TicketDetailScreen(Screen[None]):
             yield Static("", id="attachments")
             yield Label("Sync", classes="section")
             yield Static("", id="sync")
+            yield Label("History", id="history-title", classes="section")
+            yield Static("", id="history")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#problem").display = False
         self._unwatch = self.tracker.watch(self._wake)
         self.reload()
+        self.set_interval(REFRESH, self._read_sync)
 
     def on_unmount(self) -> None:
         if self._unwatch is not None:
@@ -210,16 +262,36 @@ class TicketDetailScreen(Screen[None]):
 
     def reload(self) -> None:
         self._load(self.tracker, self.key)
+        self._read_sync()
 
     @work(exclusive=True, exit_on_error=False, group="read")
     async def _load(self, tracker: Tracker, key: str) -> None:
         try:
             ticket = await tracker.get(key)
-            links = await self.links(key)
         except TrackerError as error:
-            self.post_message(self.Loaded(None, (), str(error)))
+            self.post_message(self.Loaded(None, str(error)))
             return
-        self.post_message(self.Loaded(ticket, links))
+        self.post_message(self.Loaded(ticket))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sync")
+    def _read_sync(self) -> None:
+        self.post_message(self.SyncRead(read_ticket_sync(self.stores, self.key)))
+
+    @on(SyncRead)
+    def _sync_read(self, event: SyncRead) -> None:
+        if event.reading == self.sync and self._sync_shown:
+            return
+        self._sync_shown = True
+        self.sync = reading = event.reading
+        names = {c.id: c.name for c in reading.connections}
+        panel = sync_panel(link_rows(self.key, reading.links, reading.errors, names))
+        if reading.problem:
+            panel = Group(panel, Text(f"The sync tables cannot be read: {reading.problem}", "red"))
+        self.query_one("#sync", Static).update(panel)
+        entries = history_entries(reading.history, names)
+        self.query_one("#history-title", Label).update(Text(f"History ({len(entries)})"))
+        self.query_one("#history", Static).update(history(entries))
+        self.refresh_bindings()
 
     @on(Loaded)
     def _loaded(self, event: Loaded) -> None:
@@ -229,7 +301,7 @@ class TicketDetailScreen(Screen[None]):
         problem.update(Text(event.problem))
         for part in self.query(".section, #summary, #fields, #description, #comments"):
             part.display = event.ticket is not None
-        for part in self.query("#attachments, #sync"):
+        for part in self.query("#attachments, #sync, #history"):
             part.display = event.ticket is not None
         self.refresh_bindings()
         ticket = event.ticket
@@ -246,12 +318,118 @@ class TicketDetailScreen(Screen[None]):
             Text(f"Attachments ({len(ticket.attachments)})")
         )
         self.query_one("#attachments", Static).update(attachments(ticket))
-        self.query_one("#sync", Static).update(sync_panel(event.links))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("edit", "comment"):
             return self.ticket is not None
+        if action == "exalate":
+            return self.ticket is not None and bool(self._exalate_choices())
+        if action == "unexalate":
+            return self.ticket is not None and bool(unexalate_choices(self.sync.links))
         return True
+
+    # -- Exalate, Unexalate -------------------------------------------------
+
+    def _exalate_choices(self) -> list[Connection]:
+        from exalate_tui.sync.engine import syncs
+
+        syncing = [c for c in self.sync.connections if syncs(c)]
+        return exalate_choices(syncing, self.sync.links)
+
+    def connection_name(self, cid: str) -> str:
+        for connection in self.sync.connections:
+            if connection.id == cid:
+                return connection.name
+        return cid[:8]
+
+    def action_exalate(self) -> None:
+        """Over the one connection that can take it, or the one the admin picks."""
+        from .pick_connection import PickConnectionScreen
+
+        choices = self._exalate_choices()
+        if self.ticket is None or not choices:
+            return
+        if len(choices) == 1:
+            self._request("exalate", choices[0].id)
+            return
+
+        def picked(cid: str | None) -> None:
+            if cid is not None:
+                self._request("exalate", cid)
+
+        options = [(c.id, f"{c.name}  ({c.local_name} → {c.remote_name})") for c in choices]
+        self.app.push_screen(
+            PickConnectionScreen(f"Exalate {self.key} over which connection?", options), picked
+        )
+
+    def action_unexalate(self) -> None:
+        """Asks first (both copies are kept); asks which connection when it syncs over several."""
+        from .pick_connection import PickConnectionScreen
+
+        links = unexalate_choices(self.sync.links)
+        if self.ticket is None or not links:
+            return
+        if len(links) == 1:
+            self._confirm_unexalate(links[0])
+            return
+        by_cid = {link.cid: link for link in links}
+
+        def picked(cid: str | None) -> None:
+            if cid is not None:
+                self._confirm_unexalate(by_cid[cid])
+
+        options = [
+            (link.cid, f"{self.connection_name(link.cid)}  ↔ {link.remote_key or 'pending'}")
+            for link in links
+        ]
+        self.app.push_screen(
+            PickConnectionScreen(f"Stop syncing {self.key} over which connection?", options),
+            picked,
+        )
+
+    def _confirm_unexalate(self, link: Link) -> None:
+        from .confirm import ConfirmUnexalateScreen
+
+        partner = "the partner"
+        for connection in self.sync.connections:
+            if connection.id == link.cid:
+                partner = connection.remote_name or partner
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._request("unexalate", link.cid)
+
+        screen = ConfirmUnexalateScreen(
+            self.key, self.connection_name(link.cid), link.remote_key, partner
+        )
+        self.app.push_screen(screen, answered)
+
+    @work(thread=True, exit_on_error=False, group="request")
+    def _request(self, action: str, cid: str) -> None:
+        name = self.connection_name(cid)
+        try:
+            if self.stores.sync is None:
+                raise SyncStoreError("the sync tables are not open")
+            self.stores.sync.store().request(action, cid, self.key)
+        except (SyncStoreError, OSError) as error:
+            self.post_message(self.Requested(f"Could not {action} {self.key}: {error}", True))
+            return
+        said = (
+            f"Exalating {self.key} over {name}: the sync engine sends it within a second."
+            if action == "exalate"
+            else f"{self.key} stops syncing over {name}; both copies are kept."
+        )
+        self.post_message(self.Requested(said))
+
+    @on(Requested)
+    def _requested(self, event: Requested) -> None:
+        self.notify(
+            event.said,
+            title="Sync",
+            severity="error" if event.problem else "information",
+            markup=False,
+        )
+        self._read_sync()
 
     def action_back(self) -> None:
         self.dismiss()

@@ -1,5 +1,5 @@
-"""The parts several screens share, each with its own look: the tab bar, the title bar,
-the node's bar, a field row (and its one-line form), the button bar, the invitation
+"""The parts several screens share, each with its own look: the tab bar, the view bar,
+the title bar, the node's bar, a field row (and its one-line form), the button bar, the invitation
 code's box, and "Enter presses the focused button".
 
 A screen's own .tcss only adjusts these (a narrower label, a red title bar).
@@ -63,6 +63,52 @@ class TabBar(Horizontal):
                     Text.assemble((key, "bold"), f" {title}"), id=f"tab-{tab}", classes="tab"
                 )
         yield Label(Text(""), id="instance")
+
+
+class ViewBar(Horizontal):
+    """A screen's views in a row, each with its key, the one shown highlighted
+    (`show(view)`); each label's text can change (`retitle`, e.g. a count)."""
+
+    DEFAULT_CSS = """
+    ViewBar {
+        height: 1;
+        background: $panel;
+    }
+    ViewBar .view {
+        padding: 0 1;
+        color: $text-muted;
+    }
+    ViewBar .view.-active {
+        background: $primary;
+        color: $text;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, views: list[tuple[str, str, str]], active: str) -> None:
+        """`views`: (id, title, key) in the order shown."""
+        super().__init__(id="views")
+        self.views = views
+        self.active = active
+
+    def compose(self) -> ComposeResult:
+        for view, title, key in self.views:
+            classes = "view -active" if view == self.active else "view"
+            yield Label(self._text(key, title), id=f"view-{view}", classes=classes)
+
+    @staticmethod
+    def _text(key: str, title: str) -> Text:
+        return Text.assemble((key, "bold"), f" {title}")
+
+    def show(self, active: str) -> None:
+        self.active = active
+        for view, _, _ in self.views:
+            self.query_one(f"#view-{view}", Label).set_class(view == active, "-active")
+
+    def retitle(self, view: str, title: str) -> None:
+        for shown, _, key in self.views:
+            if shown == view:
+                self.query_one(f"#view-{view}", Label).update(self._text(key, title))
 
 
 class TitleBar(Label):

@@ -1,5 +1,6 @@
 """`connections`: list, show, the admin's actions (deactivate, activate, delete), which
-also tell the partner (docs/protocol.md), and `code` (a new invitation code)."""
+also tell the partner (docs/protocol.md), `code` (a new invitation code), and
+`set-mode ID script` (cli/rules.py)."""
 
 from __future__ import annotations
 
@@ -203,3 +204,7 @@ def register(
         action = actions.add_parser(name, parents=[home_json], help=what)
         action.add_argument("id", metavar="ID", help="a connection id or a unique prefix of it")
         action.set_defaults(run=run)
+    # Switching to Script writes rules, so it lives with them (cli/rules.py).
+    from exalate_tui.cli.rules import register_set_mode
+
+    register_set_mode(actions, home_json)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from exalate_tui.cli.common import PROG, BadInput, Parser, find, inert, print_json
@@ -102,11 +103,13 @@ def cmd_exalate(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_unexalate(args: argparse.Namespace, home: Home) -> int:
     connection = _syncing(home, args.connection)
-    store = open_store(home)
-    try:
-        link = store.link(connection.id, args.key)
-    finally:
-        store.close()
+    link = None
+    if home.state_path.exists():  # nothing synced yet: nothing to open (or create)
+        store = open_store(home)
+        try:
+            link = store.link(connection.id, args.key)
+        finally:
+            store.close()
     if link is None or not link.active:
         raise BadInput(
             f"KEY: {inert(args.key)} does not sync over {connection.name!r}; "
@@ -164,6 +167,10 @@ def _check_key(home: Home, key: str) -> None:
             await tracker.close()
 
     asyncio.run(check())
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _ago(when: float | None, now: float) -> str:
@@ -237,9 +244,9 @@ def cmd_status(args: argparse.Namespace, home: Home) -> int:
         if state["error"]:
             print(f"  error: {inert(state['error'])} (retried until it works)")
         print(
-            f"  {len(state['synced'])} tickets synced · queue: {queue['outgoing']} out "
+            f"  {_count(len(state['synced']), 'ticket')} synced · queue: {queue['outgoing']} out "
             f"(oldest {_ago(queue['outgoing_oldest'], now)}), {queue['incoming']} in · "
-            f"{state['errors']} errors"
+            f"{_count(state['errors'], 'error')}"
         )
         for n, trigger in enumerate(state["triggers"], 1):
             print(f"  trigger {n}: {inert(trigger)}")
@@ -253,12 +260,13 @@ def cmd_status(args: argparse.Namespace, home: Home) -> int:
 
 
 def cmd_errors(args: argparse.Namespace, home: Home) -> int:
-    home.ensure()
-    store = open_store(home)
-    try:
-        errors = store.errors()
-    finally:
-        store.close()
+    errors = []
+    if home.state_path.exists():
+        store = open_store(home)
+        try:
+            errors = store.errors()
+        finally:
+            store.close()
     names = {c.id: c.name for c in home.load_connections().connections}
     if args.json:
         print_json(
@@ -298,12 +306,13 @@ def cmd_errors(args: argparse.Namespace, home: Home) -> int:
 
 
 def _error_ids(home: Home, args: argparse.Namespace) -> list[int]:
-    home.ensure()
-    store = open_store(home)
-    try:
-        known = [e.id for e in store.errors()]
-    finally:
-        store.close()
+    known: list[int] = []
+    if home.state_path.exists():
+        store = open_store(home)
+        try:
+            known = [e.id for e in store.errors()]
+        finally:
+            store.close()
     if getattr(args, "all", False):
         return known
     if args.error not in known:
@@ -360,20 +369,14 @@ def cmd_triggers_list(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_triggers_add(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.sync.triggers import add_trigger
+    from exalate_tui.trackers import check_query
     from exalate_tui.trackers.adapter import QueryError
 
     connection = find(home, args.connection)
-
-    async def add() -> Connection:
-        tracker = open_tracker(home)
-        try:
-            return add_trigger(home, tracker, connection.id, args.query)
-        except QueryError as error:
-            raise BadInput(f"QUERY: {error}") from None
-        finally:
-            await tracker.close()
-
-    updated = asyncio.run(add())
+    try:
+        updated = add_trigger(home, partial(check_query, home), connection.id, args.query)
+    except QueryError as error:
+        raise BadInput(f"QUERY: {error}") from None
     if args.json:
         print_json({"triggers": updated.triggers})
     else:

@@ -148,7 +148,8 @@ def cmd_tickets_history(args: argparse.Namespace, home: Home) -> int:
     for e in entries:
         where = f"{names.get(e.cid, e.cid[:8])}, {e.remote_key or '?'}"
         version = f" v{e.version}" if e.version else ""
-        print(f"{_stamp(e.at)}  from {inert(where)}{version} ({inert(e.rules)})")
+        moment = _when(datetime.fromtimestamp(e.at, UTC))
+        print(f"{moment}  from {inert(where)}{version} ({inert(e.rules)} rules)")
         for name, (old, new) in e.changes.get("fields", {}).items():
             print(f"  {inert(name)}: {inert(old)} → {inert(new)}")
         if e.changes.get("comments"):
@@ -301,9 +302,16 @@ def cmd_tickets_show(args: argparse.Namespace, home: Home) -> int:
             f"sha256 {attachment.sha256[:12]}  {_when(attachment.created)}"
         )
     links = _links(home, ticket.key)
-    print(f"Links ({len(links)}):" if links else "Links: none (not synced)")
+    print(f"Synced over ({len(links)}):" if links else "Synced over: none")
+    names = {c.id: c.name for c in home.load_connections().connections}
     for link in links:
-        print("  " + "  ".join(f"{inert(k)} {inert(v)}" for k, v in link.items()))
+        when = link["last_synced"]
+        last = f"last sync {_when(datetime.fromisoformat(when))}" if when else "not synced yet"
+        remote = link["remote_key"] or "(the partner's key is not known yet)"
+        name = names.get(link["connection"], link["connection"][:8])
+        print(f"  {inert(name)}  ↔ {inert(remote)}  {link['state']}, {last}")
+        if link["last_error"]:
+            print(f"    error: {inert(link['last_error'])}")
     return 0
 
 

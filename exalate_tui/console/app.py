@@ -40,8 +40,7 @@ if TYPE_CHECKING:
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
     from screens.first_run import FirstRunScreen
-    from screens.stores import Stores
-    from screens.ticket_detail import LinkSource
+    from screens.stores import Stores, SyncAccess
     from screens.tickets import TicketsScreen
     from screens.wizard_step import WizardStep
 
@@ -164,8 +163,8 @@ class ExalateApp(App[None]):
         # tracker.sqlite3, opened with the Tickets tab; None when it cannot be used.
         self.tracker: Tracker | None = None
         self.tracker_problem: str | None = None
-        # A ticket's sync panel: the connections it syncs over (none until the engine keeps links).
-        self.ticket_links: LinkSource | None = None
+        # The sync engine's tables in state.sqlite3, opened by the first sync view that reads.
+        self.sync: SyncAccess | None = None
         # Whether this home's node runs, as last checked (`NodeBar` shows it).
         self.node_status: NodeStatus | None = None
         # Checked every few seconds unless told not to (tests where nothing may run).
@@ -306,6 +305,8 @@ class ExalateApp(App[None]):
             worker.cancel()
             with contextlib.suppress(WorkerCancelled, WorkerFailed):
                 await worker.wait()
+        if self.sync is not None:
+            self.sync.close()
         if self.state is not None:
             self.state.close()
             self.state = None
@@ -350,9 +351,11 @@ class ExalateApp(App[None]):
             self.call_after_refresh(self.set_timer, SETTLE, partial(self._supervise, self.state))
 
     def _stores(self) -> Stores:
-        from screens.stores import Stores
+        from screens.stores import Stores, SyncAccess
 
-        return Stores(self.home, self.state, self.state_problem)
+        if self.sync is None:
+            self.sync = SyncAccess(self.home)
+        return Stores(self.home, self.state, self.state_problem, self.sync)
 
     def _open_state(self) -> None:
         from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
@@ -398,11 +401,10 @@ class ExalateApp(App[None]):
             self.tracker_problem = str(error)
 
     def on_tickets_screen_opened(self, event: TicketsScreen.Opened) -> None:
-        from screens.ticket_detail import TicketDetailScreen, no_links
+        from screens.ticket_detail import TicketDetailScreen
 
         if self.tracker is not None:
-            links = self.ticket_links or no_links
-            self.push_screen(TicketDetailScreen(self.tracker, event.key, links))
+            self.push_screen(TicketDetailScreen(self.tracker, event.key, self._stores()))
 
     def on_tickets_screen_new_ticket(self, event: TicketsScreen.NewTicket) -> None:
         from exalate_tui.flows.tickets import TicketForm
@@ -507,6 +509,18 @@ class ExalateApp(App[None]):
         from screens.connection_detail import ConnectionDetailScreen
 
         self.push_screen(ConnectionDetailScreen(self._stores(), event.cid, self.now))
+
+    def on_connection_detail_screen_open_sync(self, event: ConnectionDetailScreen.OpenSync) -> None:
+        """A connection's sync views; the tracker opens with them (trigger checks, bulk)."""
+        from screens.connection_sync import ConnectionSyncScreen
+
+        if self.tracker is None and self.tracker_problem is None:
+            self._open_tracker()
+        self.push_screen(
+            ConnectionSyncScreen(
+                self._stores(), event.cid, self.tracker, self.tracker_problem, self.now
+            )
+        )
 
     def on_connection_detail_screen_regenerated(
         self, event: ConnectionDetailScreen.Regenerated

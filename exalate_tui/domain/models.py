@@ -213,6 +213,9 @@ class Connection(BaseModel):
     secret: SecretStr | None = None
     # None while the other side has nothing to report (see PeerState).
     peer_state: PeerState | None = None
+    # The partner's own mode once it told us it switched (`connection.mode`); each
+    # side keeps its own rules, so this is shown, never applied here.
+    peer_mode: Mode | None = None
     # Which local tickets sync automatically: filters in the tracker's query language,
     # checked against its fields before they are saved (sync/triggers.py).
     triggers: list[str] = Field(default_factory=list)

@@ -8,6 +8,7 @@ never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -150,6 +151,20 @@ def _write_atomic(path: Path, data: dict[str, Any], mode: int) -> None:
         Path(temp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def create_private(path: Path) -> None:
+    """Make `path` an empty 0600 file if it does not exist yet, and leave it 0600.
+
+    For a SQLite file, before SQLite opens it: SQLite makes its -wal and -shm
+    with the file's mode. An existing file is never opened here: closing any
+    descriptor of a file drops every POSIX lock this process holds on it,
+    SQLite's included, and another process would then take itself for the
+    last user and delete the WAL under this one.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    path.chmod(0o600)
 
 
 def _fsync_dir(directory: Path) -> None:

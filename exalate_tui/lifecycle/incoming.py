@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from exalate_tui.domain.models import Connection, PeerState, Status
+from exalate_tui.domain.models import Connection, Mode, PeerState, Status
 from exalate_tui.home.store import Home, NotFound
 from exalate_tui.protocol import kinds
 from exalate_tui.transport.streams import Message
@@ -49,7 +49,26 @@ def _partner_acted(home: Home, cid: str, message: Message) -> None:
         home.update_connection(cid, change)
 
 
+def _partner_mode(home: Home, cid: str, message: Message) -> None:
+    """The partner switched its side's mode: recorded, this side's rules stay its own."""
+    body = message.body if isinstance(message.body, dict) else {}
+    try:
+        mode = Mode(str(body.get("mode")))
+        current = home.get_connection(cid)
+    except (ValueError, NotFound):
+        return  # a mode this version does not know, or deleted here: nothing to record
+    if current.peer_mode is mode:
+        return
+
+    def change(connection: Connection) -> None:
+        connection.peer_mode = mode
+
+    with contextlib.suppress(NotFound):
+        home.update_connection(cid, change)
+
+
 _HANDLERS: dict[str, Callable[[Home, str, Message], None]] = {
+    kinds.MODE: _partner_mode,
     kinds.DEACTIVATED: _partner_acted,
     kinds.ACTIVATED: _partner_acted,
     kinds.DELETED: _partner_acted,

@@ -13,3 +13,6 @@ PING = "ping"
 DEACTIVATED = "connection.deactivated"
 ACTIVATED = "connection.activated"
 DELETED = "connection.deleted"
+# The partner switched its side to another mode (`{"mode": "script"}`); this side
+# keeps its own rules and only records it (`Connection.peer_mode`).
+MODE = "connection.mode"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -56,6 +57,7 @@ from exalate_tui.trackers.adapter import (
     Query,
     QueryError,
     Ticket,
+    TicketNotFound,
     Tracker,
     TrackerError,
 )
@@ -69,6 +71,8 @@ TRACKER_ERROR_SINCE = "tracker.error_since"
 # The engine looks again this often even when nothing woke it: requests from
 # another process and applies by another process's poller arrive this way.
 RESCAN = 1.0
+# How often the engine drops what it kept for connections deleted since.
+TIDY_EVERY = 60.0
 BATCH = 200
 BACKOFF_CAP = 30.0
 
@@ -131,16 +135,17 @@ class Engine:
         tracker: Tracker,
         store: SyncStore,
         *,
-        rules: Callable[[Connection], Rules] = rules_for,
+        rules: Callable[[Connection], Rules] | None = None,
     ) -> None:
         self.home = home
         self.streams = streams
         self.tracker = tracker
         self.store = store
-        self._rules_for = rules
+        self._rules_for = rules or functools.partial(rules_for, home=home)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queries: dict[str, Query | QueryError] = {}
+        self._tidied = 0.0
         self.reporter = "sync"
 
     # -- running -------------------------------------------------------------------
@@ -208,13 +213,32 @@ class Engine:
 
     async def step(self) -> bool:
         """One pass over requests, inboxes and tracker changes; True if it did anything."""
-        connections = {c.id: c for c in self.home.load_connections().connections if syncs(c)}
+        loaded = self.home.load_connections()
+        connections = {c.id: c for c in loaded.connections if syncs(c)}
+        if time.monotonic() - self._tidied > TIDY_EVERY:
+            self.tidy()
         busy = await self._requests(connections)
-        for connection in connections.values():
-            busy |= await self._incoming(connection)
+        # Only connections with messages past the cursor: one read each of two tables,
+        # not two queries per connection (a node may hold thousands of idle ones).
+        applied, cursors = await asyncio.to_thread(self.streams.applied), self.store.cursors()
+        for cid, connection in connections.items():
+            if applied.get(cid, 0) > cursors.get(cid, 0):
+                busy |= await self._incoming(connection)
         busy |= await self._outgoing(connections)
         self._tracker_up()
         return busy
+
+    def tidy(self) -> None:
+        """Drop the links, cursor and errors of connections deleted here (a tombstone
+        counts as deleted: nothing syncs over it again). History stays, and the tickets
+        on both sides. A connection file that does not parse keeps everything."""
+        self._tidied = time.monotonic()
+        loaded = self.home.load_connections()
+        if loaded.problems:
+            return
+        for cid in self.store.cids() - {c.id for c in loaded.connections}:
+            log.info("connection %s was deleted: its sync links are dropped", cid)
+            self.store.forget(cid)
 
     async def settle(self, limit: int = 10_000) -> None:
         """Step until there is nothing left to do (tests, the CLI without a node)."""
@@ -241,6 +265,10 @@ class Engine:
                     self._unexalate(connection, key)
                 elif action == "bulk":
                     await self._bulk(connection, None if arg is None else int(arg))
+                elif action == "rules":
+                    await self._rules_changed(connection)
+                elif action == "reapply":
+                    await self._reapply(connection)
             finally:
                 self.store.done(request_id)
         return bool(requests)
@@ -324,6 +352,75 @@ class Engine:
             seq = batch[-1].seq
         self.store.resolve(error_id)
 
+    async def _rules_changed(self, connection: Connection) -> None:
+        """A new outgoing version: every synced ticket whose replica it changes is due."""
+        rules = self._rules_for(connection)
+        for link in self.store.links(connection.id):
+            if not link.active or not link.out_version or link.due:
+                continue
+            try:
+                ticket = await self.tracker.get(link.local_key)
+            except TicketNotFound:
+                continue
+            try:
+                same = rules.outgoing(ticket).same(link.out_doc)
+            except RuleError:
+                same = False  # sending records the error on its ticket
+            if not same:
+                self.store.save_link(replace(link, due=True))
+
+    async def _reapply(self, connection: Connection) -> None:
+        """ "Apply to synced tickets now": the incoming rules in force on the last replica
+        received for each synced ticket; what they want differently is written."""
+        rules = self._rules_for(connection)
+        for link in self.store.links(connection.id):
+            if not link.active or link.in_doc is None or link.remote_key is None:
+                continue
+            try:
+                wanted = rules.incoming(link.in_doc, first_sync=False)
+                before = await self.tracker.get(link.local_key)
+                fields = {
+                    name: [getattr(before, name, None), value]
+                    for name, value in wanted.fields.items()
+                    if getattr(before, name, _MISSING) != value
+                }
+                current = before
+                if fields:
+                    current = await self.tracker.update(
+                        link.local_key, {name: new for name, (_, new) in fields.items()}
+                    )
+                comments, attachments = await self._merge(
+                    connection, current, link.remote_key, wanted
+                )
+            except TicketNotFound:
+                continue
+            except (RuleError, TrackerError) as error:
+                if isinstance(error, TrackerError) and error.unavailable:
+                    raise
+                self.store.fail(
+                    connection.id,
+                    "in",
+                    f"re-applying {link.remote_key}: {error}",
+                    local_key=link.local_key,
+                    remote_key=link.remote_key,
+                    holds=False,
+                )
+                continue
+            after = await self.tracker.get(link.local_key)
+            self.store.save_link(
+                replace(link, out_doc=self._absorb(rules, link.out_doc, before, after))
+            )
+            if fields or comments or attachments:
+                self.store.record_change(
+                    connection.id,
+                    local_key=link.local_key,
+                    remote_key=link.remote_key,
+                    version=link.in_version,
+                    rules=rules.name,
+                    changes={"fields": fields, "comments": comments, "attachments": attachments},
+                    note=f"Re-applied {link.remote_key}'s last replica under {rules.name}",
+                )
+
     # -- incoming ------------------------------------------------------------------
 
     async def _incoming(self, connection: Connection) -> bool:
@@ -339,7 +436,18 @@ class Engine:
                     await self._receive(connection, message)
                 else:
                     self.store.processed(cid, message.seq)
+        if messages:
+            await asyncio.to_thread(self._prune, cid)
         return bool(messages)
+
+    def _prune(self, cid: str) -> None:
+        """The inbox keeps the engine's messages only while Retry may replay them: those
+        from the first held back on, and none before the cursor otherwise (attachments
+        are megabytes; the stash keeps their bytes until their replica)."""
+        held = [e.seq for e in self.store.errors(cid) if e.direction == "in" and e.seq]
+        upto = min([self.store.cursor(cid), *(seq - 1 for seq in held)])
+        if upto > 0:
+            self.streams.prune_inbox(cid, upto, wire.KINDS)
 
     @contextlib.asynccontextmanager
     async def _deferred(self) -> AsyncIterator[None]:
@@ -443,6 +551,7 @@ class Engine:
         # What is taken from them: the replica, less the fields this side kept in a
         # concurrent edit (so their later replica saying the same again is a change).
         effective = replica.content
+        current = before
         if previous is not None:
             effective, conflicts = self._concurrent(
                 connection, rules, link, replica, previous, before
@@ -450,27 +559,31 @@ class Engine:
             if conflicts:
                 note = "Concurrent edit of " + ", ".join(sorted(conflicts)) + ": "
                 note += "kept this side's value" if self._wins(connection) else "took theirs"
-            new = rules.incoming(effective, first_sync=False).fields
-            old = rules.incoming(previous, first_sync=False).fields
+            incoming = rules.incoming(effective, first_sync=False, previous=previous)
+            new = incoming.fields
             if replica.content.changed:
-                # What they changed on their side (by stamp), less what this side kept;
-                # the incoming rules name the local field after the replica's.
+                # What they changed on their side (by stamp), less what this side kept,
+                # under the local field of the same name, and (rules that name local
+                # fields otherwise) each local field whose wanted value follows from it.
                 kept = conflicts if self._wins(connection) else set()
                 theirs = _theirs(previous, replica.content) - kept
                 delta = {name: value for name, value in new.items() if name in theirs}
+                if not rules.by_name:
+                    delta |= _following(rules, effective, previous, theirs, new)
             else:  # a sender without stamps: what changed by value
+                old = rules.incoming(previous, first_sync=False).fields
                 delta = {n: v for n, v in new.items() if old.get(n, _MISSING) != v}
             fields = {
                 name: [getattr(before, name, None), value]
                 for name, value in delta.items()
                 if getattr(before, name, _MISSING) != value
             }
-        current = before
-        if fields:
-            current = await self.tracker.update(
-                link.local_key, {name: new for name, (_, new) in fields.items()}
-            )
-        incoming = rules.incoming(replica.content, first_sync=False)
+            if fields:
+                current = await self.tracker.update(
+                    link.local_key, {name: new for name, (_, new) in fields.items()}
+                )
+        else:
+            incoming = rules.incoming(replica.content, first_sync=False)
         comments, attachments = await self._merge(connection, current, replica.key, incoming)
         after = await self.tracker.get(link.local_key) if comments or attachments else current
         # As the apply left it, less any local edit another process made meanwhile (the
@@ -663,11 +776,11 @@ class Engine:
         changed = await self.tracker.changed(watermark, limit=BATCH)
         keys = dict.fromkeys(changed.keys)
         # Links due a replica come BATCH at a time, so a bulk exalate flows while it is sent.
-        more = False
-        for cid in connections:
-            due = self.store.to_send(cid, limit=BATCH + 1)
-            more |= len(due) > BATCH
-            keys.update(dict.fromkeys(due[:BATCH]))
+        due = self.store.due(limit=BATCH + 1)
+        more = sum(len(keys) for keys in due.values()) > BATCH
+        for cid, due_keys in due.items():
+            if cid in connections:
+                keys.update(dict.fromkeys(due_keys))
         batches: dict[str, _Outgoing] = {}
         async with self._deferred():
             for ticket in await self.tracker.get_many(list(keys)):  # one read for the step
@@ -711,6 +824,8 @@ class Engine:
             self.store.fail(
                 cid, "out", str(error), local_key=ticket.key, remote_key=link.remote_key
             )
+            if link.due:  # a Retry is one attempt: the next waits for the next Retry
+                self.store.save_link(replace(link, due=False))
             return
         content = await self._attachments(connection, link, ticket, content, batch)
         if content.same(link.out_doc) and link.out_version and not (link.restart or link.due):
@@ -775,6 +890,24 @@ def _theirs(previous: Content, content: Content) -> set[str]:
     if not content.changed:  # a sender without stamps: by value
         return _differ(previous.fields, content.fields)
     return {n for n, stamp in content.changed.items() if stamp > previous.changed.get(n, 0)}
+
+
+def _following(
+    rules: Rules, effective: Content, previous: Content, theirs: set[str], new: dict[str, Any]
+) -> dict[str, Any]:
+    """The local fields whose wanted value follows from what the partner changed: those
+    the rules want otherwise once the partner's changes are undone (a Script rule may
+    map their `priority` to this side's `labels`)."""
+    undone = dict(effective.fields)
+    for name in theirs:
+        if name in previous.fields:
+            undone[name] = previous.fields[name]
+        else:
+            undone.pop(name, None)
+    if undone == effective.fields:
+        return {}
+    base = rules.incoming(replace(effective, fields=undone), False, previous).fields
+    return {name: value for name, value in new.items() if base.get(name, _MISSING) != value}
 
 
 def _differ(old: dict[str, Any], new: dict[str, Any]) -> set[str]:

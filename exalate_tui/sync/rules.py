@@ -1,9 +1,9 @@
 """Sync rules, per side and direction: outgoing (local ticket → replica content) and
 incoming (a partner's replica content → what the local ticket should hold).
 
-`Rules` is the seam Script rules plug into; `Basic` is the fixed mapping a
-Basic connection uses (and, until Script rules exist, a Script one too, for
-every ticket type). The shared vocabulary is the embedded tracker's
+`Rules` is the seam: `Basic` is the fixed mapping a Basic connection uses;
+a Script connection runs its own Python rules (sync/script.py, in the
+sandbox of sync/sandbox.py). The shared vocabulary is the embedded tracker's
 (trackers/adapter.py: TYPES, STATUSES, PRIORITIES); an adapter for another
 system maps its own values to it.
 
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from exalate_tui.domain.models import Connection, Mode
 from exalate_tui.errors import ExalateError
+from exalate_tui.home.store import Home
 from exalate_tui.sync.replica import Content, RemoteAttachment, RemoteComment
 from exalate_tui.trackers.adapter import Ticket
 
@@ -43,13 +44,20 @@ class Incoming:
 
 class Rules(Protocol):
     name: str  # recorded in each replica and in history, e.g. "basic"
+    # True when `incoming` names each local field after the replica's field it takes
+    # (Basic): the engine then writes exactly the fields the partner changed. False
+    # (Script): it also writes the local fields whose wanted value follows from them.
+    by_name: bool
 
     def outgoing(self, ticket: Ticket) -> Content:
         """The replica content for `ticket`; `NotSyncable` or `RuleError` if none."""
         ...
 
-    def incoming(self, replica: Content, first_sync: bool) -> Incoming:
-        """What the local ticket should hold, given the partner's replica content."""
+    def incoming(
+        self, replica: Content, first_sync: bool, previous: Content | None = None
+    ) -> Incoming:
+        """What the local ticket should hold, given the partner's replica content (and the
+        one it sent before, when known)."""
         ...
 
 
@@ -59,10 +67,10 @@ BASIC_FIELDS = ("summary", "description", "status", "priority")
 
 class Basic:
     """The fixed mapping: summary, description, status, priority, public comments and
-    attachments; incidents only unless `every_type` (a Script connection, until
-    Script rules exist)."""
+    attachments; incidents only unless `every_type`."""
 
     name = "basic"
+    by_name = True
 
     def __init__(self, connection_id: str, *, every_type: bool = False) -> None:
         self._origin = f"{connection_id}/"
@@ -89,7 +97,9 @@ class Basic:
         )
         return Content(fields, comments, attachments)
 
-    def incoming(self, replica: Content, first_sync: bool) -> Incoming:
+    def incoming(
+        self, replica: Content, first_sync: bool, previous: Content | None = None
+    ) -> Incoming:
         fields = {name: replica.fields[name] for name in BASIC_FIELDS if name in replica.fields}
         if first_sync:
             fields["type"] = (
@@ -99,6 +109,11 @@ class Basic:
         return Incoming(fields, comments, replica.attachments)
 
 
-def rules_for(connection: Connection) -> Rules:
-    """The rules this side applies on `connection`."""
+def rules_for(connection: Connection, home: Home | None = None) -> Rules:
+    """The rules this side applies on `connection`: its Script rules in `home` for a
+    Script connection (the Basic mapping for every type when no home is given)."""
+    if connection.mode is Mode.SCRIPT and home is not None:
+        from exalate_tui.sync.script import load_rules
+
+        return load_rules(home, connection)
     return Basic(connection.id, every_type=connection.mode is Mode.SCRIPT)

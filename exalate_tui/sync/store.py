@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from exalate_tui.errors import ExalateError
+from exalate_tui.home.store import create_private
 from exalate_tui.sync.replica import Content, content_of
 
 SCHEMA_VERSION = 1
@@ -91,7 +92,7 @@ CREATE TABLE IF NOT EXISTS sync_requests (
 """
 
 
-# The links `to_send` looks for, indexed: a step looks for them every time, and with
+# The links `due` looks for, indexed: a step looks for them every time, and with
 # thousands of links a scan of all of them would be most of an edit's latency.
 _DUE = "active = 1 AND (out_version = 0 OR restart = 1 OR due = 1)"
 _INDEXES = f"CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (cid, created) WHERE {_DUE}"
@@ -200,6 +201,8 @@ class SyncStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # 0600 before SQLite opens it, as the streams do: it holds the partner's replicas.
+        create_private(path)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
@@ -340,18 +343,15 @@ class SyncStore:
             sql += " WHERE " + " AND ".join(where)
         return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
 
-    def to_send(self, cid: str, limit: int = -1) -> list[str]:
-        """Local keys of active links with a replica due regardless of tracker changes:
-        never sent yet or (re)started (unless an error holds them), or retried; oldest
-        first, at most `limit`."""
+    def sent_keys(self, cid: str) -> set[str]:
+        """Local keys of `cid` that sync and whose replica has been enqueued since they
+        (re)started (Bulk exalate's progress: read often, so no replica is parsed)."""
         rows = self._rows(
-            f"SELECT local_key FROM sync_links AS l WHERE cid = ? AND {_DUE} AND (due = 1 "
-            "OR NOT EXISTS (SELECT 1 FROM sync_errors WHERE cid = l.cid AND direction = 'out' "
-            "AND holds = 1 AND local_key = l.local_key)) ORDER BY created LIMIT ?",
+            "SELECT local_key FROM sync_links WHERE cid = ? AND active = 1 AND out_version > 0 "
+            "AND restart = 0",
             cid,
-            limit,
         )
-        return [key for (key,) in rows]
+        return {key for (key,) in rows}
 
     def save_link(self, link: Link) -> None:
         with self._lock:
@@ -425,6 +425,25 @@ class SyncStore:
         return [content for (doc,) in rows if (content := _content(doc)) is not None]
 
     # -- the inbox cursor, the tracker's watermark ---------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Every connection's inbox cursor, in one read."""
+        return {cid: int(seq) for cid, seq in self._rows("SELECT cid, seq FROM sync_cursors")}
+
+    def due(self, limit: int = -1) -> dict[str, list[str]]:
+        """Per connection (cid → local keys), the active links with a replica due whether
+        or not their ticket changed: never sent yet or (re)started (unless an error holds
+        them), or retried; oldest first, at most `limit` in all. One query for every
+        connection: a node may hold thousands."""
+        found: dict[str, list[str]] = {}
+        for cid, key in self._rows(
+            f"SELECT cid, local_key FROM sync_links AS l WHERE {_DUE} AND (due = 1 "
+            "OR NOT EXISTS (SELECT 1 FROM sync_errors WHERE cid = l.cid AND direction = 'out' "
+            "AND holds = 1 AND local_key = l.local_key)) ORDER BY created LIMIT ?",
+            limit,
+        ):
+            found.setdefault(cid, []).append(key)
+        return found
 
     def cursor(self, cid: str) -> int:
         rows = self._rows("SELECT seq FROM sync_cursors WHERE cid = ?", cid)
@@ -651,6 +670,14 @@ class SyncStore:
         ]
 
     # -- housekeeping ---------------------------------------------------------------
+
+    def cids(self) -> set[str]:
+        """The connections the engine holds anything for (links, a cursor, requests)."""
+        rows = self._rows(
+            "SELECT cid FROM sync_links UNION SELECT cid FROM sync_cursors "
+            "UNION SELECT cid FROM sync_errors"
+        )
+        return {cid for (cid,) in rows}
 
     def forget(self, cid: str) -> None:
         """A deleted connection: its links, queue and errors go; its history stays,

@@ -8,10 +8,12 @@ record, a trigger that does not parse is refused with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from exalate_tui.domain.models import Connection
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home
-from exalate_tui.trackers.adapter import Tracker
+from exalate_tui.trackers.adapter import Query
 
 
 class TriggerError(ExalateError):
@@ -20,9 +22,10 @@ class TriggerError(ExalateError):
     bad_input = True
 
 
-def add_trigger(home: Home, tracker: Tracker, cid: str, text: str) -> Connection:
-    """Check `text` (raises `QueryError` with the reason) and add it to `cid`'s triggers."""
-    query = tracker.check_query(text.strip())
+def add_trigger(home: Home, check: Callable[[str], Query], cid: str, text: str) -> Connection:
+    """Check `text` with `check` (a tracker's `check_query`: raises `QueryError` with the
+    reason) and add it to `cid`'s triggers."""
+    query = check(text.strip())
 
     def add(connection: Connection) -> None:
         if query.text not in connection.triggers:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from exalate_tui.home.store import Home
-    from exalate_tui.trackers.adapter import Tracker
+    from exalate_tui.trackers.adapter import Query, Tracker
 
 
 def open_tracker(home: Home) -> Tracker:
@@ -24,6 +24,15 @@ def open_tracker(home: Home) -> Tracker:
         home.attachments_dir,
         short_name=instance.short_name if instance else None,
     )
+
+
+def check_query(home: Home, text: str) -> Query:
+    """`text` checked against the fields of the tracker this home fronts, without opening
+    it (a refused trigger writes nothing); `QueryError` with the reason."""
+    from exalate_tui.trackers.embedded import FIELDS, TicketQuery
+    from exalate_tui.trackers.query import parse
+
+    return TicketQuery(parse(text, FIELDS))
 
 
 def tracker_exists(home: Home) -> bool:

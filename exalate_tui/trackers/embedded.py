@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exalate_tui.home.store import create_private
 from exalate_tui.trackers.adapter import (
     EDITABLE,
     PRIORITIES,
@@ -158,6 +159,11 @@ def _default_user() -> str:
         return "unknown"
 
 
+# How long a write waits for another process's transaction before the tracker counts
+# as unavailable (the sync engine then shows Error and retries).
+BUSY_TIMEOUT = 10.0
+
+
 class EmbeddedTracker:
     """One open `tracker.sqlite3`; one per process is enough (it is thread-safe)."""
 
@@ -172,6 +178,7 @@ class EmbeddedTracker:
         short_name: str | None = None,
         user: str | None = None,
         now: Callable[[], datetime] = _now,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> None:
         self.path = path
         self.attachments = attachments
@@ -180,9 +187,10 @@ class EmbeddedTracker:
         self._now = now
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # 0600 before SQLite opens it: it creates the -wal and -shm files with its mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        path.chmod(0o600)
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        create_private(path)
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a ticket, comment or attachment the CLI said it saved survives a power cut.

@@ -61,7 +61,10 @@ class NodeRunning(ExalateError):
 
 
 class NodeError(ExalateError):
-    """The node could not be started or stopped; str() says what happened and where to look."""
+    """The node could not be started or stopped; str() says what happened and where to look
+    (with the end of its log, a line each)."""
+
+    lines = True
 
 
 # -- the node's side: hold the lock, record where it listens ----------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -229,10 +229,10 @@ def create_app(home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH
         return response
 
     @app.exception_handler(ClientDisconnect)
-    async def gone(request: Request, error: ClientDisconnect) -> Response:
-        # A partner killed or cut off mid-body (it sends the batch again): not a failure here.
-        log.info("%s %s: the caller went away mid-body", request.method, request.url.path)
-        return Response(status_code=400)  # never read: there is no one to read it
+    async def gone(request: Request, error: ClientDisconnect) -> JSONResponse:
+        # The caller went away mid-body (killed, cut off): nobody reads this answer,
+        # and nothing was applied; it resends from its cursor. Not a failure of ours.
+        return error_response(ApiError(400, "bad_request", "the request body did not arrive"))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:

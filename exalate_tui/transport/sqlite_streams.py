@@ -13,7 +13,6 @@ millisecond even when another process (the console, the CLI) enqueued.
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from exalate_tui.domain.live import Contact
 from exalate_tui.errors import ExalateError
+from exalate_tui.home.store import create_private
 from exalate_tui.transport.doorbell import doorbell_address
 from exalate_tui.transport.streams import Message, compact, quoted
 
@@ -133,8 +133,7 @@ class SqliteStreams:
         self.path = path
         # 0600 before SQLite opens it: it creates the -wal and -shm files (the same
         # messages) with the database's mode at that moment, and keeps them while open.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        path.chmod(0o600)
+        create_private(path)
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
@@ -310,6 +309,12 @@ class SqliteStreams:
     def last_applied(self, cid: str) -> int:
         return self._read_int("SELECT last_applied FROM streams WHERE cid = ?", cid)
 
+    def applied(self) -> dict[str, int]:
+        """Every stream's last applied seq, in one read (the sync engine's "what is new")."""
+        with self._lock:
+            rows = self._db.execute("SELECT cid, last_applied FROM streams").fetchall()
+        return {cid: int(seq) for cid, seq in rows}
+
     def apply(
         self,
         cid: str,
@@ -366,6 +371,22 @@ class SqliteStreams:
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
+
+    def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
+        """Drop applied messages of these kinds up to `upto` (the layer above is done with
+        them); the cursor is untouched. Returns how many went.
+
+        Not durable (as `ack`): a pruned row that comes back after a power cut is only
+        pruned again."""
+        wanted = sorted(set(kinds))
+        if not wanted:
+            return 0
+        marks = ",".join("?" * len(wanted))
+        with self._transaction(durable=False) as db:
+            return db.execute(
+                f"DELETE FROM inbox WHERE cid = ? AND seq <= ? AND kind IN ({marks})",
+                (cid, upto, *wanted),
+            ).rowcount
 
     # -- contact --------------------------------------------------------------
 

@@ -112,6 +112,10 @@ class Streams(Protocol):
 
     def last_applied(self, cid: str) -> int: ...
 
+    def applied(self) -> dict[str, int]:
+        """Every stream's last applied seq, in one read (the sync engine's "what is new")."""
+        ...
+
     def apply(
         self,
         cid: str,
@@ -122,6 +126,11 @@ class Streams(Protocol):
         ...
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]: ...
+
+    def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
+        """Drop applied messages of these kinds up to `upto` (the layer above is done with
+        them); the cursor is untouched. Returns how many went."""
+        ...
 
     # -- contact
 

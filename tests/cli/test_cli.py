@@ -37,6 +37,7 @@ CONNECTION_KEYS = {
     "status",
     "token_expires",
     "peer_state",
+    "peer_mode",
 }
 
 

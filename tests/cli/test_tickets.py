@@ -134,7 +134,7 @@ def test_show_prints_the_ticket_for_a_reader(
     assert "  priority  3 (moderate)" in out
     assert "Description:\n  one\n  two\n" in out
     assert "(work note: stays on this instance)\n    a note\n" in out
-    assert "Attachments: none" in out and "Links: none" in out
+    assert "Attachments: none" in out and "Synced over: none" in out
 
 
 def test_list_filters_with_the_query_language(

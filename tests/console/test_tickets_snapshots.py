@@ -1,6 +1,6 @@
 """Snapshots of the Tickets tab's screens at 80×24 and 120×36: the list (with tickets,
-empty, a filter refused), a ticket (with and without sync links), the create and edit
-forms, and the comment form.
+empty, a filter refused), a ticket, the create and edit forms, and the comment form
+(a ticket that syncs: test_sync_snapshots.py).
 
 Baselines live in `snapshots/test_tickets_snapshots/` (see conftest.py). The
 tickets are written before the console opens, by the real embedded tracker on
@@ -11,7 +11,7 @@ clock is fixed too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from conftest import NOW, StillConsole
 from textual.pilot import Pilot
 
 from exalate_tui.domain.models import Instance
-from exalate_tui.flows.tickets import LinkRow
 from exalate_tui.home.store import Home
 from exalate_tui.trackers.embedded import EmbeddedTracker
 
@@ -92,16 +91,8 @@ async def one_with_everything(tracker: EmbeddedTracker) -> None:
     await tracker.attach(ticket.key, "relay.log", b"550 certificate expired\n" * 200)
 
 
-def app_for(home: Home, links: Sequence[LinkRow] = ()) -> StillConsole:
-    app = StillConsole(home, now=lambda: NOW, supervise=False)
-    if links:
-
-        async def source(key: str) -> Sequence[LinkRow]:
-            del key
-            return links
-
-        app.ticket_links = source
-    return app
+def app_for(home: Home) -> StillConsole:
+    return StillConsole(home, now=lambda: NOW, supervise=False)
 
 
 def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
@@ -150,23 +141,6 @@ def test_tickets_filter_refused(snap_compare: Compare, size: tuple[int, int]) ->
 def test_ticket_detail(snap_compare: Compare, size: tuple[int, int]) -> None:
     app = app_for(home_with_tickets(one_with_everything))
     assert snap_compare(app, terminal_size=size, run_before=steps("t", "enter"))
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_ticket_detail_synced(snap_compare: Compare, size: tuple[int, int]) -> None:
-    links = [
-        LinkRow("snow_to_jira", "JIRA-12", "Synced", START + timedelta(hours=1)),
-        LinkRow(
-            "Support escalations",
-            None,
-            "Error",
-            None,
-            "the partner refused the status 'on_hold'",
-        ),
-    ]
-    app = app_for(home_with_tickets(one_with_everything), links)
-    # To the end of the ticket, where the sync panel is.
-    assert snap_compare(app, terminal_size=size, run_before=steps("t", "enter", "end"))
 
 
 @pytest.mark.parametrize("size", SIZES)

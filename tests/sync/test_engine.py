@@ -3,6 +3,7 @@ stores, one connection between them (conftest.py: `Pair`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -182,6 +183,8 @@ async def test_an_attachment_arrives_with_the_same_hash(pair: Pair) -> None:
     assert (attachment.name, attachment.sha256) == ("report.pdf", hashlib.sha256(data).hexdigest())
     assert await pair.b.tracker.attachment_bytes(copy.key, attachment.sha256) == data
     assert await pair.settle() == 0
+    # Once applied, the engine's messages leave the inbox: no megabytes kept forever.
+    assert not [m for m in pair.b.streams.inbox(CID) if m.kind in wire.KINDS]
 
 
 async def test_a_refused_replica_holds_only_its_ticket_until_retried(pair: Pair) -> None:
@@ -314,3 +317,75 @@ async def test_both_sides_editing_the_same_tickets_converge_then_fall_silent(pai
         mine = await pair.a.tracker.get(key)
         theirs = await pair.b.tracker.get(str(by_remote[key]))
         assert fields(mine) == fields(theirs), key
+
+
+async def test_a_tracker_that_cannot_be_written_is_the_connections_error_until_it_can(
+    pair: Pair,
+) -> None:
+    """Another process holds the partner's tracker: its engine shows Error with the
+    reason and, once the tracker can be written again, syncs by itself."""
+    import asyncio
+    import sqlite3
+
+    from exalate_tui.sync.engine import TRACKER_ERROR
+    from exalate_tui.trackers.embedded import EmbeddedTracker
+
+    b = pair.b
+    await b.tracker.close()
+    b.tracker = b.engine.tracker = EmbeddedTracker(
+        b.home.tracker_path, b.home.attachments_dir, short_name="jira", busy_timeout=0.1
+    )
+    pair.a.set_triggers("type=incident")
+    await incident(pair.a)
+    await pair.a.engine.settle()
+    pair.carry(pair.a, pair.b)
+
+    holder = sqlite3.connect(b.home.tracker_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    running = asyncio.create_task(b.engine.run())
+    try:
+        for _ in range(100):
+            if b.store.meta(TRACKER_ERROR):
+                break
+            await asyncio.sleep(0.05)
+        reason = b.store.meta(TRACKER_ERROR)
+        assert reason is not None and "locked" in reason
+        assert await b.tracker.search() == []
+
+        holder.execute("ROLLBACK")
+        for _ in range(100):
+            if not b.store.meta(TRACKER_ERROR) and await b.tracker.search():
+                break
+            await asyncio.sleep(0.05)
+        assert b.store.meta(TRACKER_ERROR) is None
+        assert [t.summary for t in await b.tracker.search()] == ["Printer on fire"]
+    finally:
+        running.cancel()
+        holder.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_deleting_a_connection_drops_its_links_and_keeps_tickets_and_history(
+    pair: Pair,
+) -> None:
+    pair.a.set_triggers("type=incident")
+    original = await incident(pair.a)
+    await pair.settle()
+    pair.a.home.delete_connection(CID)
+    pair.a.engine.tidy()  # what each pass does once a minute
+    assert pair.a.store.links() == [] and pair.a.store.cids() == set()
+    assert (await pair.a.tracker.get(original.key)).summary == "Printer on fire"
+    assert (await only_ticket(pair.b)).summary == "Printer on fire"
+
+
+async def test_a_retry_that_fails_again_counts_one_attempt(pair: Pair) -> None:
+    pair.a.set_triggers("priority=3")
+    await pair.a.tracker.create({"type": "problem", "summary": "Root cause"})
+    await pair.settle()
+    [error] = pair.a.store.errors(CID)
+    pair.a.store.request("retry", None, arg=str(error.id))
+    for _ in range(5):
+        await pair.a.engine.settle()
+    [again] = pair.a.store.errors(CID)
+    assert again.attempts == 2  # the first try and the one Retry, not one per pass

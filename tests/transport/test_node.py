@@ -922,7 +922,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(n: Node) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_pusher_gone_mid_body_is_one_info_line_not_a_traceback(
+async def test_a_pusher_gone_mid_body_logs_no_error(
     n: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
     connection = n.add()
@@ -946,7 +946,6 @@ async def test_a_pusher_gone_mid_body_is_one_info_line_not_a_traceback(
     with caplog.at_level(logging.INFO):
         await n.app(scope, receive, send)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("went away" in r.getMessage() for r in caplog.records)
     assert n.state.last_applied(connection.id) == 0 and n.app.state.node.bodies.held == 0
 
 

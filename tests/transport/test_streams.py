@@ -231,3 +231,38 @@ def test_two_processes_enqueueing_never_share_a_seq(tmp_path: Path) -> None:
         child.join(60)
         assert child.exitcode == 0
     assert [m.seq for m in SqliteStreams(path).pending("a", limit=1000)] == list(range(1, 401))
+
+
+def test_opening_the_state_again_in_a_process_keeps_its_wal_for_every_process(
+    tmp_path: Path,
+) -> None:
+    """A second open of `state.sqlite3` in the same process (the node's streams and sync
+    store) must not drop SQLite's locks: another process closing the file would take
+    itself for the last user and delete the WAL, and the two would stop seeing each
+    other's writes (found by the two-node tests: a hello acknowledged, never applied)."""
+    import subprocess
+    import sys
+
+    from exalate_tui.sync.store import SyncStore
+
+    path = tmp_path / "state.sqlite3"
+    streams = SqliteStreams(path)
+    again = SqliteStreams(path)
+    store = SyncStore(path)
+    try:
+        streams.enqueue("c", "ping", {"n": 1})
+        reader = (
+            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+            "print(db.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]); db.close()"
+        )
+        subprocess.run([sys.executable, "-c", reader, str(path)], check=True, capture_output=True)
+        assert (tmp_path / "state.sqlite3-wal").exists()
+        streams.enqueue("c", "ping", {"n": 2})
+        seen = subprocess.run(
+            [sys.executable, "-c", reader, str(path)], check=True, capture_output=True, text=True
+        )
+        assert seen.stdout.strip() == "2"
+    finally:
+        store.close()
+        again.close()
+        streams.close()
