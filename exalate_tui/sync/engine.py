@@ -436,9 +436,8 @@ class Engine:
                     await self._receive(connection, message)
                 else:
                     self.store.processed(cid, message.seq)
-        if messages:
-            await asyncio.to_thread(self._prune, cid)
-        return bool(messages)
+        await asyncio.to_thread(self._prune, cid)  # by the cursor now committed
+        return True
 
     def _prune(self, cid: str) -> None:
         """The inbox keeps the engine's messages only while Retry may replay them: those
