@@ -10,7 +10,8 @@ public–private, Basic), each with its embedded tracker and its sync engine.
   committed tracker holds the new summary (inotify on its WAL, then a read).
   The public → private half rides the private node's long-poll, the other
   half its push. References: the polling intervals of Exalate's private side
-  (20 s), Backbone (5 s), Getint (60 s or more).
+  (20 s), Backbone (5 s), Getint (60 s or more); the table sets ours beside
+  Backbone's, the shortest: 2.5 s on average, 5 s at worst.
 - **Bulk**: 10,000 incidents with 3 public comments each in the public
   tracker (written straight into its file: setup, not timed), then the
   admin's `triggers add` and `sync bulk` through the CLI; the clock runs from
@@ -309,8 +310,10 @@ def measure() -> list[Figure]:
             name="sync latency, edit → partner's tracker, median",
             unit="ms",
             value=median,
-            reference=20_000,
-            reference_name="Exalate private side polls every 20 s; Backbone 5 s, Getint ≥ 60 s",
+            # A poller's edit waits half its interval on average: Backbone's 5 s is the
+            # shortest of the references (Exalate's private side 20 s, Getint ≥ 60 s).
+            reference=2_500,
+            reference_name="Backbone's 5 s poll, on average",
             checks=[Check("median", median, "≤", 50, "ms")],
             method=method,
             runs=len(both),
@@ -322,7 +325,7 @@ def measure() -> list[Figure]:
             unit="ms",
             value=p99,
             reference=5_000,
-            reference_name="Backbone's 5 s",
+            reference_name="Backbone's 5 s poll, at worst",
             checks=[Check("p99", p99, "≤", 250, "ms")],
             method="the same runs as the median",
             runs=len(both),

@@ -14,6 +14,12 @@ the console. Each `step`:
    matches, and enqueues a replica only when it differs from what the
    partner holds.
 
+A batch of inbox messages is processed with the tracker's writes made
+durable once at its end and the sync store's records of it committed in one
+transaction after them (`Tracker.deferred`, `SyncStore.deferred`: the bulk
+exalate figure); the writes are safe to repeat, so a crash inside a batch
+only processes it again.
+
 No echo: after applying a replica, the fields it changed count as held by
 the partner already, so the tracker's report of that write sends nothing.
 Concurrent edits of the same field (both sides changed it before seeing the
@@ -419,15 +425,17 @@ class Engine:
         cid = connection.id
         cursor = self.store.cursor(cid)
         messages = await asyncio.to_thread(self.streams.inbox, cid, cursor, BATCH)
-        async with self._deferred():
+        if not messages:
+            return False
+        # The tracker's writes durable first (the inner block ends first), then the records.
+        async with self._deferred(), self.tracker.deferred():
             for message in messages:
                 if message.kind in wire.KINDS:
                     await self._receive(connection, message)
                 else:
                     self.store.processed(cid, message.seq)
-        if messages:
-            await asyncio.to_thread(self._prune, cid)
-        return bool(messages)
+        await asyncio.to_thread(self._prune, cid)  # by the cursor now committed
+        return True
 
     def _prune(self, cid: str) -> None:
         """The inbox keeps the engine's messages only while Retry may replay them: those
@@ -446,7 +454,10 @@ class Engine:
         try:
             yield
         finally:
-            await asyncio.to_thread(self.store.flush)
+            if self.store.pending:
+                await asyncio.to_thread(self.store.flush)
+            else:
+                self.store.flush()  # nothing to write: only ends the block
 
     async def _receive(
         self, connection: Connection, message: Message, *, replaying: bool = False

@@ -259,6 +259,12 @@ class SyncStore:
         finally:
             self.flush()
 
+    @property
+    def pending(self) -> bool:
+        """Whether `deferred()` holds writes not committed yet."""
+        with self._lock:
+            return bool(self._pending)
+
     def defer(self) -> None:
         """`deferred()`'s start, for a caller that flushes in a thread of its own."""
         with self._lock:

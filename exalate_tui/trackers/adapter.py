@@ -18,6 +18,7 @@ Two things make the engine's writes safe to repeat after a crash:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -217,6 +218,13 @@ class Tracker(Protocol):
 
     async def find_created(self, correlation: str) -> Ticket | None:
         """The ticket `create` made with this `correlation`, if any."""
+        ...
+
+    def deferred(self) -> AbstractAsyncContextManager[None]:
+        """A block whose writes through this object need be durable only once it ends
+        (the sync engine records what it wrote only after): a tracker may then commit
+        them with one wait for the disk instead of one each. Ends durable even when the
+        block raises; a tracker whose every write is durable at once does nothing."""
         ...
 
     async def close(self) -> None: ...

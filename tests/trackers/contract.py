@@ -101,6 +101,19 @@ class TrackerContract:
         assert got == [await tracker.get(b.key), await tracker.get(a.key)]
         assert await tracker.get_many([]) == []
 
+    async def test_writes_in_a_deferred_block_read_back_and_stay_after_an_error(
+        self, tracker: Tracker
+    ) -> None:
+        with pytest.raises(RuntimeError):
+            async with tracker.deferred():
+                made = await _new(tracker, "in the block")
+                await tracker.comment(made.key, "noted")
+                assert len((await tracker.get(made.key)).comments) == 1
+                raise RuntimeError("the engine stopped")
+        assert (await tracker.get(made.key)).comments[0].body == "noted"
+        after = await _new(tracker, "after the block")
+        assert await tracker.get(after.key) == after
+
     async def test_keys_are_distinct_and_found_again(self, tracker: Tracker) -> None:
         keys = [(await _new(tracker, f"t{i}")).key for i in range(3)]
         assert len(set(keys)) == 3

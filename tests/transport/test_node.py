@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -919,6 +919,34 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(n: Node) -> None:
     assert response.status_code == 408 and error_of(response)["error"] == "timeout"
     assert body.pulled == 1 and node.bodies.held == 0
     assert n.state.last_applied(connection.id) == 0
+
+
+@pytest.mark.anyio
+async def test_a_pusher_gone_mid_body_logs_no_error(
+    n: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    events = iter([{"type": "http.request", "body": b'{"messages": [', "more_body": True}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(events, {"type": "http.disconnect"})  # the partner was killed
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    header = signing.sign(SECRET, "POST", path, "", b"")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"authorization", header.encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        await n.app(scope, receive, send)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert n.state.last_applied(connection.id) == 0 and n.app.state.node.bodies.held == 0
 
 
 @pytest.mark.anyio
