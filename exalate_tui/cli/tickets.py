@@ -30,6 +30,7 @@ from exalate_tui.trackers.adapter import (
     TicketNotFound,
     TicketRefused,
     Tracker,
+    ticket_data,
 )
 from exalate_tui.trackers.query import parse
 
@@ -381,19 +382,7 @@ def _read(path: Path, limit: int) -> bytes:
 
 
 def _brief(ticket: Ticket) -> dict[str, Any]:
-    return {
-        "key": ticket.key,
-        "type": ticket.type,
-        "summary": ticket.summary,
-        "description": ticket.description,
-        "status": ticket.status,
-        "priority": ticket.priority,
-        "assignee": ticket.assignee,
-        "reporter": ticket.reporter,
-        "labels": list(ticket.labels),
-        "created": ticket.created.isoformat(),
-        "updated": ticket.updated.isoformat(),
-    }
+    return ticket_data(ticket)
 
 
 def _full(home: Home, ticket: Ticket) -> dict[str, Any]:

@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +59,7 @@ from exalate_tui.trackers.adapter import (
     TrackerError,
 )
 from exalate_tui.transport.streams import Message, Streams
+from exalate_tui.transport.supervisor import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -76,37 +75,11 @@ BATCH = 200
 BACKOFF_CAP = 30.0
 
 
-class EngineLock:
-    """One engine per home: an exclusive `flock` on `sync.lock`, held while it runs."""
+class EngineLock(FileLock):
+    """One engine per home: `<home>/locks/sync.lock`, held while it runs."""
 
     def __init__(self, home: Home) -> None:
-        self.path = home.path / "sync.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        """Take it if nobody holds it; True when taken."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[bool]:
-        taken = self.acquire()
-        try:
-            yield taken
-        finally:
-            if taken:
-                self.release()
+        super().__init__(home.path / "locks" / "sync.lock")
 
 
 def syncs(connection: Connection) -> bool:

@@ -29,7 +29,14 @@ from exalate_tui.sync.replica import Content, RemoteAttachment, RemoteComment
 from exalate_tui.sync.rules import Incoming, NotSyncable, RuleError
 from exalate_tui.sync.runner import RuleFailed, Runner, runner
 from exalate_tui.sync.sandbox import INCOMING, OUTGOING, check
-from exalate_tui.trackers.adapter import EDITABLE, PRIORITIES, STATUSES, TYPES, Ticket
+from exalate_tui.trackers.adapter import (
+    EDITABLE,
+    PRIORITIES,
+    STATUSES,
+    TYPES,
+    Ticket,
+    ticket_data,
+)
 
 BASIC_OUTGOING = """\
 # Outgoing rules: what this side sends of a ticket to the partner.
@@ -173,17 +180,7 @@ class ScriptRules:
         data = {
             **self._base(),
             "ticket": {
-                "key": ticket.key,
-                "type": ticket.type,
-                "summary": ticket.summary,
-                "description": ticket.description,
-                "status": ticket.status,
-                "priority": ticket.priority,
-                "assignee": ticket.assignee,
-                "reporter": ticket.reporter,
-                "labels": list(ticket.labels),
-                "created": ticket.created.isoformat(),
-                "updated": ticket.updated.isoformat(),
+                **ticket_data(ticket),
                 "comments": [_comment(c, origin) for c in ticket.comments],
                 "attachments": [_attachment(a, origin) for a in ticket.attachments],
             },

@@ -126,6 +126,24 @@ class Ticket:
     correlation: str | None = None
 
 
+def ticket_data(ticket: Ticket) -> dict[str, Any]:
+    """A ticket's own fields as JSON data (times in ISO 8601, labels a list), as
+    `tickets show --json` prints them and a Script rule reads them."""
+    return {
+        "key": ticket.key,
+        "type": ticket.type,
+        "summary": ticket.summary,
+        "description": ticket.description,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "assignee": ticket.assignee,
+        "reporter": ticket.reporter,
+        "labels": list(ticket.labels),
+        "created": ticket.created.isoformat(),
+        "updated": ticket.updated.isoformat(),
+    }
+
+
 @dataclass(frozen=True)
 class Changed:
     """What `Tracker.changed` found: ticket keys, oldest change first, and where to go on."""

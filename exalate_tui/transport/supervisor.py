@@ -27,9 +27,10 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
@@ -116,15 +117,15 @@ def plan_for(connection: Connection) -> Plan | None:
     return None
 
 
-class ConnectionLock:
-    """`<home>/locks/<cid>.lock`: held while this process makes a connection's requests.
+class FileLock:
+    """An exclusive `flock` on one file of the home, taken without waiting.
 
     `flock` belongs to the open file, so a killed process lets go at once and
-    two supervisors in one process exclude each other as two processes do.
+    two holders in one process exclude each other as two processes do.
     """
 
-    def __init__(self, home: Home, cid: str) -> None:
-        self.path = home.path / "locks" / f"{cid}.lock"
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> bool:
@@ -143,6 +144,23 @@ class ConnectionLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the file drops the flock
             self._fd = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[bool]:
+        """Try to take it for a block; whether it was taken."""
+        taken = self.acquire()
+        try:
+            yield taken
+        finally:
+            if taken:
+                self.release()
+
+
+class ConnectionLock(FileLock):
+    """`<home>/locks/<cid>.lock`: held while this process makes a connection's requests."""
+
+    def __init__(self, home: Home, cid: str) -> None:
+        super().__init__(home.path / "locks" / f"{cid}.lock")
 
 
 def _fingerprint(connection: Connection) -> tuple[object, ...]:
