@@ -228,7 +228,7 @@ def report_lines(report: Mapping[str, Any]) -> list[ReportLine]:
         lines.append(ReportLine("error", f"  {inc['error']}"))
         return lines + _printed(inc)
     for name, (old, new) in inc["fields"].items():
-        lines.append(ReportLine("text", f"  {name}: {_short(old, 30)} → {_short(new, 30)}"))
+        lines.append(ReportLine("text", f"  {name}: {_short(old, 34)} → {_short(new, 34)}"))
     if not inc["fields"]:
         lines.append(ReportLine("dim", "  no field changes"))
     for comment in inc["comments"]:
