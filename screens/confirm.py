@@ -134,3 +134,90 @@ class ConfirmUnexalateScreen(ConfirmScreen):
             "Unexalate (y)",
             "Keep syncing (n)",
         )
+
+
+class ConfirmLeaveRulesScreen(ConfirmScreen):
+    """Escape in the Rules editor with a rule unsaved: True leaves it unsaved."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "d",
+            "answer(True)",
+            "Discard",
+            id="leave_rules.discard",
+            tooltip="Leave the editor; the unsaved changes are lost",
+        ),
+        Binding(
+            "k",
+            "answer(False)",
+            "Keep editing",
+            id="leave_rules.keep",
+            tooltip="Back to the editor, changes kept",
+        ),
+    ]
+
+    def __init__(self, unsaved: str) -> None:
+        super().__init__(
+            f"Leave with {unsaved} unsaved?",
+            "The changes are lost; the versions in force stay as they are. ctrl+s in the "
+            "editor checks and saves a rule.",
+            "Discard changes (d)",
+            "Keep editing (k)",
+        )
+
+
+class ConfirmRevertScreen(ConfirmScreen):
+    """Before a version of a rule comes back in force: True reverts."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "y",
+            "answer(True)",
+            "Revert",
+            id="revert.yes",
+            tooltip="Save this version again as the newest, in force at once",
+        ),
+        Binding("n", "answer(False)", "Keep", id="revert.no", tooltip="Change nothing"),
+    ]
+
+    def __init__(self, direction: str, number: int, current: int | None) -> None:
+        now = f" in place of v{current}" if current is not None else ""
+        after = (
+            "Synced tickets whose replica it changes are re-sent."
+            if direction == "outgoing"
+            else "It applies to each ticket's next replica (p on the connection: to every "
+            "synced ticket now)."
+        )
+        super().__init__(
+            f"Bring {direction} v{number} back in force{now}?",
+            f"It is saved again as a new version, checked first; every version stays in the "
+            f"list. {after}",
+            "Revert (y)",
+            "Keep (n)",
+        )
+
+
+class ConfirmSwitchScreen(ConfirmScreen):
+    """Before a Basic connection becomes a Script one: True switches it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "y",
+            "answer(True)",
+            "Switch",
+            id="switch.yes",
+            tooltip="Use Script rules on this side, starting as the Basic mapping",
+        ),
+        Binding("n", "answer(False)", "Keep Basic", id="switch.no", tooltip="Change nothing"),
+    ]
+
+    def __init__(self, connection: Connection) -> None:
+        partner = connection.remote_name or "the partner"
+        super().__init__(
+            f"Switch {connection.name} to Script rules?",
+            "This side's rules start as the Basic mapping, written out as Python you can "
+            f"edit (e on the connection). {partner} is told and keeps its own rules. "
+            "There is no way back to Basic.",
+            "Switch to Script (y)",
+            "Keep Basic (n)",
+        )

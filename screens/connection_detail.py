@@ -3,9 +3,13 @@
 Deactivate / Activate / Delete go through `lifecycle.actions` in a worker
 (they may tell the partner over the network, for up to a few seconds);
 Regenerate invitation code asks the app to show the new code; Sync asks it to
-open the connection's sync views. The view re-reads the connection, its last
-contact and, for a connection that syncs, its sync state (links, queue,
-errors, the tracker's health) every second or two.
+open the connection's sync views, Rules the Rules editor of a Script connection.
+Apply rules asks the sync engine to run the incoming rules on every synced
+ticket's last replica (a `reapply` request, as `rules apply` makes); Switch to
+Script turns a Basic connection into a Script one after asking
+(`sync.script.switch_to_script`, in a worker: the partner is told). The view
+re-reads the connection, its last contact and, for a connection that syncs, its
+sync state (links, queue, errors, the tracker's health) every second or two.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from textual.widgets import Button, Footer, Label, Static
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.live import Contact, ago, live_state, when
-from exalate_tui.domain.models import Connection, PeerState, Role, Status
+from exalate_tui.domain.models import Connection, Mode, PeerState, Role, Status
 from exalate_tui.domain.topology import side
 from exalate_tui.flows.initiate import Issued
 from exalate_tui.flows.sync import ConnectionSync
@@ -128,6 +132,28 @@ class ConnectionDetailScreen(Screen[None]):
             tooltip="Synced tickets, the sync queue, errors, triggers and bulk exalate",
         ),
         Binding(
+            "e",
+            "rules",
+            "Rules",
+            id="detail.rules",
+            tooltip="Edit this side's outgoing and incoming rules, Test run, versions",
+        ),
+        Binding(
+            "p",
+            "apply_rules",
+            # Short: the Footer of a syncing Script connection fills 80 columns.
+            "Apply",
+            id="detail.apply_rules",
+            tooltip="Apply the incoming rules to every synced ticket's last replica now",
+        ),
+        Binding(
+            "m",
+            "switch",
+            "Switch to Script",
+            id="detail.switch",
+            tooltip="Use editable Script rules on this side (asks first; the partner is told)",
+        ),
+        Binding(
             "g",
             "regenerate",
             "New invitation code",
@@ -145,6 +171,12 @@ class ConnectionDetailScreen(Screen[None]):
     @dataclass
     class OpenSync(Message):
         """Show the connection's sync views: the app opens them (with the tracker)."""
+
+        cid: str
+
+    @dataclass
+    class OpenRules(Message):
+        """Show the Rules editor of this Script connection: the app opens it."""
 
         cid: str
 
@@ -186,6 +218,8 @@ class ConnectionDetailScreen(Screen[None]):
             yield Static("", id="busy")
         with ButtonBar(id="buttons"):
             yield Button("Sync", id="sync", compact=True)
+            yield Button("Rules", id="rules", compact=True)
+            yield Button("Switch to Script", id="switch", compact=True)
             yield Button("Deactivate", id="deactivate", compact=True)
             yield Button("Activate", id="activate", compact=True)
             yield Button("New invitation code", id="regenerate", compact=True)
@@ -242,7 +276,7 @@ class ConnectionDetailScreen(Screen[None]):
         busy = self.query_one("#busy", Static)
         busy.display = bool(self.busy)
         busy.update(Text(self.busy))  # names from the partner: never markup
-        for action in ("sync", "deactivate", "activate", "regenerate", "delete"):
+        for action in ("sync", "rules", "switch", "deactivate", "activate", "regenerate", "delete"):
             self.query_one(f"#{action}", Button).display = self._allowed(action)
         self.refresh_bindings()
 
@@ -263,12 +297,18 @@ class ConnectionDetailScreen(Screen[None]):
                 return connection.status is Status.PENDING and connection.role is Role.INITIATOR
             case "sync":
                 return self.sync is not None
+            case "rules":
+                return connection.mode is Mode.SCRIPT
+            case "apply_rules":
+                return connection.mode is Mode.SCRIPT and self.sync is not None
+            case "switch":
+                return connection.mode is Mode.BASIC and connection.status is not Status.PENDING
         return True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "run":
             return self._allowed(str(parameters[0]))
-        if action in ("delete", "regenerate", "sync"):
+        if action in ("delete", "regenerate", "sync", "rules", "apply_rules", "switch"):
             return self._allowed(action)
         return True
 
@@ -288,6 +328,90 @@ class ConnectionDetailScreen(Screen[None]):
     def action_sync(self) -> None:
         if self._allowed("sync"):
             self.post_message(self.OpenSync(self.cid))
+
+    @on(Button.Pressed, "#rules")
+    def _rules_pressed(self) -> None:
+        self.action_rules()
+
+    @on(Button.Pressed, "#switch")
+    def _switch_pressed(self) -> None:
+        self.action_switch()
+
+    def action_rules(self) -> None:
+        if self._allowed("rules"):
+            self.post_message(self.OpenRules(self.cid))
+
+    def action_apply_rules(self) -> None:
+        if self._allowed("apply_rules"):
+            self._apply_rules()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="apply")
+    def _apply_rules(self) -> None:
+        from .stores import ask_engine
+
+        problem = ask_engine(self.stores, "reapply", self.cid)
+        name = self.connection.name if self.connection else "this connection"
+        said = (
+            f"Could not ask the sync engine to apply the rules: {problem}"
+            if problem
+            else f"The incoming rules of {name} are applied to the last replica of every "
+            "synced ticket now."
+        )
+        self.app.call_from_thread(
+            self.notify,
+            said,
+            title="Rules",
+            severity="error" if problem else "information",
+            timeout=8,
+            markup=False,
+        )
+
+    def action_switch(self) -> None:
+        from .confirm import ConfirmSwitchScreen
+
+        connection = self.connection
+        if connection is None or not self._allowed("switch"):
+            return
+        if self.stores.state is None:
+            self.notify(
+                f"Cannot change connections: {self.stores.state_problem}",
+                severity="error",
+                markup=False,
+            )
+            return
+        state = self.stores.state
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._switch(state)
+
+        self.app.push_screen(ConfirmSwitchScreen(connection), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="action")
+    def _switch(self, state: SqliteStreams) -> None:
+        from exalate_tui.errors import ExalateError
+        from exalate_tui.sync.script import switch_to_script
+
+        try:
+            updated, _ = switch_to_script(self.stores.home, self.cid, state)
+        except (ExalateError, OSError) as error:
+            said, problem = f"Not switched: {error}", True
+        else:
+            partner = updated.remote_name or "The partner"
+            said = (
+                f"{updated.name} uses Script rules now, starting as the Basic mapping "
+                f"(e edits them). {partner} is told and keeps its own rules."
+            )
+            problem = False
+        self.app.call_from_thread(
+            self.notify,
+            said,
+            title="Connection",
+            severity="error" if problem else "information",
+            timeout=10,
+            markup=False,
+        )
+        self.app.call_from_thread(self._reload)
 
     @on(Button.Pressed, "#delete")
     def _delete_pressed(self) -> None:

@@ -1,5 +1,6 @@
 """What the screens that read or change connections are given: the home, its live state,
-and the sync engine's tables; and the readings of those tables the sync views show.
+and the sync engine's tables; the readings of those tables the sync views show, and of
+a Script connection's rules the Rules editor shows.
 
 The readers here do I/O: screens call them from thread workers, never on the
 event loop, and post what they read.
@@ -7,9 +8,11 @@ event loop, and post what they read.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from exalate_tui.home.store import Home
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from exalate_tui.domain.models import Connection
     from exalate_tui.flows.sync import ConnectionSync
     from exalate_tui.sync.store import Change, Link, SyncError, SyncStore
+    from exalate_tui.trackers.adapter import Ticket, Tracker
 
 
 class SyncAccess:
@@ -123,3 +127,90 @@ def read_ticket_sync(stores: Stores, key: str) -> TicketSyncReading:
     except (SyncStoreError, OSError) as error:
         return TicketSyncReading(connections=connections, problem=str(error))
     return TicketSyncReading(links, errors, history, connections)
+
+
+class TrackerOnLoop:
+    """The console's tracker, for a thread worker running its own event loop (a Test run
+    in a worker: `asyncio.run(try_rules(...))`): each read runs on the App's loop, where
+    the tracker was opened, and the worker waits for it."""
+
+    def __init__(self, tracker: Tracker, loop: asyncio.AbstractEventLoop) -> None:
+        self.tracker = tracker
+        self.loop = loop
+
+    async def get(self, key: str) -> Ticket:
+        future = asyncio.run_coroutine_threadsafe(self.tracker.get(key), self.loop)
+        return await asyncio.wrap_future(future)
+
+
+@dataclass(frozen=True)
+class RulesReading:
+    """A Script connection's rules in force (direction → (version, source)), or why not."""
+
+    connection: Connection | None
+    current: dict[str, tuple[int, str]] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def read_rules(stores: Stores, cid: str) -> RulesReading:
+    """The connection and its rules in force (the Basic mapping written out, the first
+    time, as the CLI does)."""
+    from exalate_tui.domain.models import Mode
+    from exalate_tui.home.store import NotFound, StoreError
+    from exalate_tui.sync.script import rule_files
+
+    try:
+        connection = stores.home.get_connection(cid)
+    except (NotFound, StoreError) as error:
+        return RulesReading(None, problem=str(error))
+    if connection.mode is not Mode.SCRIPT:
+        return RulesReading(
+            connection, problem=f"{connection.name} uses the Basic mapping: it has no rules."
+        )
+    try:
+        files = rule_files(stores.home, connection)
+        current = {d: (v.number, files.source(v)) for d, v in files.current().items()}
+    except (StoreError, OSError) as error:
+        return RulesReading(connection, problem=str(error))
+    return RulesReading(connection, current)
+
+
+@dataclass(frozen=True)
+class VersionsReading:
+    """Every saved version (number, direction, saved, note), oldest first, and each one's
+    source (missing or altered files left out), or why they cannot be read."""
+
+    versions: list[tuple[int, str, datetime, str]] = field(default_factory=list)
+    sources: dict[int, str] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def read_versions(stores: Stores, connection: Connection) -> VersionsReading:
+    from exalate_tui.home.store import StoreError
+    from exalate_tui.sync.script import rule_files
+
+    try:
+        files = rule_files(stores.home, connection)
+        versions = files.versions()
+    except (StoreError, OSError) as error:
+        return VersionsReading(problem=str(error))
+    sources: dict[int, str] = {}
+    for version in versions:
+        try:
+            sources[version.number] = files.source(version)
+        except (StoreError, OSError):
+            continue
+    return VersionsReading([(v.number, v.direction, v.saved, v.note) for v in versions], sources)
+
+
+def ask_engine(stores: Stores, action: str, cid: str) -> str:
+    """Queue `action` for the sync engine (whichever process runs it); '' or why not."""
+    from exalate_tui.sync.store import SyncStoreError
+
+    if stores.sync is None:
+        return "the sync tables are not open"
+    try:
+        stores.sync.store().request(action, cid)
+    except (SyncStoreError, OSError) as error:
+        return str(error)
+    return ""

@@ -522,6 +522,20 @@ class ExalateApp(App[None]):
             )
         )
 
+    def on_connection_detail_screen_open_rules(
+        self, event: ConnectionDetailScreen.OpenRules
+    ) -> None:
+        """A Script connection's Rules editor; the tracker opens with it (Test run)."""
+        from screens.rules_editor import RulesEditorScreen
+
+        if self.tracker is None and self.tracker_problem is None:
+            self._open_tracker()
+        self.push_screen(
+            RulesEditorScreen(
+                self._stores(), event.cid, self.tracker, self.tracker_problem, self.now
+            )
+        )
+
     def on_connection_detail_screen_regenerated(
         self, event: ConnectionDetailScreen.Regenerated
     ) -> None:

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,28 @@ class ScriptRules:
     # What the last run printed, per direction (a Test run shows it).
     printed: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    # Directions whose source is an unsaved draft (a Test run from the Rules editor).
+    drafts: frozenset[str] = frozenset()
     by_name = False  # the local fields it sets need not be named after the replica's
 
     def __post_init__(self) -> None:
-        out, inc = self.versions[OUTGOING].number, self.versions[INCOMING].number
-        self.name = f"script (outgoing v{out}, incoming v{inc})"
+        out, inc = (self._label(d) for d in (OUTGOING, INCOMING))
+        self.name = f"script (outgoing {out}, incoming {inc})"
+
+    def _label(self, direction: str) -> str:
+        return "draft" if direction in self.drafts else f"v{self.versions[direction].number}"
+
+    def with_drafts(self, drafts: Mapping[str, str]) -> ScriptRules:
+        """These rules with `drafts` (direction → source, checked first: `RuleRefused`) in
+        place of the versions in force; nothing is saved."""
+        for direction, source in drafts.items():
+            check_rule(direction, source)
+        return replace(
+            self,
+            sources={**self.sources, **drafts},
+            printed={},
+            drafts=frozenset(drafts),
+        )
 
     def _base(self) -> dict[str, Any]:
         c = self.connection
@@ -161,8 +179,7 @@ class ScriptRules:
         }
 
     def _run(self, direction: str, data: dict[str, Any], key: str) -> dict[str, Any]:
-        version = self.versions[direction]
-        filename = f"{direction}.py v{version.number}"
+        filename = f"{direction}.py {self._label(direction)}"
         try:
             result = self.run_in.run(
                 self.sources[direction], filename, direction, data, self.time_limit
@@ -216,10 +233,9 @@ class ScriptRules:
         fields: dict[str, Any] = {}
         for name, value in result["fields"].items():
             if name not in EDITABLE:
-                version = self.versions[INCOMING].number
                 raise RuleFailed(
-                    f"incoming.py v{version}: ticket.{name}: the tracker has no such field "
-                    f"(it has {', '.join(EDITABLE)})"
+                    f"incoming.py {self._label(INCOMING)}: ticket.{name}: the tracker has no "
+                    f"such field (it has {', '.join(EDITABLE)})"
                 )
             if value is not None:
                 fields[name] = (
@@ -315,14 +331,22 @@ def revert_rule(home: Home, connection: Connection, number: int) -> Version:
 
 
 async def try_rules(
-    home: Home, connection: Connection, tracker: Any, store: Any, key: str
+    home: Home,
+    connection: Connection,
+    tracker: Any,
+    store: Any,
+    key: str,
+    drafts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the rules in force would do for ticket `key`, writing nothing: the replica the
     outgoing rule would send, and what the incoming rule would change from the last
-    replica received for it."""
+    replica received for it. `drafts` (direction → unsaved source, Script only) run in
+    place of the versions in force; a refused one raises `RuleRefused` before any run."""
     from exalate_tui.sync.rules import rules_for
 
     rules = rules_for(connection, home)
+    if drafts and isinstance(rules, ScriptRules):
+        rules = rules.with_drafts(drafts)
     ticket = await tracker.get(key)
     report: dict[str, Any] = {"key": key, "rules": rules.name}
     try:

@@ -192,3 +192,25 @@ async def test_a_test_run_shows_both_directions_and_writes_nothing(script_pair: 
     assert _state(b) == state
     assert b.streams.pending(CID) == outbox
     assert _files(b.home.path / "rules") == rules_dir
+
+
+async def test_a_test_run_of_drafts_runs_them_unsaved_and_refuses_what_save_would(
+    script_pair: Pair,
+) -> None:
+    a = script_pair.a
+    ticket = await a.tracker.create({"type": "incident", "summary": "Printer", "priority": 2})
+    load_rules(a.home, a.connection)  # the Basic mapping written out, as on first use
+    rules_dir = _files(a.home.path / "rules")
+    drafts = {"outgoing": 'replica.summary = "draft: " + ticket.summary\n'}
+
+    report = await try_rules(a.home, a.connection, a.tracker, a.store, ticket.key, drafts)
+
+    assert report["rules"] == "script (outgoing draft, incoming v2)"
+    assert report["outgoing"]["replica"]["fields"] == {"summary": "draft: Printer"}
+    with pytest.raises(RuleRefused) as refused:
+        await try_rules(
+            a.home, a.connection, a.tracker, a.store, ticket.key, {"incoming": "import os\n"}
+        )
+    assert refused.value.line == 1
+    assert _files(a.home.path / "rules") == rules_dir
+    assert load_rules(a.home, a.connection).name == "script (outgoing v1, incoming v2)"
