@@ -72,6 +72,7 @@ from typing import Any
 
 import httpx
 
+from exalate_tui.domain.models import TrackerConfig
 from exalate_tui.trackers.adapter import (
     Attachment,
     Changed,
@@ -140,6 +141,96 @@ class Settings:
     max_attachment: int = 10 * MIB
     timeout: float = 30.0
     attempts: int = 6  # tries of one request through 429s, 5xx and timeouts
+
+
+def settings_from(config: TrackerConfig) -> Settings:
+    """The adapter's settings from `tracker.toml`."""
+    if not (config.url and config.user and config.password):
+        raise TrackerUnavailable(
+            "tracker.toml names ServiceNow without its url, user and password: run "
+            "`exalate-tui tracker set servicenow --url URL --user USER` again"
+        )
+    return Settings(
+        url=config.url,
+        user=config.user,
+        password=config.password.get_secret_value(),
+        table=config.table,
+        poll=config.poll,
+        labels_field=config.labels_field,
+    )
+
+
+async def verify(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> list[str]:
+    """Check an instance before its settings are saved: reachable, the credentials taken,
+    read and write on the table, read on sys_journal_field. Returns what was checked, in
+    words; `TrackerError` says the first that failed and how to fix it."""
+    checked: list[str] = []
+    async with httpx.AsyncClient(
+        base_url=settings.url.rstrip("/"),
+        auth=(settings.user, settings.password),
+        headers={"Accept": "application/json"},
+        timeout=min(settings.timeout, 15.0),
+        transport=transport,
+    ) as client:
+
+        async def ask(method: str, path: str, **kwargs: Any) -> httpx.Response:
+            try:
+                return await client.request(method, path, **kwargs)
+            except httpx.HTTPError as error:
+                raise TrackerError(
+                    f"cannot reach ServiceNow at {settings.url} ({error!r}); check the URL "
+                    "(https://<instance>.service-now.com) and that this machine reaches it"
+                ) from None
+
+        table = settings.table
+        answer = await ask(
+            "GET",
+            f"/api/now/v2/table/{table}",
+            params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
+        )
+        if answer.status_code == 401:
+            raise TrackerError(
+                f"ServiceNow at {settings.url} refused user {settings.user!r} and that password "
+                f"(401 {_said(answer)}); check both, and that the user is active and not "
+                "'Web service access only' disabled"
+            )
+        checked += ["reachable", "credentials accepted"]
+        if answer.status_code == 403:
+            raise TrackerError(
+                f"the user {settings.user!r} lacks read on {table} (403 {_said(answer)}): "
+                f"grant it a role that reads {table} (e.g. itil)"
+            )
+        if answer.status_code == 400 or answer.status_code >= 500 or "result" not in answer.text:
+            raise TrackerError(
+                f"{settings.url} did not answer as a ServiceNow Table API for table {table} "
+                f"({answer.status_code} {_said(answer)}); check the URL and the table's name"
+            )
+        checked.append(f"read on {table}")
+        rows = answer.json().get("result") or []
+        if rows:
+            # An empty PATCH changes nothing but passes the table's write ACL.
+            wrote = await ask("PATCH", f"/api/now/v2/table/{table}/{rows[0]['sys_id']}", json={})
+            if wrote.status_code in (401, 403):
+                raise TrackerError(
+                    f"the user {settings.user!r} lacks write on {table} ({wrote.status_code} "
+                    f"{_said(wrote)}): grant it a role that writes {table} (e.g. itil)"
+                )
+            checked.append(f"write on {table}")
+        else:
+            checked.append(f"write on {table} not checked (no record yet)")
+        journal = await ask(
+            "GET", "/api/now/v2/table/sys_journal_field", params={"sysparm_limit": "1"}
+        )
+        if journal.status_code in (401, 403):
+            raise TrackerError(
+                f"the user {settings.user!r} lacks read on sys_journal_field "
+                f"({journal.status_code} {_said(journal)}): grant it read on "
+                "sys_journal_field (an ACL for its role), or comments cannot be synced"
+            )
+        checked.append("read on sys_journal_field")
+    return checked
 
 
 @dataclass(frozen=True)
