@@ -12,7 +12,7 @@ import unicodedata
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
@@ -184,6 +184,22 @@ class Instance(BaseModel):
     public_url: Url | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=7917, ge=1, le=65535)
+
+
+class TrackerConfig(BaseModel):
+    """Which tracker this instance fronts: `tracker.toml` (0600: ServiceNow's password).
+
+    No file, or `kind = "embedded"`: the embedded tracker (`tracker.sqlite3`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["embedded", "servicenow"] = "embedded"
+    url: Url | None = None
+    user: str | None = Field(default=None, min_length=1, max_length=255)
+    password: SecretStr | None = None
+    table: str = Field(default="incident", pattern=r"^[a-z][a-z0-9_]{0,79}$")
+    poll: float = Field(default=5.0, gt=0, le=3600)  # seconds between looks for changes
+    labels_field: str = Field(default="u_labels", pattern=r"^[a-z][a-z0-9_]{0,79}$")
 
 
 class Connection(BaseModel):

@@ -26,7 +26,7 @@ import tomli_w
 from platformdirs import user_config_dir
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.domain.models import Connection, Instance, TrackerConfig
 from exalate_tui.errors import ExalateError
 
 HOME_ENV = "EXALATE_TUI_HOME"
@@ -226,6 +226,11 @@ class Home:
         return self.path / "tracker.sqlite3"
 
     @property
+    def tracker_config_path(self) -> Path:
+        """Which tracker the instance fronts, and ServiceNow's settings (0600)."""
+        return self.path / "tracker.toml"
+
+    @property
     def attachments_dir(self) -> Path:
         """The embedded tracker's attachment bytes, one file per SHA-256."""
         return self.path / "attachments"
@@ -256,7 +261,7 @@ class Home:
     def permission_warnings(self) -> list[str]:
         """Files others can read though they hold secrets: one line each, with the fix."""
         checks = [(self.path, 0o700), (self.connections_dir, 0o700), (self.attachments_dir, 0o700)]
-        files = (self.instance_path, self.state_path, self.tracker_path)
+        files = (self.instance_path, self.state_path, self.tracker_path, self.tracker_config_path)
         checks += [(p, 0o600) for p in (*files, self.node_pid_path, self.node_log_path)]
         if self.connections_dir.is_dir():
             checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
@@ -296,6 +301,20 @@ class Home:
             if self.instance_path.exists():
                 _parse(self.instance_path, Instance)  # never overwrite a broken file
             _write_atomic(self.instance_path, _dump(instance), 0o600)
+
+    # -- the tracker ----------------------------------------------------------
+
+    def load_tracker_config(self) -> TrackerConfig:
+        """`tracker.toml`, or the embedded tracker's defaults when there is none."""
+        if not self.tracker_config_path.exists():
+            return TrackerConfig()
+        config: TrackerConfig = _parse(self.tracker_config_path, TrackerConfig)
+        return config
+
+    def save_tracker_config(self, config: TrackerConfig) -> None:
+        self.ensure()
+        with self.lock():
+            _write_atomic(self.tracker_config_path, _dump(config), 0o600)
 
     # -- the node's record ---------------------------------------------------
 

@@ -10,13 +10,18 @@ if TYPE_CHECKING:
 
 
 def open_tracker(home: Home) -> Tracker:
-    """The tracker this home's instance fronts: today always the embedded one
-    (`tracker.sqlite3`, keys prefixed with the instance's short name).
+    """The tracker this home's instance fronts: ServiceNow when `tracker.toml` says so,
+    else the embedded one (`tracker.sqlite3`, keys prefixed with the instance's short name).
 
     Close it (`await tracker.close()`) when done.
     """
     from exalate_tui.trackers.embedded import EmbeddedTracker
 
+    config = home.load_tracker_config()
+    if config.kind == "servicenow":
+        from exalate_tui.trackers.servicenow import ServiceNowTracker, settings_from
+
+        return ServiceNowTracker(settings_from(config))
     instance = home.load_instance()
     home.ensure()
     return EmbeddedTracker(
@@ -29,6 +34,11 @@ def open_tracker(home: Home) -> Tracker:
 def check_query(home: Home, text: str) -> Query:
     """`text` checked against the fields of the tracker this home fronts, without opening
     it (a refused trigger writes nothing); `QueryError` with the reason."""
+    config = home.load_tracker_config()
+    if config.kind == "servicenow":
+        from exalate_tui.trackers import servicenow
+
+        return servicenow.check_query(text, config.table)
     from exalate_tui.trackers.embedded import FIELDS, TicketQuery
     from exalate_tui.trackers.query import parse
 
@@ -38,4 +48,4 @@ def check_query(home: Home, text: str) -> Query:
 def tracker_exists(home: Home) -> bool:
     """Whether the home's tracker may hold tickets: False only for an embedded tracker
     never opened, so a command that only reads need not create its file."""
-    return home.tracker_path.exists()
+    return home.load_tracker_config().kind != "embedded" or home.tracker_path.exists()

@@ -467,7 +467,7 @@ class EmbeddedTracker:
     ) -> Ticket:
         """A new ticket with `comments`, in one transaction; with a `correlation` already
         used, that ticket, unchanged."""
-        values = _checked(fields)
+        values = checked_fields(fields)
         if "summary" not in values:
             raise TicketRefused("a ticket needs a summary: give it a short line of text", "summary")
         who = _name("reporter", reporter) if reporter is not None else self.user
@@ -528,7 +528,7 @@ class EmbeddedTracker:
             return self._get(key)
 
     async def update(self, key: str, fields: Mapping[str, Any]) -> Ticket:
-        values = _checked(fields)
+        values = checked_fields(fields)
         return await self._run(self._update, key, values)
 
     def _update(self, key: str, values: dict[str, Any]) -> Ticket:
@@ -772,7 +772,7 @@ def _exact(when: datetime) -> datetime:
     return datetime.fromisoformat(_stamp(when))
 
 
-def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
+def checked_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """`fields` validated and normalised; `TicketRefused` names the first bad one."""
     unknown = [name for name in fields if name not in EDITABLE]
     if unknown:

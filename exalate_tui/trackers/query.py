@@ -29,6 +29,9 @@ how to fix it: a trigger saved with a typo would otherwise sync everything.
 
 Pure: `EncodedQuery.matches` takes a plain mapping of field values, so any
 tracker (and the ServiceNow emulator) evaluates the same syntax the same way.
+The emulator parses with `lenient=True`, as ServiceNow reads a query: a
+condition or an ORDERBY naming a field the table lacks is dropped (so
+`bogus=1` alone matches every record); nothing else is lenient.
 """
 
 from __future__ import annotations
@@ -254,14 +257,18 @@ def _descending(ordered: list[T], values: Callable[[T], Mapping[str, Any]], fiel
     return [record for run in reversed(runs) for record in run]
 
 
-def parse(text: str, fields: Mapping[str, Kind]) -> EncodedQuery:
-    """`text` as an `EncodedQuery` over `fields`; `QueryError` says which part is wrong and how."""
+def parse(text: str, fields: Mapping[str, Kind], *, lenient: bool = False) -> EncodedQuery:
+    """`text` as an `EncodedQuery` over `fields`; `QueryError` says which part is wrong and how.
+
+    `lenient`: drop each condition and ORDERBY on a field not in `fields`, as ServiceNow does
+    (for the ServiceNow emulator only: a tracker's own filters and triggers refuse them)."""
     if not isinstance(text, str):
         raise QueryError(f"a query is text, not {type(text).__name__}")
     if not text.strip():
         return EncodedQuery(text, ())
     groups: list[tuple[tuple[Condition, ...], ...]] = []
     order: list[Order] = []
+    every = False
     for group_text in text.split("^NQ"):
         pieces = group_text.split("^")
         if pieces and pieces[-1] == "EQ" and len(pieces) > 1:
@@ -269,10 +276,17 @@ def parse(text: str, fields: Mapping[str, Kind]) -> EncodedQuery:
         clauses: list[list[Condition]] = []
         after_condition = False  # whether the piece just before was a condition
         for index, piece in enumerate(pieces):
+            if lenient and _unknown_field(piece, index, fields):
+                # ServiceNow drops the part; an ^OR after it then joins the one before.
+                continue
             if piece.startswith("ORDERBY"):
                 order.append(_order(piece, fields))
                 after_condition = False
             elif index > 0 and piece.startswith("OR"):
+                if not after_condition and lenient:
+                    clauses.append([_condition(piece[2:], fields, shown=piece)])
+                    after_condition = True
+                    continue
                 if not after_condition:
                     raise QueryError(
                         f"{piece!r}: ^OR joins a condition to the one just before it, and "
@@ -286,9 +300,23 @@ def parse(text: str, fields: Mapping[str, Kind]) -> EncodedQuery:
                 after_condition = True
         if clauses:
             groups.append(tuple(tuple(clause) for clause in clauses))
+        elif lenient:
+            every = True  # a group with nothing left holds for every record
         elif not group_text.startswith("ORDERBY"):
             raise _empty_part(text)
-    return EncodedQuery(text, tuple(groups), tuple(order))
+    return EncodedQuery(text, () if every else tuple(groups), tuple(order))
+
+
+def _unknown_field(piece: str, index: int, fields: Mapping[str, Kind]) -> bool:
+    """Whether `piece` (a condition, ^OR condition or ORDERBY) names a field not in `fields`."""
+    if piece.startswith("ORDERBYDESC"):
+        return piece[len("ORDERBYDESC") :] not in fields
+    if piece.startswith("ORDERBY"):
+        return piece[len("ORDERBY") :] not in fields
+    if index > 0 and piece.startswith("OR"):
+        piece = piece[2:]
+    found = _NAME.match(piece)
+    return found is not None and found.group() not in fields
 
 
 def _empty_part(text: str) -> QueryError:

@@ -242,3 +242,28 @@ def test_and_or_and_new_query_combine_as_servicenow_does(
     )
     query: EncodedQuery = parse(text, FIELDS)
     assert query.matches(values) is expected
+
+
+# -- lenient, as ServiceNow reads a query (the emulator's mode) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        ("bogus=1", True),  # dropped: every record
+        ("bogus=1^priority=3", False),
+        ("bogus=1^ORpriority=2", True),  # the ^OR joins nothing: it stands alone
+        ("priority=3^ORbogus=1", False),
+        ("priority=3^NQbogus=1", True),  # a group with nothing left holds for all
+        ("priority=2^ORDERBYbogus", True),
+    ],
+)
+def test_lenient_drops_conditions_on_unknown_fields(text: str, holds: bool) -> None:
+    query = parse(text, FIELDS, lenient=True)
+    assert query.matches(TICKET) is holds
+    assert all(order.field in FIELDS for order in query.order)
+
+
+def test_lenient_still_refuses_what_does_not_parse_on_a_known_field() -> None:
+    with pytest.raises(QueryError):
+        parse("priority=high", FIELDS, lenient=True)

@@ -1,0 +1,981 @@
+"""ServiceNow as an instance's tracker: one task table (incident by default) through the
+Table API and the Attachment API.
+
+httpx directly, not pysnc. pysnc's `AsyncServiceNowClient` validates every answer
+itself (`AsyncTableAPI._validate_response`) and raises on a 429 or a 5xx with the
+JSON body only, so the `Retry-After` a rate-limit rule sends is gone before we
+can honour it; its `AsyncGlideRecord` pages by offset behind an iterator, with
+no reach to `X-Total-Count`, `Date`, or the keyset paging `changed` needs; and
+its `asyncio` extra pulls in the PyPI `asyncio` package (a Python 3.3 backport)
+and `requests`. What we use of it would be a URL builder.
+
+What a ticket is here (the embedded vocabulary of adapter.py on a task record):
+
+    key            number (INC0010001)
+    type           the table: incident, problem, change_request → change, others → task
+    summary        short_description
+    description    description
+    status         state: 1 new, 2 in_progress, 3 on_hold, 6 resolved, 7 closed
+                   (8 canceled reads as closed)
+    priority       priority, written as impact + urgency: ServiceNow computes an
+                   incident's priority from those (the default lookup's pairs)
+    assignee       assigned_to, by display value (the user's name); written as the
+                   sys_user whose user_name or name it is
+    reporter       caller_id (else opened_by), the same way
+    labels         a text column, u_labels by default (`labels_field`), comma-separated:
+                   a task table has no labels of its own
+    correlation    correlation_id (and correlation_display): what the engine created it for
+
+Comments and work notes are read from `sys_journal_field` (element `comments` or
+`work_notes` of the record), one entry each, never from the record's journal
+field (that is the whole journal, every time). They are written by PATCHing
+`comments` (public) or `work_notes` (internal). ServiceNow writes every entry as
+the integration user, so an entry we write starts with a marker line,
+`[code]<!-- exalate {...} -->[/code]` (hidden where `[code]` tags are allowed, as
+they are by default), holding a nonce (to find the entry just written), the author
+and the origin; a reader strips it. Attachments go through the Attachment API and
+are known by `sys_attachment.hash` (the SHA-256 of the bytes); an origin rides as
+a parameter of the stored content type.
+
+Changes: `changed(watermark)` polls `sys_updated_on>=W-overlap^ORDERBYsys_updated_on
+^ORDERBYsys_id`, keyset-paged on (sys_updated_on, sys_id), so a record that changes
+while the pages are read moves past the cursor and is read again, never skipped; the
+overlap (30 s) catches a transaction that committed with an earlier stamp, and the
+watermark carries `(sys_id, sys_mod_count)` of what it already reported within the
+overlap, so each change is reported once. Times are raw values, UTC, to the second:
+the integration user's time zone must be UTC. Attachments do not change their
+record's `sys_updated_on`, so one added in ServiceNow syncs with its record's next
+change. `watch` polls the same way every `poll` seconds (5 s by default).
+
+Faults: a 429 waits its `Retry-After` (at most 60 s) and tries again; 5xx and
+timeouts back off with full jitter; after `attempts` tries, or on a 401 or 403, the
+tracker is unavailable (`TrackerUnavailable`) with ServiceNow's own message and what
+to fix (which table, which right), so the engine shows Error and resumes once fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import mimetypes
+import random
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from exalate_tui.domain.models import TrackerConfig
+from exalate_tui.trackers.adapter import (
+    Attachment,
+    Changed,
+    Comment,
+    NewComment,
+    Query,
+    Ticket,
+    TicketNotFound,
+    TicketRefused,
+    TrackerError,
+    TrackerUnavailable,
+)
+from exalate_tui.trackers.embedded import FIELDS, MAX_NAME, MAX_TEXT, checked_fields, ticket_values
+from exalate_tui.trackers.query import DATETIME, INT, STR, EncodedQuery, Kind, parse
+
+STAMP = "%Y-%m-%d %H:%M:%S"
+MIB = 1024 * 1024
+PAGE = 200  # records per Table API call
+CHUNK = 50  # sys_ids per `IN` list
+STATE_TO_STATUS = {
+    "1": "new",
+    "2": "in_progress",
+    "3": "on_hold",
+    "6": "resolved",
+    "7": "closed",
+    "8": "closed",
+}
+STATUS_TO_STATE = {"new": "1", "in_progress": "2", "on_hold": "3", "resolved": "6", "closed": "7"}
+# Priority → (impact, urgency) under ServiceNow's default priority lookup.
+IMPACT_URGENCY = {1: ("1", "1"), 2: ("1", "2"), 3: ("2", "2"), 4: ("2", "3"), 5: ("3", "3")}
+TABLE_TYPES = {"incident": "incident", "problem": "problem", "change_request": "change"}
+# A task table's own fields, for filters and triggers written in ServiceNow's names.
+NATIVE: dict[str, Kind] = {
+    "sys_id": STR,
+    "number": STR,
+    "short_description": STR,
+    "state": INT,
+    "impact": INT,
+    "urgency": INT,
+    "active": STR,
+    "assigned_to": STR,
+    "caller_id": STR,
+    "opened_by": STR,
+    "assignment_group": STR,
+    "category": STR,
+    "correlation_id": STR,
+    "sys_created_on": DATETIME,
+    "sys_updated_on": DATETIME,
+    "sys_mod_count": INT,
+}
+_MARK = re.compile(r"\A\[code\]<!-- exalate (\{.*?\}) -->\[/code\]\n?", re.S)
+_ORIGIN = re.compile(r'exalate-origin="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `tracker.toml` says of a ServiceNow instance (the password kept by the caller)."""
+
+    url: str
+    user: str
+    password: str = field(repr=False)
+    table: str = "incident"
+    poll: float = 5.0  # seconds between looks for changes by `watch`
+    overlap: float = 30.0  # seconds of changes read again by `changed`
+    labels_field: str = "u_labels"
+    max_attachment: int = 10 * MIB
+    timeout: float = 30.0
+    attempts: int = 6  # tries of one request through 429s, 5xx and timeouts
+
+
+def settings_from(config: TrackerConfig) -> Settings:
+    """The adapter's settings from `tracker.toml`."""
+    if not (config.url and config.user and config.password):
+        raise TrackerUnavailable(
+            "tracker.toml names ServiceNow without its url, user and password: run "
+            "`exalate-tui tracker set servicenow --url URL --user USER` again"
+        )
+    return Settings(
+        url=config.url,
+        user=config.user,
+        password=config.password.get_secret_value(),
+        table=config.table,
+        poll=config.poll,
+        labels_field=config.labels_field,
+    )
+
+
+async def verify(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> list[str]:
+    """Check an instance before its settings are saved: reachable, the credentials taken,
+    read and write on the table, read on sys_journal_field. Returns what was checked, in
+    words; `TrackerError` says the first that failed and how to fix it."""
+    checked: list[str] = []
+    async with httpx.AsyncClient(
+        base_url=settings.url.rstrip("/"),
+        auth=(settings.user, settings.password),
+        headers={"Accept": "application/json"},
+        timeout=min(settings.timeout, 15.0),
+        transport=transport,
+    ) as client:
+
+        async def ask(method: str, path: str, **kwargs: Any) -> httpx.Response:
+            try:
+                return await client.request(method, path, **kwargs)
+            except httpx.HTTPError as error:
+                raise TrackerError(
+                    f"cannot reach ServiceNow at {settings.url} ({error!r}); check the URL "
+                    "(https://<instance>.service-now.com) and that this machine reaches it"
+                ) from None
+
+        table = settings.table
+        answer = await ask(
+            "GET",
+            f"/api/now/v2/table/{table}",
+            params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
+        )
+        if answer.status_code == 401:
+            raise TrackerError(
+                f"ServiceNow at {settings.url} refused user {settings.user!r} and that password "
+                f"(401 {_said(answer)}); check both, and that the user is active and not "
+                "'Web service access only' disabled"
+            )
+        checked += ["reachable", "credentials accepted"]
+        if answer.status_code == 403:
+            raise TrackerError(
+                f"the user {settings.user!r} lacks read on {table} (403 {_said(answer)}): "
+                f"grant it a role that reads {table} (e.g. itil)"
+            )
+        if answer.status_code == 400 or answer.status_code >= 500 or "result" not in answer.text:
+            raise TrackerError(
+                f"{settings.url} did not answer as a ServiceNow Table API for table {table} "
+                f"({answer.status_code} {_said(answer)}); check the URL and the table's name"
+            )
+        checked.append(f"read on {table}")
+        rows = answer.json().get("result") or []
+        if rows:
+            # An empty PATCH changes nothing but passes the table's write ACL.
+            wrote = await ask("PATCH", f"/api/now/v2/table/{table}/{rows[0]['sys_id']}", json={})
+            if wrote.status_code in (401, 403):
+                raise TrackerError(
+                    f"the user {settings.user!r} lacks write on {table} ({wrote.status_code} "
+                    f"{_said(wrote)}): grant it a role that writes {table} (e.g. itil)"
+                )
+            checked.append(f"write on {table}")
+        else:
+            checked.append(f"write on {table} not checked (no record yet)")
+        journal = await ask(
+            "GET", "/api/now/v2/table/sys_journal_field", params={"sysparm_limit": "1"}
+        )
+        if journal.status_code in (401, 403):
+            raise TrackerError(
+                f"the user {settings.user!r} lacks read on sys_journal_field "
+                f"({journal.status_code} {_said(journal)}): grant it read on "
+                "sys_journal_field (an ACL for its role), or comments cannot be synced"
+            )
+        checked.append("read on sys_journal_field")
+    return checked
+
+
+@dataclass(frozen=True)
+class ServiceNowTicket(Ticket):
+    """A ticket with the raw values of its record's fields, for filters in ServiceNow's names."""
+
+    raw: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceNowQuery:
+    """A filter over the embedded vocabulary and the table's own fields: the adapter's `Query`."""
+
+    encoded: EncodedQuery
+    native: bool  # every condition names the table's own fields: ServiceNow can run it
+
+    @property
+    def text(self) -> str:
+        return self.encoded.text
+
+    def matches(self, ticket: Ticket) -> bool:
+        return self.encoded.matches(_values(ticket))
+
+
+def _values(ticket: Ticket) -> dict[str, Any]:
+    values = ticket_values(ticket)
+    for name, raw in getattr(ticket, "raw", ()):
+        kind = NATIVE.get(name, STR)
+        if kind is INT:
+            values[name] = int(raw) if raw.lstrip("-").isdigit() else None
+        elif kind is DATETIME:
+            values[name] = _time(raw) if raw else None
+        else:
+            values.setdefault(name, raw)
+    return values
+
+
+def check_query(text: str, table: str = "incident") -> ServiceNowQuery:
+    """`text` parsed against the ticket fields and the table's own; unlike ServiceNow, which
+    drops a condition on a field it lacks and then matches every record, one is refused."""
+    fields = {**FIELDS, **NATIVE}
+    encoded = parse(text, fields)
+    named = {c.field for group in encoded.groups for clause in group for c in clause}
+    named |= {order.field for order in encoded.order}
+    native = all(name in NATIVE or name in ("description", "priority") for name in named)
+    return ServiceNowQuery(encoded, native)
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, STAMP).replace(tzinfo=UTC)
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(STAMP)
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:g} MiB"
+
+
+class ServiceNowTracker:
+    """One ServiceNow table behind the `Tracker` interface."""
+
+    kind = "servicenow"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.table = settings.table
+        self.type = TABLE_TYPES.get(settings.table, "task")
+        self.max_attachment = settings.max_attachment
+        self._client = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"),
+            auth=(settings.user, settings.password),
+            headers={"Accept": "application/json"},
+            timeout=settings.timeout,
+            transport=transport,
+        )
+        self._sleep = sleep
+        self._users: dict[str, str] = {}
+        self._watchers: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
+        self._poller: asyncio.Task[None] | None = None
+        self.calls = 0  # Table and Attachment API requests sent (a cost for rate-limited users)
+        self._fields = (
+            "sys_id,number,short_description,description,state,priority,assigned_to,caller_id,"
+            f"opened_by,correlation_id,sys_created_on,sys_updated_on,sys_mod_count,"
+            f"{settings.labels_field}"
+        )
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, path: str, *, table: str, right: str, **kwargs: Any
+    ) -> httpx.Response:
+        """One request, through rate limits and passing faults; 401/403 and lasting faults
+        raise `TrackerUnavailable` naming `table` and `right`; a 404 is returned."""
+        failures = 0
+        while True:
+            self.calls += 1
+            try:
+                answer = await self._client.request(method, path, **kwargs)
+            except (httpx.TimeoutException, httpx.TransportError) as error:
+                failures += 1
+                if failures >= self.settings.attempts:
+                    raise TrackerUnavailable(
+                        f"ServiceNow at {self.settings.url} cannot be reached ({error!r}); "
+                        "check the URL and the network; it is retried"
+                    ) from None
+                await self._sleep(random.uniform(0, min(30.0, 0.5 * 2**failures)))
+                continue
+            status = answer.status_code
+            if status == 429 or status >= 500:
+                failures += 1
+                if failures >= self.settings.attempts:
+                    raise TrackerUnavailable(
+                        f"ServiceNow at {self.settings.url} answered {status} "
+                        f"{_said(answer)} {failures} times; it is retried"
+                    )
+                if status == 429:
+                    await self._sleep(_retry_after(answer))
+                else:
+                    await self._sleep(random.uniform(0, min(30.0, 0.5 * 2**failures)))
+                continue
+            if status == 401:
+                raise TrackerUnavailable(
+                    f"ServiceNow at {self.settings.url} refused the credentials of "
+                    f"{self.settings.user!r} (401 {_said(answer)}); set the right user and "
+                    "password with `exalate-tui tracker set servicenow`"
+                )
+            if status == 403:
+                raise TrackerUnavailable(
+                    f"ServiceNow refused {self.settings.user!r} {right} on {table} "
+                    f"(403 {_said(answer)}); grant that user {right} on the {table} table "
+                    "(a role such as itil, or an ACL), then it resumes by itself"
+                )
+            if status >= 400 and status != 404:
+                raise TrackerError(f"ServiceNow refused a {right} on {table}: {_said(answer)}")
+            return answer
+
+    async def _list(
+        self, table: str, query: str, fields: str, limit: int = PAGE, *, right: str = "read"
+    ) -> list[dict[str, Any]]:
+        path = "/api/now/attachment" if table == "sys_attachment" else f"/api/now/v2/table/{table}"
+        params = {"sysparm_query": query, "sysparm_limit": str(limit)}
+        if table != "sys_attachment":
+            params |= {"sysparm_fields": fields, "sysparm_display_value": "all"}
+        answer = await self._send("GET", path, table=table, right=right, params=params)
+        if answer.status_code == 404:
+            return []
+        return list(answer.json().get("result", []))
+
+    async def _records(self, query: str, limit: int = PAGE) -> list[dict[str, Any]]:
+        return await self._list(self.table, query, self._fields, limit)
+
+    async def _record(self, key: str) -> dict[str, Any]:
+        found = await self._records(f"number={key}", 1) if _plain(key) else []
+        if not found:
+            raise TicketNotFound(
+                f"no ticket {key!r} in the ServiceNow table {self.table} "
+                f"({self.settings.url}); see `exalate-tui tickets`"
+            )
+        return found[0]
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> Ticket:
+        return (await self._whole([await self._record(key)]))[0]
+
+    async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
+        wanted = [key for key in dict.fromkeys(str(k).upper() for k in keys) if _plain(key)]
+        records: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = ",".join(wanted[start : start + CHUNK])
+            for record in await self._records(f"numberIN{chunk}", CHUNK):
+                records[_raw(record, "number")] = record
+        tickets = {t.key: t for t in await self._whole(list(records.values()))}
+        return [tickets[key] for key in wanted if key in tickets]
+
+    async def _whole(self, records: list[dict[str, Any]]) -> list[Ticket]:
+        """Tickets of `records` with their comments and attachments (two reads per 50)."""
+        ids = [_raw(record, "sys_id") for record in records]
+        comments: dict[str, list[Comment]] = {}
+        attachments: dict[str, list[Attachment]] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ",".join(ids[start : start + CHUNK])
+            entries = await self._all(
+                "sys_journal_field",
+                f"element_idIN{chunk}^elementINcomments,work_notes^ORDERBYsys_created_on",
+                "sys_id,element,element_id,value,sys_created_on,sys_created_by",
+            )
+            for entry in entries:
+                comments.setdefault(_raw(entry, "element_id"), []).append(_comment(entry))
+            files = await self._all(
+                "sys_attachment",
+                f"table_name={self.table}^table_sys_idIN{chunk}^ORDERBYsys_created_on",
+                "",
+            )
+            for meta in files:
+                attachments.setdefault(meta["table_sys_id"], []).append(_attachment(meta))
+        return [
+            self._ticket(record, comments.get(sys_id, ()), attachments.get(sys_id, ()))
+            for record, sys_id in zip(records, ids, strict=True)
+        ]
+
+    async def _all(self, table: str, query: str, fields: str) -> list[dict[str, Any]]:
+        """Every record of a query, by offset (journal entries and attachments only grow)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            path = (
+                "/api/now/attachment" if table == "sys_attachment" else f"/api/now/v2/table/{table}"
+            )
+            params = {
+                "sysparm_query": query,
+                "sysparm_limit": str(PAGE),
+                "sysparm_offset": str(len(rows)),
+            }
+            if table != "sys_attachment":
+                params |= {"sysparm_fields": fields, "sysparm_display_value": "all"}
+            answer = await self._send("GET", path, table=table, right="read", params=params)
+            page = [] if answer.status_code == 404 else answer.json().get("result", [])
+            rows += page
+            if len(page) < PAGE:
+                return rows
+
+    def _ticket(
+        self,
+        record: Mapping[str, Any],
+        comments: Sequence[Comment] = (),
+        attachments: Sequence[Attachment] = (),
+    ) -> ServiceNowTicket:
+        priority = _raw(record, "priority")
+        labels = _raw(record, self.settings.labels_field)
+        correlation = _raw(record, "correlation_id")
+        return ServiceNowTicket(
+            key=_raw(record, "number"),
+            type=self.type,
+            summary=_raw(record, "short_description"),
+            description=_raw(record, "description"),
+            status=STATE_TO_STATUS.get(_raw(record, "state"), "in_progress"),
+            priority=int(priority) if priority in ("1", "2", "3", "4", "5") else 3,
+            assignee=_shown(record, "assigned_to"),
+            reporter=_shown(record, "caller_id") or _shown(record, "opened_by"),
+            labels=tuple(label for label in labels.split(",") if label),
+            created=_time(_raw(record, "sys_created_on")),
+            updated=_time(_raw(record, "sys_updated_on")),
+            comments=tuple(comments),
+            attachments=tuple(attachments),
+            correlation=correlation or None,
+            raw=tuple((name, _raw(record, name)) for name in NATIVE if name in record),
+        )
+
+    def check_query(self, text: str) -> Query:
+        return check_query(text, self.table)
+
+    async def search(self, query: Query | None = None, limit: int | None = None) -> list[Ticket]:
+        """Tickets matching `query`, oldest first (or in its ORDERBY). A filter in the table's
+        own names runs in ServiceNow; one in the ticket vocabulary is matched here. Paged by
+        offset in order of creation, which a change during the paging does not move."""
+        server = query.text if isinstance(query, ServiceNowQuery) and query.native else ""
+        if "ORDERBY" not in server:
+            server = f"{server}^ORDERBYsys_created_on" if server else "ORDERBYsys_created_on"
+        records = await self._all(self.table, server, self._fields)
+        light = [self._ticket(record) for record in records]
+        hits = [t for t in light if query is None or query.matches(t)]
+        if isinstance(query, ServiceNowQuery) and query.encoded.order:
+            hits = query.encoded.sort(hits, _values)
+        if limit is not None:
+            hits = hits[:limit]
+        by_number = {_raw(record, "number"): record for record in records}
+        return await self._whole([by_number[t.key] for t in hits])
+
+    async def find_created(self, correlation: str) -> Ticket | None:
+        if not _plain(correlation, allow="/:-_."):
+            return None
+        found = await self._records(f"correlation_id={correlation}", 1)
+        return (await self._whole(found))[0] if found else None
+
+    async def attachment_bytes(self, key: str, sha256: str) -> bytes:
+        record = await self._record(key)
+        metas = await self._list(
+            "sys_attachment",
+            f"table_name={self.table}^table_sys_id={_raw(record, 'sys_id')}^hash={_hex(sha256)}",
+            "",
+            1,
+        )
+        if not metas:
+            raise TicketNotFound(f"{key} has no attachment with SHA-256 {sha256}")
+        answer = await self._send(
+            "GET",
+            f"/api/now/attachment/{metas[0]['sys_id']}/file",
+            table="sys_attachment",
+            right="read",
+        )
+        data = answer.content
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise TrackerError(
+                f"the bytes of an attachment of {key} in ServiceNow differ from "
+                "their hash; attach the file again"
+            )
+        return data
+
+    # -- changes ----------------------------------------------------------------------
+
+    async def changed(self, watermark: str | None, limit: int = 500) -> Changed:
+        mark = self._read_mark(watermark)
+        top: str | None = mark["t"]
+        seen: dict[str, list[Any]] = dict(mark["seen"])
+        since = (
+            _stamp(_time(top) - timedelta(seconds=self.settings.overlap))
+            if top is not None
+            else None
+        )
+        keys: list[str] = []
+        cursor: tuple[str, str] | None = None
+        done = False
+        while not done:
+            bound = f"sys_updated_on>={since}^" if since and cursor is None else ""
+            query = f"{bound}{_after('sys_updated_on', cursor)}ORDERBYsys_updated_on^ORDERBYsys_id"
+            page = await self._list(
+                self.table, query, "sys_id,number,sys_updated_on,sys_mod_count", PAGE
+            )
+            for record in page:
+                sys_id, count = _raw(record, "sys_id"), _raw(record, "sys_mod_count")
+                stamp = _raw(record, "sys_updated_on")
+                cursor = (stamp, sys_id)
+                if seen.get(sys_id, [None])[0] == count:
+                    continue
+                seen[sys_id] = [count, stamp]
+                top = stamp if top is None or stamp > top else top
+                keys.append(_raw(record, "number"))
+                if len(keys) >= limit:
+                    done = True
+                    break
+            if len(page) < PAGE:
+                done = True
+        return Changed(tuple(keys), self._write_mark(top, seen))
+
+    def _read_mark(self, watermark: str | None) -> dict[str, Any]:
+        empty: dict[str, Any] = {"t": None, "seen": {}}
+        if watermark is None:
+            return empty
+        try:
+            mark = json.loads(watermark)
+        except ValueError:
+            return empty
+        if not isinstance(mark, dict) or mark.get("at") != self._where():
+            return empty  # another instance's or table's: start over
+        return {"t": mark.get("t"), "seen": mark.get("seen") or {}}
+
+    def _write_mark(self, top: str | None, seen: Mapping[str, list[Any]]) -> str:
+        if top is not None:
+            floor = _stamp(_time(top) - timedelta(seconds=self.settings.overlap))
+            seen = {k: v for k, v in seen.items() if v[1] >= floor}
+        body = {"at": self._where(), "t": top, "seen": dict(sorted(seen.items()))}
+        return json.dumps(body, separators=(",", ":"))
+
+    def _where(self) -> str:
+        return f"{self.settings.url.rstrip('/')}/{self.table}"
+
+    # -- watching -----------------------------------------------------------------------
+
+    def watch(self, wake: Callable[[], None]) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+        entry = (loop, wake)
+        self._watchers.append(entry)
+        if self._poller is None:
+            self._poller = loop.create_task(self._poll(), name="servicenow:watch")
+
+        def stop() -> None:
+            if entry in self._watchers:
+                self._watchers.remove(entry)
+            if not self._watchers and self._poller is not None:
+                self._poller.cancel()
+                self._poller = None
+
+        return stop
+
+    async def _poll(self) -> None:
+        """Look for changes every `poll` seconds. The first look only learns where things
+        stand (what changed within the overlap before it counts as heard), so a watcher
+        hears of changes made after it began, by anyone; this process's own writes wake
+        it at once."""
+        mark: str | None = None
+        while True:
+            try:
+                if mark is None:
+                    newest = await self._list(
+                        self.table, "ORDERBYDESCsys_updated_on", "sys_updated_on", 1
+                    )
+                    top = _raw(newest[0], "sys_updated_on") if newest else None
+                    start = json.dumps({"at": self._where(), "t": top, "seen": {}})
+                    mark = (await self.changed(start, limit=10_000)).watermark
+                else:
+                    found = await self.changed(mark, limit=10_000)
+                    mark = found.watermark
+                    if found.keys:
+                        self._wake()
+            except TrackerError:
+                pass  # unavailable for now: the engine hears of it from its own calls
+            await asyncio.sleep(self.settings.poll)
+
+    def _wake(self) -> None:
+        for loop, wake in list(self._watchers):
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake)
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        reporter: str | None = None,
+        correlation: str | None = None,
+        comments: Sequence[NewComment] = (),
+    ) -> Ticket:
+        values = self._checked(fields)
+        if "summary" not in values:
+            raise TicketRefused("a ticket needs a summary: give it a short line of text", "summary")
+        notes = [_checked_comment(c.body, c.author) for c in comments]
+        if reporter is not None:
+            _name("reporter", reporter)
+        if correlation is not None:
+            found = await self.find_created(correlation)
+            if found is not None:
+                return found
+        body = await self._body(values)
+        if reporter is not None:
+            body["caller_id"] = await self._user("reporter", reporter)
+        if correlation is not None:
+            body |= {"correlation_id": correlation, "correlation_display": "exalate-tui"}
+        answer = await self._send(
+            "POST",
+            f"/api/now/v2/table/{self.table}",
+            table=self.table,
+            right="create",
+            json=body,
+            params={"sysparm_fields": "sys_id,number"},
+        )
+        made = answer.json()["result"]
+        for note, text in zip(comments, notes, strict=True):
+            await self._journal(made["sys_id"], text, note.internal, note.author, note.origin)
+        self._wake()
+        return await self.get(made["number"])
+
+    def _checked(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        values = checked_fields(fields)
+        if "type" in values and values["type"] != self.type:
+            raise TicketRefused(
+                f"type {values['type']!r}: this tracker is the ServiceNow table {self.table}, "
+                f"whose tickets are of type {self.type}",
+                "type",
+            )
+        return values
+
+    async def _body(self, values: Mapping[str, Any]) -> dict[str, str]:
+        """The record's fields for ticket `values` (already checked)."""
+        body: dict[str, str] = {}
+        for name, value in values.items():
+            if name == "summary":
+                body["short_description"] = value
+            elif name == "description":
+                body["description"] = value
+            elif name == "status":
+                body["state"] = STATUS_TO_STATE[value]
+                if value in ("resolved", "closed"):
+                    # Resolving needs a close code and notes (the incident's data policy).
+                    body |= {
+                        "close_code": "Solution provided",
+                        "close_notes": "Synced by exalate-tui",
+                    }
+                elif value == "on_hold":
+                    body["hold_reason"] = "1"  # Awaiting Caller
+            elif name == "priority":
+                body["impact"], body["urgency"] = IMPACT_URGENCY[value]
+            elif name == "assignee":
+                body["assigned_to"] = await self._user("assignee", value) if value else ""
+            elif name == "labels":
+                body[self.settings.labels_field] = ",".join(value)
+        return body
+
+    async def _user(self, what: str, name: str) -> str:
+        """The sys_id of the user whose user_name or name is `name`; refused if none."""
+        if name not in self._users:
+            if not _plain(name, allow=" .-_@'"):
+                raise TicketRefused(f"{what} {name!r} cannot be looked up in sys_user", what)
+            found = await self._list("sys_user", f"user_name={name}^ORname={name}", "sys_id", 1)
+            if not found:
+                raise TicketRefused(
+                    f"{what} {name!r} is no user of this ServiceNow instance (sys_user: "
+                    "neither a user_name nor a name); give an existing user",
+                    what,
+                )
+            self._users[name] = _raw(found[0], "sys_id")
+        return self._users[name]
+
+    async def update(self, key: str, fields: Mapping[str, Any]) -> Ticket:
+        values = self._checked(fields)
+        record = await self._record(key)
+        current = self._ticket(record)
+        changes = {name: v for name, v in values.items() if getattr(current, name) != v}
+        if not changes:
+            return (await self._whole([record]))[0]
+        await self._send(
+            "PATCH",
+            f"/api/now/v2/table/{self.table}/{_raw(record, 'sys_id')}",
+            table=self.table,
+            right="write",
+            json=await self._body(changes),
+            params={"sysparm_fields": "sys_id"},
+        )
+        self._wake()
+        return await self.get(current.key)
+
+    async def comment(
+        self,
+        key: str,
+        body: str,
+        *,
+        internal: bool = False,
+        author: str | None = None,
+        origin: str | None = None,
+    ) -> Comment:
+        text = _checked_comment(body, author)
+        record = await self._record(key)
+        sys_id = _raw(record, "sys_id")
+        if origin is not None:
+            found = await self._by_origin(sys_id, origin)
+            if found is not None:
+                return found
+        made = await self._journal(sys_id, text, internal, author, origin)
+        self._wake()
+        return made
+
+    async def _by_origin(self, sys_id: str, origin: str) -> Comment | None:
+        needle = json.dumps({"o": origin})[1:-1]  # "o": "…", as the marker holds it
+        entries = await self._list(
+            "sys_journal_field",
+            f"element_id={sys_id}^valueLIKE{needle}",
+            "sys_id,element,element_id,value,sys_created_on,sys_created_by",
+            PAGE,
+        )
+        for entry in entries:
+            comment = _comment(entry)
+            if comment.origin == origin:
+                return comment
+        return None
+
+    async def _journal(
+        self, sys_id: str, body: str, internal: bool, author: str | None, origin: str | None
+    ) -> Comment:
+        nonce = secrets.token_hex(8)
+        mark: dict[str, str] = {"n": nonce}
+        if author is not None:
+            mark["a"] = author
+        if origin is not None:
+            mark["o"] = origin
+        element = "work_notes" if internal else "comments"
+        value = f"[code]<!-- exalate {json.dumps(mark)} -->[/code]\n{body}"
+        await self._send(
+            "PATCH",
+            f"/api/now/v2/table/{self.table}/{sys_id}",
+            table=self.table,
+            right="write",
+            json={element: value},
+            params={"sysparm_fields": "sys_id"},
+        )
+        entries = await self._list(
+            "sys_journal_field",
+            f"element_id={sys_id}^element={element}^valueLIKE{nonce}",
+            "sys_id,element,element_id,value,sys_created_on,sys_created_by",
+            1,
+        )
+        if not entries:
+            raise TrackerError(
+                f"ServiceNow took the {element} entry on {self.table} {sys_id} but it cannot "
+                "be read back from sys_journal_field; grant the user read on sys_journal_field"
+            )
+        return _comment(entries[0])
+
+    async def attach(
+        self, key: str, name: str, data: bytes, *, origin: str | None = None
+    ) -> Attachment:
+        shown = _name("name", name)
+        if not shown.strip():
+            raise TicketRefused("an attachment needs a file name", "name")
+        if len(data) > self.max_attachment:
+            raise TicketRefused(
+                f"attachment {shown!r} is {len(data):,} bytes; this ServiceNow tracker takes "
+                f"attachments up to {_mib(self.max_attachment)} ({self.max_attachment:,} bytes)",
+                "data",
+            )
+        sha256 = hashlib.sha256(data).hexdigest()
+        record = await self._record(key)
+        sys_id = _raw(record, "sys_id")
+        found = await self._list(
+            "sys_attachment",
+            f"table_name={self.table}^table_sys_id={sys_id}^hash={sha256}",
+            "",
+            1,
+        )
+        if found:
+            return _attachment(found[0])
+        kind = mimetypes.guess_type(shown)[0] or "application/octet-stream"
+        if origin is not None:
+            kind += f'; exalate-origin="{origin.replace(chr(34), "")}"'
+        answer = await self._send(
+            "POST",
+            "/api/now/attachment/file",
+            table=self.table,
+            right="attach files to",
+            params={"table_name": self.table, "table_sys_id": sys_id, "file_name": shown},
+            content=data,
+            headers={"Content-Type": kind},
+        )
+        if answer.status_code == 404:
+            raise TicketNotFound(f"no ticket {key!r} in the ServiceNow table {self.table}")
+        return _attachment(answer.json()["result"])
+
+    @contextlib.asynccontextmanager
+    async def deferred(self) -> AsyncIterator[None]:
+        """Nothing to defer: ServiceNow holds each write once it answers it."""
+        yield
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        self._watchers.clear()
+        await self._client.aclose()
+
+
+# -- the values of records ---------------------------------------------------------------
+
+
+def _raw(record: Mapping[str, Any], name: str) -> str:
+    """A field's raw value, from `sysparm_display_value=all` ({display_value, value}) or not."""
+    value = record.get(name, "")
+    if isinstance(value, dict):
+        value = value.get("value", "")
+    return "" if value is None else str(value)
+
+
+def _shown(record: Mapping[str, Any], name: str) -> str:
+    value = record.get(name, "")
+    if isinstance(value, dict):
+        value = value.get("display_value", "")
+    return "" if value is None else str(value)
+
+
+def _comment(entry: Mapping[str, Any]) -> Comment:
+    value = _raw(entry, "value")
+    author, origin = _raw(entry, "sys_created_by"), None
+    found = _MARK.match(value)
+    if found is not None:
+        with contextlib.suppress(ValueError):
+            mark = json.loads(found.group(1))
+            author = str(mark.get("a") or author)
+            origin = mark.get("o")
+            value = value[found.end() :]
+    return Comment(
+        id=_raw(entry, "sys_id"),
+        author=author,
+        body=value,
+        internal=_raw(entry, "element") == "work_notes",
+        created=_time(_raw(entry, "sys_created_on")),
+        origin=origin,
+    )
+
+
+def _attachment(meta: Mapping[str, Any]) -> Attachment:
+    found = _ORIGIN.search(str(meta.get("content_type", "")))
+    return Attachment(
+        sha256=str(meta.get("hash", "")),
+        name=str(meta.get("file_name", "")),
+        size=int(meta.get("size_bytes") or 0),
+        created=_time(str(meta["sys_created_on"])),
+        origin=found.group(1) if found else None,
+    )
+
+
+def _after(name: str, cursor: tuple[str, str] | None) -> str:
+    """The keyset condition for records after `cursor` in (name, sys_id) order."""
+    if cursor is None:
+        return ""
+    stamp, sys_id = cursor
+    return f"{name}>{stamp}^NQ{name}={stamp}^sys_id>{sys_id}^"
+
+
+def _plain(text: str, allow: str = "") -> bool:
+    """Whether `text` can stand in an encoded query as a value (no ^, no comma)."""
+    return bool(text) and all(c.isalnum() or c in allow for c in text)
+
+
+def _hex(text: str) -> str:
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else "0" * 64
+
+
+def _checked_comment(body: Any, author: str | None) -> str:
+    if not isinstance(body, str):
+        raise TicketRefused(f"body must be text, not {type(body).__name__}", "body")
+    if not body.strip():
+        raise TicketRefused("a comment needs a body: give it some text", "body")
+    if len(body) > MAX_TEXT:
+        raise TicketRefused(
+            f"body is {len(body):,} characters long; the limit is {MAX_TEXT:,}", "body"
+        )
+    if author is not None:
+        _name("author", author)
+    return body
+
+
+def _name(what: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TicketRefused(f"{what} must be text, not {type(value).__name__}", what)
+    if len(value) > MAX_NAME:
+        raise TicketRefused(
+            f"{what} is {len(value):,} characters long; the limit is {MAX_NAME}", what
+        )
+    return value
+
+
+def _said(answer: httpx.Response) -> str:
+    """ServiceNow's error body in words: "message: detail" (never a stack trace)."""
+    try:
+        error = answer.json().get("error") or {}
+        words = ": ".join(str(error[k]) for k in ("message", "detail") if error.get(k))
+    except (ValueError, AttributeError):
+        words = ""
+    return words or answer.reason_phrase
+
+
+def _retry_after(answer: httpx.Response) -> float:
+    """Seconds a 429's Retry-After asks for (a number or an HTTP date), at most 60."""
+    value = answer.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = 1.0
+    return max(0.0, min(60.0, seconds))
