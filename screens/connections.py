@@ -234,6 +234,14 @@ class ConnectionsScreen(Screen[None]):
             tooltip="Start this home's node in the background (exalate-tui node start)",
         ),
         Binding(
+            "N",
+            "app.stop_node",
+            "Stop node",
+            show=False,
+            id="connections.stop_node",
+            tooltip="Stop this home's node (asks first; exalate-tui node stop)",
+        ),
+        Binding(
             "r",
             "reload",
             "Reload",
