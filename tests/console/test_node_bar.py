@@ -267,3 +267,27 @@ async def test_quit_with_the_node_running_asks_nothing(home: Home) -> None:
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert not app.is_running
+
+
+async def test_delete_on_a_damaged_store_says_so_and_keeps_the_connection(home: Home) -> None:
+    """All or nothing from the console too: the store's damage is the error shown, and the
+    connection file stays (issue 10)."""
+    from exalate_tui.transport.sqlite_streams import SqliteStreams
+
+    connection = pending_to_jira(home)
+    # Its first page whole, every later one broken: it opens, and fails on the first read.
+    state = SqliteStreams(home.state_path)
+    state.enqueue_many("x" * 36, [("ping", {"pad": "x" * 500}) for _ in range(200)])
+    state.close()
+    data = bytearray(home.state_path.read_bytes())
+    data[16384:] = b"\xab" * (len(data) - 16384)
+    home.state_path.write_bytes(bytes(data))
+    app = make_app(home, supervise=False)
+    said = recording(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter", "x", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert any("Could not delete" in m and "nothing was changed" in m for m in said), said
+    assert home.connection_path(connection.id).exists()
