@@ -17,7 +17,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
+from exalate_tui.domain.live import NodeNeed
 from exalate_tui.domain.models import Connection
+from exalate_tui.home.store import NodeRecord
 
 from .widgets import ButtonBar
 
@@ -221,3 +223,74 @@ class ConfirmSwitchScreen(ConfirmScreen):
             "Switch to Script (y)",
             "Keep Basic (n)",
         )
+
+
+class ConfirmStopNodeScreen(ConfirmScreen):
+    """Before `N` stops this home's node: True stops it, False keeps it running."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Stop node", id="stop_node.yes", tooltip="Stop the node"),
+        Binding("n", "answer(False)", "Keep running", id="stop_node.no", tooltip="Change nothing"),
+    ]
+
+    def __init__(self, record: NodeRecord | None, need: NodeNeed) -> None:
+        where = f" on {record.host}:{record.port}" if record else ""
+        if need.callers:
+            stops = f"{_names(need.callers)} cannot reach this instance until a node runs again"
+            stops += "; the console polls in its place while open." if need.polls else "."
+        elif need.polls:
+            stops = (
+                "The console polls in its place while it is open; once it closes, nothing "
+                "syncs until a node runs again."
+            )
+        else:
+            stops = "No connection of this home needs it now."
+        super().__init__(
+            f"Stop this home's node{where}?",
+            f"{stops} Start it again with n.",
+            "Stop node (y)",
+            "Keep running (n)",
+        )
+
+
+class QuitWithoutNodeScreen(ConfirmScreen):
+    """Quitting while a node this home needs is down: True starts it first, False quits;
+    Escape stays. Ctrl+Q quits at once (the App's quit sees this screen)."""
+
+    AUTO_FOCUS = "#yes"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "s",
+            "answer(True)",
+            "Start node and quit",
+            id="quit.start",
+            tooltip="Start the node in the background (it outlives the console), then quit",
+        ),
+        Binding(
+            "q",
+            "answer(False)",
+            "Quit",
+            id="quit.anyway",
+            tooltip="Quit without a node: syncing waits until one runs",
+        ),
+        Binding("escape", "answer(None)", "Stay", id="quit.stay", tooltip="Back to the console"),
+    ]
+
+    def __init__(self, need: NodeNeed) -> None:
+        stops = []
+        if need.polls:
+            stops.append("this side's polling stops with the console: nothing syncs")
+        if need.callers:
+            stops.append(f"{_names(need.callers)} cannot reach this instance")
+        said = "; ".join(stops)
+        super().__init__(
+            "No node runs for this home: start it before quitting?",
+            f"While none runs, {said}. The node runs in the background and keeps going "
+            "after the console closes (`exalate-tui node stop` ends it).",
+            "Start node and quit (s)",
+            "Quit (q)",
+        )
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:2]) + (" and others" if len(names) > 2 else "")

@@ -15,6 +15,7 @@ sync state (links, queue, errors, the tracker's health) every second or two.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -33,6 +34,7 @@ from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.live import Contact, ago, live_state, when
 from exalate_tui.domain.models import Connection, Mode, PeerState, Role, Status
 from exalate_tui.domain.topology import side
+from exalate_tui.errors import ExalateError
 from exalate_tui.flows.initiate import Issued
 from exalate_tui.flows.sync import ConnectionSync
 from exalate_tui.home.store import NotFound, StoreError
@@ -239,7 +241,10 @@ class ConnectionDetailScreen(Screen[None]):
             connection = self.stores.home.get_connection(self.cid)
         except (NotFound, StoreError) as error:
             return self.Loaded(None, Contact(), str(error))
-        contact = self.stores.state.contact(connection.id) if self.stores.state else Contact()
+        try:
+            contact = self.stores.state.contact(connection.id) if self.stores.state else Contact()
+        except sqlite3.DatabaseError:
+            contact = Contact()  # a damaged store: the Connections tab says so, actions refuse
         sync = read_connection_sync(self.stores, connection.id) if syncs(connection) else None
         return self.Loaded(connection, contact, "", sync)
 
@@ -455,7 +460,8 @@ class ConnectionDetailScreen(Screen[None]):
         )
         try:
             outcome = await run(self.stores.home, state, self.cid)
-        except (actions.ActionError, NotFound, StoreError, OSError) as error:
+        # ExalateError: a damaged store too (StateError), found before anything changed.
+        except (ExalateError, OSError, sqlite3.DatabaseError) as error:
             self.post_message(self.Finished(name, None, str(error)))
             return
         self.post_message(self.Finished(name, outcome))

@@ -11,6 +11,7 @@ compares with and posts what it read; the handler then rebuilds the table
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -167,20 +168,40 @@ def read_home(
 ) -> Reading:
     """Parse the files again only when `previous` no longer matches; contacts always."""
     current = signature(home)
-    if current == previous:
-        contacts = {c.id: state.contact(c.id) for c in known} if state else {}
-        return Reading(current, False, connections=known, contacts=contacts)
     problems: list[StoreError] = []
+    if current == previous:
+        contacts = _contacts(state, known, problems)
+        return Reading(current, False, connections=known, problems=problems, contacts=contacts)
     try:
         instance = home.load_instance()
     except StoreError as error:
         instance = None
         problems.append(error)
     loaded = home.load_connections()
-    contacts = {c.id: state.contact(c.id) for c in loaded.connections} if state else {}
+    contacts = _contacts(state, loaded.connections, problems)
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts
     )
+
+
+def _contacts(
+    state: SqliteStreams | None, connections: Sequence[Connection], problems: list[StoreError]
+) -> dict[str, Contact]:
+    """Each connection's last contact; a store that opened but is damaged inside is a
+    problem shown above the table, not the end of the console."""
+    if state is None:
+        return {}
+    try:
+        return {c.id: state.contact(c.id) for c in connections}
+    except sqlite3.DatabaseError as error:
+        problems.append(
+            StoreError(
+                state.path,
+                f"the message store is damaged ({error}); move it aside and restart the "
+                "console (undelivered messages in it would be lost)",
+            )
+        )
+        return {}
 
 
 class ConnectionTable(DataTable[Text]):
@@ -232,6 +253,14 @@ class ConnectionsScreen(Screen[None]):
             show=False,
             id="connections.start_node",
             tooltip="Start this home's node in the background (exalate-tui node start)",
+        ),
+        Binding(
+            "N",
+            "app.stop_node",
+            "Stop node",
+            show=False,
+            id="connections.stop_node",
+            tooltip="Stop this home's node (asks first; exalate-tui node stop)",
         ),
         Binding(
             "r",

@@ -177,6 +177,14 @@ class InvitationScreen(WizardStep, CodeScreen):
             id="invitation.start_node",
             tooltip="Start this home's node in the background (exalate-tui node start)",
         ),
+        Binding(
+            "N",
+            "app.stop_node",
+            "Stop node",
+            show=False,
+            id="invitation.stop_node",
+            tooltip="Stop this home's node (asks first; exalate-tui node stop)",
+        ),
     ]
 
     @dataclass

@@ -135,7 +135,7 @@ def node_line(status: Status | None, need: NodeNeed, now: float) -> tuple[str, s
         if status.probed and not status.answers:
             return f"node: running{where} but not answering; see node.log", "-stuck"
         up = f" · up {ago(status.uptime(now) or 0).removesuffix(' ago')}" if record else ""
-        return f"node: running{where}{up}", "-up"
+        return f"node: running{where}{up} · N stops it", "-up"
     # The key first: a long reason is cut at the right edge, the way to fix it never is.
     if need:
         return f"node: not running — press n to start it · {need.reason}", "-needed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import pwd
 import socket
@@ -25,8 +26,25 @@ from exalate_tui.cli.common import PROG, BadInput, inert, print_json, require_in
 from exalate_tui.domain.live import ago
 from exalate_tui.home.store import Home
 
-UNIT_NAME = "exalate-tui-node.service"
+# What every home's unit was called before the name carried the home: two homes on one
+# machine wrote the same file, the second replacing the first's service.
+SHARED_UNIT_NAME = "exalate-tui-node.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+
+
+def unit_name(home: Path, short_name: str) -> str:
+    """`exalate-tui-node-<short name>-<8 hex of the home's path>.service`: one per home.
+
+    The short name says whose it is in `systemctl list-units`; the digest of the
+    resolved path keeps two homes of one name (a test home, a second instance) apart.
+    Characters systemd does not take in a unit name become `-`.
+    """
+    digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in "_.") else "-" for ch in short_name
+    )
+    name = "-".join(part for part in name.split("-") if part)[:40]
+    return f"exalate-tui-node-{name + '-' if name else ''}{digest}.service"
 
 
 def cmd_node(args: argparse.Namespace, home: Home) -> int:
@@ -208,7 +226,8 @@ def cmd_node_install_service(args: argparse.Namespace, home: Home) -> int:
     directory = directory or (_user_unit_dir() if args.user else SYSTEM_UNIT_DIR)
     owner = pwd.getpwuid(path.stat().st_uid).pw_name
     text = unit_text(path, instance.short_name, user_unit=args.user, owner=owner)
-    target = directory / UNIT_NAME
+    name = unit_name(path, instance.short_name)
+    target = directory / name
     before = target.read_text() if target.is_file() else None
     try:
         if before != text:
@@ -226,13 +245,28 @@ def cmd_node_install_service(args: argparse.Namespace, home: Home) -> int:
     found = background.running(home)
     if found.running:
         print(f"  {PROG} --home {inert(path)} node stop")
+    shared = directory / SHARED_UNIT_NAME
+    if _unit_of(shared, path):
+        # Written for this home under the name every home used to share: one node per home.
+        print(f"  {systemctl} disable --now {SHARED_UNIT_NAME.removesuffix('.service')}")
+        print(f"  rm {inert(shared)}    # this home's unit under its old, shared name")
     print(f"  {systemctl} daemon-reload")
-    print(f"  {systemctl} enable --now {UNIT_NAME.removesuffix('.service')}")
+    print(f"  {systemctl} enable --now {name.removesuffix('.service')}")
     if args.user:
         print(f"  loginctl enable-linger {owner}    # keep it running while you are logged out")
     journal = "journalctl --user" if args.user else "journalctl"
-    print(f"Its log: {journal} -u {UNIT_NAME.removesuffix('.service')} -f")
+    print(f"Its log: {journal} -u {name.removesuffix('.service')} -f")
     return 0
+
+
+def _unit_of(unit: Path, home: Path) -> bool:
+    """Whether `unit` is one `install-service` wrote for `home` (its first line says)."""
+    try:
+        with unit.open(encoding="utf-8", errors="replace") as file:
+            first = file.readline().rstrip("\n")
+    except OSError:
+        return False
+    return first == f"# Written by `{PROG} node install-service`; the home is {home}."
 
 
 def _write_unit(target: Path, text: str) -> None:
@@ -349,7 +383,8 @@ def register(
     service = actions.add_parser(
         "install-service",
         parents=[home],
-        help="write a systemd unit running this home's node; prints the systemctl commands",
+        help="write a systemd unit running this home's node, named after the home "
+        "(exalate-tui-node-<short name>-<8 hex>.service); prints the systemctl commands",
     )
     service.add_argument(
         "--user",

@@ -30,6 +30,7 @@ from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, NotFound, StoreError
 
 if TYPE_CHECKING:
+    from exalate_tui.domain.live import NodeNeed
     from exalate_tui.domain.models import Connection, Instance
     from exalate_tui.flows.initiate import InitiateWizard, Issued, Step
     from exalate_tui.protocol.api import UrlCheck
@@ -169,6 +170,8 @@ class ExalateApp(App[None]):
         self.node_status: NodeStatus | None = None
         # Checked every few seconds unless told not to (tests where nothing may run).
         self.watch_node = supervise if watch_node is None else watch_node
+        # Printed on exit (after the codes): what came of starting the node on quit.
+        self.exit_notes: list[str] = []
 
     def on_mount(self) -> None:
         self._start()
@@ -251,6 +254,121 @@ class ExalateApp(App[None]):
                 markup=False,
             )
         )
+
+    def action_stop_node(self) -> None:
+        """`N`: stop this home's node, once the admin has read what stops with it."""
+        from exalate_tui.domain.live import node_need
+        from exalate_tui.transport import background
+        from screens.confirm import ConfirmStopNodeScreen
+
+        status = background.glance(self.home)
+        if not status.running:
+            self._show_node(status)
+            self.notify("No node runs for this home: nothing to stop.", title="Node")
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.notify("Stopping the node…", title="Node")
+                self._stop_node()
+
+        need = node_need(self.known_connections())
+        self.push_screen(ConfirmStopNodeScreen(status.record, need), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="node-start")
+    def _stop_node(self) -> None:
+        from exalate_tui.transport import background
+
+        try:
+            background.stop(self.home)
+        except (ExalateError, OSError) as error:
+            self.call_from_thread(
+                partial(
+                    self.notify,
+                    f"The node did not stop: {error}",
+                    title="Node",
+                    severity="error",
+                    timeout=20,
+                    markup=False,
+                )
+            )
+            return
+        self.post_message(self.NodeChecked(background.glance(self.home)))
+        # The console's own supervisor takes over the polling the node did.
+        self.call_from_thread(self.wake_supervisor)
+        self.call_from_thread(
+            partial(
+                self.notify,
+                "The node stopped. While the console is open it polls in its place; "
+                "press n to start the node again.",
+                title="Node",
+                timeout=10,
+            )
+        )
+
+    # -- quitting: what stops with the console -------------------------------
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q: quit, unless a node this home needs is down: then ask once (start it
+        first, quit anyway, or stay). Ctrl+Q on that question quits at once."""
+        from screens.confirm import QuitWithoutNodeScreen
+
+        if isinstance(self.screen, QuitWithoutNodeScreen) or self.exit_notes:
+            self.exit()
+            return
+        need = self._need_on_quit()
+        if not need:
+            self.exit()
+            return
+
+        def answered(start: bool | None) -> None:
+            if start is None:
+                return
+            if not start:
+                self.exit()
+                return
+            # Said on exit if Ctrl+Q quits before the start is done.
+            self.exit_notes.append(
+                "The node was starting when the console closed: see `exalate-tui node status`."
+            )
+            self.notify("Starting the node, then quitting (Ctrl+Q quits now)…", title="Node")
+            self._start_node_and_quit()
+
+        self.push_screen(QuitWithoutNodeScreen(need), answered)
+
+    def _need_on_quit(self) -> NodeNeed:
+        """What stops when the console closes with no node running (nothing if one runs)."""
+        from exalate_tui.domain.live import NodeNeed, node_need
+        from exalate_tui.transport import background
+
+        if self.instance is None or self.connections_tab is None:
+            return NodeNeed()
+        try:
+            if background.glance(self.home).running:
+                return NodeNeed()
+        except OSError:
+            pass  # cannot tell: better to ask than to say nothing
+        return node_need(self.known_connections())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="node-start")
+    def _start_node_and_quit(self) -> None:
+        """Start the node, then quit whatever came of it: what did is printed on exit."""
+        from exalate_tui.transport import background
+
+        try:
+            started = background.start(self.home)
+        except (ExalateError, OSError) as error:
+            note = f"The node did not start: {error}\nStart it with `exalate-tui node start`."
+        else:
+            record = started.status.record
+            where = f" on {record.url}" if record else ""
+            note = (
+                f"The node runs{where} and keeps syncing now the console is closed. "
+                f"Its log: {self.home.node_log_path}; stop it with `exalate-tui node stop`."
+            )
+        self.exit_notes[:] = [note]
+        with contextlib.suppress(RuntimeError):  # the admin quit already (Ctrl+Q)
+            self.call_from_thread(self.exit)
 
     @work(thread=True, exit_on_error=False, group="permissions")
     def _warn_permissions(self) -> None:
@@ -607,6 +725,8 @@ def run_console(home: Home) -> int:
     """Run the console; print every invitation code issued, so none is lost with the screen."""
     app = make_app(home)
     app.run()
+    for note in app.exit_notes:
+        print(note)
     valid = still_valid(home, app.issued, app.now())
     if valid:
         print("Invitation codes issued in this session, still waiting to be accepted:")

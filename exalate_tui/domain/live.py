@@ -3,7 +3,9 @@
 Pure: the stored `Status` (this side's choice), what the partner said
 (`peer_state`) and the contact the supervisor or node recorded
 (`Contact`) make one of Pending, Active, Paused by partner, Unreachable,
-Deactivated, with a short line of detail. These are the words both the console
+Deactivated, with a short line of detail. A long-polled connection with no
+contact for longer than a poll can wait is Unreachable ("no poll for 40 s"),
+on either side: a live poller is never that quiet. These are the words both the console
 and the command line show. The clock is passed in, so "N s ago" can be tested.
 `node_need` says what depends on this instance's node running.
 """
@@ -73,6 +75,19 @@ _PEER = {
 }
 
 
+# A polled connection is silent for too long past this: the poll that began last (when the
+# polled side records contact) waits at most `protocol.wire.MAX_WAIT` (30 s), and every
+# answer is followed at once by the next poll, so a live poller is never quieter than
+# that plus a margin for the round trip and a busy node.
+POLL_SILENCE = 35.0
+
+
+def polled(connection: Connection) -> bool:
+    """Whether one side of this connection long-polls the other (either side of it)."""
+    here = side(connection.topology, connection.role)
+    return not (here.has_url and here.peer_has_url)
+
+
 def live_state(connection: Connection, contact: Contact, now: float) -> LiveState:
     """The state to show for `connection` at `now`."""
     peer = _PEER.get(connection.peer_state) if connection.peer_state else None
@@ -91,7 +106,15 @@ def live_state(connection: Connection, contact: Contact, now: float) -> LiveStat
         return LiveState(Live.ACTIVE, peer)
     if contact.last_ok is None:
         return LiveState(Live.ACTIVE, "no contact yet")
-    return LiveState(Live.ACTIVE, f"last contact {ago(now - contact.last_ok)}")
+    silence = now - contact.last_ok
+    if polled(connection) and silence > POLL_SILENCE:
+        # No poll is open: the poller stopped (its console closed, its node down), or
+        # cannot get through, or this side's node is down. Which, this side cannot tell.
+        quiet = ago(silence).removesuffix(" ago")
+        if side(connection.topology, connection.role).polls:
+            return LiveState(Live.UNREACHABLE, f"not polling for {quiet}")
+        return LiveState(Live.UNREACHABLE, f"no poll for {quiet}")
+    return LiveState(Live.ACTIVE, f"last contact {ago(silence)}")
 
 
 @dataclass(frozen=True)

@@ -129,13 +129,30 @@ async def _change_and_tell(
     timeout: float,
 ) -> Outcome:
     connection = await asyncio.to_thread(home.get_connection, cid)
+    # The file and the state change together or not at all: a damaged store is found
+    # before the file says Deactivated with no message to tell the partner.
+    await asyncio.to_thread(state.check)
     updated = await asyncio.to_thread(home.update_connection, connection.id, move)
     if updated.peer_state is PeerState.DELETED:
         return Outcome(updated, Told.NOBODY)
     # Status first, then the message: the enqueue wakes this process's supervisor,
     # whose rescan then sees the new status.
-    seq = await asyncio.to_thread(state.enqueue, updated.id, move.kind)
+    try:
+        seq = await asyncio.to_thread(state.enqueue, updated.id, move.kind)
+    except BaseException:
+        # The store took no message (full, or damaged since the check): the status goes
+        # back, so the partner is never left unaware of a change made here.
+        await asyncio.to_thread(home.update_connection, updated.id, _back(move))
+        raise
     return await _tell(updated, state, seq, transport, timeout)
+
+
+def _back(move: _Move) -> Callable[[Connection], None]:
+    def undo(connection: Connection) -> None:
+        if connection.status is move.after:
+            connection.status = move.before
+
+    return undo
 
 
 async def delete(
@@ -156,6 +173,8 @@ async def delete(
     """
     connection = await asyncio.to_thread(home.get_connection, cid)
     cid = connection.id
+    # All or nothing: a damaged store is refused before the file goes.
+    await asyncio.to_thread(state.check)
     if connection.secret is None or connection.peer_state is PeerState.DELETED:
         await asyncio.to_thread(_erase, home, state, cid)
         return Outcome(connection, Told.NOBODY)
@@ -183,8 +202,9 @@ def _bury(home: Home, state: Streams, cid: str, seq: int) -> None:
 
 
 def _erase(home: Home, state: Streams, cid: str) -> None:
-    home.delete_connection(cid)
+    # The state first: should it fail after all, the connection is still there to delete.
     state.forget(cid)
+    home.delete_connection(cid)
 
 
 async def _tell(

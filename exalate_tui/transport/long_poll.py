@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from exalate_tui.protocol.api import PREFIX
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _POLL_PATH = re.compile(rf"{PREFIX}/connections/([^/]+)/messages")
+_INFO_PATH = f"{PREFIX}/info"
 
 
 class NodeApp(FastAPI):
@@ -49,11 +51,24 @@ class NodeApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
+            if scope["path"] == _INFO_PATH:
+                await info(self.node, scope, receive, send)
+                return
             match = _POLL_PATH.fullmatch(scope["path"])
             if match is not None:
                 await long_poll(self.node, match.group(1), scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+async def info(node: Node, scope: Scope, receive: Receive, send: Send) -> None:
+    """`GET /info` in the loop iteration that read it: the route's answer (`Node.info`),
+    without FastAPI's per-request machinery, which a flood of refused bodies keeps busy."""
+    try:
+        response: Response = Response(await node.info(), media_type="application/json")
+    except ApiError as error:
+        response = error_response(error)
+    await response(scope, receive, send)
 
 
 async def long_poll(node: Node, cid: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -30,9 +30,16 @@ from exalate_tui.domain.invitation import hash_token, token_matches
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home, NotFound, StoreError
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
+from exalate_tui.protocol.wire import Info
 from exalate_tui.transport.auth import Signatures
 from exalate_tui.transport.contact import ContactThrottle
-from exalate_tui.transport.errors import ApiError, error_response, problems, unauthorized
+from exalate_tui.transport.errors import (
+    ApiError,
+    error_response,
+    problems,
+    unauthorized,
+    unavailable,
+)
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
@@ -94,6 +101,35 @@ class Node:
         # Damaged files already logged, with the (mtime, size, inode) they had then.
         self.reported: dict[Path, tuple[int, int, int] | None] = {}
         self.remove_listener = state.on_enqueue(self.wakeups.notify)
+        # `/info`'s answer and the (mtime, size, inode) of instance.toml it was read from.
+        self._info: tuple[tuple[int, int, int] | None, str] | None = None
+
+    async def info(self) -> str:
+        """`/info`'s JSON: instance.toml is read again (in a thread) only once it changed.
+
+        A stat on the loop, then the answer: no thread hop, whose return waits its turn
+        behind every ready socket when a flood keeps the loop busy (docs/reliability.md,
+        promise 13). A file that does not parse is logged once per change: `unavailable`.
+        """
+        path = self.home.instance_path
+        try:
+            stat = path.stat()
+            version: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            version = None
+        except OSError:
+            raise unavailable() from None
+        cached = self._info
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            instance = await asyncio.to_thread(self.home.load_instance)
+        except StoreError as error:
+            self.report(error)
+            raise unavailable() from None
+        text = Info(short_name=instance.short_name if instance else None).model_dump_json()
+        self._info = (version, text)
+        return text
 
     def find(self, cid: str) -> tuple[Connection, bool] | None:
         """The connection with exactly this id, and whether it is a tombstone."""

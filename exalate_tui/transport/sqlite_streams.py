@@ -423,6 +423,23 @@ class SqliteStreams:
             for table in ("outbox", "inbox", "streams"):
                 db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
 
+    def check(self) -> None:
+        """SQLite's quick check of every page (a store that opens may still have broken
+        ones: "database disk image is malformed"); `StateError` when it finds any."""
+        try:
+            with self._lock:
+                row = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as error:
+            problem = str(error)
+        else:
+            if row is not None and row[0] == "ok":
+                return
+            problem = str(row[0]) if row else "no answer"
+        raise StateError(
+            f"{self.path}: the message store is damaged ({problem}); nothing was changed; "
+            "move it aside and restart (undelivered messages in it would be lost)"
+        )
+
     def data_version(self) -> int:
         """Changes when another connection (another process) commits: cheap to poll."""
         with self._lock:

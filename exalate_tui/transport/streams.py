@@ -146,6 +146,12 @@ class Streams(Protocol):
         """Drop every trace of a deleted connection."""
         ...
 
+    def check(self) -> None:
+        """Raise (naming the store and what to do) when the store is damaged inside:
+        before an action that writes elsewhere too, so it changes nothing rather than
+        half. Reads the whole store: for rare actions, not per message."""
+        ...
+
     def data_version(self) -> int:
         """Changes when another process commits: cheap to poll."""
         ...

@@ -82,7 +82,13 @@ def test_connection_actions_on_a_damaged_state(home: Home, how: str, action: str
 
     home.update_connection(connection.id, started)
     damage(home.state_path, how)
-    one_clean_line(cli(home.path, "connections", action, connection.id), home.state_path)
+    files = {path: path.read_bytes() for path in home.path.rglob("*") if path.is_file()}
+    result = cli(home.path, "connections", action, connection.id)
+    one_clean_line(result, home.state_path)
+    if how == "malformed":
+        assert "nothing was changed" in result.stderr
+    # All or nothing: the connection file (and every other) as it was, none gone or added.
+    assert {path: path.read_bytes() for path in home.path.rglob("*") if path.is_file()} == files
 
 
 @pytest.mark.parametrize("how", ["garbage", "malformed"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+from exalate_tui.cli.node import unit_name
 from exalate_tui.domain.models import Instance
 from exalate_tui.home.store import Home, NodeRecord
 
@@ -243,7 +245,10 @@ def test_install_service_user_writes_the_unit_and_prints_the_commands(
         home, "node", "install-service", "--user", "--unit-dir", str(units), env=no_systemctl
     )
     assert result.returncode == 0, result.stderr
-    unit = units / "exalate-tui-node.service"
+    [unit] = units.iterdir()
+    assert unit.name == unit_name(home.resolve(), "snow")
+    assert re.fullmatch(r"exalate-tui-node-snow-[0-9a-f]{8}\.service", unit.name)
+    service = unit.name.removesuffix(".service")
     text = unit.read_text()
     [exec_start] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
     assert exec_start.endswith(f" --home {home.resolve()} node")
@@ -251,7 +256,9 @@ def test_install_service_user_writes_the_unit_and_prints_the_commands(
     assert "User=" not in text
     assert f"Wrote {unit}" in result.stdout
     assert "systemctl --user daemon-reload" in result.stdout
-    assert "systemctl --user enable --now exalate-tui-node" in result.stdout
+    assert f"systemctl --user enable --now {service}\n" in result.stdout
+    assert f"journalctl --user -u {service} -f" in result.stdout
+    assert "disable" not in result.stdout  # no unit of the old, shared name here
     assert not (tmp_path / "systemctl-ran").exists()
     again = run(home, "node", "install-service", "--user", "--unit-dir", str(units))
     assert f"Unchanged {unit}" in again.stdout
@@ -263,11 +270,40 @@ def test_install_service_system_runs_as_the_homes_owner(home: Path, tmp_path: Pa
     units = tmp_path / "system"
     result = run(home, "node", "install-service", "--unit-dir", str(units))
     assert result.returncode == 0, result.stderr
-    text = (units / "exalate-tui-node.service").read_text()
+    name = unit_name(home.resolve(), "snow")
+    text = (units / name).read_text()
     assert f"User={pwd.getpwuid(home.stat().st_uid).pw_name}" in text
     assert f"ReadWritePaths={home.resolve()}" in text
     assert "WantedBy=multi-user.target" in text
-    assert "sudo systemctl enable --now exalate-tui-node" in result.stdout
+    assert f"sudo systemctl enable --now {name.removesuffix('.service')}" in result.stdout
+
+
+def test_two_homes_on_one_machine_get_a_unit_each(home: Path, tmp_path: Path) -> None:
+    """Each unit is named after its home: a second home's install leaves the first's alone;
+    a unit this home wrote under the old shared name is named, to disable and remove."""
+    units = tmp_path / "units"
+    other = tmp_path / "elsewhere" / "home"
+    assert run(other, "init", "--short-name", "snow").returncode == 0  # the same short name
+    old = units / "exalate-tui-node.service"
+    units.mkdir()
+    old.write_text(
+        f"# Written by `exalate-tui node install-service`; the home is {home.resolve()}.\n"
+    )
+    first = run(home, "node", "install-service", "--user", "--unit-dir", str(units))
+    second = run(other, "node", "install-service", "--user", "--unit-dir", str(units))
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    mine, theirs = (
+        units / unit_name(home.resolve(), "snow"),
+        units / unit_name(other.resolve(), "snow"),
+    )
+    assert mine != theirs and mine.is_file() and theirs.is_file()
+    assert f"--home {home.resolve()} node" in mine.read_text()
+    assert f"--home {other.resolve()} node" in theirs.read_text()
+    assert "systemctl --user disable --now exalate-tui-node\n" in first.stdout
+    assert f"rm {old}" in first.stdout
+    assert "disable" not in second.stdout  # the old unit is the first home's, not this one's
+    assert unit_name(Path("/h"), "Snow Prod/ü") == unit_name(Path("/h"), "Snow-Prod-")
+    assert unit_name(Path("/h"), "Snow Prod/ü").startswith("exalate-tui-node-Snow-Prod-")
 
 
 def test_install_service_refuses_bad_input_and_writes_nothing(tmp_path: Path, home: Path) -> None:

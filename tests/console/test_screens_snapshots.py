@@ -19,9 +19,9 @@ from textual.pilot import Pilot
 from exalate_tui.console.app import ExalateApp, Verifier, verify_url
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
-from exalate_tui.home.store import Home
+from exalate_tui.home.store import Home, NodeRecord
 from exalate_tui.lifecycle.initiate import save_issued
-from exalate_tui.transport import client
+from exalate_tui.transport import background, client
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 from screens.accept import CodeArea
 
@@ -499,3 +499,28 @@ def test_confirm_new_code(snap_compare: Compare, frozen: float, size: tuple[int,
 def test_leave_pending(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
     run = steps(*TO_INVITATION, "escape")
     assert snap_compare(app_for(home_with(), frozen), terminal_size=size, run_before=run)
+
+
+# -- the node: stopping it, quitting without it ------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quit_without_node(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
+    home = home_with()
+    every_status(home, frozen)
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps("ctrl+q"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirm_stop_node(
+    snap_compare: Compare, frozen: float, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = home_with()
+    every_status(home, frozen)
+    record = NodeRecord(
+        pid=4242, host="0.0.0.0", port=8443, started=WHEN, version="0.1.0"
+    )  # a node said to run: nothing is signalled unless y is pressed
+    monkeypatch.setattr(
+        background, "glance", lambda home: background.Status(True, record, probed=False)
+    )
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps("N"))

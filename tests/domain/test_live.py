@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from exalate_tui.domain.live import Contact, Live, ago, live_state, when
+from exalate_tui.domain.live import POLL_SILENCE, Contact, Live, ago, live_state, when
 from exalate_tui.domain.models import Connection, Mode, PeerState, Role, Status, Topology
+from exalate_tui.protocol.wire import MAX_WAIT
 
 NOW = 1_714_564_800.0  # 2024-05-01 12:00:00 UTC
 
@@ -71,3 +72,29 @@ def test_what_the_partner_said_is_shown_beside_this_sides_status() -> None:
 def test_pending_waits_for_the_partner_whatever_the_contact() -> None:
     state = live_state(connection(Status.PENDING), Contact(last_error="403 invalid"), NOW)
     assert (state.live, state.detail) == (Live.PENDING, "waiting for jira")
+
+
+def test_a_polled_connection_is_unreachable_once_no_poll_can_still_be_open() -> None:
+    """The polled side records contact as each poll begins and a poll waits at most
+    MAX_WAIT: past that (and a margin), nobody is polling, whatever the last contact."""
+    public = connection(Status.ACTIVE)  # public-private, initiator: jira polls it
+    assert POLL_SILENCE > MAX_WAIT
+    quiet = live_state(public, Contact(last_ok=NOW - POLL_SILENCE), NOW)
+    assert (quiet.live, quiet.detail) == (Live.ACTIVE, "last contact 35 s ago")
+    gone = live_state(public, Contact(last_ok=NOW - POLL_SILENCE - 1), NOW)
+    assert (gone.live, gone.label, gone.detail) == (
+        Live.UNREACHABLE,
+        "Unreachable",
+        "no poll for 36 s",
+    )
+    later = live_state(public, Contact(last_ok=NOW - 600), NOW)
+    assert later.detail == "no poll for 10 min"
+    # The polling side's own poller stopped (its console closed, no node).
+    private = public.model_copy(update={"role": Role.ACCEPTOR})
+    assert live_state(private, Contact(last_ok=NOW - 120), NOW).detail == "not polling for 2 min"
+    # Pushes happen only when there is something to send: silence says nothing there.
+    both = public.model_copy(update={"topology": Topology.PUBLIC_PUBLIC})
+    assert live_state(both, Contact(last_ok=NOW - 600), NOW).detail == "last contact 10 min ago"
+    # What the partner said comes first: a paused partner does not poll.
+    paused = public.model_copy(update={"peer_state": PeerState.DEACTIVATED})
+    assert live_state(paused, Contact(last_ok=NOW - 600), NOW).live is Live.PAUSED

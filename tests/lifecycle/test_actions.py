@@ -278,6 +278,39 @@ async def test_delete_with_nobody_to_tell(tmp_path: Path, values: dict[str, Any]
     assert public.state.pending(CID) == []
 
 
+class FullState(SqliteStreams):
+    """A store that passes its check, then refuses the write (a disk filled meanwhile)."""
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    def forget(self, cid: str) -> None:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.anyio
+async def test_an_action_the_store_refuses_changes_nothing(tmp_path: Path) -> None:
+    """All or nothing, past the damage check too: a status change whose message the store
+    does not take goes back; a delete whose state cannot be forgotten keeps the file."""
+    public = side(tmp_path, "snow", PUBLIC)
+    public.home.save_connection(
+        connection(role=Role.INITIATOR, local_name="snow", remote_name="jira")
+    )
+    full = FullState(public.home.state_path)
+    before = public.home.connection_path(CID).read_bytes()
+    with pytest.raises(OSError, match="No space"):
+        await actions.deactivate(public.home, full, CID)
+    assert public.home.get_connection(CID).status is Status.ACTIVE
+    with pytest.raises(OSError, match="No space"):
+        await actions.delete(public.home, full, CID)  # the news is enqueued first
+    assert public.home.connection_path(CID).read_bytes() == before
+    public.home.update_connection(CID, lambda c: setattr(c, "secret", None))
+    with pytest.raises(OSError, match="No space"):
+        await actions.delete(public.home, full, CID)  # nobody to tell: forget, then the file
+    assert public.home.connection_path(CID).exists()
+    full.close()
+
+
 def test_purge_forgets_only_tombstones_past_their_grace(tmp_path: Path) -> None:
     public = side(tmp_path, "snow", PUBLIC)
     old_id, new_id = CID, "87654321-4321-4321-8321-cba987654321"

@@ -23,6 +23,7 @@ from conftest import CountingHome, scans_pass
 from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
+from exalate_tui.domain.live import POLL_SILENCE, Live, live_state
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.flows.initiate import InitiateWizard
 from exalate_tui.home.store import Home
@@ -269,6 +270,43 @@ def test_poller_resumes_from_its_cursor_after_being_stopped(tmp_path: Path) -> N
     assert [m.seq for m in inbox] == list(range(1, 302))
     assert inbox[0].kind == "hello"
     assert [m.body["n"] for m in inbox[1:]] == list(range(300))
+
+
+def test_the_polled_side_sees_each_poll_and_the_silence_once_polling_stops(
+    tmp_path: Path,
+) -> None:
+    """The public node records contact as each (idle) long-poll begins: Active while the
+    partner polls; once it stops, nothing more is recorded, and one poll's wait and a
+    margin later the public side reads Unreachable, not "last contact N s ago"."""
+    public, private, cid = connect(tmp_path)
+    connection = public.home.get_connection(cid)
+    seen: list[float] = []
+
+    async def main() -> None:
+        supervisor = Supervisor(private.home, private.state, transport=public.transport, wait=0.3)
+        task = asyncio.create_task(supervisor.run())
+        deadline = time.monotonic() + 10
+        while len(seen) < 3:  # contact is written once a second at most
+            assert time.monotonic() < deadline, seen
+            last_ok = public.state.contact(cid).last_ok
+            if last_ok is not None and (not seen or last_ok > seen[-1]):
+                seen.append(last_ok)
+                state = live_state(connection, public.state.contact(cid), time.time())
+                assert state.live is Live.ACTIVE, state
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    stopped = public.state.contact(cid)
+    time.sleep(1.5)  # past the contact throttle: a poll still coming would be recorded
+    assert public.state.contact(cid) == stopped
+    assert stopped.last_ok is not None
+    quiet = live_state(connection, stopped, stopped.last_ok + POLL_SILENCE - 1)
+    assert quiet.live is Live.ACTIVE
+    gone = live_state(connection, stopped, stopped.last_ok + POLL_SILENCE + 1)
+    assert (gone.live, gone.detail) == (Live.UNREACHABLE, "no poll for 36 s")
 
 
 class Recording(httpx.AsyncBaseTransport):
