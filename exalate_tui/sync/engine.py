@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
-from exalate_tui.home.store import Home
+from exalate_tui.home.store import Home, Loaded
 from exalate_tui.sync import replica as wire
 from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
@@ -69,6 +69,8 @@ TRACKER_ERROR_SINCE = "tracker.error_since"
 # The engine looks again this often even when nothing woke it: requests from
 # another process and applies by another process's poller arrive this way.
 RESCAN = 1.0
+# The engine reads `connections/` again at least this often, changed or not.
+RELOAD = 30.0
 # How often the engine drops what it kept for connections deleted since.
 TIDY_EVERY = 60.0
 BATCH = 200
@@ -118,6 +120,9 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queries: dict[str, Query | QueryError] = {}
         self._tidied = 0.0
+        self._loaded: Loaded | None = None
+        self._stamp: int | None = None
+        self._loaded_at = 0.0
         self.reporter = "sync"
 
     # -- running -------------------------------------------------------------------
@@ -183,12 +188,31 @@ class Engine:
             self.store.set_meta(TRACKER_ERROR, None)
             self.store.set_meta(TRACKER_ERROR_SINCE, None)
 
+    async def _connections(self) -> Loaded:
+        """The home's connections, read again only when `connections/` changed.
+
+        Reading 10,000 files costs ~150 ms even from the parse cache: once a second
+        on the node's event loop it held every request up (the capacity figure). A
+        rename in the folder moves its mtime; one within the last second may share
+        a clock tick with the read before it, so the folder is read again until it
+        has settled, and every `RELOAD` s regardless."""
+        try:
+            stamp: int | None = self.home.connections_dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        settled = stamp is None or time.time_ns() - stamp > 1_000_000_000
+        fresh = time.monotonic() - self._loaded_at < RELOAD
+        if self._loaded is None or stamp != self._stamp or not settled or not fresh:
+            self._stamp, self._loaded_at = stamp, time.monotonic()
+            self._loaded = await asyncio.to_thread(self.home.load_connections)
+        return self._loaded
+
     async def step(self) -> bool:
         """One pass over requests, inboxes and tracker changes; True if it did anything."""
-        loaded = self.home.load_connections()
+        loaded = await self._connections()
         connections = {c.id: c for c in loaded.connections if syncs(c)}
         if time.monotonic() - self._tidied > TIDY_EVERY:
-            self.tidy()
+            self.tidy(loaded)
         busy = await self._requests(connections)
         # Only connections with messages past the cursor: one read each of two tables,
         # not two queries per connection (a node may hold thousands of idle ones).
@@ -200,12 +224,13 @@ class Engine:
         self._tracker_up()
         return busy
 
-    def tidy(self) -> None:
+    def tidy(self, loaded: Loaded | None = None) -> None:
         """Drop the links, cursor and errors of connections deleted here (a tombstone
         counts as deleted: nothing syncs over it again). History stays, and the tickets
         on both sides. A connection file that does not parse keeps everything."""
         self._tidied = time.monotonic()
-        loaded = self.home.load_connections()
+        if loaded is None:
+            loaded = self.home.load_connections()
         if loaded.problems:
             return
         for cid in self.store.cids() - {c.id for c in loaded.connections}:
