@@ -123,12 +123,32 @@ def compose_code_buttons() -> Iterator[Widget]:
     yield Button("Done", id="done", variant="success", compact=True)
 
 
+@runtime_checkable
+class HasHome(Protocol):
+    """The app a code screen runs in: it has a home (the console's `ExalateApp`)."""
+
+    home: Home
+
+
+def code_folder(home: Home) -> Path:
+    """Where `w` writes codes: `<home>/invitations/` (0700), never the working directory
+    (under `make run`, a git checkout that would offer the secret for commit)."""
+    folder = home.path / "invitations"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
 def write_code(screen: Screen[None], issued: Issued) -> None:
-    """Write the code to a file in the working directory, in a thread; the toast says where."""
+    """Write the code to a file in the home's `invitations/`, in a thread; the toast says
+    where."""
+    app = screen.app
 
     def write() -> None:
         try:
-            path = write_code_file(Path.cwd(), issued.connection.name, issued.code)
+            if not isinstance(app, HasHome):
+                raise OSError("this console has no home folder to write into")
+            path = write_code_file(code_folder(app.home), issued.connection.name, issued.code)
         except OSError as error:
             message = f"Could not write the code: {error}"
             options: dict[str, Any] = {"severity": "error", "timeout": 10}

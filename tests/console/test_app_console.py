@@ -262,9 +262,11 @@ async def test_seed_flow_without_url_asks_for_public_url(
         assert any("and to the local clipboard" in m for m in messages(app))
 
         await press(pilot, "w")
-        written = tmp_path / "snow_to_jira.invitation.txt"
+        written = home.path / "invitations" / "snow_to_jira.invitation.txt"
         assert written.read_text() == code + "\n"
         assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert stat.S_IMODE(written.parent.stat().st_mode) == 0o700
+        assert not list(Path.cwd().glob("*.invitation.txt"))  # never the working directory
         assert any(str(written) in m for m in messages(app))
 
         await press(pilot, "enter")

@@ -375,7 +375,9 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
         assert code != old.code
         await press(pilot, "c", "w")
         assert copied == [code, code]
-        assert (tmp_path / "snow_to_jira.invitation.txt").read_text() == code + "\n"
+        written = home.path / "invitations" / "snow_to_jira.invitation.txt"
+        assert written.read_text() == code + "\n"
+        assert not list(tmp_path.glob("*.invitation.txt"))  # never the working directory
         await press(pilot, "enter")
         assert isinstance(app.screen, ConnectionDetailScreen)
         assert [i.code for i in app.issued] == [code]
