@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW
+from pilots import settle, typed
 from rich.console import Console
 from scripted import LABELLED, MARKED, screen_lines, scripted
 from synced import CID, story
@@ -49,20 +50,6 @@ async def home(tmp_path: Path) -> Home:
 
 def app_for(home: Home) -> ExalateApp:
     return ExalateApp(home, now=lambda: NOW, supervise=False)
-
-
-async def settle(pilot: Pilot[None], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-def typed(text: str) -> list[str]:
-    names = {" ": "space", "\n": "enter", "(": "left_parenthesis", '"': "quotation_mark"}
-    return [names.get(ch, ch) for ch in text]
 
 
 def text_of(app: ExalateApp, selector: str) -> str:

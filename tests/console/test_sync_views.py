@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW
+from pilots import settle, typed
 from rich.console import Console
 from synced import CID, TRIGGER, ZENDESK, story
 from textual.pilot import Pilot
@@ -47,19 +48,6 @@ async def home(tmp_path: Path) -> Home:
 
 def app_for(home: Home) -> ExalateApp:
     return ExalateApp(home, now=lambda: NOW, supervise=False)
-
-
-async def settle(pilot: Pilot[None], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-def typed(text: str) -> list[str]:
-    return ["space" if ch == " " else ch for ch in text]
 
 
 async def engine(home: Home) -> None:
