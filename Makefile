@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test snapshots bench lint
+.PHONY: run test snapshots pictures bench lint
 
 # One line of its own on a first run; pip's output only if it fails (it is kept in
 # .venv/install.log either way).
@@ -29,6 +29,18 @@ test: $(STAMP)
 SNAPSHOT_TESTS := $(shell grep -rl snap_compare tests --include='test_*.py')
 snapshots: $(STAMP)
 	$(BIN)/python -m pytest -p no:xdist $(SNAPSHOT_TESTS) --snapshot-update
+
+# The README's pictures of the seed's flow: the snapshot baselines of its screens at
+# 80x24, copied under docs/pictures/ (re-run after `make snapshots`).
+PICTURES := destination config_type note info invitation_copied connections_after_done \
+	accept_valid
+pictures:
+	@mkdir -p docs/pictures
+	@for name in $(PICTURES); do \
+	  cp "snapshots/test_screens_snapshots/test_$${name}[80x24].svg" "docs/pictures/$${name}.svg"; \
+	done
+	@cp "snapshots/test_tickets_snapshots/test_tickets_several[80x24].svg" docs/pictures/tickets.svg
+	@echo "docs/pictures/: $(words $(PICTURES)) screens of the seed's flow and the Tickets tab"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
