@@ -50,6 +50,20 @@ def broken(tmp_path: Path) -> Home:
     return home
 
 
+def with_ticket(tmp_path: Path) -> Home:
+    """snow with one ticket, made as an admin would (`exalate-tui tickets create`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exalate_tui.cli import main
+
+    home = snow_home(tmp_path)
+    summary = "Printer on fire on the third floor, by the stairs; users cannot print"
+    args = ["--home", str(home.path), "tickets", "create", "--summary", summary]
+    with ThreadPoolExecutor(1) as pool:  # the command runs its own event loop
+        assert pool.submit(main, args).result() == 0
+    return home
+
+
 def code_from_snow(tmp_path: Path) -> str:
     partner = Home(tmp_path / "partner")
     instance = Instance(short_name="snow", public_url="https://snow.example.com")
@@ -87,7 +101,16 @@ CASES: list[tuple[str, Callable[[Path], Home], list[str], str]] = [
     ("delete", with_pending, ["enter", "x"], "#yes"),
     ("regenerated", with_pending, ["enter", "g", "y"], "#done"),
     ("accept", private, ["a"], "#accept"),
+    ("tickets", with_ticket, ["t"], "#tickets"),
+    ("new ticket", with_ticket, ["t", "n"], "#save"),
+    ("ticket", with_ticket, ["t", "enter"], "#title"),
+    ("edit ticket", with_ticket, ["t", "enter", "e"], "#save"),
 ]
+
+
+# A ticket's detail is a page to read (fields, comments, history: as long as the ticket
+# is); it scrolls by design, with its title and keys in view.
+SCROLLS_BY_DESIGN = {"ticket"}
 
 
 def inside(widget: Widget, screen: Region) -> bool:
@@ -121,7 +144,8 @@ async def test_screen_fits(
             await settle(pilot)
         screen = app.screen
         assert inside(screen.query_one(main), screen.region), f"{name}: {main} not in 80×24"
-        assert nothing_scrolled_away(pilot) == []
+        if name not in SCROLLS_BY_DESIGN:
+            assert nothing_scrolled_away(pilot) == []
 
 
 async def test_accept_fits_after_a_paste(tmp_path: Path) -> None:
