@@ -79,6 +79,14 @@ def target(text: str, name: str) -> Path:
     return path
 
 
+class PathField(Input):
+    """The path: Enter writes, and the Footer says so (Input's own Enter is hidden)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Write", id="write_code.write", tooltip="Write the file"),
+    ]
+
+
 class WriteCodeScreen(ModalScreen[Path | None]):
     """Asks where to write the code and writes it; dismisses with the path written, or
     None (Escape)."""
@@ -121,7 +129,7 @@ class WriteCodeScreen(ModalScreen[Path | None]):
                 "Readable by you only (0600). A folder takes the file name shown.",
                 id="consequence",
             )
-            yield Input(shown(default_code_path(self.home, self.connection_name)), id="path")
+            yield PathField(shown(default_code_path(self.home, self.connection_name)), id="path")
             yield Static("", id="problem")
             with ButtonBar(id="answers"):
                 yield Button("Write", id="write", variant="primary", compact=True)
