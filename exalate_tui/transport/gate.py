@@ -16,7 +16,14 @@ descriptors. Here (docs/reliability.md, slow sockets):
   node's own files and calls): past it a new socket is closed at once,
   rather than `accept()` failing for want of a descriptor;
 - a request answered before its body is in has its socket closed, instead
-  of the rest of the body being read to be dropped;
+  of the rest of the body being read to be dropped: once the answer is out
+  (with an end of file, so the caller reads it whole) and at most `LINGER`
+  more bytes have been read and dropped, since closing a socket with unread
+  bytes resets it, and a reset can destroy an answer not yet read;
+- every socket is read `READ_SIZE` bytes at a time (asyncio reads 256 KiB):
+  the loop serves every ready socket once per turn, so a turn with
+  hundreds of bodies streaming in stays short and `/info` or a poll waits
+  for one turn of small reads, not of large ones;
 - "out of descriptors" is logged once per `LOG_EVERY` s with a count, not
   once per failed `accept()` (`AcceptErrors`).
 """
@@ -43,6 +50,11 @@ MIN_AGE = 1.0
 # Descriptors kept for the state, the logs, the threads and the supervisor's own calls.
 RESERVED_FILES = 512
 LOG_EVERY = 10.0
+# docs/reliability.md, promise 13 (`/info` under a flood of bodies): what one socket may
+# hand the loop per turn. An honest batch is well under a megabyte, a few dozen reads.
+READ_SIZE = 16 * 1024
+# What asyncio's own 256 KiB reads swallowed before a refusal closed the socket.
+LINGER = 256 * 1024
 
 
 class Gate:
@@ -62,6 +74,10 @@ class Gate:
         self.min_age = min_age
         # Each waiting socket's deadline, and when it began to wait (loop time).
         self.waiting: dict[asyncio.BaseProtocol, tuple[asyncio.TimerHandle, float]] = {}
+        # One receive buffer for all the server's sockets: its loop reads one at a time, and
+        # each read is handed on before the next (a buffer per socket would cost 10,000
+        # idle long-polls 160 MiB).
+        self.buffer = memoryview(bytearray(READ_SIZE))
 
     def wait(self, protocol: GuardedH11) -> None:
         """(Re)start the protocol's clock: it has this long to bring a whole request."""
@@ -87,10 +103,16 @@ class Gate:
             protocol.transport.close()
 
 
-class GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one)."""
+class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
+    """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one).
+
+    A `BufferedProtocol` too, so that asyncio reads into `gate.buffer`: at most
+    `READ_SIZE` bytes per socket per turn of the loop.
+    """
 
     gate: Gate
+    # Bytes still to drop after an early answer before the socket closes (None: not yet).
+    linger: int | None = None
 
     def in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -102,6 +124,17 @@ class GuardedH11(H11Protocol):
             return
         self.gate.wait(self)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.gate.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.linger is not None:
+            self.linger -= nbytes
+            if self.linger <= 0:
+                self.transport.close()
+            return
+        self.data_received(bytes(self.gate.buffer[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.in_request():
@@ -111,7 +144,8 @@ class GuardedH11(H11Protocol):
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             # Answered before its body was read (401, 413, 503): uvicorn would go on
             # reading the rest only to drop it, up to 8 MiB of CPU per refused request.
-            self.transport.close()
+            self.linger = LINGER
+            self.transport.write_eof()
         super().on_response_complete()
         if not self.in_request() and not self.transport.is_closing():
             self.gate.wait(self)

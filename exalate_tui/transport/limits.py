@@ -6,9 +6,18 @@ anyone can spend. `BodyBudget` bounds the body bytes every request
 together holds at once; `BODY_DEADLINE` bounds how long one body may take
 to arrive. What can be refused from the headers alone is refused before
 either is spent (`Node.admit`).
+
+Reading bodies is also the node's CPU: hundreds streaming in at once keep
+its one event loop so busy that `/info` and honest polls wait behind them.
+So at most `BODY_READERS` bodies are read at a time; a body that did not
+come whole with its headers waits for its turn (`BodyBudget.turn`) with its
+socket paused (uvicorn stops reading a socket once 64 KiB of its body wait
+unread), for at most `BODY_WAIT` s, then 503 `busy`.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from exalate_tui.transport.errors import ApiError
 
@@ -17,6 +26,10 @@ BODY_BUDGET = 64 * 1024 * 1024
 # A full 8 MiB push at 2 Mbit/s, with room to spare; a trickle is cut off here.
 BODY_DEADLINE = 60.0
 RETRY_AFTER = 1
+# docs/reliability.md, promise 13: `/info` and polls within 50 ms at p99 under a flood of
+# bodies. Twice the full pushes the budget holds, so honest pushes rarely wait at all.
+BODY_READERS = 16
+BODY_WAIT = 10.0
 
 
 def busy(detail: str) -> ApiError:
@@ -30,9 +43,13 @@ class BodyBudget:
     answered; one that would go over is refused 503 `busy` (Retry-After).
     """
 
-    def __init__(self, capacity: int = BODY_BUDGET) -> None:
+    def __init__(
+        self, capacity: int = BODY_BUDGET, readers: int = BODY_READERS, wait: float = BODY_WAIT
+    ) -> None:
         self.capacity = capacity
         self.held = 0
+        self.wait = wait
+        self.readers = asyncio.Semaphore(readers)
 
     def take(self, size: int) -> None:
         if self.held + size > self.capacity:
@@ -41,3 +58,15 @@ class BodyBudget:
 
     def give(self, size: int) -> None:
         self.held -= size
+
+    async def turn(self) -> None:
+        """Wait for a turn to read the rest of a body (`end_turn` when done); 503 `busy`
+        once the wait passes `wait` s."""
+        try:
+            async with asyncio.timeout(self.wait):
+                await self.readers.acquire()
+        except TimeoutError:
+            raise busy("this node reads too many request bodies at once; retry shortly") from None
+
+    def end_turn(self) -> None:
+        self.readers.release()

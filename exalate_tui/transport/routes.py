@@ -95,8 +95,9 @@ async def receive_body(
     the block ends; None when the client left.
 
     Refused with 413 as soon as it is known to pass `limit` bytes, 503 `busy`
-    when the node holds too many body bytes at once, 408 `timeout` when it
-    takes longer than the node's body deadline to arrive.
+    when the node holds too many body bytes at once or no turn to read the
+    rest comes in time, 408 `timeout` when it takes longer than the node's
+    body deadline to arrive.
     """
     too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
     if declared is not None:
@@ -106,6 +107,8 @@ async def receive_body(
             raise too_big
     budget = node.bodies
     taken = 0
+    # A body that came whole with its headers needs no turn (`BodyBudget.turn`).
+    turn = False
     try:
         chunks = []
         try:
@@ -125,6 +128,9 @@ async def receive_body(
                     if not message.get("more_body", False):
                         body = b"".join(chunks)
                         break
+                    if not turn:
+                        await budget.turn()
+                        turn = True
         except TimeoutError:
             raise ApiError(
                 408, "timeout", f"the request body took over {node.body_deadline:g} s to arrive"
@@ -133,6 +139,8 @@ async def receive_body(
         yield body
     finally:
         budget.give(taken)
+        if turn:
+            budget.end_turn()
 
 
 @contextlib.asynccontextmanager
@@ -326,14 +334,17 @@ def _batch(messages: list[str], last_seq: int, acked: int) -> Response:
     openapi_extra=_body(PushIn),
 )
 async def push(request: Request, cid: str) -> Applied:
+    # `long_poll.NodeApp` answers this route on its lean path, which calls `apply_batch`
+    # as this does; here it is described for the OpenAPI document.
     node = _node(request)
     found = await node.admit(cid, request.headers.get("authorization"))
     # The body counts against the node's budget until the batch is applied or refused.
     async with _read_body(request, MAX_BATCH_BYTES) as raw:
-        return await _apply(node, cid, await node.authenticate(request, cid, raw, found), raw)
+        return await apply_batch(node, cid, await node.authenticate(request, cid, raw, found), raw)
 
 
-async def _apply(node: Node, cid: str, found: tuple[Connection, bool], raw: bytes) -> Applied:
+async def apply_batch(node: Node, cid: str, found: tuple[Connection, bool], raw: bytes) -> Applied:
+    """A pushed batch once the caller is authenticated: applied once, in order."""
     connection, buried = found
     if buried:
         raise ApiError(410, "deleted", "this connection was deleted on this side")

@@ -115,3 +115,44 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.mark.anyio
+async def test_an_early_answer_arrives_whole_and_a_caller_that_sends_on_is_cut_off() -> None:
+    """Reads are `READ_SIZE` at a time, so a refused body leaves bytes unread: the answer
+    goes out with an end of file before the socket closes (a close with unread bytes
+    resets it, destroying the answer), and at most `LINGER` more bytes are read to drop."""
+    app = FastAPI()
+
+    @app.post("/refuse")
+    async def refuse() -> JSONResponse:  # answers without reading the body
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    keeper = gate.Gate(max_open=64)
+    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        assert len(keeper.buffer) == gate.READ_SIZE < 8 * gate.READ_SIZE == gate.LINGER / 2
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 90000000\r\n\r\n")
+        writer.write(b"x" * (gate.LINGER // 2))
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end of file
+        assert answer.startswith(b"HTTP/1.1 401") and answer.endswith(b'{"error":"unauthorized"}')
+        # Sending on, as an attacker would: the node drops LINGER bytes, then closes.
+        chunk = b"x" * 2**20
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 80 * 2**20:
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += len(chunk)
+        writer.transport.abort()
+    finally:
+        server.should_exit = True
+        await task
