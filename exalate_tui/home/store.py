@@ -178,7 +178,8 @@ def _fsync_dir(directory: Path) -> None:
 class NodeRecord(BaseModel):
     """`node.pid`: written by a node once its socket is bound, removed when it stops."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Built when first used: most commands never read node.pid (benchmarks/README.md, headless).
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     pid: int = Field(gt=0)
     host: str
