@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -49,6 +51,23 @@ def test_out_of_descriptors_is_logged_once_per_interval_with_a_count(
     assert loop.passed == [other]
 
 
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, keeper: gate.Gate) -> AsyncIterator[int]:
+    """uvicorn serving `app` on 127.0.0.1 under `keeper`; its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest.mark.anyio
 async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped() -> None:
     app = FastAPI()
@@ -62,15 +81,7 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
         return JSONResponse({"error": "unauthorized"}, status_code=401)
 
     keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3, min_age=0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+    async with serving(app, keeper) as port:
         streams = []
         for _ in range(3):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -112,9 +123,6 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
         assert len(keeper.waiting) == 6
         for _, writer in held:
             writer.close()
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.mark.anyio
@@ -128,16 +136,8 @@ async def test_an_early_answer_arrives_whole_and_a_caller_that_sends_on_is_cut_o
     async def refuse() -> JSONResponse:  # answers without reading the body
         return JSONResponse({"error": "unauthorized"}, status_code=401)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     keeper = gate.Gate(max_open=64)
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+    async with serving(app, keeper) as port:
         assert len(keeper.buffer) == gate.READ_SIZE < 8 * gate.READ_SIZE == gate.LINGER / 2
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 90000000\r\n\r\n")
@@ -153,6 +153,3 @@ async def test_an_early_answer_arrives_whole_and_a_caller_that_sends_on_is_cut_o
                 await asyncio.wait_for(writer.drain(), 5)
                 sent += len(chunk)
         writer.transport.abort()
-    finally:
-        server.should_exit = True
-        await task
