@@ -39,6 +39,7 @@ from exalate_tui.transport.sqlite_streams import Gap
 from exalate_tui.transport.streams import Message, Streams, within_budget
 
 if TYPE_CHECKING:
+    from exalate_tui.transport.limits import Turn
     from exalate_tui.transport.node import Node
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def receive_body(
     Refused with 413 as soon as it is known to pass `limit` bytes, 503 `busy`
     when the node holds too many body bytes at once or no turn to read the
     rest comes in time, 408 `timeout` when it takes longer than the node's
-    body deadline to arrive.
+    body deadline to arrive, or falls behind while other bodies wait (`Turn`).
     """
     too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
     if declared is not None:
@@ -108,13 +109,13 @@ async def receive_body(
     budget = node.bodies
     taken = 0
     # A body that came whole with its headers needs no turn (`BodyBudget.turn`).
-    turn = False
+    turn: Turn | None = None
     try:
         chunks = []
         try:
             async with asyncio.timeout(node.body_deadline):
                 while True:
-                    message = await receive()
+                    message = await (receive() if turn is None else turn.receive(receive))
                     if message["type"] == "http.disconnect":
                         body = None
                         break
@@ -128,9 +129,8 @@ async def receive_body(
                     if not message.get("more_body", False):
                         body = b"".join(chunks)
                         break
-                    if not turn:
-                        await budget.turn()
-                        turn = True
+                    if turn is None:
+                        turn = await budget.turn()
         except TimeoutError:
             raise ApiError(
                 408, "timeout", f"the request body took over {node.body_deadline:g} s to arrive"
@@ -139,8 +139,8 @@ async def receive_body(
         yield body
     finally:
         budget.give(taken)
-        if turn:
-            budget.end_turn()
+        if turn is not None:
+            turn.end()
 
 
 @contextlib.asynccontextmanager

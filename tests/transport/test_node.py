@@ -35,7 +35,7 @@ from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Rol
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
-from exalate_tui.transport import auth, errors, routes, wakeups
+from exalate_tui.transport import auth, errors, limits, routes, wakeups
 from exalate_tui.transport.client import ACK_HEADER
 from exalate_tui.transport.hooks import HandshakeRefused
 from exalate_tui.transport.limits import BodyBudget
@@ -1004,6 +1004,29 @@ async def test_bodies_are_read_a_few_at_a_time_and_a_wait_too_long_is_busy(n: No
     assert (await pending).status_code == 401  # the header signs an empty body
     # The turn is given back: the next body is read and applied.
     assert (await n.push(connection.id, wire(1))).json() == {"applied": 1}
+    assert node.bodies.held == 0 and not node.bodies.readers.locked()
+
+
+@pytest.mark.anyio
+async def test_a_body_that_stops_coming_while_another_waits_loses_its_turn(n: Node) -> None:
+    """Else a few sockets trickling bodies for a known id would keep every push out."""
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    node = n.app.state.node
+    node.bodies = BodyBudget(readers=1, wait=10)
+    header = signing.sign(SECRET, "POST", path, "", b"")
+    stuck = Trickle(chunks=4)  # its first chunk, then nothing: it holds the only turn
+    first = n.client.build_request("POST", path, content=stuck)
+    first.headers["Authorization"] = header
+    pending = asyncio.ensure_future(n.client.send(first))
+    await asyncio.wait_for(stuck.first.wait(), 10)
+    started = time.monotonic()
+    # A push comes (chunked, so it needs a turn): the stuck body falls behind and is cut.
+    pushed = await n.push(connection.id, wire(1))
+    assert pushed.json() == {"applied": 1}
+    assert time.monotonic() - started < limits.GRACE + 2 * limits.TICK + 2
+    cut = await pending
+    assert cut.status_code == 408 and "too slowly" in error_of(cut)["detail"]
     assert node.bodies.held == 0 and not node.bodies.readers.locked()
 
 
