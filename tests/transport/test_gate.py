@@ -153,3 +153,38 @@ async def test_an_early_answer_arrives_whole_and_a_caller_that_sends_on_is_cut_o
                 await asyncio.wait_for(writer.drain(), 5)
                 sent += len(chunk)
         writer.transport.abort()
+
+
+@pytest.mark.anyio
+async def test_a_socket_whose_request_waits_unread_is_not_taken_for_a_slow_one() -> None:
+    """A node too busy to read thousands of reconnecting pollers within `MIN_AGE` must not
+    close them as slow: the oldest waiting socket with nothing unread goes instead."""
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    keeper = gate.Gate(max_open=64, timeout=60, max_waiting=2, min_age=0)
+    async with serving(app, keeper) as port:
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+        while len(keeper.waiting) < 1:
+            await asyncio.sleep(0.01)
+        (busy,) = keeper.waiting
+        assert isinstance(busy, gate.GuardedH11)
+        busy.transport.pause_reading()  # as a starved loop would: its request stays unread
+        busy_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await busy_writer.drain()
+        while not busy.unread():
+            await asyncio.sleep(0.01)
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+        slow_writer.write(b"GET / HTTP/1.1\r\n")  # never finished
+        while len(keeper.waiting) < 2:
+            await asyncio.sleep(0.01)
+        third = await asyncio.open_connection("127.0.0.1", port)  # one too many waiting
+        assert await asyncio.wait_for(slow_reader.read(), 5) == b""  # the slow one went
+        busy.transport.resume_reading()
+        answer = await asyncio.wait_for(busy_reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200")
+        for writer in (busy_writer, slow_writer, third[1]):
+            writer.close()
