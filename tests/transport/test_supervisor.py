@@ -995,6 +995,39 @@ def refusals() -> Iterator[Refusals]:
         logger.removeHandler(handler)
 
 
+def test_a_poller_on_a_full_disk_loses_nothing_and_resumes_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        public, private, cid = connect(tmp_path, disk)
+        filler = fill_disk(disk)
+        public.state.enqueue_many(cid, [("ping", {"n": n, "pad": "x" * 4096}) for n in range(50)])
+
+        async def no_wait(delay: float) -> None:
+            await asyncio.sleep(0.01)
+
+        supervisor = Supervisor(
+            private.home, private.state, transport=public.transport, wait=0.2, sleep=no_wait
+        )
+
+        async def body() -> None:
+            with refusals() as refused:
+                # Fetched, but this side cannot apply them, nor record why: it keeps at it.
+                await until(lambda: refused.count >= 3)
+            assert private.state.last_applied(cid) <= 1  # hello at most: nothing half-applied
+            assert len(public.state.pending(cid)) == 51  # hello and the 50: none pruned unapplied
+            filler.unlink()  # space again: everything, once, in order
+            await until(lambda: private.state.last_applied(cid) == 51)
+            await until(lambda: public.state.pending(cid) == [])
+
+        run_supervisor(supervisor, body)
+        assert supervisor.crashes == {}
+        inbox = private.state.inbox(cid)
+        assert [m.seq for m in inbox] == list(range(1, 52))
+        assert [m.body["n"] for m in inbox[1:]] == list(range(50))
+        private.state.close()
+
+
 def test_a_pusher_on_a_full_disk_loses_nothing_and_resumes_when_space_returns(
     tmp_path: Path,
 ) -> None:
