@@ -4,11 +4,13 @@ and real servers on 127.0.0.1 (or a Unix socket) for the console's network flows
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import os
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -132,6 +134,35 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> float:
 
 
 # -- counting a supervisor's scans ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs at `path`, unmounted afterwards. Mounting takes root, as CI
+    runs; elsewhere the test is skipped, saying so."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?): the full-disk test needs one")
+    try:
+        yield path
+    finally:
+        # Lazy: a file a failed test left open must not keep the mount behind.
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Fill `disk` to ENOSPC with one file; unlinking it gives the space back."""
+    filler = disk / "filler"
+    fill = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fill, b"\0" * 4096)
+    os.close(fill)
+    return filler
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from exalate_tui.domain.models import Connection, Instance, Status
 from exalate_tui.errors import ExalateError
@@ -84,3 +85,15 @@ def options(*, json_flag: bool) -> argparse.ArgumentParser:
 
 # What each command module's `register` gets: the shared options as argparse parents.
 Parser = argparse.ArgumentParser
+
+
+T = TypeVar("T")
+
+
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(work)`. asyncio (with ssl, socket and inspect, ~10 % of `initiate`:
+    benchmarks/README.md, headless) loads only for a command that runs a loop; `init`,
+    `initiate`, `connections` and the other file-only commands never do."""
+    import asyncio
+
+    return asyncio.run(work)

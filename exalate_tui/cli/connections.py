@@ -5,13 +5,12 @@ also tell the partner (docs/protocol.md), `code` (a new invitation code), and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from exalate_tui.cli.common import PROG, BadInput, find, inert, print_json, public
+from exalate_tui.cli.common import PROG, BadInput, find, inert, print_json, public, run_async
 from exalate_tui.domain.live import Contact, live_state
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home
@@ -156,7 +155,7 @@ def _connection_action(args: argparse.Namespace, home: Home, name: str, done: st
     state = SqliteStreams(home.state_path)
     try:
         # By the full id just resolved, so a prefix cannot hit a newer file.
-        outcome = asyncio.run(getattr(actions, name)(home, state, connection.id))
+        outcome = run_async(getattr(actions, name)(home, state, connection.id))
     except actions.ActionError as refused:
         raise BadInput(f"ID: {refused}") from None
     finally:

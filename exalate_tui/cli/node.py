@@ -11,7 +11,6 @@ systemctl itself: it prints the commands).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import os
 import pwd
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exalate_tui.cli.common import PROG, BadInput, inert, print_json, require_instance
+from exalate_tui.cli.common import PROG, BadInput, inert, print_json, require_instance, run_async
 from exalate_tui.domain.live import ago
 from exalate_tui.home.store import Home
 
@@ -60,7 +59,7 @@ def cmd_node(args: argparse.Namespace, home: Home) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from exalate_tui.sync.service import run_engine
 
-    asyncio.run(serve(home, args.host, args.port, beside=[run_engine]))
+    run_async(serve(home, args.host, args.port, beside=[run_engine]))
     return 0
 
 

@@ -11,11 +11,10 @@ replica, or to every synced ticket at once with `rules apply`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
-from exalate_tui.cli.common import PROG, BadInput, Parser, find, inert, print_json
+from exalate_tui.cli.common import PROG, BadInput, Parser, find, inert, print_json, run_async
 from exalate_tui.cli.sync import _ask, open_store, open_tracker
 from exalate_tui.domain.models import Connection, Mode
 from exalate_tui.home.store import Home
@@ -186,7 +185,7 @@ def cmd_test(args: argparse.Namespace, home: Home) -> int:
             store.close()
             await tracker.close()
 
-    report = asyncio.run(run())
+    report = run_async(run())
     if args.json:
         print_json({"test": report})
         return 0

@@ -6,7 +6,6 @@ same words."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -17,6 +16,7 @@ from exalate_tui.cli.common import (
     print_json,
     public,
     require_instance,
+    run_async,
 )
 from exalate_tui.domain.models import Instance, check_instance
 from exalate_tui.flows.accept import AcceptWizard, Stage
@@ -151,7 +151,7 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
         return opened[-1]
 
     try:
-        connection = asyncio.run(
+        connection = run_async(
             accept(home, open_state, invite, wizard.local_name, progress, name=wizard.name)
         )
     finally:
@@ -219,7 +219,7 @@ def _verify(url: str) -> UrlCheck:
     """`GET {url}/api/v1/info`, as the console's step 1 does (httpx loads only here)."""
     from exalate_tui.transport.client import verify_url
 
-    return asyncio.run(verify_url(url))
+    return run_async(verify_url(url))
 
 
 def _refuse(wizard: InitiateWizard, args: argparse.Namespace) -> None:

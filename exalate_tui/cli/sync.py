@@ -9,12 +9,11 @@ once itself, so the replicas are queued and leave when a node next runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from exalate_tui.cli.common import PROG, BadInput, Parser, find, inert, print_json
+from exalate_tui.cli.common import PROG, BadInput, Parser, find, inert, print_json, run_async
 from exalate_tui.domain.models import Connection, Status
 from exalate_tui.home.store import Home
 
@@ -84,7 +83,7 @@ def _ask(home: Home, action: str, cid: str | None, key: str | None, arg: str | N
                     await tracker.close()
                     streams.close()
 
-            asyncio.run(run())
+            run_async(run())
             return f"Queued; it reaches the partner while `{PROG} node` (or the console) runs."
     finally:
         store.close()
@@ -135,7 +134,7 @@ def cmd_bulk(args: argparse.Namespace, home: Home) -> int:
         raise BadInput(
             f"--trigger: {connection.name!r} has triggers 1 to {len(connection.triggers)}"
         )
-    matched = asyncio.run(_matching(home, connection, args.trigger))
+    matched = run_async(_matching(home, connection, args.trigger))
     said = _ask(
         home, "bulk", connection.id, None, None if args.trigger is None else str(args.trigger)
     )
@@ -166,7 +165,7 @@ def _check_key(home: Home, key: str) -> None:
         finally:
             await tracker.close()
 
-    asyncio.run(check())
+    run_async(check())
 
 
 def _count(n: int, noun: str) -> str:

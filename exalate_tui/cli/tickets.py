@@ -9,14 +9,13 @@ so every line of it is printed through `inert`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exalate_tui.cli.common import PROG, BadInput, inert, print_json
+from exalate_tui.cli.common import PROG, BadInput, inert, print_json, run_async
 from exalate_tui.home.store import Home
 from exalate_tui.trackers import open_tracker, tracker_exists
 from exalate_tui.trackers.adapter import (
@@ -73,7 +72,7 @@ def _with_tracker(
             await tracker.close()
 
     try:
-        return asyncio.run(run())
+        return run_async(run())
     except TicketNotFound as missing:
         raise BadInput(f"KEY: {missing}") from None
     except TicketRefused as refused:

@@ -12,14 +12,13 @@ instance is checked before anything is saved (trackers/servicenow.verify).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from exalate_tui.cli.common import PROG, BadInput, Parser, print_json
+from exalate_tui.cli.common import PROG, BadInput, Parser, print_json, run_async
 from exalate_tui.domain.models import TrackerConfig
 from exalate_tui.home.store import Home
 
@@ -85,7 +84,7 @@ def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
         first = error.errors()[0]
         raise BadInput(f"--{first['loc'][0]}: {first['msg']}") from None
     try:
-        checked = asyncio.run(verify(settings_from(config)))
+        checked = run_async(verify(settings_from(config)))
     except TrackerError as error:
         raise BadInput(f"not saved: {error}") from None
     home.save_tracker_config(config)

@@ -175,7 +175,9 @@ class ExalateApp(App[None]):
 
     def on_mount(self) -> None:
         self._start()
-        self._warn_permissions()
+        # After the first frame: the worker stats every file of the home, holding the GIL
+        # the frame needs (benchmarks/README.md, start-up).
+        self.call_after_refresh(self._warn_permissions)
 
     # -- the node: is it running, start it ------------------------------------
 

@@ -217,7 +217,9 @@ class TrackerConfig(BaseModel):
 
     No file, or `kind = "embedded"`: the embedded tracker (`tracker.sqlite3`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built when first used: only the tracker's commands read tracker.toml
+    # (benchmarks/README.md, headless and start-up).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     kind: Literal["embedded", "servicenow"] = "embedded"
     url: Url | None = None

@@ -178,7 +178,8 @@ def _fsync_dir(directory: Path) -> None:
 class NodeRecord(BaseModel):
     """`node.pid`: written by a node once its socket is bound, removed when it stops."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Built when first used: most commands never read node.pid (benchmarks/README.md, headless).
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     pid: int = Field(gt=0)
     host: str
@@ -347,6 +348,23 @@ class Home:
                 continue  # deleted by another process while listing
         loaded.connections.sort(key=lambda c: (c.created, c.name))
         return loaded
+
+    def parsed_connection(self, cid: str) -> Connection | None:
+        """Exactly this id's connection as last parsed, if its file is unchanged since (one
+        stat, no read), else None: the node then checks a poll's signature with no thread
+        hop, whose return waits behind every ready socket in a flood (docs/reliability.md,
+        promise 13)."""
+        path = self.connection_path(cid)
+        cached = _PARSED.get((path, Connection))
+        if cached is None:
+            return None
+        try:
+            unchanged = cached[0] == _key(os.stat(path))
+        except OSError:
+            return None
+        parsed = cached[1]
+        assert isinstance(parsed, Connection)
+        return parsed.model_copy() if unchanged else None
 
     def get_connection(self, cid: str) -> Connection:
         """By full id or a unique prefix of it (as `git` takes commit ids)."""

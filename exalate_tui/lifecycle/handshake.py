@@ -106,9 +106,15 @@ def greet(state: Streams, connection: Connection) -> int:
 def handshake_answered(
     home: Home, state: Streams, connection: Connection, secret: SecretStr, remote_name: str
 ) -> None:
-    """The presenter's side once the receiver answered: Active with the secret it sent."""
+    """The presenter's side once the receiver answered: Active with the secret it sent.
+
+    Run again when the file could not be written (a full disk: the supervisor retries,
+    and the receiver answers the same offer alike), so hello is enqueued only once.
+    """
     # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
-    greet(state, connection)
+    # A Pending connection's outbox holds nothing else, so a seq there is our hello.
+    if state.last_seq(connection.id) == 0:
+        greet(state, connection)
     home.update_connection(connection.id, lambda current: made_active(current, secret, remote_name))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import http.client
 import json
 import os
 import signal
@@ -224,6 +223,10 @@ def _drop_stale(home: Home) -> bool:
 
 def probe(record: NodeRecord, timeout: float = PROBE_TIMEOUT) -> dict[str, Any] | None:
     """`GET /api/v1/info` at the record's address: the answer, or None when it gives none."""
+    # Here, not at the top: the console's first frame asks `glance` (node.pid only), and the
+    # probe runs in a worker after it (benchmarks/README.md, start-up).
+    import http.client
+
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(record.host, record.host)
     connection = http.client.HTTPConnection(host, record.port, timeout=timeout)
     try:

@@ -8,15 +8,24 @@ descriptors. Here (docs/reliability.md, slow sockets):
 - a socket not in a request (headers not all in, or idle between requests)
   is closed after `HEADER_TIMEOUT` s;
 - at most `MAX_WAITING` such sockets at once: a new one closes the oldest
-  that has waited `MIN_AGE` s, so a flood of slow sockets cannot keep an
-  honest partner, whose headers come at once, from getting in, while a
-  burst of honest partners (thousands of pollers reconnecting after a
-  restart, benchmarks/README.md capacity) is not cut short meanwhile;
+  that has waited `MIN_AGE` s with nothing unread, so a flood of slow
+  sockets cannot keep an honest partner, whose headers come at once, from
+  getting in, while a burst of honest partners (thousands of pollers
+  reconnecting after a restart, benchmarks/README.md capacity) is not cut
+  short meanwhile, even when the node is too busy to read their requests
+  within `MIN_AGE`;
 - at most `max_open` sockets in all (the open-files limit less room for the
   node's own files and calls): past it a new socket is closed at once,
   rather than `accept()` failing for want of a descriptor;
 - a request answered before its body is in has its socket closed, instead
-  of the rest of the body being read to be dropped;
+  of the rest of the body being read to be dropped: once the answer is out
+  (with an end of file, so the caller reads it whole) and at most `LINGER`
+  more bytes have been read and dropped, since closing a socket with unread
+  bytes resets it, and a reset can destroy an answer not yet read;
+- every socket is read `READ_SIZE` bytes at a time (asyncio reads 256 KiB):
+  the loop serves every ready socket once per turn, so a turn with
+  hundreds of bodies streaming in stays short and `/info` or a poll waits
+  for one turn of small reads, not of large ones;
 - "out of descriptors" is logged once per `LOG_EVERY` s with a count, not
   once per failed `accept()` (`AcceptErrors`).
 """
@@ -25,7 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import itertools
 import logging
+import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,9 +53,16 @@ KEEP_ALIVE = 5
 MAX_WAITING = 2048
 # Headers sent at once arrive within milliseconds: only a socket older than this is slow.
 MIN_AGE = 1.0
+# How many of the oldest waiting sockets a new one looks at for a slow one to close.
+LOOK_AT = 8
 # Descriptors kept for the state, the logs, the threads and the supervisor's own calls.
 RESERVED_FILES = 512
 LOG_EVERY = 10.0
+# docs/reliability.md, promise 13 (`/info` under a flood of bodies): what one socket may
+# hand the loop per turn. An honest batch is well under a megabyte, a few dozen reads.
+READ_SIZE = 16 * 1024
+# What asyncio's own 256 KiB reads swallowed before a refusal closed the socket.
+LINGER = 256 * 1024
 
 
 class Gate:
@@ -62,19 +82,34 @@ class Gate:
         self.min_age = min_age
         # Each waiting socket's deadline, and when it began to wait (loop time).
         self.waiting: dict[asyncio.BaseProtocol, tuple[asyncio.TimerHandle, float]] = {}
+        # One receive buffer for all the server's sockets: its loop reads one at a time, and
+        # each read is handed on before the next (a buffer per socket would cost 10,000
+        # idle long-polls 160 MiB).
+        self.buffer = memoryview(bytearray(READ_SIZE))
 
     def wait(self, protocol: GuardedH11) -> None:
         """(Re)start the protocol's clock: it has this long to bring a whole request."""
         self.done(protocol)
         now = protocol.loop.time()
         while len(self.waiting) >= self.max_waiting:
-            oldest, (_, since) = next(iter(self.waiting.items()))
-            if now - since < self.min_age:
+            slow = self._slow(now)
+            if slow is None:
                 break  # a burst, not slow sockets: the deadline and `max_open` still hold
-            assert isinstance(oldest, GuardedH11)
-            self.drop(oldest)
+            self.drop(slow)
         timer = protocol.loop.call_later(self.timeout, self.drop, protocol)
         self.waiting[protocol] = (timer, now)
+
+    def _slow(self, now: float) -> GuardedH11 | None:
+        """The oldest of the first `LOOK_AT` waiting sockets that has waited `min_age` with
+        nothing unread. One whose bytes the kernel holds is not slow, the loop is: a node
+        starved of CPU while thousands of pollers reconnect reads their requests late."""
+        for protocol, (_, since) in itertools.islice(self.waiting.items(), LOOK_AT):
+            if now - since < self.min_age:
+                return None
+            assert isinstance(protocol, GuardedH11)
+            if not protocol.unread():
+                return protocol
+        return None
 
     def done(self, protocol: asyncio.BaseProtocol) -> None:
         waiting = self.waiting.pop(protocol, None)
@@ -87,10 +122,16 @@ class Gate:
             protocol.transport.close()
 
 
-class GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one)."""
+class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
+    """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one).
+
+    A `BufferedProtocol` too, so that asyncio reads into `gate.buffer`: at most
+    `READ_SIZE` bytes per socket per turn of the loop.
+    """
 
     gate: Gate
+    # Bytes still to drop after an early answer before the socket closes (None: not yet).
+    linger: int | None = None
 
     def in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -102,6 +143,29 @@ class GuardedH11(H11Protocol):
             return
         self.gate.wait(self)
 
+    def unread(self) -> int:
+        """Bytes the kernel holds for this socket that the loop has not read yet."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4)
+        except OSError:
+            return 0
+        (count,) = struct.unpack("i", answer)
+        return int(count)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.gate.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.linger is not None:
+            self.linger -= nbytes
+            if self.linger <= 0:
+                self.transport.close()
+            return
+        self.data_received(bytes(self.gate.buffer[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.in_request():
@@ -111,7 +175,8 @@ class GuardedH11(H11Protocol):
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             # Answered before its body was read (401, 413, 503): uvicorn would go on
             # reading the rest only to drop it, up to 8 MiB of CPU per refused request.
-            self.transport.close()
+            self.linger = LINGER
+            self.transport.write_eof()
         super().on_response_complete()
         if not self.in_request() and not self.transport.is_closing():
             self.gate.wait(self)

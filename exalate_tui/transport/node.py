@@ -167,7 +167,11 @@ class Node:
         the body is in (the signature is not looked at here).
         """
         self.signatures.precheck(header, time.time())
-        found = await asyncio.to_thread(self.find, cid)
+        known = self.home.parsed_connection(cid) if CONNECTION_ID.fullmatch(cid) else None
+        if known is not None and known.id == cid:
+            found: tuple[Connection, bool] | None = (known, False)
+        else:
+            found = await asyncio.to_thread(self.find, cid)
         if found is None or found[0].secret is None:
             raise unauthorized()
         return found

@@ -39,6 +39,7 @@ from exalate_tui.transport.sqlite_streams import Gap
 from exalate_tui.transport.streams import Message, Streams, within_budget
 
 if TYPE_CHECKING:
+    from exalate_tui.transport.limits import Turn
     from exalate_tui.transport.node import Node
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ async def receive_body(
     the block ends; None when the client left.
 
     Refused with 413 as soon as it is known to pass `limit` bytes, 503 `busy`
-    when the node holds too many body bytes at once, 408 `timeout` when it
-    takes longer than the node's body deadline to arrive.
+    when the node holds too many body bytes at once or no turn to read the
+    rest comes in time, 408 `timeout` when it takes longer than the node's
+    body deadline to arrive, or falls behind while other bodies wait (`Turn`).
     """
     too_big = ApiError(413, "too_large", f"the request body is over {limit} bytes")
     if declared is not None:
@@ -106,12 +108,14 @@ async def receive_body(
             raise too_big
     budget = node.bodies
     taken = 0
+    # A body that came whole with its headers needs no turn (`BodyBudget.turn`).
+    turn: Turn | None = None
     try:
         chunks = []
         try:
             async with asyncio.timeout(node.body_deadline):
                 while True:
-                    message = await receive()
+                    message = await (receive() if turn is None else turn.receive(receive))
                     if message["type"] == "http.disconnect":
                         body = None
                         break
@@ -125,6 +129,8 @@ async def receive_body(
                     if not message.get("more_body", False):
                         body = b"".join(chunks)
                         break
+                    if turn is None:
+                        turn = await budget.turn()
         except TimeoutError:
             raise ApiError(
                 408, "timeout", f"the request body took over {node.body_deadline:g} s to arrive"
@@ -133,6 +139,8 @@ async def receive_body(
         yield body
     finally:
         budget.give(taken)
+        if turn is not None:
+            turn.end()
 
 
 @contextlib.asynccontextmanager
@@ -326,14 +334,17 @@ def _batch(messages: list[str], last_seq: int, acked: int) -> Response:
     openapi_extra=_body(PushIn),
 )
 async def push(request: Request, cid: str) -> Applied:
+    # `long_poll.NodeApp` answers this route on its lean path, which calls `apply_batch`
+    # as this does; here it is described for the OpenAPI document.
     node = _node(request)
     found = await node.admit(cid, request.headers.get("authorization"))
     # The body counts against the node's budget until the batch is applied or refused.
     async with _read_body(request, MAX_BATCH_BYTES) as raw:
-        return await _apply(node, cid, await node.authenticate(request, cid, raw, found), raw)
+        return await apply_batch(node, cid, await node.authenticate(request, cid, raw, found), raw)
 
 
-async def _apply(node: Node, cid: str, found: tuple[Connection, bool], raw: bytes) -> Applied:
+async def apply_batch(node: Node, cid: str, found: tuple[Connection, bool], raw: bytes) -> Applied:
+    """A pushed batch once the caller is authenticated: applied once, in order."""
     connection, buried = found
     if buried:
         raise ApiError(410, "deleted", "this connection was deleted on this side")

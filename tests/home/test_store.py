@@ -118,6 +118,24 @@ def test_a_connection_round_trips_with_its_secrets(home: Home) -> None:
     assert home.get_connection(saved.id) == saved
 
 
+def test_a_parsed_connection_is_given_only_while_its_file_is_unchanged(home: Home) -> None:
+    """What the node checks a poll's signature with, without a thread hop: never a parse
+    of a file that changed since (a new secret, a deactivation)."""
+    saved = connection(secret="one", status=Status.ACTIVE)
+    home.save_connection(saved)
+    assert home.parsed_connection(saved.id) is None  # never parsed yet
+    path = home.connection_path(saved.id)
+    old = time.time() - 60
+    os.utime(path, (old, old))  # settled: a parse of it may be kept
+    assert home.get_connection(saved.id) == saved
+    parsed = home.parsed_connection(saved.id)
+    assert parsed == saved and parsed is not home.parsed_connection(saved.id)  # copies
+    home.save_connection(saved.model_copy(update={"status": Status.DEACTIVATED}))
+    assert home.parsed_connection(saved.id) is None
+    path.unlink()
+    assert home.parsed_connection(saved.id) is None
+
+
 def test_no_instance_yet_is_none(home: Home) -> None:
     assert home.load_instance() is None
     assert not home.path.exists()  # reading creates nothing

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CountingHome, scans_pass
+from conftest import CountingHome, fill_disk, scans_pass, small_disk
 
 from exalate_tui.domain import invitation as codes
 from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Role, Status, Topology
@@ -693,35 +692,13 @@ async def test_storing_fails_after_the_handshake_and_the_same_accept_then_finish
         await flows_both_ways(a, b, invite.cid)
 
 
-@contextlib.contextmanager
-def small_disk(path: Path) -> Iterator[Path]:
-    """A real 4 MiB tmpfs at `path` (root only), unmounted afterwards."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (not root?)")
-    try:
-        yield path
-    finally:
-        # Lazy: a file a failed test left open must not keep the mount behind.
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
-
-
 @pytest.mark.anyio
 async def test_a_full_disk_fails_the_accept_before_the_handshake(tmp_path: Path) -> None:
     a = make_side(tmp_path, "snow", PUBLIC_A)
     code, invite = issue(a.home, a.instance, dest_url=None, now=time.time())
     with small_disk(tmp_path / "disk") as disk:
         home = Home(disk / "jira")
-        filler = disk / "filler"
-        fill = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fill, b"\0" * 4096)
-        os.close(fill)
+        filler = fill_disk(disk)
         opened: list[SqliteStreams] = []
 
         def open_state() -> SqliteStreams:

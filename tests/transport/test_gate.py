@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -49,6 +51,23 @@ def test_out_of_descriptors_is_logged_once_per_interval_with_a_count(
     assert loop.passed == [other]
 
 
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, keeper: gate.Gate) -> AsyncIterator[int]:
+    """uvicorn serving `app` on 127.0.0.1 under `keeper`; its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest.mark.anyio
 async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped() -> None:
     app = FastAPI()
@@ -62,15 +81,7 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
         return JSONResponse({"error": "unauthorized"}, status_code=401)
 
     keeper = gate.Gate(max_open=6, timeout=60, max_waiting=3, min_age=0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http=gate.guarded(keeper))
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+    async with serving(app, keeper) as port:
         streams = []
         for _ in range(3):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -112,6 +123,68 @@ async def test_slow_sockets_are_dropped_the_oldest_first_and_the_total_is_capped
         assert len(keeper.waiting) == 6
         for _, writer in held:
             writer.close()
-    finally:
-        server.should_exit = True
-        await task
+
+
+@pytest.mark.anyio
+async def test_an_early_answer_arrives_whole_and_a_caller_that_sends_on_is_cut_off() -> None:
+    """Reads are `READ_SIZE` at a time, so a refused body leaves bytes unread: the answer
+    goes out with an end of file before the socket closes (a close with unread bytes
+    resets it, destroying the answer), and at most `LINGER` more bytes are read to drop."""
+    app = FastAPI()
+
+    @app.post("/refuse")
+    async def refuse() -> JSONResponse:  # answers without reading the body
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+
+    keeper = gate.Gate(max_open=64)
+    async with serving(app, keeper) as port:
+        assert len(keeper.buffer) == gate.READ_SIZE < 8 * gate.READ_SIZE == gate.LINGER / 2
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 90000000\r\n\r\n")
+        writer.write(b"x" * (gate.LINGER // 2))
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end of file
+        assert answer.startswith(b"HTTP/1.1 401") and answer.endswith(b'{"error":"unauthorized"}')
+        # Sending on, as an attacker would: the node drops LINGER bytes, then closes.
+        chunk = b"x" * 2**20
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < 80 * 2**20:
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += len(chunk)
+        writer.transport.abort()
+
+
+@pytest.mark.anyio
+async def test_a_socket_whose_request_waits_unread_is_not_taken_for_a_slow_one() -> None:
+    """A node too busy to read thousands of reconnecting pollers within `MIN_AGE` must not
+    close them as slow: the oldest waiting socket with nothing unread goes instead."""
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    keeper = gate.Gate(max_open=64, timeout=60, max_waiting=2, min_age=0)
+    async with serving(app, keeper) as port:
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+        while len(keeper.waiting) < 1:
+            await asyncio.sleep(0.01)
+        (busy,) = keeper.waiting
+        assert isinstance(busy, gate.GuardedH11)
+        busy.transport.pause_reading()  # as a starved loop would: its request stays unread
+        busy_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await busy_writer.drain()
+        while not busy.unread():
+            await asyncio.sleep(0.01)
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+        slow_writer.write(b"GET / HTTP/1.1\r\n")  # never finished
+        while len(keeper.waiting) < 2:
+            await asyncio.sleep(0.01)
+        third = await asyncio.open_connection("127.0.0.1", port)  # one too many waiting
+        assert await asyncio.wait_for(slow_reader.read(), 5) == b""  # the slow one went
+        busy.transport.resume_reading()
+        answer = await asyncio.wait_for(busy_reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200")
+        for writer in (busy_writer, slow_writer, third[1]):
+            writer.close()

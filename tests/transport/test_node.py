@@ -35,9 +35,10 @@ from exalate_tui.domain.models import Connection, Instance, Mode, PeerState, Rol
 from exalate_tui.home.store import Home
 from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
-from exalate_tui.transport import auth, errors, routes, wakeups
+from exalate_tui.transport import auth, errors, limits, routes, wakeups
 from exalate_tui.transport.client import ACK_HEADER
 from exalate_tui.transport.hooks import HandshakeRefused
+from exalate_tui.transport.limits import BodyBudget
 from exalate_tui.transport.node import create_app
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.transport.streams import Message
@@ -973,6 +974,60 @@ async def test_body_bytes_in_flight_are_bounded_node_wide(n: Node) -> None:
     done = await pending
     assert done.status_code == 401  # the header signs an empty body
     assert node.bodies.held == 0
+
+
+@pytest.mark.anyio
+async def test_bodies_are_read_a_few_at_a_time_and_a_wait_too_long_is_busy(n: Node) -> None:
+    """Bodies streaming in at once are what keep a node's loop from `/info` and polls:
+    past `readers`, a body waits for its turn unread (its socket paused), then 503."""
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    node = n.app.state.node
+    node.bodies = BodyBudget(readers=1, wait=0.3)
+    header = signing.sign(SECRET, "POST", path, "", b"")
+    holding = Trickle(chunks=4)  # holds the only turn until told to go on
+    first = n.client.build_request("POST", path, content=holding)
+    first.headers["Authorization"] = header
+    pending = asyncio.ensure_future(n.client.send(first))
+    await asyncio.wait_for(holding.first.wait(), 10)
+    waiting = Trickle(chunks=4)
+    waiting.more.set()
+    second = n.client.build_request("POST", path, content=waiting)
+    second.headers["Authorization"] = header
+    started = time.monotonic()
+    refused = await n.client.send(second)
+    assert refused.status_code == 503 and error_of(refused)["error"] == "busy"
+    assert refused.headers["retry-after"] == "1"
+    assert 0.3 <= time.monotonic() - started < 5
+    assert waiting.pulled == 1  # only what came with the headers was read
+    holding.more.set()
+    assert (await pending).status_code == 401  # the header signs an empty body
+    # The turn is given back: the next body is read and applied.
+    assert (await n.push(connection.id, wire(1))).json() == {"applied": 1}
+    assert node.bodies.held == 0 and not node.bodies.readers.locked()
+
+
+@pytest.mark.anyio
+async def test_a_body_that_stops_coming_while_another_waits_loses_its_turn(n: Node) -> None:
+    """Else a few sockets trickling bodies for a known id would keep every push out."""
+    connection = n.add()
+    path = MESSAGES.format(cid=connection.id)
+    node = n.app.state.node
+    node.bodies = BodyBudget(readers=1, wait=10)
+    header = signing.sign(SECRET, "POST", path, "", b"")
+    stuck = Trickle(chunks=4)  # its first chunk, then nothing: it holds the only turn
+    first = n.client.build_request("POST", path, content=stuck)
+    first.headers["Authorization"] = header
+    pending = asyncio.ensure_future(n.client.send(first))
+    await asyncio.wait_for(stuck.first.wait(), 10)
+    started = time.monotonic()
+    # A push comes (chunked, so it needs a turn): the stuck body falls behind and is cut.
+    pushed = await n.push(connection.id, wire(1))
+    assert pushed.json() == {"applied": 1}
+    assert time.monotonic() - started < limits.GRACE + 2 * limits.TICK + 2
+    cut = await pending
+    assert cut.status_code == 408 and "too slowly" in error_of(cut)["detail"]
+    assert node.bodies.held == 0 and not node.bodies.readers.locked()
 
 
 @pytest.mark.anyio

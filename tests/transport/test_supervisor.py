@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -16,10 +17,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from conftest import CountingHome, scans_pass
+from conftest import CountingHome, fill_disk, scans_pass, small_disk
 from pydantic import SecretStr
 
 from exalate_tui.domain import invitation as codes
@@ -217,10 +219,12 @@ def make_side(root: Path, short_name: str, public_url: str | None) -> Side:
     return Side(home, state, instance, httpx.ASGITransport(app=runtime.node_app(home, state)))
 
 
-def connect(tmp_path: Path) -> tuple[Side, Side, str]:
-    """snow (public, the real node) and jira (private, accepted): an Active connection."""
+def connect(tmp_path: Path, private_root: Path | None = None) -> tuple[Side, Side, str]:
+    """snow (public, the real node) and jira (private, accepted): an Active connection.
+
+    jira's home is under `private_root` when given (a small disk)."""
     public = make_side(tmp_path, "snow", "http://127.0.0.1:7001")
-    private = make_side(tmp_path, "jira", None)
+    private = make_side(private_root or tmp_path, "jira", None)
     public.home.save_instance(public.instance)
     wizard = InitiateWizard(public.instance, public.home.load_connections().connections)
     wizard.choose_no_url()
@@ -719,9 +723,13 @@ def test_console_supervisor_takes_over_only_when_the_node_is_gone(
     assert [m.body for m in state.inbox(cid)][1:] == [{"n": 1}, {"n": 2}]
 
 
-def private_initiator(tmp_path: Path) -> tuple[Side, Side, codes.Invitation]:
-    """snow (private) invited jira (public, the real node); jira has not accepted yet."""
-    private = make_side(tmp_path, "snow", None)
+def private_initiator(
+    tmp_path: Path, private_root: Path | None = None
+) -> tuple[Side, Side, codes.Invitation]:
+    """snow (private) invited jira (public, the real node); jira has not accepted yet.
+
+    snow's home is under `private_root` when given (a small disk)."""
+    private = make_side(private_root or tmp_path, "snow", None)
     public = make_side(tmp_path, "jira", "http://127.0.0.1:7002")
     wizard = InitiateWizard(private.instance, private.home.load_connections().connections)
     wizard.set_dest_url("http://127.0.0.1:7002")
@@ -928,3 +936,181 @@ def test_a_handshake_answer_that_cannot_be_stored_is_fetched_again(
     mine, theirs = private.home.get_connection(invite.cid), public.home.get_connection(invite.cid)
     assert mine.secret is not None and theirs.secret is not None
     assert mine.secret.get_secret_value() == theirs.secret.get_secret_value()
+
+
+def test_a_handshake_answer_whose_file_fails_after_hello_sends_one_hello(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hello is enqueued before the file says Active (so it is seq 1); when the file then
+    fails (a full disk), the next attempt must not enqueue a second hello."""
+    private, public, invite = private_initiator(tmp_path)
+    asyncio.run(accept(public.home, public.state, invite, "jira"))  # waits for our call
+    failures = [OSError(28, "No space left on device")]
+    update = Home.update_connection
+
+    def disk_full_once(self: Home, cid: str, change: Callable[[Connection], Connection]) -> Any:
+        if failures and self.path == private.home.path:
+            raise failures.pop()
+        return update(self, cid, change)
+
+    monkeypatch.setattr(Home, "update_connection", disk_full_once)
+
+    async def no_wait(delay: float) -> None:
+        await asyncio.sleep(0)
+
+    supervisor = Supervisor(private.home, private.state, transport=public.transport, sleep=no_wait)
+
+    async def body() -> None:
+        await until(lambda: private.home.get_connection(invite.cid).status is Status.ACTIVE)
+        private.state.enqueue(invite.cid, "ping", {"n": 1})
+        await until(lambda: public.state.last_applied(invite.cid) >= 2)
+
+    run_supervisor(supervisor, body)
+    assert not failures
+    assert [(m.seq, m.kind) for m in public.state.inbox(invite.cid)] == [(1, "hello"), (2, "ping")]
+
+
+# -- a real full disk: a small tmpfs (root only, as CI runs) -------------------------
+
+
+class Refusals(logging.Handler):
+    """Counts the supervisor's "cannot record" warnings: each is a write the disk refused."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "cannot record" in record.getMessage()
+
+
+@contextlib.contextmanager
+def refusals() -> Iterator[Refusals]:
+    handler = Refusals()
+    logger = logging.getLogger("exalate_tui.transport.supervisor")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_poller_on_a_full_disk_loses_nothing_and_resumes_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        public, private, cid = connect(tmp_path, disk)
+        filler = fill_disk(disk)
+        public.state.enqueue_many(cid, [("ping", {"n": n, "pad": "x" * 4096}) for n in range(50)])
+
+        async def no_wait(delay: float) -> None:
+            await asyncio.sleep(0.01)
+
+        supervisor = Supervisor(
+            private.home, private.state, transport=public.transport, wait=0.2, sleep=no_wait
+        )
+
+        async def body() -> None:
+            with refusals() as refused:
+                # Fetched, but this side cannot apply them, nor record why: it keeps at it.
+                await until(lambda: refused.count >= 3)
+            assert private.state.last_applied(cid) <= 1  # hello at most: nothing half-applied
+            assert len(public.state.pending(cid)) == 51  # hello and the 50: none pruned unapplied
+            filler.unlink()  # space again: everything, once, in order
+            await until(lambda: private.state.last_applied(cid) == 51)
+            await until(lambda: public.state.pending(cid) == [])
+
+        run_supervisor(supervisor, body)
+        assert supervisor.crashes == {}
+        inbox = private.state.inbox(cid)
+        assert [m.seq for m in inbox] == list(range(1, 52))
+        assert [m.body["n"] for m in inbox[1:]] == list(range(50))
+        private.state.close()
+
+
+def test_a_pusher_on_a_full_disk_loses_nothing_and_resumes_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        public, private, cid = connect(tmp_path, disk)
+        private.state.enqueue_many(cid, [("ping", {"n": n}) for n in range(20)])
+        filler = fill_disk(disk)
+
+        async def no_wait(delay: float) -> None:
+            await asyncio.sleep(0.01)
+
+        supervisor = Supervisor(
+            private.home, private.state, transport=public.transport, wait=0.2, sleep=no_wait
+        )
+
+        async def body() -> None:
+            with refusals() as refused:
+                # Delivered (the partner's disk has room), though this side cannot prune,
+                # record contact, or record why: the pusher keeps at it.
+                await until(lambda: public.state.last_applied(cid) == 21)
+                await until(lambda: refused.count >= 3)
+            with pytest.raises(Exception, match="full"):  # noqa: PT011 - sqlite3's or the OS's
+                private.state.enqueue(cid, "ping", {"big": "x" * 2**20})
+            filler.unlink()  # space again: it prunes, and new messages go at once
+            private.state.enqueue(cid, "ping", {"n": 20})
+            await until(lambda: public.state.last_applied(cid) == 22)
+            await until(lambda: private.state.pending(cid) == [])
+            await until(lambda: private.state.contact(cid).last_error is None)
+
+        run_supervisor(supervisor, body)
+        assert supervisor.crashes == {}
+        inbox = public.state.inbox(cid)
+        assert [m.seq for m in inbox] == list(range(1, 23))  # hello, then each ping once
+        assert [m.body["n"] for m in inbox[1:]] == list(range(21))
+        private.state.close()
+
+
+@pytest.mark.parametrize("store_has_room", [False, True], ids=["all-full", "store-has-room"])
+def test_a_handshake_on_a_full_disk_burns_nothing_lost_and_finishes_when_space_returns(
+    tmp_path: Path, store_has_room: bool
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        private, public, invite = private_initiator(tmp_path, disk)
+        asyncio.run(accept(public.home, public.state, invite, "jira"))  # waits for our call
+        if store_has_room:
+            # Room in state.sqlite3's log from an earlier large write: hello can be enqueued
+            # while the connection file cannot be written.
+            private.state.enqueue("earlier", "ping", {"big": "x" * 2**20})
+            private.state.forget("earlier")
+        filler = fill_disk(disk)
+
+        async def no_wait(delay: float) -> None:
+            await asyncio.sleep(0.01)
+
+        supervisor = Supervisor(
+            private.home, private.state, transport=public.transport, sleep=no_wait
+        )
+
+        async def body() -> None:
+            with refusals() as refused:
+                # jira answered (its token is burnt), snow cannot store the answer, again
+                # and again: still Pending with its token, so it can try again.
+                await until(lambda: public.home.get_connection(invite.cid).status is Status.ACTIVE)
+                await until(lambda: refused.count >= 3)
+            mine = private.home.get_connection(invite.cid)
+            assert mine.status is Status.PENDING and mine.token is not None
+            filler.unlink()  # space again: the same offer gets the same secret
+            await until(lambda: private.home.get_connection(invite.cid).status is Status.ACTIVE)
+            await until(lambda: public.state.last_applied(invite.cid) == 1)  # snow's hello
+            private.state.enqueue(invite.cid, "ping", {"n": 1})
+            public.state.enqueue(invite.cid, "ping", {"n": 2})
+            await until(lambda: public.state.last_applied(invite.cid) == 2)
+            await until(lambda: private.state.last_applied(invite.cid) == 2)  # hello, ping
+
+        run_supervisor(supervisor, body)
+        assert supervisor.crashes == {}
+        mine = private.home.get_connection(invite.cid)
+        theirs = public.home.get_connection(invite.cid)
+        assert mine.secret is not None and theirs.secret is not None
+        assert mine.secret.get_secret_value() == theirs.secret.get_secret_value()
+        # One hello, seq 1, whatever the failed attempts enqueued before the file failed.
+        assert [(m.seq, m.kind) for m in public.state.inbox(invite.cid)] == [
+            (1, "hello"),
+            (2, "ping"),
+        ]
+        private.state.close()
