@@ -190,7 +190,7 @@ class Emulator:
         self._lock = threading.RLock()
         # Faults, consumed one request each: a list of (status, headers).
         self.faults: list[tuple[int, dict[str, str]]] = []
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every request
+        self.calls: list[list[str]] = []  # [method, path, user name] of every request
         self.add_user("admin", "admin")
         self.app = self._make_app()
 
@@ -441,12 +441,14 @@ class Emulator:
             Route("/emulator/users", self._control_user, methods=["POST"]),
             Route("/emulator/faults", self._control_faults, methods=["POST"]),
             Route("/emulator/incidents", self._control_incident, methods=["POST"]),
+            Route("/emulator/calls", self._control_calls, methods=["GET"]),
         ]
         return Starlette(routes=routes)
 
     def _authenticate(self, request: Request) -> User | Response:
         """Basic authentication [TABLE]: "The calling user must have sufficient roles"."""
-        self.calls.append((request.method, request.url.path))
+        call = [request.method, request.url.path, ""]
+        self.calls.append(call)
         if self.faults:
             status, headers = self.faults.pop(0)
             if status == 429:
@@ -470,6 +472,7 @@ class Emulator:
                 user = found
         if user is None:
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
+        call[2] = user.name
         return user
 
     def _refused(self, user: User, table: str, right: str) -> Response | None:
@@ -693,6 +696,12 @@ class Emulator:
         else:
             self.fail(int(body["count"]), int(body["status"]))
         return JSONResponse({"ok": True})
+
+    async def _control_calls(self, request: Request) -> Response:
+        """How many API requests were made (`?user=` one user's only), for the benchmarks."""
+        who = request.query_params.get("user")
+        calls = [c for c in self.calls if who is None or c[2] == who]
+        return JSONResponse({"calls": len(calls), "faults_left": len(self.faults)})
 
     async def _control_incident(self, request: Request) -> Response:
         body = await request.json()
