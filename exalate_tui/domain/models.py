@@ -195,8 +195,13 @@ class TrackerConfig(BaseModel):
 
     kind: Literal["embedded", "servicenow"] = "embedded"
     url: Url | None = None
+    # Basic authentication: the integration user and its password...
     user: str | None = Field(default=None, min_length=1, max_length=255)
     password: SecretStr | None = None
+    # ...or OAuth client credentials: an OAuth application registry entry's client id and
+    # secret (its OAuth Application User is whom ServiceNow acts as).
+    client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    client_secret: SecretStr | None = None
     table: str = Field(default="incident", pattern=r"^[a-z][a-z0-9_]{0,79}$")
     poll: float = Field(default=5.0, gt=0, le=3600)  # seconds between looks for changes
     labels_field: str = Field(default="u_labels", pattern=r"^[a-z][a-z0-9_]{0,79}$")

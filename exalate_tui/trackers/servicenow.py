@@ -129,11 +129,14 @@ _ORIGIN = re.compile(r'exalate-origin="([^"]*)"')
 
 @dataclass(frozen=True)
 class Settings:
-    """What `tracker.toml` says of a ServiceNow instance (the password kept by the caller)."""
+    """What `tracker.toml` says of a ServiceNow instance: basic authentication (`user`,
+    `password`) or OAuth client credentials (`client_id`, `client_secret`)."""
 
     url: str
-    user: str
-    password: str = field(repr=False)
+    user: str = ""
+    password: str = field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
     table: str = "incident"
     poll: float = 5.0  # seconds between looks for changes by `watch`
     overlap: float = 30.0  # seconds of changes read again by `changed`
@@ -142,22 +145,81 @@ class Settings:
     timeout: float = 30.0
     attempts: int = 6  # tries of one request through 429s, 5xx and timeouts
 
+    @property
+    def oauth(self) -> bool:
+        return bool(self.client_id)
+
+    @property
+    def who(self) -> str:
+        """Whom ServiceNow is asked as, in words."""
+        return f"OAuth client {self.client_id!r}" if self.oauth else f"user {self.user!r}"
+
 
 def settings_from(config: TrackerConfig) -> Settings:
     """The adapter's settings from `tracker.toml`."""
-    if not (config.url and config.user and config.password):
+    basic = config.user and config.password
+    oauth = config.client_id and config.client_secret
+    if not (config.url and (basic or oauth)):
         raise TrackerUnavailable(
-            "tracker.toml names ServiceNow without its url, user and password: run "
-            "`exalate-tui tracker set servicenow --url URL --user USER` again"
+            "tracker.toml names ServiceNow without its url and credentials (a user and "
+            "password, or an OAuth client id and secret): run `exalate-tui tracker set "
+            "servicenow --url URL --user USER` (or `--client-id ID`) again"
         )
     return Settings(
         url=config.url,
-        user=config.user,
-        password=config.password.get_secret_value(),
+        user=config.user or "",
+        password=config.password.get_secret_value() if config.password else "",
+        client_id=(config.client_id or "") if oauth else "",
+        client_secret=config.client_secret.get_secret_value() if config.client_secret else "",
         table=config.table,
         poll=config.poll,
         labels_field=config.labels_field,
     )
+
+
+TOKEN_PATH = "/oauth_token.do"
+
+
+async def fetch_token(client: httpx.AsyncClient, settings: Settings) -> tuple[str, float]:
+    """An access token for the OAuth client and its lifetime in seconds: `POST
+    /oauth_token.do` with `grant_type=client_credentials`, `client_id`, `client_secret`
+    as a form (ServiceNow, "Client credentials grant workflow"). `TrackerUnavailable`
+    says what to fix; the secret is in no message."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret,
+    }
+    try:
+        answer = await client.post(TOKEN_PATH, data=form, headers={"Accept": "application/json"})
+    except httpx.HTTPError as error:
+        raise TrackerUnavailable(
+            f"cannot reach ServiceNow at {settings.url} ({type(error).__name__}: {error}); "
+            "check the URL (https://<instance>.service-now.com) and that this machine reaches it"
+        ) from None
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if answer.status_code in (400, 401) or (answer.status_code == 200 and not token):
+        said = body.get("error_description") or body.get("error") if isinstance(body, dict) else ""
+        raise TrackerUnavailable(
+            f"ServiceNow at {settings.url} gave {settings.who} no token ({answer.status_code} "
+            f"{said or answer.reason_phrase}); check the client id and secret, that its OAuth "
+            "application registry entry is active with an OAuth Application User, and that "
+            "the system property glide.oauth.inbound.client.credential.grant_type.enabled is true"
+        )
+    if answer.status_code != 200:
+        raise TrackerUnavailable(
+            f"ServiceNow at {settings.url} answered {answer.status_code} {_said(answer)} "
+            "for an OAuth token; it is retried"
+        )
+    try:
+        lifetime = float(body.get("expires_in", 1800))
+    except (TypeError, ValueError):
+        lifetime = 1800.0
+    return str(token), max(1.0, lifetime)
 
 
 async def verify(
@@ -169,18 +231,26 @@ async def verify(
     checked: list[str] = []
     async with httpx.AsyncClient(
         base_url=settings.url.rstrip("/"),
-        auth=(settings.user, settings.password),
+        auth=None if settings.oauth else (settings.user, settings.password),
         headers={"Accept": "application/json"},
         timeout=min(settings.timeout, 15.0),
         transport=transport,
     ) as client:
+        if settings.oauth:
+            try:
+                token, _ = await fetch_token(client, settings)
+            except TrackerUnavailable as error:
+                raise TrackerError(str(error)) from None
+            client.headers["Authorization"] = f"Bearer {token}"
+            checked.append("OAuth token issued")
 
         async def ask(method: str, path: str, **kwargs: Any) -> httpx.Response:
             try:
                 return await client.request(method, path, **kwargs)
             except httpx.HTTPError as error:
                 raise TrackerError(
-                    f"cannot reach ServiceNow at {settings.url} ({error!r}); check the URL "
+                    f"cannot reach ServiceNow at {settings.url} ({type(error).__name__}: {error}); "
+                    "check the URL "
                     "(https://<instance>.service-now.com) and that this machine reaches it"
                 ) from None
 
@@ -190,6 +260,11 @@ async def verify(
             f"/api/now/v2/table/{table}",
             params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
         )
+        if answer.status_code == 401 and settings.oauth:
+            raise TrackerError(
+                f"ServiceNow at {settings.url} refused the token of {settings.who} "
+                f"(401 {_said(answer)}); check that its OAuth Application User is active"
+            )
         if answer.status_code == 401:
             raise TrackerError(
                 f"ServiceNow at {settings.url} refused user {settings.user!r} and that password "
@@ -199,7 +274,7 @@ async def verify(
         checked += ["reachable", "credentials accepted"]
         if answer.status_code == 403:
             raise TrackerError(
-                f"the user {settings.user!r} lacks read on {table} (403 {_said(answer)}): "
+                f"the {settings.who} lacks read on {table} (403 {_said(answer)}): "
                 f"grant it a role that reads {table} (e.g. itil)"
             )
         if answer.status_code == 400 or answer.status_code >= 500 or "result" not in answer.text:
@@ -214,7 +289,7 @@ async def verify(
             wrote = await ask("PATCH", f"/api/now/v2/table/{table}/{rows[0]['sys_id']}", json={})
             if wrote.status_code in (401, 403):
                 raise TrackerError(
-                    f"the user {settings.user!r} lacks write on {table} ({wrote.status_code} "
+                    f"the {settings.who} lacks write on {table} ({wrote.status_code} "
                     f"{_said(wrote)}): grant it a role that writes {table} (e.g. itil)"
                 )
             checked.append(f"write on {table}")
@@ -225,7 +300,7 @@ async def verify(
         )
         if journal.status_code in (401, 403):
             raise TrackerError(
-                f"the user {settings.user!r} lacks read on sys_journal_field "
+                f"the {settings.who} lacks read on sys_journal_field "
                 f"({journal.status_code} {_said(journal)}): grant it read on "
                 "sys_journal_field (an ACL for its role), or comments cannot be synced"
             )
@@ -309,11 +384,16 @@ class ServiceNowTracker:
         self.max_attachment = settings.max_attachment
         self._client = httpx.AsyncClient(
             base_url=settings.url.rstrip("/"),
-            auth=(settings.user, settings.password),
+            auth=None if settings.oauth else (settings.user, settings.password),
             headers={"Accept": "application/json"},
             timeout=settings.timeout,
             transport=transport,
         )
+        # OAuth: the access token and when to fetch the next (before it expires).
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._token_lock = asyncio.Lock()
+        self.tokens = 0  # tokens fetched
         self._sleep = sleep
         self._users: dict[str, str] = {}
         self._watchers: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
@@ -333,7 +413,10 @@ class ServiceNowTracker:
         """One request, through rate limits and passing faults; 401/403 and lasting faults
         raise `TrackerUnavailable` naming `table` and `right`; a 404 is returned."""
         failures = 0
+        refreshed = False
         while True:
+            if self.settings.oauth:
+                kwargs["headers"] = kwargs.get("headers", {}) | await self._bearer()
             self.calls += 1
             try:
                 answer = await self._client.request(method, path, **kwargs)
@@ -359,21 +442,37 @@ class ServiceNowTracker:
                 else:
                     await self._sleep(random.uniform(0, min(30.0, 0.5 * 2**failures)))
                 continue
+            if status == 401 and self.settings.oauth and not refreshed:
+                # Revoked or expired early: one new token, then the same request again.
+                refreshed = True
+                self._token = None
+                continue
             if status == 401:
                 raise TrackerUnavailable(
                     f"ServiceNow at {self.settings.url} refused the credentials of "
-                    f"{self.settings.user!r} (401 {_said(answer)}); set the right user and "
-                    "password with `exalate-tui tracker set servicenow`"
+                    f"{self.settings.who} (401 {_said(answer)}); set the right ones "
+                    "with `exalate-tui tracker set servicenow`"
                 )
             if status == 403:
                 raise TrackerUnavailable(
-                    f"ServiceNow refused {self.settings.user!r} {right} on {table} "
+                    f"ServiceNow refused {self.settings.who} {right} on {table} "
                     f"(403 {_said(answer)}); grant that user {right} on the {table} table "
                     "(a role such as itil, or an ACL), then it resumes by itself"
                 )
             if status >= 400 and status != 404:
                 raise TrackerError(f"ServiceNow refused a {right} on {table}: {_said(answer)}")
             return answer
+
+    async def _bearer(self) -> dict[str, str]:
+        """The OAuth header, with a token fetched first when there is none or it is within
+        a tenth of its lifetime (at most a minute) of expiring."""
+        async with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token_until:
+                self.calls += 1
+                self.tokens += 1
+                self._token, lifetime = await fetch_token(self._client, self.settings)
+                self._token_until = time.monotonic() + lifetime - min(60.0, lifetime / 10)
+            return {"Authorization": f"Bearer {self._token}"}
 
     async def _list(
         self, table: str, query: str, fields: str, limit: int = PAGE, *, right: str = "read"

@@ -15,6 +15,15 @@ Pages (fetched 2025-2026, Yokohama to Australia releases):
   https://www.servicenow.com/docs/r/platform-user-interface/c_EncodedQueryStrings.html
 - [RATE] Inbound REST API rate limiting
   https://www.servicenow.com/docs/r/australia/api-reference/rest-api-explorer/inbound-REST-API-rate-limiting.html
+- [OAUTH] Client credentials grant workflow: `POST /oauth_token.do` with grant_type,
+  client_id, client_secret; the token then goes in `Authorization: Bearer`
+  https://www.servicenow.com/docs/r/zurich/platform-security/authentication/client-credentials-grant-workflow.html
+  and Client credentials grant (the token acts as the entry's OAuth Application User)
+  https://www.servicenow.com/docs/r/zurich/platform-security/authentication/client-credential-grant.html
+  The answer's shape ({"access_token", "scope", "token_type": "Bearer", "expires_in": 1799}
+  for the default 1,800 s lifespan) and a refusal's (401 {"error_description":
+  "access_denied", "error": "server_error"}) are as ServiceNow instances answer, shown on
+  its community forum; the docs give no example.
 - [EMPTY] a query matching nothing: v1 answers 404 "No Record found", the later
   version 200 with an empty result
   https://www.servicenow.com/community/developer-forum/404-error-in-case-of-rest-api-not-returning-any-data/m-p/3087325
@@ -38,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -191,6 +200,11 @@ class Emulator:
         # Faults, consumed one request each: a list of (status, headers).
         self.faults: list[tuple[int, dict[str, str]]] = []
         self.calls: list[list[str]] = []  # [method, path, user name] of every request
+        # OAuth [OAUTH]: client id → (secret, the OAuth Application User's name), and the
+        # tokens issued: token → (user name, expiry on this instance's clock).
+        self.oauth_clients: dict[str, tuple[str, str]] = {}
+        self.tokens: dict[str, tuple[str, datetime]] = {}
+        self.token_lifespan = 1800  # seconds: an application registry entry's default
         self.add_user("admin", "admin")
         self.app = self._make_app()
 
@@ -204,6 +218,14 @@ class Emulator:
             user = User(name, password, record["sys_id"])
             self.users[name] = user
             return user
+
+    def add_oauth_client(self, client_id: str, secret: str, user: str) -> None:
+        """An OAuth application registry entry whose OAuth Application User is `user`."""
+        self.oauth_clients[client_id] = (secret, user)
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far stops working (as once its lifespan is over)."""
+        self.tokens.clear()
 
     def deny(self, user: str, table: str, right: str) -> None:
         self.users[user].denied.add((table, right))
@@ -438,7 +460,9 @@ class Emulator:
             Route(
                 "/api/now/attachment/{sys_id:str}", self._attachment_one, methods=["GET", "DELETE"]
             ),
+            Route("/oauth_token.do", self._token, methods=["POST"]),
             Route("/emulator/users", self._control_user, methods=["POST"]),
+            Route("/emulator/oauth", self._control_oauth, methods=["POST"]),
             Route("/emulator/faults", self._control_faults, methods=["POST"]),
             Route("/emulator/incidents", self._control_incident, methods=["POST"]),
             Route("/emulator/calls", self._control_calls, methods=["GET"]),
@@ -462,7 +486,11 @@ class Emulator:
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
         user = None
-        if scheme.lower() == "basic":
+        if scheme.lower() == "bearer":
+            name, expires = self.tokens.get(encoded, ("", self.now()))
+            if expires > self._clock():
+                user = self.users.get(name)
+        elif scheme.lower() == "basic":
             try:
                 name, _, password = base64.b64decode(encoded).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
@@ -474,6 +502,37 @@ class Emulator:
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
         call[2] = user.name
         return user
+
+    async def _token(self, request: Request) -> Response:
+        """POST /oauth_token.do [OAUTH]: a form with grant_type=client_credentials, client_id
+        and client_secret; the token acts as the entry's OAuth Application User."""
+        call = [request.method, request.url.path, ""]
+        self.calls.append(call)
+        # application/x-www-form-urlencoded (starlette's own form parser needs a package
+        # this project does not install)
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = {name: values[0] for name, values in fields.items()}
+        found = self.oauth_clients.get(form.get("client_id", ""))
+        secret = form.get("client_secret", "")
+        if (
+            form.get("grant_type") != "client_credentials"
+            or found is None
+            or not secrets.compare_digest(found[0], secret)
+            or found[1] not in self.users
+        ):
+            body = {"error_description": "access_denied", "error": "server_error"}
+            return JSONResponse(body, status_code=401)
+        token = secrets.token_urlsafe(48)
+        self.tokens[token] = (found[1], self._clock() + timedelta(seconds=self.token_lifespan))
+        call[2] = found[1]
+        return JSONResponse(
+            {
+                "access_token": token,
+                "scope": "useraccount",
+                "token_type": "Bearer",
+                "expires_in": self.token_lifespan - 1,
+            }
+        )
 
     def _refused(self, user: User, table: str, right: str) -> Response | None:
         if (table, right) not in user.denied:
@@ -689,6 +748,16 @@ class Emulator:
             self.allow(body["name"], table, right)
         return JSONResponse({"ok": True})
 
+    async def _control_oauth(self, request: Request) -> Response:
+        body = await request.json()
+        if "client_id" in body:
+            self.add_oauth_client(body["client_id"], body["secret"], body["user"])
+        if "lifespan" in body:
+            self.token_lifespan = int(body["lifespan"])
+        if body.get("expire"):
+            self.expire_tokens()
+        return JSONResponse({"ok": True, "issued": len(self.tokens)})
+
     async def _control_faults(self, request: Request) -> Response:
         body = await request.json()
         if body.get("status", 429) == 429:
@@ -739,11 +808,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--user", action="append", default=[], help="NAME:PASSWORD")
+    parser.add_argument("--oauth-client", action="append", default=[], help="CLIENT_ID:SECRET:USER")
     args = parser.parse_args()
     emulator = Emulator()
     for spec in args.user:
         name, _, password = spec.partition(":")
         emulator.add_user(name, password)
+    for spec in args.oauth_client:
+        client_id, secret, user = spec.split(":", 2)
+        emulator.add_oauth_client(client_id, secret, user)
     uvicorn.run(asgi(emulator), host=args.host, port=args.port, log_level="warning")
 
 
