@@ -2,7 +2,7 @@
 
     tracker show [--json]
     tracker set local
-    tracker set servicenow --url URL (--user USER | --client-id ID) [--table T] [--poll S]
+    tracker set servicenow --url URL (--user USER | --client-id ID) [--table T ...] [--poll S]
 
 The ServiceNow password (with --user) comes from $EXALATE_TUI_SERVICENOW_PASSWORD,
 the OAuth client secret (with --client-id) from $EXALATE_TUI_SERVICENOW_CLIENT_SECRET,
@@ -34,6 +34,7 @@ def shown(config: TrackerConfig) -> dict[str, Any]:
         return {"kind": "embedded"}
     data = config.model_dump(mode="json", exclude={"password", "client_secret"})
     data["auth"] = "oauth" if config.client_id else "basic"
+    data["fields"] = {table: len(columns) for table, columns in config.fields.items()}
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -45,9 +46,14 @@ def cmd_show(args: argparse.Namespace, home: Home) -> int:
         print(f"tracker: embedded ({home.tracker_path})")
     else:
         who = f"OAuth client {config.client_id}" if config.client_id else f"user {config.user}"
-        print(f"tracker: ServiceNow {config.url}, table {config.table}, {who}")
+        tables = ", ".join(config.tables)
+        print(f"tracker: ServiceNow {config.url}, {_tables(config)} {tables}, {who}")
         print(f"changes looked for every {config.poll:g} s")
     return 0
+
+
+def _tables(config: TrackerConfig) -> str:
+    return "table" if len(config.tables) == 1 else "tables"
 
 
 def cmd_set_local(args: argparse.Namespace, home: Home) -> int:
@@ -90,7 +96,7 @@ def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
         config = TrackerConfig(
             kind="servicenow",
             url=args.url.rstrip("/"),
-            table=args.table,
+            tables=list(dict.fromkeys(args.table or ["incident"])),
             poll=args.poll,
             **credentials,
         )
@@ -101,10 +107,12 @@ def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
         checked = asyncio.run(verify(settings_from(config)))
     except TrackerError as error:
         raise BadInput(f"not saved: {error}") from None
+    config.fields = checked.fields
     home.save_tracker_config(config)
-    for line in checked:
+    for line in checked.lines:
         print(f"✓ {line}")
-    print(f"tracker: ServiceNow {config.url}, table {config.table} (saved in tracker.toml)")
+    tables = ", ".join(config.tables)
+    print(f"tracker: ServiceNow {config.url}, {_tables(config)} {tables} (saved in tracker.toml)")
     return 0
 
 
@@ -136,7 +144,13 @@ def register(commands: Any, home: Parser, home_json: Parser) -> None:
         "--client-id",
         help=f"an OAuth client's id, for client credentials (secret on stdin or ${SECRET_ENV})",
     )
-    snow.add_argument("--table", default="incident", help="the task table (default incident)")
+    snow.add_argument(
+        "--table",
+        action="append",
+        metavar="TABLE",
+        help="a task table whose records are tickets, repeatable (default incident; e.g. "
+        "--table incident --table problem --table change_request --table sc_req_item)",
+    )
     snow.add_argument(
         "--poll", type=float, default=5.0, help="seconds between looks for changes (default 5)"
     )

@@ -769,6 +769,11 @@ class Engine:
         return False
 
     async def _outgoing(self, connections: dict[str, Connection]) -> bool:
+        for connection in connections.values():
+            for text in connection.triggers:
+                # Checked before any ticket is read: ServiceNow then reads the columns a
+                # trigger names with each record, so the trigger can be matched.
+                self._query(text)
         watermark = self.store.meta(WATERMARK)
         changed = await self.tracker.changed(watermark, limit=BATCH)
         keys = dict.fromkeys(changed.keys)

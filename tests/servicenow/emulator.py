@@ -24,6 +24,14 @@ Pages (fetched 2025-2026, Yokohama to Australia releases):
   for the default 1,800 s lifespan) and a refusal's (401 {"error_description":
   "access_denied", "error": "server_error"}) are as ServiceNow instances answer, shown on
   its community forum; the docs give no example.
+- [DICT] Data dictionary tables: sys_dictionary "defines every table and field", a row per
+  table (no element) or column (name = the table, element = the column, internal_type its
+  type); "dictionary changes automatically apply to all extended tables", so a column of
+  task is one row under task that incident, problem, change_request and sc_req_item have
+  https://www.servicenow.com/docs/r/zurich/platform-administration/table-administration-and-data-management/c_DataDictionaryTables.html
+  https://www.servicenow.com/docs/r/australia/platform-administration/table-administration-and-data-management/c_SystemDictionary.html
+  and sys_db_object, "a record for each table", whose super_class (Extends) references the
+  table it extends (the same page)
 - [EMPTY] a query matching nothing: v1 answers 404 "No Record found", the later
   version 200 with an empty result
   https://www.servicenow.com/community/developer-forum/404-error-in-case-of-rest-api-not-returning-any-data/m-p/3087325
@@ -112,6 +120,14 @@ TABLES: dict[str, dict[str, Kind]] = {
     },
 }
 PREFIXES = {"incident": "INC", "problem": "PRB", "change_request": "CHG", "sc_req_item": "RITM"}
+TABLES["sys_db_object"] = {**SYSTEM, "name": STR, "label": STR, "super_class": STR}
+TABLES["sys_dictionary"] = {
+    **SYSTEM,
+    "name": STR,
+    "element": STR,
+    "internal_type": STR,
+    "column_label": STR,
+}
 REFERENCES = {"assigned_to", "opened_by", "caller_id"}  # to sys_user
 JOURNALS = ("comments", "work_notes")
 READ_ONLY = set(SYSTEM) | {"number"}
@@ -191,6 +207,8 @@ class Emulator:
         self._tick = tick
         self._last = datetime.min.replace(tzinfo=UTC)
         self.max_attachment = max_attachment
+        # Each table's columns (an admin may add one: `add_field`), and its records.
+        self.schema: dict[str, dict[str, Kind]] = {name: dict(f) for name, f in TABLES.items()}
         self.tables: dict[str, dict[str, dict[str, str]]] = {name: {} for name in TABLES}
         self.attachments: dict[str, dict[str, str]] = {}
         self.blobs: dict[str, bytes] = {}
@@ -206,6 +224,7 @@ class Emulator:
         self.tokens: dict[str, tuple[str, datetime]] = {}
         self.token_lifespan = 1800  # seconds: an application registry entry's default
         self.add_user("admin", "admin")
+        self._dictionary()
         self.app = self._make_app()
 
     # -- set-up from tests ----------------------------------------------------------
@@ -218,6 +237,50 @@ class Emulator:
             user = User(name, password, record["sys_id"])
             self.users[name] = user
             return user
+
+    def _dictionary(self) -> None:
+        """sys_db_object and sys_dictionary [DICT]: a row per table (a task table's
+        super_class is task's), the task columns under task, each table's own under it."""
+        task = self.insert("sys_db_object", {"name": "task", "label": "Task"}, by="system")
+        for name in self.schema:
+            if name != "task":
+                extends = task["sys_id"] if name in PREFIXES else ""
+                row = {"name": name, "label": name, "super_class": extends}
+                self.insert("sys_db_object", row, by="system")
+        for name in ("task", *PREFIXES):
+            self.insert(
+                "sys_dictionary", {"name": name, "internal_type": "collection"}, by="system"
+            )
+            own = (
+                TASK
+                if name == "task"
+                else {k: v for k, v in self.schema[name].items() if k not in TASK}
+            )
+            for element, kind in own.items():
+                self._column(name, element, kind)
+
+    def _column(self, table: str, element: str, kind: Kind) -> None:
+        internal = (
+            "reference"
+            if element in REFERENCES
+            else "journal_input"
+            if element in JOURNALS
+            else "boolean"
+            if element == "active"
+            else "integer"
+            if kind is INT
+            else "glide_date_time"
+            if kind is DATETIME
+            else "string"
+        )
+        row = {"name": table, "element": element, "internal_type": internal}
+        self.insert("sys_dictionary", row | {"column_label": element}, by="system")
+
+    def add_field(self, table: str, element: str, kind: Kind = STR) -> None:
+        """A column an admin adds to `table` (a u_ field), with its dictionary entry."""
+        with self._lock:
+            self.schema[table][element] = kind
+            self._column(table, element, kind)
 
     def add_oauth_client(self, client_id: str, secret: str, user: str) -> None:
         """An OAuth application registry entry whose OAuth Application User is `user`."""
@@ -256,7 +319,7 @@ class Emulator:
     def insert(self, table: str, values: Mapping[str, Any], *, by: str) -> dict[str, str]:
         """A new record (what POST does): unknown fields ignored [TABLE], system fields set."""
         with self._lock:
-            fields = TABLES[table]
+            fields = self.schema[table]
             stamp = self._write_time().strftime(STAMP)
             record = {name: "" for name in fields if name not in JOURNALS}
             record |= {
@@ -302,7 +365,7 @@ class Emulator:
     def _assign(
         self, table: str, record: dict[str, str], values: Mapping[str, Any]
     ) -> list[tuple[str, str]]:
-        fields = TABLES[table]
+        fields = self.schema[table]
         journal = []
         for name, value in values.items():
             if name not in fields or name in READ_ONLY:
@@ -561,7 +624,7 @@ class Emulator:
         refused = self._refused(user, table, "read")
         if refused:
             return refused
-        rows = self.select(table, request.query_params.get("sysparm_query", ""), TABLES[table])
+        rows = self.select(table, request.query_params.get("sysparm_query", ""), self.schema[table])
         return self._page(request, rows, lambda row: self.shown(table, row, request))
 
     def _page(
