@@ -50,6 +50,7 @@ from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
+    Changed,
     NewComment,
     Query,
     QueryError,
@@ -69,6 +70,8 @@ TRACKER_ERROR_SINCE = "tracker.error_since"
 # The engine looks again this often even when nothing woke it: requests from
 # another process and applies by another process's poller arrive this way.
 RESCAN = 1.0
+# How long the engine trusts a polling tracker's watcher before it looks itself.
+LOOK_ANYWAY = 60.0
 # The engine reads `connections/` again at least this often, changed or not.
 RELOAD = 30.0
 # How often the engine drops what it kept for connections deleted since.
@@ -124,8 +127,18 @@ class Engine:
         self._stamp: int | None = None
         self._loaded_at = 0.0
         self.reporter = "sync"
+        # A tracker that polls (ServiceNow) is asked what changed only when its watcher
+        # rang, when the last answer was a full batch, or after LOOK_ANYWAY: each look is
+        # a request, and the watcher looks every poll interval already.
+        self._rang = False
+        self._more = False
+        self._looked: float | None = None
 
     # -- running -------------------------------------------------------------------
+
+    def _tracker_rang(self) -> None:
+        self._rang = True
+        self.wake()
 
     def wake(self, *_: object) -> None:
         """Look again now; safe from any thread."""
@@ -145,7 +158,7 @@ class Engine:
     async def run(self) -> None:
         """Sync until cancelled; never dies of an error (each is logged and retried)."""
         self._loop = asyncio.get_running_loop()
-        stop_watch = self.tracker.watch(self.wake)
+        stop_watch = self.tracker.watch(self._tracker_rang)
         stop_apply = self.streams.on_apply(self.wake)
         delay = 0.5
         try:
@@ -775,7 +788,20 @@ class Engine:
                 # trigger names with each record, so the trigger can be matched.
                 self._query(text)
         watermark = self.store.meta(WATERMARK)
-        changed = await self.tracker.changed(watermark, limit=BATCH)
+        now = time.monotonic()
+        if (
+            not self.tracker.polls
+            or self._rang
+            or self._more
+            or self._looked is None
+            or watermark is None
+            or now - self._looked >= LOOK_ANYWAY
+        ):
+            self._rang = False
+            changed = await self.tracker.changed(watermark, limit=BATCH)
+            self._looked, self._more = now, len(changed.keys) >= BATCH
+        else:
+            changed = Changed((), watermark)
         keys = dict.fromkeys(changed.keys)
         # Links due a replica come BATCH at a time, so a bulk exalate flows while it is sent.
         due = self.store.due(limit=BATCH + 1)

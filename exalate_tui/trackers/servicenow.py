@@ -497,6 +497,7 @@ class ServiceNowTracker:
     """ServiceNow task tables behind the `Tracker` interface."""
 
     kind = "servicenow"
+    polls = True  # `watch` looks every `poll` seconds; each look is a Table API call
 
     def __init__(
         self,
