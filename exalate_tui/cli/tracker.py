@@ -57,7 +57,9 @@ def _tables(config: TrackerConfig) -> str:
 
 
 def cmd_set_local(args: argparse.Namespace, home: Home) -> int:
-    home.save_tracker_config(TrackerConfig())
+    from exalate_tui.trackers.setup import save_local
+
+    save_local(home)
     print(f"tracker: embedded ({home.tracker_path})")
     return 0
 
@@ -82,7 +84,7 @@ def _secret(what: str, env: str, example: str) -> str:
 
 def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.trackers.adapter import TrackerError
-    from exalate_tui.trackers.servicenow import settings_from, verify
+    from exalate_tui.trackers.setup import check_and_save
 
     if args.client_id is not None:
         credentials: dict[str, Any] = {
@@ -104,12 +106,10 @@ def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
         first = error.errors()[0]
         raise BadInput(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     try:
-        checked = asyncio.run(verify(settings_from(config)))
+        checked = asyncio.run(check_and_save(home, config))
     except TrackerError as error:
         raise BadInput(f"not saved: {error}") from None
-    config.fields = checked.fields
-    home.save_tracker_config(config)
-    for line in checked.lines:
+    for line in checked:
         print(f"✓ {line}")
     tables = ", ".join(config.tables)
     print(f"tracker: ServiceNow {config.url}, {_tables(config)} {tables} (saved in tracker.toml)")

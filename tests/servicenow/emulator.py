@@ -470,7 +470,8 @@ class Emulator:
         full = dict(row)
         if table in PREFIXES:
             for element in JOURNALS:
-                full[element] = self.journal_text(table, row["sys_id"], element)
+                if not wanted or element in wanted:  # (it reads every entry: only if asked)
+                    full[element] = self.journal_text(table, row["sys_id"], element)
         names = [name for name in wanted if name in full] if wanted else list(full)
         out: dict[str, Any] = {}
         base = str(request.base_url).rstrip("/")
@@ -529,6 +530,7 @@ class Emulator:
             Route("/emulator/faults", self._control_faults, methods=["POST"]),
             Route("/emulator/incidents", self._control_incident, methods=["POST"]),
             Route("/emulator/calls", self._control_calls, methods=["GET"]),
+            Route("/emulator/bulk", self._control_bulk, methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -834,6 +836,24 @@ class Emulator:
         who = request.query_params.get("user")
         calls = [c for c in self.calls if who is None or c[2] == who]
         return JSONResponse({"calls": len(calls), "faults_left": len(self.faults)})
+
+    async def _control_bulk(self, request: Request) -> Response:
+        """`count` incidents with `comments` comments each, written by `by` (a benchmark's
+        setup: thousands of records through the API would take minutes)."""
+        body = await request.json()
+        by = body.get("by", "admin")
+        for n in range(int(body["count"])):
+            record = self.insert(
+                "incident",
+                {"short_description": f"Bulk incident {n}", "description": "d" * 300}
+                | body.get("fields", {}),
+                by=by,
+            )
+            for c in range(int(body.get("comments", 0))):
+                text = f"Comment {c} on {n}: " + "c" * 80
+                self._journal("incident", record["sys_id"], "comments", text, by,
+                              record["sys_created_on"])  # fmt: skip
+        return JSONResponse({"ok": True, "incidents": len(self.tables["incident"])})
 
     async def _control_incident(self, request: Request) -> Response:
         body = await request.json()
