@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from typing import Any
 
@@ -22,6 +23,7 @@ from pydantic import SecretStr, ValidationError
 
 from exalate_tui.cli.common import PROG, BadInput, Parser, print_json
 from exalate_tui.domain.models import TrackerConfig
+from exalate_tui.domain.models import shown as shown_text
 from exalate_tui.home.store import Home
 
 PASSWORD_ENV = "EXALATE_TUI_SERVICENOW_PASSWORD"
@@ -86,6 +88,12 @@ def cmd_set_servicenow(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.trackers.adapter import TrackerError
     from exalate_tui.trackers.setup import check_and_save
 
+    for table in args.table or ():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,79}", table):
+            raise BadInput(
+                f"--table {shown_text(table)!r}: not a ServiceNow table name (lower-case "
+                "letters, digits and _, e.g. incident, problem, change_request, sc_req_item)"
+            )
     if args.client_id is not None:
         credentials: dict[str, Any] = {
             "client_id": args.client_id,

@@ -288,3 +288,5 @@ async def test_the_seed_with_servicenow_on_the_public_side(
     # ServiceNow holds only what people made there: the private side created nothing.
     assert len(servicenow.incidents()) == 2 + len(storm) + 1
     assert ticket(b, copy["key"])["status"] == "on_hold"
+    for node in (a, b):  # the integration user's password is in no log
+        assert PASSWORD not in node.log.read_text()

@@ -203,3 +203,13 @@ def test_a_table_that_is_not_a_task_table_or_an_unread_dictionary_saves_nothing(
     assert _set(tmp_path, url, monkeypatch, table) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "tracker.toml").exists()
+
+
+def test_a_bad_table_name_is_bad_input_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _set(tmp_path, "http://127.0.0.1:9", monkeypatch, "Incident;drop") == 2
+    err = capsys.readouterr().err
+    assert "--table 'Incident;drop': not a ServiceNow table name" in err
+    assert "cannot reach" not in err  # refused before asking anything
+    assert not (tmp_path / "tracker.toml").exists()
