@@ -133,6 +133,9 @@ class Engine:
         self._rang = False
         self._more = False
         self._looked: float | None = None
+        # The tickets a batch of inbox messages is about, read in one `get_many` (each is
+        # used once: a second message about the same ticket reads it again).
+        self._prefetched: dict[str, Ticket] = {}
 
     # -- running -------------------------------------------------------------------
 
@@ -440,13 +443,40 @@ class Engine:
             return False
         # The tracker's writes durable first (the inner block ends first), then the records.
         async with self._deferred(), self.tracker.deferred():
-            for message in messages:
-                if message.kind in wire.KINDS:
-                    await self._receive(connection, message)
-                else:
-                    self.store.processed(cid, message.seq)
+            self._prefetched = await self._prefetch(cid, messages)
+            try:
+                for message in messages:
+                    if message.kind in wire.KINDS:
+                        await self._receive(connection, message)
+                    else:
+                        self.store.processed(cid, message.seq)
+            finally:
+                self._prefetched = {}
         await asyncio.to_thread(self._prune, cid)  # by the cursor now committed
         return True
+
+    async def _prefetch(self, cid: str, messages: list[Message]) -> dict[str, Ticket]:
+        """The linked tickets a batch's replicas are about, in one read: for ServiceNow a
+        few requests per 50 tickets instead of a few per ticket (the partner's reply to
+        each first replica of a bulk exalate). A failure here reads them one by one."""
+        keys: dict[str, None] = {}
+        for message in messages:
+            if message.kind != wire.REPLICA:
+                continue  # (an attachment's body is megabytes: not parsed here)
+            body = message.body
+            if not isinstance(body, dict):
+                continue
+            link = self.store.link_by_remote(cid, str(body.get("key")))
+            if link is None and isinstance(body.get("your_key"), str):
+                link = self.store.link(cid, body["your_key"])
+            if link is not None and link.active:
+                keys[link.local_key] = None
+        if len(keys) < 2:
+            return {}
+        try:
+            return {t.key: t for t in await self.tracker.get_many(list(keys))}
+        except TrackerError:
+            return {}
 
     def _prune(self, cid: str) -> None:
         """The inbox keeps the engine's messages only while Retry may replay them: those
@@ -552,7 +582,9 @@ class Engine:
             await self._create(connection, rules, seq, replica)
             return
 
-        before = await self.tracker.get(link.local_key)
+        before = self._prefetched.pop(link.local_key, None) or await self.tracker.get(
+            link.local_key
+        )
         previous = link.in_doc
         note = ""
         fields: dict[str, list[Any]] = {}
