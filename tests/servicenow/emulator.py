@@ -51,6 +51,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -242,7 +243,9 @@ class Emulator:
         self._lock = threading.RLock()
         # Faults, consumed one request each: a list of (status, headers).
         self.faults: list[tuple[int, dict[str, str]]] = []
-        self.calls: list[list[str]] = []  # [method, path, user name] of every request
+        # [method, path, user name, sysparm_query] of every request, and when it came
+        self.calls: list[list[str]] = []
+        self.times: list[float] = []
         # OAuth [OAUTH]: client id → (secret, the OAuth Application User's name), and the
         # tokens issued: token → (user name, expiry on this instance's clock).
         self.oauth_clients: dict[str, tuple[str, str]] = {}
@@ -561,13 +564,15 @@ class Emulator:
             Route("/emulator/incidents", self._control_incident, methods=["POST"]),
             Route("/emulator/calls", self._control_calls, methods=["GET"]),
             Route("/emulator/bulk", self._control_bulk, methods=["POST"]),
+            Route("/emulator/looks", self._control_looks, methods=["GET"]),
         ]
         return Starlette(routes=routes)
 
     def _authenticate(self, request: Request) -> User | Response:
         """Basic authentication [TABLE]: "The calling user must have sufficient roles"."""
-        call = [request.method, request.url.path, ""]
+        call = [request.method, request.url.path, "", request.query_params.get("sysparm_query", "")]
         self.calls.append(call)
+        self.times.append(time.time())
         if self.faults:
             status, headers = self.faults.pop(0)
             if status == 429:
@@ -601,8 +606,9 @@ class Emulator:
     async def _token(self, request: Request) -> Response:
         """POST /oauth_token.do [OAUTH]: a form with grant_type=client_credentials, client_id
         and client_secret; the token acts as the entry's OAuth Application User."""
-        call = [request.method, request.url.path, ""]
+        call = [request.method, request.url.path, "", request.query_params.get("sysparm_query", "")]
         self.calls.append(call)
+        self.times.append(time.time())
         # application/x-www-form-urlencoded (starlette's own form parser needs a package
         # this project does not install)
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -866,6 +872,17 @@ class Emulator:
         who = request.query_params.get("user")
         calls = [c for c in self.calls if who is None or c[2] == who]
         return JSONResponse({"calls": len(calls), "faults_left": len(self.faults)})
+
+    async def _control_looks(self, request: Request) -> Response:
+        """When `?user=` last asked what changed in a table (a `sys_updated_on>=` query),
+        as Unix times: the benchmark times its changes against these polls."""
+        who = request.query_params.get("user")
+        looks = [
+            at
+            for call, at in zip(self.calls, self.times, strict=True)
+            if call[2] == who and call[0] == "GET" and call[3].startswith("sys_updated_on>=")
+        ]
+        return JSONResponse({"looks": looks[-50:]})
 
     async def _control_bulk(self, request: Request) -> Response:
         """`count` incidents with `comments` comments each, written by `by` (a benchmark's
