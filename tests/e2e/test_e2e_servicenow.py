@@ -36,6 +36,7 @@ from screens.note import NoteScreen
 
 from .conftest import Instance, MakeInstance, free_port, wait_for
 from .test_e2e_sync import SYNCED_WITHIN, ticket, tickets
+from .test_e2e_topologies import connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), pytest.mark.anyio]
 
@@ -290,3 +291,42 @@ async def test_the_seed_with_servicenow_on_the_public_side(
     assert ticket(b, copy["key"])["status"] == "on_hold"
     for node in (a, b):  # the integration user's password is in no log
         assert PASSWORD not in node.log.read_text()
+
+
+def test_a_refused_right_puts_the_connection_in_error_until_it_is_granted_again(
+    instances: MakeInstance, servicenow: ServiceNow
+) -> None:
+    """403 on the table: the connection shows Error naming the table and the right, the
+    partner's comment waits; granted again, it resumes by itself and writes it once."""
+    a = snow_side(instances, servicenow)
+    b = instances("jira", public=False)
+    for side in (a, b):
+        side.start()
+        side.serving()
+    cid, _ = connect(a, b, "public-private")
+    a.ok("triggers", "add", "--connection", cid, "priority=1")
+    fire = servicenow.incident("Printer on fire", impact=1, urgency=1)
+    wait_for(lambda: fire["number"] in copies(b), "the incident on jira", SYNCED_WITHIN)
+    copy = copies(b)[fire["number"]]
+
+    def status() -> dict[str, Any]:
+        [state] = a.json("sync", "status", "--connection", cid)["connections"]
+        return dict(state)
+
+    servicenow.http.post("/emulator/users", json={"name": "sync", "deny": [["incident", "read"]]})
+    b.ok("tickets", "comment", copy["key"], "--body", "While refused")
+    wait_for(lambda: status()["status"] == "error", "snow's connection in Error", SYNCED_WITHIN)
+    said = status()["error"]
+    assert "403" in said and "read on incident" in said and "grant" in said
+    assert "Traceback" not in said
+
+    servicenow.http.post("/emulator/users", json={"name": "sync", "allow": [["incident", "read"]]})
+    wait_for(
+        lambda: (
+            status()["status"] == "active"
+            and "While refused" in bodies(servicenow.journal(fire["sys_id"]), "comments")
+        ),
+        "snow resumed by itself and wrote the comment",
+        60,
+    )
+    assert bodies(servicenow.journal(fire["sys_id"]), "comments") == ["While refused"]
