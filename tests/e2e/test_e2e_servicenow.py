@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), pytest.mark.anyio
 
 EMULATOR = Path(__file__).resolve().parent.parent / "servicenow" / "emulator.py"
 PASSWORD = "integration-pw"
+CLIENT_SECRET = "oauth-client-secret"  # an OAuth client acting as the same integration user
 ADMIN = ("admin", "admin")  # the emulator's own admin: a person working in ServiceNow
 
 
@@ -61,7 +62,7 @@ class ServiceNow:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(EMULATOR), "--port", str(self.port)]
-                + ["--user", f"sync:{PASSWORD}"],
+                + ["--user", f"sync:{PASSWORD}", "--oauth-client", f"exalate:{CLIENT_SECRET}:sync"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -165,14 +166,19 @@ async def initiate_in_the_console(home: Home) -> str:
     return code
 
 
-def snow_side(instances: MakeInstance, servicenow: ServiceNow) -> Instance:
+def snow_side(instances: MakeInstance, servicenow: ServiceNow, auth: str = "basic") -> Instance:
     a = instances("snow", public=True)
+    who, secret = (
+        (["--client-id", "exalate"], CLIENT_SECRET)
+        if auth == "oauth"
+        else (["--user", "sync"], PASSWORD)
+    )
     done = a.cli(
-        "tracker", "set", "servicenow", "--url", servicenow.url, "--user", "sync",
-        "--poll", "1", stdin=PASSWORD + "\n",
+        "tracker", "set", "servicenow", "--url", servicenow.url, *who, "--poll", "1",
+        stdin=secret + "\n",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert PASSWORD not in done.stdout + done.stderr
+    assert secret not in done.stdout + done.stderr
     return a
 
 
@@ -293,12 +299,14 @@ async def test_the_seed_with_servicenow_on_the_public_side(
         assert PASSWORD not in node.log.read_text()
 
 
+@pytest.mark.parametrize("auth", ["basic", "oauth"])
 def test_a_refused_right_puts_the_connection_in_error_until_it_is_granted_again(
-    instances: MakeInstance, servicenow: ServiceNow
+    instances: MakeInstance, servicenow: ServiceNow, auth: str
 ) -> None:
     """403 on the table: the connection shows Error naming the table and the right, the
-    partner's comment waits; granted again, it resumes by itself and writes it once."""
-    a = snow_side(instances, servicenow)
+    partner's comment waits; granted again, it resumes by itself and writes it once. The
+    same over OAuth client credentials (a token per node, fetched as it starts)."""
+    a = snow_side(instances, servicenow, auth)
     b = instances("jira", public=False)
     for side in (a, b):
         side.start()
@@ -330,3 +338,6 @@ def test_a_refused_right_puts_the_connection_in_error_until_it_is_granted_again(
         60,
     )
     assert bodies(servicenow.journal(fire["sys_id"]), "comments") == ["While refused"]
+    for node in (a, b):
+        assert PASSWORD not in node.log.read_text()
+        assert CLIENT_SECRET not in node.log.read_text()
