@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from exalate_tui.domain.models import shown
+from exalate_tui.domain.models import TrackerConfig, shown
 from exalate_tui.flows.tracker import AUTHS, FIELDS, KINDS, TrackerForm, labels
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.trackers.adapter import TrackerError
@@ -232,11 +232,9 @@ class TrackerSetupScreen(Screen[bool]):
         self._check(config)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="tracker")
-    def _check(self, config: object) -> None:
-        from exalate_tui.domain.models import TrackerConfig
+    def _check(self, config: TrackerConfig) -> None:
         from exalate_tui.trackers.setup import check_and_save, save_local
 
-        assert isinstance(config, TrackerConfig)
         try:
             if config.kind == "embedded":
                 save_local(self.home)
