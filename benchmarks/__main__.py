@@ -14,6 +14,8 @@ ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "
 
 # Script rules beside the Basic mapping (benchmarks/rules.py).
 ALL += ["rules"]
+# ServiceNow on the public side, against the emulator (benchmarks/servicenow.py).
+ALL += ["servicenow"]
 
 
 def main() -> int:

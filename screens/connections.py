@@ -245,6 +245,15 @@ class ConnectionsScreen(Screen[None]):
             id="connections.tickets",
             tooltip="The Tickets tab: this instance's tickets, their comments and sync",
         ),
+        # Not in the Footer either (80 columns are full); README and `?` list it.
+        Binding(
+            "s",
+            "app.tracker_settings",
+            "Tracker settings",
+            show=False,
+            id="connections.tracker",
+            tooltip="The ticket system this instance syncs: embedded, or ServiceNow",
+        ),
         # Not in the Footer (80 columns are full): the node bar says "press n".
         Binding(
             "n",

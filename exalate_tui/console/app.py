@@ -576,8 +576,49 @@ class ExalateApp(App[None]):
         self._start()
 
     def on_first_run_screen_saved(self, event: FirstRunScreen.Saved) -> None:
+        """The instance is named: next, which tracker it fronts (Escape keeps the
+        embedded one), then the Connections tab."""
+        from exalate_tui.domain.models import TrackerConfig
+        from exalate_tui.flows.tracker import TrackerForm
+        from screens.tracker_setup import TrackerSetupScreen
+
         self.pop_screen()
-        self._open_connections(event.instance)
+        form = TrackerForm(TrackerConfig())
+        screen = TrackerSetupScreen(self.home, form, first_run=True)
+        self.push_screen(screen, lambda _: self._open_connections(event.instance))
+
+    # -- the tracker's settings -----------------------------------------------
+
+    def action_tracker_settings(self) -> None:
+        """`s` on the Connections tab: the tracker this instance fronts, and its settings."""
+        from exalate_tui.flows.tracker import TrackerForm
+        from screens.tracker_setup import TrackerSetupScreen
+
+        if self.instance is None or self.screen is not self.connections_tab:
+            return
+        try:
+            config = self.home.load_tracker_config()
+        except StoreError as error:
+            self.notify(str(error), title="tracker.toml", severity="error", markup=False)
+            return
+        screen = TrackerSetupScreen(self.home, TrackerForm(config))
+        self.push_screen(screen, self._tracker_changed)
+
+    def _tracker_changed(self, saved: bool | None) -> None:
+        """New settings: the Tickets tab and the sync views open the tracker again."""
+        if not saved:
+            return
+        old, self.tracker, self.tracker_problem = self.tracker, None, None
+        if self.is_screen_installed(TICKETS):
+            self.uninstall_screen(TICKETS)
+        if old is not None:
+            self.run_worker(old.close(), exit_on_error=False, group="tracker")
+        self.notify(
+            "A node running now keeps syncing the tracker it started with: restart it "
+            "(N, then n) to sync this one.",
+            title="Tracker",
+            timeout=10,
+        )
 
     # -- the Initiate-connection wizard -------------------------------------
 

@@ -188,6 +188,8 @@ Description = Annotated[
     str, AfterValidator(lambda v: check_text(v, limit=DESCRIPTION_MAX, required=False))
 ]
 Url = Annotated[str, AfterValidator(check_url)]
+# A ServiceNow table or column name.
+TableName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,79}$")]
 
 
 class Instance(BaseModel):
@@ -223,11 +225,34 @@ class TrackerConfig(BaseModel):
 
     kind: Literal["embedded", "servicenow"] = "embedded"
     url: Url | None = None
+    # Basic authentication: the integration user and its password...
     user: str | None = Field(default=None, min_length=1, max_length=255)
     password: SecretStr | None = None
-    table: str = Field(default="incident", pattern=r"^[a-z][a-z0-9_]{0,79}$")
+    # ...or OAuth client credentials: an OAuth application registry entry's client id and
+    # secret (its OAuth Application User is whom ServiceNow acts as).
+    client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    client_secret: SecretStr | None = None
+    # The task tables whose records are tickets (`--table`, repeatable): the first is where
+    # a ticket of no other table's type is created.
+    tables: list[TableName] = Field(default_factory=lambda: ["incident"], min_length=1)
     poll: float = Field(default=5.0, gt=0, le=3600)  # seconds between looks for changes
-    labels_field: str = Field(default="u_labels", pattern=r"^[a-z][a-z0-9_]{0,79}$")
+    labels_field: TableName = "u_labels"
+    # Each table's fields as sys_dictionary gave them when the instance was checked:
+    # table → field → internal_type. Triggers and filters are checked against these.
+    fields: dict[TableName, dict[TableName, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_table(cls, data: object) -> object:
+        """A tracker.toml written before tables were a list says `table = "incident"`."""
+        if isinstance(data, dict) and "table" in data and "tables" not in data:
+            data = dict(data)
+            data["tables"] = [data.pop("table")]
+        return data
+
+    @property
+    def table(self) -> str:
+        return self.tables[0]
 
 
 class Connection(BaseModel):

@@ -50,6 +50,7 @@ from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
+    Changed,
     NewComment,
     Query,
     QueryError,
@@ -69,6 +70,8 @@ TRACKER_ERROR_SINCE = "tracker.error_since"
 # The engine looks again this often even when nothing woke it: requests from
 # another process and applies by another process's poller arrive this way.
 RESCAN = 1.0
+# How long the engine trusts a polling tracker's watcher before it looks itself.
+LOOK_ANYWAY = 60.0
 # The engine reads `connections/` again at least this often, changed or not.
 RELOAD = 30.0
 # How often the engine drops what it kept for connections deleted since.
@@ -124,8 +127,21 @@ class Engine:
         self._stamp: int | None = None
         self._loaded_at = 0.0
         self.reporter = "sync"
+        # A tracker that polls (ServiceNow) is asked what changed only when its watcher
+        # rang, when the last answer was a full batch, or after LOOK_ANYWAY: each look is
+        # a request, and the watcher looks every poll interval already.
+        self._rang = False
+        self._more = False
+        self._looked: float | None = None
+        # The tickets a batch of inbox messages is about, read in one `get_many` (each is
+        # used once: a second message about the same ticket reads it again).
+        self._prefetched: dict[str, Ticket] = {}
 
     # -- running -------------------------------------------------------------------
+
+    def _tracker_rang(self) -> None:
+        self._rang = True
+        self.wake()
 
     def wake(self, *_: object) -> None:
         """Look again now; safe from any thread."""
@@ -145,7 +161,7 @@ class Engine:
     async def run(self) -> None:
         """Sync until cancelled; never dies of an error (each is logged and retried)."""
         self._loop = asyncio.get_running_loop()
-        stop_watch = self.tracker.watch(self.wake)
+        stop_watch = self.tracker.watch(self._tracker_rang)
         stop_apply = self.streams.on_apply(self.wake)
         delay = 0.5
         try:
@@ -427,13 +443,40 @@ class Engine:
             return False
         # The tracker's writes durable first (the inner block ends first), then the records.
         async with self._deferred(), self.tracker.deferred():
-            for message in messages:
-                if message.kind in wire.KINDS:
-                    await self._receive(connection, message)
-                else:
-                    self.store.processed(cid, message.seq)
+            self._prefetched = await self._prefetch(cid, messages)
+            try:
+                for message in messages:
+                    if message.kind in wire.KINDS:
+                        await self._receive(connection, message)
+                    else:
+                        self.store.processed(cid, message.seq)
+            finally:
+                self._prefetched = {}
         await asyncio.to_thread(self._prune, cid)  # by the cursor now committed
         return True
+
+    async def _prefetch(self, cid: str, messages: list[Message]) -> dict[str, Ticket]:
+        """The linked tickets a batch's replicas are about, in one read: for ServiceNow a
+        few requests per 50 tickets instead of a few per ticket (the partner's reply to
+        each first replica of a bulk exalate). A failure here reads them one by one."""
+        keys: dict[str, None] = {}
+        for message in messages:
+            if message.kind != wire.REPLICA:
+                continue  # (an attachment's body is megabytes: not parsed here)
+            body = message.body
+            if not isinstance(body, dict):
+                continue
+            link = self.store.link_by_remote(cid, str(body.get("key")))
+            if link is None and isinstance(body.get("your_key"), str):
+                link = self.store.link(cid, body["your_key"])
+            if link is not None and link.active:
+                keys[link.local_key] = None
+        if len(keys) < 2:
+            return {}
+        try:
+            return {t.key: t for t in await self.tracker.get_many(list(keys))}
+        except TrackerError:
+            return {}
 
     def _prune(self, cid: str) -> None:
         """The inbox keeps the engine's messages only while Retry may replay them: those
@@ -539,7 +582,9 @@ class Engine:
             await self._create(connection, rules, seq, replica)
             return
 
-        before = await self.tracker.get(link.local_key)
+        before = self._prefetched.pop(link.local_key, None) or await self.tracker.get(
+            link.local_key
+        )
         previous = link.in_doc
         note = ""
         fields: dict[str, list[Any]] = {}
@@ -769,8 +814,26 @@ class Engine:
         return False
 
     async def _outgoing(self, connections: dict[str, Connection]) -> bool:
+        for connection in connections.values():
+            for text in connection.triggers:
+                # Checked before any ticket is read: ServiceNow then reads the columns a
+                # trigger names with each record, so the trigger can be matched.
+                self._query(text)
         watermark = self.store.meta(WATERMARK)
-        changed = await self.tracker.changed(watermark, limit=BATCH)
+        now = time.monotonic()
+        if (
+            not self.tracker.polls
+            or self._rang
+            or self._more
+            or self._looked is None
+            or watermark is None
+            or now - self._looked >= LOOK_ANYWAY
+        ):
+            self._rang = False
+            changed = await self.tracker.changed(watermark, limit=BATCH)
+            self._looked, self._more = now, len(changed.keys) >= BATCH
+        else:
+            changed = Changed((), watermark)
         keys = dict.fromkeys(changed.keys)
         # Links due a replica come BATCH at a time, so a bulk exalate flows while it is sent.
         due = self.store.due(limit=BATCH + 1)

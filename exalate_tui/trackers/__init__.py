@@ -38,7 +38,7 @@ def check_query(home: Home, text: str) -> Query:
     if config.kind == "servicenow":
         from exalate_tui.trackers import servicenow
 
-        return servicenow.check_query(text, config.table)
+        return servicenow.check_query(text, config.tables, config.fields)
     from exalate_tui.trackers.embedded import FIELDS, TicketQuery
     from exalate_tui.trackers.query import parse
 

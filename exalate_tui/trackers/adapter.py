@@ -167,6 +167,9 @@ class Tracker(Protocol):
     """One ticket system, as the engine, the CLI and the console use it."""
 
     kind: str  # "embedded", "servicenow"
+    # True when `watch` finds changes by looking every few seconds and each `changed` is a
+    # request (ServiceNow): the engine then asks `changed` when `watch` rang, not on its own.
+    polls: bool
     # The largest attachment it takes, in bytes: larger ones need not be fetched at all.
     max_attachment: int
 

@@ -168,6 +168,7 @@ class EmbeddedTracker:
     """One open `tracker.sqlite3`; one per process is enough (it is thread-safe)."""
 
     kind = "embedded"
+    polls = False  # every write rings its watchers at once
     max_attachment = MAX_ATTACHMENT
 
     def __init__(

@@ -1,5 +1,6 @@
-"""ServiceNow as an instance's tracker: one task table (incident by default) through the
-Table API and the Attachment API.
+"""ServiceNow as an instance's tracker: task tables (incident by default; problem,
+change_request, sc_req_item or any other task table by configuration) through the Table API
+and the Attachment API.
 
 httpx directly, not pysnc. pysnc's `AsyncServiceNowClient` validates every answer
 itself (`AsyncTableAPI._validate_response`) and raises on a 429 or a 5xx with the
@@ -11,7 +12,8 @@ and `requests`. What we use of it would be a URL builder.
 
 What a ticket is here (the embedded vocabulary of adapter.py on a task record):
 
-    key            number (INC0010001)
+    key            number (INC0010001): its prefix says which of the tables holds it (INC,
+                   PRB, CHG, RITM by default; an unknown prefix is looked for in each)
     type           the table: incident, problem, change_request → change, others → task
     summary        short_description
     description    description
@@ -104,7 +106,20 @@ STATUS_TO_STATE = {"new": "1", "in_progress": "2", "on_hold": "3", "resolved": "
 # Priority → (impact, urgency) under ServiceNow's default priority lookup.
 IMPACT_URGENCY = {1: ("1", "1"), 2: ("1", "2"), 3: ("2", "2"), 4: ("2", "3"), 5: ("3", "3")}
 TABLE_TYPES = {"incident": "incident", "problem": "problem", "change_request": "change"}
-# A task table's own fields, for filters and triggers written in ServiceNow's names.
+# The numbers' default prefixes (System Definition > Number Maintenance); an instance may
+# change them, so a key whose prefix says nothing is looked for in every table.
+PREFIXES = {"incident": "INC", "problem": "PRB", "change_request": "CHG", "sc_req_item": "RITM"}
+# sys_dictionary's internal_type → how a query compares the column; any other is text.
+INTERNAL_TYPES: dict[str, Kind] = {
+    "integer": INT,
+    "glide_date_time": DATETIME,
+    "due_date": DATETIME,
+    "glide_date": DATETIME,
+}
+# The fields the adapter itself reads and writes: every task table has them (task's own).
+REQUIRED = ("number", "short_description", "description", "state", "priority", "correlation_id")
+# The task fields used before a table's dictionary was read (a tracker.toml saved before
+# `tracker set` stored it): run `tracker set servicenow` again to check against the real ones.
 NATIVE: dict[str, Kind] = {
     "sys_id": STR,
     "number": STR,
@@ -129,12 +144,17 @@ _ORIGIN = re.compile(r'exalate-origin="([^"]*)"')
 
 @dataclass(frozen=True)
 class Settings:
-    """What `tracker.toml` says of a ServiceNow instance (the password kept by the caller)."""
+    """What `tracker.toml` says of a ServiceNow instance: basic authentication (`user`,
+    `password`) or OAuth client credentials (`client_id`, `client_secret`)."""
 
     url: str
-    user: str
-    password: str = field(repr=False)
-    table: str = "incident"
+    user: str = ""
+    password: str = field(default="", repr=False)
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    tables: tuple[str, ...] = ("incident",)
+    # table → column → sys_dictionary internal_type, as read when the instance was checked
+    fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     poll: float = 5.0  # seconds between looks for changes by `watch`
     overlap: float = 30.0  # seconds of changes read again by `changed`
     labels_field: str = "u_labels"
@@ -142,123 +162,286 @@ class Settings:
     timeout: float = 30.0
     attempts: int = 6  # tries of one request through 429s, 5xx and timeouts
 
+    @property
+    def table(self) -> str:
+        """Where a ticket whose type names no other table is created."""
+        return self.tables[0]
+
+    @property
+    def oauth(self) -> bool:
+        return bool(self.client_id)
+
+    @property
+    def who(self) -> str:
+        """Whom ServiceNow is asked as, in words."""
+        return f"OAuth client {self.client_id!r}" if self.oauth else f"user {self.user!r}"
+
 
 def settings_from(config: TrackerConfig) -> Settings:
     """The adapter's settings from `tracker.toml`."""
-    if not (config.url and config.user and config.password):
+    basic = config.user and config.password
+    oauth = config.client_id and config.client_secret
+    if not (config.url and (basic or oauth)):
         raise TrackerUnavailable(
-            "tracker.toml names ServiceNow without its url, user and password: run "
-            "`exalate-tui tracker set servicenow --url URL --user USER` again"
+            "tracker.toml names ServiceNow without its url and credentials (a user and "
+            "password, or an OAuth client id and secret): run `exalate-tui tracker set "
+            "servicenow --url URL --user USER` (or `--client-id ID`) again"
         )
     return Settings(
         url=config.url,
-        user=config.user,
-        password=config.password.get_secret_value(),
-        table=config.table,
+        user=config.user or "",
+        password=config.password.get_secret_value() if config.password else "",
+        client_id=(config.client_id or "") if oauth else "",
+        client_secret=config.client_secret.get_secret_value() if config.client_secret else "",
+        tables=tuple(config.tables),
+        fields=config.fields,
         poll=config.poll,
         labels_field=config.labels_field,
     )
 
 
+TOKEN_PATH = "/oauth_token.do"
+
+
+async def fetch_token(client: httpx.AsyncClient, settings: Settings) -> tuple[str, float]:
+    """An access token for the OAuth client and its lifetime in seconds: `POST
+    /oauth_token.do` with `grant_type=client_credentials`, `client_id`, `client_secret`
+    as a form (ServiceNow, "Client credentials grant workflow"). `TrackerUnavailable`
+    says what to fix; the secret is in no message."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": settings.client_id,
+        "client_secret": settings.client_secret,
+    }
+    try:
+        answer = await client.post(TOKEN_PATH, data=form, headers={"Accept": "application/json"})
+    except httpx.HTTPError as error:
+        raise TrackerUnavailable(
+            f"cannot reach ServiceNow at {settings.url} ({type(error).__name__}: {error}); "
+            "check the URL (https://<instance>.service-now.com) and that this machine reaches it"
+        ) from None
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if answer.status_code in (400, 401) or (answer.status_code == 200 and not token):
+        said = body.get("error_description") or body.get("error") if isinstance(body, dict) else ""
+        raise TrackerUnavailable(
+            f"ServiceNow at {settings.url} gave {settings.who} no token ({answer.status_code} "
+            f"{said or answer.reason_phrase}); check the client id and secret, that its OAuth "
+            "application registry entry is active with an OAuth Application User, and that "
+            "the system property glide.oauth.inbound.client.credential.grant_type.enabled is true"
+        )
+    if answer.status_code != 200:
+        raise TrackerUnavailable(
+            f"ServiceNow at {settings.url} answered {answer.status_code} {_said(answer)} "
+            "for an OAuth token; it is retried"
+        )
+    try:
+        lifetime = float(body.get("expires_in", 1800))
+    except (TypeError, ValueError):
+        lifetime = 1800.0
+    return str(token), max(1.0, lifetime)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `verify` found: each check passed, in words, and each table's columns."""
+
+    lines: list[str]
+    fields: dict[str, dict[str, str]]
+
+
 async def verify(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-) -> list[str]:
+) -> Checked:
     """Check an instance before its settings are saved: reachable, the credentials taken,
-    read and write on the table, read on sys_journal_field. Returns what was checked, in
-    words; `TrackerError` says the first that failed and how to fix it."""
+    read and write on each table, read on sys_journal_field, and each table's columns from
+    sys_dictionary (a task table's: it has number, state, short_description...). Returns
+    what was checked, in words, with the columns; `TrackerError` says the first that failed
+    and how to fix it."""
     checked: list[str] = []
     async with httpx.AsyncClient(
         base_url=settings.url.rstrip("/"),
-        auth=(settings.user, settings.password),
+        auth=None if settings.oauth else (settings.user, settings.password),
         headers={"Accept": "application/json"},
         timeout=min(settings.timeout, 15.0),
         transport=transport,
     ) as client:
+        if settings.oauth:
+            try:
+                token, _ = await fetch_token(client, settings)
+            except TrackerUnavailable as error:
+                raise TrackerError(str(error)) from None
+            client.headers["Authorization"] = f"Bearer {token}"
+            checked.append("OAuth token issued")
 
         async def ask(method: str, path: str, **kwargs: Any) -> httpx.Response:
             try:
                 return await client.request(method, path, **kwargs)
             except httpx.HTTPError as error:
                 raise TrackerError(
-                    f"cannot reach ServiceNow at {settings.url} ({error!r}); check the URL "
-                    "(https://<instance>.service-now.com) and that this machine reaches it"
+                    f"cannot reach ServiceNow at {settings.url} ({type(error).__name__}: "
+                    f"{error}); check the URL (https://<instance>.service-now.com) and that "
+                    "this machine reaches it"
                 ) from None
 
-        table = settings.table
-        answer = await ask(
-            "GET",
-            f"/api/now/v2/table/{table}",
-            params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
-        )
-        if answer.status_code == 401:
-            raise TrackerError(
-                f"ServiceNow at {settings.url} refused user {settings.user!r} and that password "
-                f"(401 {_said(answer)}); check both, and that the user is active and not "
-                "'Web service access only' disabled"
+        for table in settings.tables:
+            answer = await ask(
+                "GET",
+                f"/api/now/v2/table/{table}",
+                params={"sysparm_limit": "1", "sysparm_fields": "sys_id"},
             )
-        checked += ["reachable", "credentials accepted"]
-        if answer.status_code == 403:
-            raise TrackerError(
-                f"the user {settings.user!r} lacks read on {table} (403 {_said(answer)}): "
-                f"grant it a role that reads {table} (e.g. itil)"
-            )
-        if answer.status_code == 400 or answer.status_code >= 500 or "result" not in answer.text:
-            raise TrackerError(
-                f"{settings.url} did not answer as a ServiceNow Table API for table {table} "
-                f"({answer.status_code} {_said(answer)}); check the URL and the table's name"
-            )
-        checked.append(f"read on {table}")
-        rows = answer.json().get("result") or []
-        if rows:
-            # An empty PATCH changes nothing but passes the table's write ACL.
-            wrote = await ask("PATCH", f"/api/now/v2/table/{table}/{rows[0]['sys_id']}", json={})
-            if wrote.status_code in (401, 403):
+            if answer.status_code == 401 and settings.oauth:
                 raise TrackerError(
-                    f"the user {settings.user!r} lacks write on {table} ({wrote.status_code} "
-                    f"{_said(wrote)}): grant it a role that writes {table} (e.g. itil)"
+                    f"ServiceNow at {settings.url} refused the token of {settings.who} "
+                    f"(401 {_said(answer)}); check that its OAuth Application User is active"
                 )
-            checked.append(f"write on {table}")
-        else:
-            checked.append(f"write on {table} not checked (no record yet)")
+            if answer.status_code == 401:
+                raise TrackerError(
+                    f"ServiceNow at {settings.url} refused user {settings.user!r} and that "
+                    f"password (401 {_said(answer)}); check both, and that the user is active "
+                    "and not 'Web service access only' disabled"
+                )
+            if "credentials accepted" not in checked:
+                checked += ["reachable", "credentials accepted"]
+            if answer.status_code == 403:
+                raise TrackerError(
+                    f"the {settings.who} lacks read on {table} (403 {_said(answer)}): "
+                    f"grant it a role that reads {table} (e.g. itil)"
+                )
+            if (
+                answer.status_code == 400
+                or answer.status_code >= 500
+                or '"result"' not in answer.text
+            ):
+                raise TrackerError(
+                    f"{settings.url} did not answer as a ServiceNow Table API for table {table} "
+                    f"({answer.status_code} {_said(answer)}); check the URL and the table's name"
+                )
+            checked.append(f"read on {table}")
+            rows = answer.json().get("result") or []
+            if rows:
+                # An empty PATCH changes nothing but passes the table's write ACL.
+                path = f"/api/now/v2/table/{table}/{rows[0]['sys_id']}"
+                wrote = await ask("PATCH", path, json={})
+                if wrote.status_code in (401, 403):
+                    raise TrackerError(
+                        f"the {settings.who} lacks write on {table} ({wrote.status_code} "
+                        f"{_said(wrote)}): grant it a role that writes {table} (e.g. itil)"
+                    )
+                checked.append(f"write on {table}")
+            else:
+                checked.append(f"write on {table} not checked (no record yet)")
         journal = await ask(
             "GET", "/api/now/v2/table/sys_journal_field", params={"sysparm_limit": "1"}
         )
         if journal.status_code in (401, 403):
             raise TrackerError(
-                f"the user {settings.user!r} lacks read on sys_journal_field "
+                f"the {settings.who} lacks read on sys_journal_field "
                 f"({journal.status_code} {_said(journal)}): grant it read on "
                 "sys_journal_field (an ACL for its role), or comments cannot be synced"
             )
         checked.append("read on sys_journal_field")
-    return checked
+        fields: dict[str, dict[str, str]] = {}
+
+        def unread(table: str, answer: httpx.Response) -> TrackerError:
+            return TrackerError(
+                f"the {settings.who} lacks read on {table} ({answer.status_code} "
+                f"{_said(answer)}): grant it read on sys_db_object and sys_dictionary (e.g. "
+                "the personalize_dictionary role), so triggers are checked against the "
+                "tables' real fields"
+            )
+
+        for table in settings.tables:
+            # The table and those it extends (sys_db_object.super_class), nearest first.
+            chain: list[str] = []
+            where = f"name={table}"
+            while where and len(chain) < 10:
+                found = await ask(
+                    "GET",
+                    "/api/now/v2/table/sys_db_object",
+                    params={"sysparm_query": where, "sysparm_fields": "sys_id,name,super_class"},
+                )
+                if found.status_code in (401, 403):
+                    raise unread("sys_db_object", found)
+                rows = (found.json().get("result") or []) if found.status_code == 200 else []
+                if not rows:
+                    break
+                chain.append(_raw(rows[0], "name"))
+                parent = _raw(rows[0], "super_class")
+                where = f"sys_id={parent}" if _plain(parent) else ""
+            entries = await ask(
+                "GET",
+                "/api/now/v2/table/sys_dictionary",
+                params={
+                    "sysparm_query": f"nameIN{','.join(chain or [table])}^elementISNOTEMPTY",
+                    "sysparm_fields": "name,element,internal_type",
+                },
+            )
+            if entries.status_code in (401, 403):
+                raise unread("sys_dictionary", entries)
+            columns = _columns(entries, chain or [table])
+            missing = [name for name in REQUIRED if name not in columns]
+            if missing:
+                raise TrackerError(
+                    f"{table} is not a task table (sys_dictionary lists no "
+                    f"{', '.join(missing)} for it): give a table that extends task, such as "
+                    "incident, problem, change_request or sc_req_item"
+                )
+            fields[table] = columns
+            checked.append(f"{len(columns)} fields of {table} (sys_dictionary)")
+    return Checked(checked, fields)
+
+
+def _columns(answer: httpx.Response, chain: Sequence[str]) -> dict[str, str]:
+    """A table's columns from a sys_dictionary answer over the table and those it extends
+    (`chain`, nearest first): its own over the ones it inherits."""
+    try:
+        rows = answer.json().get("result") or []
+    except (ValueError, AttributeError):
+        rows = []
+    depth = {name: n for n, name in enumerate(chain)}
+    columns: dict[str, str] = {}
+    # The farthest ancestor's first, the table's own last: the nearest definition wins.
+    for row in sorted(rows, key=lambda r: -depth.get(_raw(r, "name"), 0)):
+        element, kind = _raw(row, "element"), _raw(row, "internal_type")
+        if element and re.fullmatch(r"[a-z][a-z0-9_]{0,79}", element):
+            columns[element] = kind or "string"
+    return dict(sorted(columns.items()))
 
 
 @dataclass(frozen=True)
 class ServiceNowTicket(Ticket):
-    """A ticket with the raw values of its record's fields, for filters in ServiceNow's names."""
+    """A ticket with the raw values of its record's fields, for filters in ServiceNow's
+    names, and the table that holds it."""
 
     raw: tuple[tuple[str, str], ...] = ()
+    table: str = "incident"
 
 
 @dataclass(frozen=True)
 class ServiceNowQuery:
-    """A filter over the embedded vocabulary and the table's own fields: the adapter's `Query`."""
+    """A filter over the embedded vocabulary and the tables' own fields: the adapter's `Query`."""
 
     encoded: EncodedQuery
-    native: bool  # every condition names the table's own fields: ServiceNow can run it
+    native: bool  # every condition names the tables' own fields: ServiceNow can run it
+    kinds: Mapping[str, Kind]  # the tables' columns (how each compares)
+    columns: frozenset[str]  # the columns it names, which the records read must carry
 
     @property
     def text(self) -> str:
         return self.encoded.text
 
     def matches(self, ticket: Ticket) -> bool:
-        return self.encoded.matches(_values(ticket))
+        return self.encoded.matches(_values(ticket, self.kinds))
 
 
-def _values(ticket: Ticket) -> dict[str, Any]:
+def _values(ticket: Ticket, kinds: Mapping[str, Kind]) -> dict[str, Any]:
     values = ticket_values(ticket)
     for name, raw in getattr(ticket, "raw", ()):
-        kind = NATIVE.get(name, STR)
+        kind = kinds.get(name, STR)
         if kind is INT:
             values[name] = int(raw) if raw.lstrip("-").isdigit() else None
         elif kind is DATETIME:
@@ -268,15 +451,34 @@ def _values(ticket: Ticket) -> dict[str, Any]:
     return values
 
 
-def check_query(text: str, table: str = "incident") -> ServiceNowQuery:
-    """`text` parsed against the ticket fields and the table's own; unlike ServiceNow, which
-    drops a condition on a field it lacks and then matches every record, one is refused."""
-    fields = {**FIELDS, **NATIVE}
-    encoded = parse(text, fields)
+def table_kinds(tables: Sequence[str], fields: Mapping[str, Mapping[str, str]]) -> dict[str, Kind]:
+    """The columns a filter may name in ServiceNow's names: each table's from sys_dictionary
+    as stored by `tracker set`, else (a tracker.toml from before) the task fields of NATIVE."""
+    kinds: dict[str, Kind] = {}
+    for table in tables:
+        columns = fields.get(table)
+        if not columns:
+            kinds.update(NATIVE)
+            continue
+        for name, internal in columns.items():
+            kinds.setdefault(name, INTERNAL_TYPES.get(internal, STR))
+    return kinds
+
+
+def check_query(
+    text: str,
+    tables: Sequence[str] = ("incident",),
+    fields: Mapping[str, Mapping[str, str]] | None = None,
+) -> ServiceNowQuery:
+    """`text` parsed against the ticket fields and the tables' own (from sys_dictionary);
+    unlike ServiceNow, which drops a condition on a field it lacks and then matches every
+    record, one naming a field no table has is refused."""
+    kinds = table_kinds(tables, fields or {})
+    encoded = parse(text, {**kinds, **FIELDS})
     named = {c.field for group in encoded.groups for clause in group for c in clause}
     named |= {order.field for order in encoded.order}
-    native = all(name in NATIVE or name in ("description", "priority") for name in named)
-    return ServiceNowQuery(encoded, native)
+    native = all(name in kinds for name in named)
+    return ServiceNowQuery(encoded, native, kinds, frozenset(n for n in named if n in kinds))
 
 
 def _time(text: str) -> datetime:
@@ -292,9 +494,10 @@ def _mib(size: int) -> str:
 
 
 class ServiceNowTracker:
-    """One ServiceNow table behind the `Tracker` interface."""
+    """ServiceNow task tables behind the `Tracker` interface."""
 
     kind = "servicenow"
+    polls = True  # `watch` looks every `poll` seconds; each look is a Table API call
 
     def __init__(
         self,
@@ -304,26 +507,39 @@ class ServiceNowTracker:
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.settings = settings
+        self.tables = settings.tables
         self.table = settings.table
-        self.type = TABLE_TYPES.get(settings.table, "task")
+        self.types = {table: TABLE_TYPES.get(table, "task") for table in self.tables}
+        self.type = self.types[self.table]
+        self.kinds = table_kinds(self.tables, settings.fields)
         self.max_attachment = settings.max_attachment
         self._client = httpx.AsyncClient(
             base_url=settings.url.rstrip("/"),
-            auth=(settings.user, settings.password),
+            auth=None if settings.oauth else (settings.user, settings.password),
             headers={"Accept": "application/json"},
             timeout=settings.timeout,
             transport=transport,
         )
+        # OAuth: the access token and when to fetch the next (before it expires).
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._token_lock = asyncio.Lock()
+        self.tokens = 0  # tokens fetched
         self._sleep = sleep
         self._users: dict[str, str] = {}
         self._watchers: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._poller: asyncio.Task[None] | None = None
         self.calls = 0  # Table and Attachment API requests sent (a cost for rate-limited users)
-        self._fields = (
-            "sys_id,number,short_description,description,state,priority,assigned_to,caller_id,"
-            f"opened_by,correlation_id,sys_created_on,sys_updated_on,sys_mod_count,"
-            f"{settings.labels_field}"
-        )
+        self._columns = [
+            *("sys_id", "number", "short_description", "description", "state", "priority"),
+            *("assigned_to", "caller_id", "opened_by", "correlation_id", "sys_created_on"),
+            *("sys_updated_on", "sys_mod_count", settings.labels_field),
+        ]
+
+    @property
+    def _fields(self) -> str:
+        """The columns every record is read with: ours, and those a checked filter names."""
+        return ",".join(self._columns)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -333,7 +549,10 @@ class ServiceNowTracker:
         """One request, through rate limits and passing faults; 401/403 and lasting faults
         raise `TrackerUnavailable` naming `table` and `right`; a 404 is returned."""
         failures = 0
+        refreshed = False
         while True:
+            if self.settings.oauth:
+                kwargs["headers"] = kwargs.get("headers", {}) | await self._bearer()
             self.calls += 1
             try:
                 answer = await self._client.request(method, path, **kwargs)
@@ -359,21 +578,37 @@ class ServiceNowTracker:
                 else:
                     await self._sleep(random.uniform(0, min(30.0, 0.5 * 2**failures)))
                 continue
+            if status == 401 and self.settings.oauth and not refreshed:
+                # Revoked or expired early: one new token, then the same request again.
+                refreshed = True
+                self._token = None
+                continue
             if status == 401:
                 raise TrackerUnavailable(
                     f"ServiceNow at {self.settings.url} refused the credentials of "
-                    f"{self.settings.user!r} (401 {_said(answer)}); set the right user and "
-                    "password with `exalate-tui tracker set servicenow`"
+                    f"{self.settings.who} (401 {_said(answer)}); set the right ones "
+                    "with `exalate-tui tracker set servicenow`"
                 )
             if status == 403:
                 raise TrackerUnavailable(
-                    f"ServiceNow refused {self.settings.user!r} {right} on {table} "
+                    f"ServiceNow refused {self.settings.who} {right} on {table} "
                     f"(403 {_said(answer)}); grant that user {right} on the {table} table "
                     "(a role such as itil, or an ACL), then it resumes by itself"
                 )
             if status >= 400 and status != 404:
                 raise TrackerError(f"ServiceNow refused a {right} on {table}: {_said(answer)}")
             return answer
+
+    async def _bearer(self) -> dict[str, str]:
+        """The OAuth header, with a token fetched first when there is none or it is within
+        a tenth of its lifetime (at most a minute) of expiring."""
+        async with self._token_lock:
+            if self._token is None or time.monotonic() >= self._token_until:
+                self.calls += 1
+                self.tokens += 1
+                self._token, lifetime = await fetch_token(self._client, self.settings)
+                self._token_until = time.monotonic() + lifetime - min(60.0, lifetime / 10)
+            return {"Authorization": f"Bearer {self._token}"}
 
     async def _list(
         self, table: str, query: str, fields: str, limit: int = PAGE, *, right: str = "read"
@@ -387,17 +622,28 @@ class ServiceNowTracker:
             return []
         return list(answer.json().get("result", []))
 
-    async def _records(self, query: str, limit: int = PAGE) -> list[dict[str, Any]]:
-        return await self._list(self.table, query, self._fields, limit)
+    async def _records(self, table: str, query: str, limit: int = PAGE) -> list[dict[str, Any]]:
+        """Records of `table`, each marked with it (`@table`: no column is named so)."""
+        records = await self._list(table, query, self._fields, limit)
+        for record in records:
+            record["@table"] = table
+        return records
+
+    def _likely(self, key: str) -> list[str]:
+        """The tables to look for `key` in: the one its prefix names first."""
+        first = [t for t in self.tables if key.startswith(PREFIXES.get(t, "\0"))]
+        return first + [t for t in self.tables if t not in first]
 
     async def _record(self, key: str) -> dict[str, Any]:
-        found = await self._records(f"number={key}", 1) if _plain(key) else []
-        if not found:
-            raise TicketNotFound(
-                f"no ticket {key!r} in the ServiceNow table {self.table} "
-                f"({self.settings.url}); see `exalate-tui tickets`"
-            )
-        return found[0]
+        if _plain(key):
+            for table in self._likely(key):
+                found = await self._records(table, f"number={key}", 1)
+                if found:
+                    return found[0]
+        raise TicketNotFound(
+            f"no ticket {key!r} in the ServiceNow tables {', '.join(self.tables)} "
+            f"({self.settings.url}); see `exalate-tui tickets`"
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -407,10 +653,15 @@ class ServiceNowTracker:
     async def get_many(self, keys: Sequence[str]) -> list[Ticket]:
         wanted = [key for key in dict.fromkeys(str(k).upper() for k in keys) if _plain(key)]
         records: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), CHUNK):
-            chunk = ",".join(wanted[start : start + CHUNK])
-            for record in await self._records(f"numberIN{chunk}", CHUNK):
-                records[_raw(record, "number")] = record
+        for table in self.tables:
+            # Each key in the table its prefix names; one whose prefix names none, in each.
+            named = [k for k in wanted if k not in records and self._likely(k)[0] == table]
+            if table == self.tables[-1]:
+                named = [k for k in wanted if k not in records]
+            for start in range(0, len(named), CHUNK):
+                chunk = ",".join(named[start : start + CHUNK])
+                for record in await self._records(table, f"numberIN{chunk}", CHUNK):
+                    records[_raw(record, "number")] = record
         tickets = {t.key: t for t in await self._whole(list(records.values()))}
         return [tickets[key] for key in wanted if key in tickets]
 
@@ -429,9 +680,7 @@ class ServiceNowTracker:
             for entry in entries:
                 comments.setdefault(_raw(entry, "element_id"), []).append(_comment(entry))
             files = await self._all(
-                "sys_attachment",
-                f"table_name={self.table}^table_sys_idIN{chunk}^ORDERBYsys_created_on",
-                "",
+                "sys_attachment", f"table_sys_idIN{chunk}^ORDERBYsys_created_on", ""
             )
             for meta in files:
                 attachments.setdefault(meta["table_sys_id"], []).append(_attachment(meta))
@@ -469,9 +718,10 @@ class ServiceNowTracker:
         priority = _raw(record, "priority")
         labels = _raw(record, self.settings.labels_field)
         correlation = _raw(record, "correlation_id")
+        table = str(record.get("@table", self.table))
         return ServiceNowTicket(
             key=_raw(record, "number"),
-            type=self.type,
+            type=self.types.get(table, "task"),
             summary=_raw(record, "short_description"),
             description=_raw(record, "description"),
             status=STATE_TO_STATUS.get(_raw(record, "state"), "in_progress"),
@@ -484,11 +734,15 @@ class ServiceNowTracker:
             comments=tuple(comments),
             attachments=tuple(attachments),
             correlation=correlation or None,
-            raw=tuple((name, _raw(record, name)) for name in NATIVE if name in record),
+            raw=tuple((name, _raw(record, name)) for name in record if name != "@table"),
+            table=table,
         )
 
     def check_query(self, text: str) -> Query:
-        return check_query(text, self.table)
+        query = check_query(text, self.tables, self.settings.fields)
+        # Read from now on with every record, so a trigger on a column is matched here.
+        self._columns += [name for name in sorted(query.columns) if name not in self._columns]
+        return query
 
     async def search(self, query: Query | None = None, limit: int | None = None) -> list[Ticket]:
         """Tickets matching `query`, oldest first (or in its ORDERBY). A filter in the table's
@@ -497,11 +751,19 @@ class ServiceNowTracker:
         server = query.text if isinstance(query, ServiceNowQuery) and query.native else ""
         if "ORDERBY" not in server:
             server = f"{server}^ORDERBYsys_created_on" if server else "ORDERBYsys_created_on"
-        records = await self._all(self.table, server, self._fields)
+        records: list[dict[str, Any]] = []
+        for table in self.tables:
+            found = await self._all(table, server, self._fields)
+            for record in found:
+                record["@table"] = table
+            records += found
         light = [self._ticket(record) for record in records]
+        if len(self.tables) > 1:
+            light.sort(key=lambda ticket: ticket.created)  # one list, oldest first
         hits = [t for t in light if query is None or query.matches(t)]
         if isinstance(query, ServiceNowQuery) and query.encoded.order:
-            hits = query.encoded.sort(hits, _values)
+            kinds = query.kinds
+            hits = query.encoded.sort(hits, lambda ticket: _values(ticket, kinds))
         if limit is not None:
             hits = hits[:limit]
         by_number = {_raw(record, "number"): record for record in records}
@@ -510,14 +772,18 @@ class ServiceNowTracker:
     async def find_created(self, correlation: str) -> Ticket | None:
         if not _plain(correlation, allow="/:-_."):
             return None
-        found = await self._records(f"correlation_id={correlation}", 1)
-        return (await self._whole(found))[0] if found else None
+        for table in self.tables:
+            found = await self._records(table, f"correlation_id={correlation}", 1)
+            if found:
+                return (await self._whole(found))[0]
+        return None
 
     async def attachment_bytes(self, key: str, sha256: str) -> bytes:
         record = await self._record(key)
         metas = await self._list(
             "sys_attachment",
-            f"table_name={self.table}^table_sys_id={_raw(record, 'sys_id')}^hash={_hex(sha256)}",
+            f"table_name={record['@table']}^table_sys_id={_raw(record, 'sys_id')}"
+            f"^hash={_hex(sha256)}",
             "",
             1,
         )
@@ -540,7 +806,20 @@ class ServiceNowTracker:
     # -- changes ----------------------------------------------------------------------
 
     async def changed(self, watermark: str | None, limit: int = 500) -> Changed:
-        mark = self._read_mark(watermark)
+        """What changed in each table after the watermark (one mark per table in it)."""
+        marks = self._read_marks(watermark)
+        keys: list[str] = []
+        for table in self.tables:
+            if len(keys) >= limit:
+                break  # the later tables' marks stay: the next call goes on there
+            found, marks[table] = await self._changed_in(table, marks[table], limit - len(keys))
+            keys += found
+        body = {"at": self.settings.url.rstrip("/"), "tables": marks}
+        return Changed(tuple(keys), json.dumps(body, separators=(",", ":")))
+
+    async def _changed_in(
+        self, table: str, mark: dict[str, Any], limit: int
+    ) -> tuple[list[str], dict[str, Any]]:
         top: str | None = mark["t"]
         seen: dict[str, list[Any]] = dict(mark["seen"])
         since = (
@@ -555,7 +834,7 @@ class ServiceNowTracker:
             bound = f"sys_updated_on>={since}^" if since and cursor is None else ""
             query = f"{bound}{_after('sys_updated_on', cursor)}ORDERBYsys_updated_on^ORDERBYsys_id"
             page = await self._list(
-                self.table, query, "sys_id,number,sys_updated_on,sys_mod_count", PAGE
+                table, query, "sys_id,number,sys_updated_on,sys_mod_count", PAGE
             )
             for record in page:
                 sys_id, count = _raw(record, "sys_id"), _raw(record, "sys_mod_count")
@@ -571,29 +850,32 @@ class ServiceNowTracker:
                     break
             if len(page) < PAGE:
                 done = True
-        return Changed(tuple(keys), self._write_mark(top, seen))
-
-    def _read_mark(self, watermark: str | None) -> dict[str, Any]:
-        empty: dict[str, Any] = {"t": None, "seen": {}}
-        if watermark is None:
-            return empty
-        try:
-            mark = json.loads(watermark)
-        except ValueError:
-            return empty
-        if not isinstance(mark, dict) or mark.get("at") != self._where():
-            return empty  # another instance's or table's: start over
-        return {"t": mark.get("t"), "seen": mark.get("seen") or {}}
-
-    def _write_mark(self, top: str | None, seen: Mapping[str, list[Any]]) -> str:
         if top is not None:
             floor = _stamp(_time(top) - timedelta(seconds=self.settings.overlap))
             seen = {k: v for k, v in seen.items() if v[1] >= floor}
-        body = {"at": self._where(), "t": top, "seen": dict(sorted(seen.items()))}
-        return json.dumps(body, separators=(",", ":"))
+        return keys, {"t": top, "seen": dict(sorted(seen.items()))}
 
-    def _where(self) -> str:
-        return f"{self.settings.url.rstrip('/')}/{self.table}"
+    def _read_marks(self, watermark: str | None) -> dict[str, dict[str, Any]]:
+        """Each table's mark; a table the watermark does not know (or another instance's
+        watermark) starts over. A mark of one table, as written before tables were a list
+        ({"at": URL/table, "t", "seen"}), is that table's."""
+        marks: dict[str, dict[str, Any]] = {t: {"t": None, "seen": {}} for t in self.tables}
+        try:
+            mark = json.loads(watermark) if watermark else {}
+        except ValueError:
+            mark = {}
+        if not isinstance(mark, dict):
+            return marks
+        url = self.settings.url.rstrip("/")
+        if mark.get("at") == url and isinstance(mark.get("tables"), dict):
+            known = mark["tables"]
+        else:
+            known = {t: mark for t in self.tables if mark.get("at") == f"{url}/{t}"}
+        for table in self.tables:
+            one = known.get(table)
+            if isinstance(one, dict):
+                marks[table] = {"t": one.get("t"), "seen": one.get("seen") or {}}
+        return marks
 
     # -- watching -----------------------------------------------------------------------
 
@@ -622,11 +904,15 @@ class ServiceNowTracker:
         while True:
             try:
                 if mark is None:
-                    newest = await self._list(
-                        self.table, "ORDERBYDESCsys_updated_on", "sys_updated_on", 1
-                    )
-                    top = _raw(newest[0], "sys_updated_on") if newest else None
-                    start = json.dumps({"at": self._where(), "t": top, "seen": {}})
+                    tops: dict[str, Any] = {}
+                    for table in self.tables:
+                        newest = await self._list(
+                            table, "ORDERBYDESCsys_updated_on", "sys_updated_on", 1
+                        )
+                        top = _raw(newest[0], "sys_updated_on") if newest else None
+                        tops[table] = {"t": top, "seen": {}}
+                    url = self.settings.url.rstrip("/")
+                    start = json.dumps({"at": url, "tables": tops})
                     mark = (await self.changed(start, limit=10_000)).watermark
                 else:
                     found = await self.changed(mark, limit=10_000)
@@ -653,6 +939,7 @@ class ServiceNowTracker:
         comments: Sequence[NewComment] = (),
     ) -> Ticket:
         values = self._checked(fields)
+        table = self._table_for(values.get("type"))
         if "summary" not in values:
             raise TicketRefused("a ticket needs a summary: give it a short line of text", "summary")
         notes = [_checked_comment(c.body, c.author) for c in comments]
@@ -669,27 +956,39 @@ class ServiceNowTracker:
             body |= {"correlation_id": correlation, "correlation_display": "exalate-tui"}
         answer = await self._send(
             "POST",
-            f"/api/now/v2/table/{self.table}",
-            table=self.table,
+            f"/api/now/v2/table/{table}",
+            table=table,
             right="create",
             json=body,
             params={"sysparm_fields": "sys_id,number"},
         )
         made = answer.json()["result"]
         for note, text in zip(comments, notes, strict=True):
-            await self._journal(made["sys_id"], text, note.internal, note.author, note.origin)
+            await self._journal(
+                table, made["sys_id"], text, note.internal, note.author, note.origin
+            )
         self._wake()
         return await self.get(made["number"])
 
     def _checked(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         values = checked_fields(fields)
-        if "type" in values and values["type"] != self.type:
-            raise TicketRefused(
-                f"type {values['type']!r}: this tracker is the ServiceNow table {self.table}, "
-                f"whose tickets are of type {self.type}",
-                "type",
-            )
+        if "type" in values:
+            self._table_for(values["type"])
         return values
+
+    def _table_for(self, kind: str | None) -> str:
+        """The table a ticket of type `kind` is made in: the first of that type."""
+        if kind is None:
+            return self.table
+        for table in self.tables:
+            if self.types[table] == kind:
+                return table
+        served = ", ".join(f"{t} ({self.types[t]})" for t in self.tables)
+        raise TicketRefused(
+            f"type {kind!r}: this tracker is the ServiceNow tables {served}; add a table of "
+            f"that type with `exalate-tui tracker set servicenow ... --table TABLE`",
+            "type",
+        )
 
     async def _body(self, values: Mapping[str, Any]) -> dict[str, str]:
         """The record's fields for ticket `values` (already checked)."""
@@ -737,12 +1036,19 @@ class ServiceNowTracker:
         record = await self._record(key)
         current = self._ticket(record)
         changes = {name: v for name, v in values.items() if getattr(current, name) != v}
+        if "type" in changes:
+            raise TicketRefused(
+                f"{key} is a record of {record['@table']} ({current.type}); ServiceNow does "
+                "not move a record to another table: create a new ticket instead",
+                "type",
+            )
         if not changes:
             return (await self._whole([record]))[0]
+        table = record["@table"]
         await self._send(
             "PATCH",
-            f"/api/now/v2/table/{self.table}/{_raw(record, 'sys_id')}",
-            table=self.table,
+            f"/api/now/v2/table/{table}/{_raw(record, 'sys_id')}",
+            table=table,
             right="write",
             json=await self._body(changes),
             params={"sysparm_fields": "sys_id"},
@@ -766,7 +1072,7 @@ class ServiceNowTracker:
             found = await self._by_origin(sys_id, origin)
             if found is not None:
                 return found
-        made = await self._journal(sys_id, text, internal, author, origin)
+        made = await self._journal(record["@table"], sys_id, text, internal, author, origin)
         self._wake()
         return made
 
@@ -785,7 +1091,13 @@ class ServiceNowTracker:
         return None
 
     async def _journal(
-        self, sys_id: str, body: str, internal: bool, author: str | None, origin: str | None
+        self,
+        table: str,
+        sys_id: str,
+        body: str,
+        internal: bool,
+        author: str | None,
+        origin: str | None,
     ) -> Comment:
         nonce = secrets.token_hex(8)
         mark: dict[str, str] = {"n": nonce}
@@ -797,8 +1109,8 @@ class ServiceNowTracker:
         value = f"[code]<!-- exalate {json.dumps(mark)} -->[/code]\n{body}"
         await self._send(
             "PATCH",
-            f"/api/now/v2/table/{self.table}/{sys_id}",
-            table=self.table,
+            f"/api/now/v2/table/{table}/{sys_id}",
+            table=table,
             right="write",
             json={element: value},
             params={"sysparm_fields": "sys_id"},
@@ -811,7 +1123,7 @@ class ServiceNowTracker:
         )
         if not entries:
             raise TrackerError(
-                f"ServiceNow took the {element} entry on {self.table} {sys_id} but it cannot "
+                f"ServiceNow took the {element} entry on {table} {sys_id} but it cannot "
                 "be read back from sys_journal_field; grant the user read on sys_journal_field"
             )
         return _comment(entries[0])
@@ -830,10 +1142,10 @@ class ServiceNowTracker:
             )
         sha256 = hashlib.sha256(data).hexdigest()
         record = await self._record(key)
-        sys_id = _raw(record, "sys_id")
+        sys_id, table = _raw(record, "sys_id"), record["@table"]
         found = await self._list(
             "sys_attachment",
-            f"table_name={self.table}^table_sys_id={sys_id}^hash={sha256}",
+            f"table_name={table}^table_sys_id={sys_id}^hash={sha256}",
             "",
             1,
         )
@@ -845,14 +1157,14 @@ class ServiceNowTracker:
         answer = await self._send(
             "POST",
             "/api/now/attachment/file",
-            table=self.table,
+            table=table,
             right="attach files to",
-            params={"table_name": self.table, "table_sys_id": sys_id, "file_name": shown},
+            params={"table_name": table, "table_sys_id": sys_id, "file_name": shown},
             content=data,
             headers={"Content-Type": kind},
         )
         if answer.status_code == 404:
-            raise TicketNotFound(f"no ticket {key!r} in the ServiceNow table {self.table}")
+            raise TicketNotFound(f"no ticket {key!r} in the ServiceNow table {table}")
         return _attachment(answer.json()["result"])
 
     @contextlib.asynccontextmanager

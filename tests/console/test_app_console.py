@@ -35,6 +35,7 @@ from screens.instance_error import InstanceErrorScreen
 from screens.invitation import InvitationScreen
 from screens.note import NoteScreen
 from screens.public_url import PublicUrlScreen
+from screens.tracker_setup import TrackerSetupScreen
 from screens.wizard_step import WizardStep
 from screens.write_code import WriteCodeScreen
 
@@ -139,6 +140,8 @@ async def test_first_run_saves_instance_toml(tmp_path: Path, frozen: float) -> N
         await press(pilot, "tab")
         await type_text(pilot, "https://snow.example.com/")
         await press(pilot, "enter")
+        assert isinstance(app.screen, TrackerSetupScreen)  # which tracker: Escape keeps it
+        await press(pilot, "escape")
         assert isinstance(app.screen, ConnectionsScreen)
         assert "Press i to initiate a connection" in str(app.screen.query_one("#empty").render())
     assert home.load_instance() == Instance(

@@ -15,6 +15,23 @@ Pages (fetched 2025-2026, Yokohama to Australia releases):
   https://www.servicenow.com/docs/r/platform-user-interface/c_EncodedQueryStrings.html
 - [RATE] Inbound REST API rate limiting
   https://www.servicenow.com/docs/r/australia/api-reference/rest-api-explorer/inbound-REST-API-rate-limiting.html
+- [OAUTH] Client credentials grant workflow: `POST /oauth_token.do` with grant_type,
+  client_id, client_secret; the token then goes in `Authorization: Bearer`
+  https://www.servicenow.com/docs/r/zurich/platform-security/authentication/client-credentials-grant-workflow.html
+  and Client credentials grant (the token acts as the entry's OAuth Application User)
+  https://www.servicenow.com/docs/r/zurich/platform-security/authentication/client-credential-grant.html
+  The answer's shape ({"access_token", "scope", "token_type": "Bearer", "expires_in": 1799}
+  for the default 1,800 s lifespan) and a refusal's (401 {"error_description":
+  "access_denied", "error": "server_error"}) are as ServiceNow instances answer, shown on
+  its community forum; the docs give no example.
+- [DICT] Data dictionary tables: sys_dictionary "defines every table and field", a row per
+  table (no element) or column (name = the table, element = the column, internal_type its
+  type); "dictionary changes automatically apply to all extended tables", so a column of
+  task is one row under task that incident, problem, change_request and sc_req_item have
+  https://www.servicenow.com/docs/r/zurich/platform-administration/table-administration-and-data-management/c_DataDictionaryTables.html
+  https://www.servicenow.com/docs/r/australia/platform-administration/table-administration-and-data-management/c_SystemDictionary.html
+  and sys_db_object, "a record for each table", whose super_class (Extends) references the
+  table it extends (the same page)
 - [EMPTY] a query matching nothing: v1 answers 404 "No Record found", the later
   version 200 with an empty result
   https://www.servicenow.com/community/developer-forum/404-error-in-case-of-rest-api-not-returning-any-data/m-p/3087325
@@ -29,16 +46,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -103,6 +122,14 @@ TABLES: dict[str, dict[str, Kind]] = {
     },
 }
 PREFIXES = {"incident": "INC", "problem": "PRB", "change_request": "CHG", "sc_req_item": "RITM"}
+TABLES["sys_db_object"] = {**SYSTEM, "name": STR, "label": STR, "super_class": STR}
+TABLES["sys_dictionary"] = {
+    **SYSTEM,
+    "name": STR,
+    "element": STR,
+    "internal_type": STR,
+    "column_label": STR,
+}
 REFERENCES = {"assigned_to", "opened_by", "caller_id"}  # to sys_user
 JOURNALS = ("comments", "work_notes")
 READ_ONLY = set(SYSTEM) | {"number"}
@@ -149,6 +176,30 @@ ATTACHMENT_FIELDS = {
 }
 
 
+# Fields a query often picks records by: narrowed to by a set before the full match, as an
+# index would (the emulator's speed only; the answer is the same).
+KEYS = ("sys_id", "number", "element_id", "table_sys_id", "correlation_id")
+
+
+def _narrowed(rows: list[dict[str, str]], parsed: Any) -> list[dict[str, str]]:
+    if len(parsed.groups) != 1:
+        return rows
+    for clause in parsed.groups[0]:
+        if len(clause) != 1:
+            continue
+        [condition] = clause
+        if condition.field in KEYS and condition.operator in ("=", "IN"):
+            wanted = condition.value if condition.operator == "IN" else (condition.value,)
+            folded = {str(v).casefold() for v in wanted}
+            return [r for r in rows if r.get(condition.field, "").casefold() in folded]
+    return rows
+
+
+@functools.lru_cache(maxsize=65536)
+def _when(raw: str) -> datetime:
+    return datetime.strptime(raw, STAMP).replace(tzinfo=UTC)
+
+
 def failure(status: int, message: str, detail: str, headers: Mapping[str, str] | None = None):
     """ServiceNow's error body [TABLE]: {"error": {"message", "detail"}, "status": "failure"}."""
     body = {"error": {"message": message, "detail": detail}, "status": "failure"}
@@ -182,6 +233,8 @@ class Emulator:
         self._tick = tick
         self._last = datetime.min.replace(tzinfo=UTC)
         self.max_attachment = max_attachment
+        # Each table's columns (an admin may add one: `add_field`), and its records.
+        self.schema: dict[str, dict[str, Kind]] = {name: dict(f) for name, f in TABLES.items()}
         self.tables: dict[str, dict[str, dict[str, str]]] = {name: {} for name in TABLES}
         self.attachments: dict[str, dict[str, str]] = {}
         self.blobs: dict[str, bytes] = {}
@@ -190,8 +243,16 @@ class Emulator:
         self._lock = threading.RLock()
         # Faults, consumed one request each: a list of (status, headers).
         self.faults: list[tuple[int, dict[str, str]]] = []
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every request
+        # [method, path, user name, sysparm_query] of every request, and when it came
+        self.calls: list[list[str]] = []
+        self.times: list[float] = []
+        # OAuth [OAUTH]: client id → (secret, the OAuth Application User's name), and the
+        # tokens issued: token → (user name, expiry on this instance's clock).
+        self.oauth_clients: dict[str, tuple[str, str]] = {}
+        self.tokens: dict[str, tuple[str, datetime]] = {}
+        self.token_lifespan = 1800  # seconds: an application registry entry's default
         self.add_user("admin", "admin")
+        self._dictionary()
         self.app = self._make_app()
 
     # -- set-up from tests ----------------------------------------------------------
@@ -204,6 +265,58 @@ class Emulator:
             user = User(name, password, record["sys_id"])
             self.users[name] = user
             return user
+
+    def _dictionary(self) -> None:
+        """sys_db_object and sys_dictionary [DICT]: a row per table (a task table's
+        super_class is task's), the task columns under task, each table's own under it."""
+        task = self.insert("sys_db_object", {"name": "task", "label": "Task"}, by="system")
+        for name in self.schema:
+            if name != "task":
+                extends = task["sys_id"] if name in PREFIXES else ""
+                row = {"name": name, "label": name, "super_class": extends}
+                self.insert("sys_db_object", row, by="system")
+        for name in ("task", *PREFIXES):
+            self.insert(
+                "sys_dictionary", {"name": name, "internal_type": "collection"}, by="system"
+            )
+            own = (
+                TASK
+                if name == "task"
+                else {k: v for k, v in self.schema[name].items() if k not in TASK}
+            )
+            for element, kind in own.items():
+                self._column(name, element, kind)
+
+    def _column(self, table: str, element: str, kind: Kind) -> None:
+        internal = (
+            "reference"
+            if element in REFERENCES
+            else "journal_input"
+            if element in JOURNALS
+            else "boolean"
+            if element == "active"
+            else "integer"
+            if kind is INT
+            else "glide_date_time"
+            if kind is DATETIME
+            else "string"
+        )
+        row = {"name": table, "element": element, "internal_type": internal}
+        self.insert("sys_dictionary", row | {"column_label": element}, by="system")
+
+    def add_field(self, table: str, element: str, kind: Kind = STR) -> None:
+        """A column an admin adds to `table` (a u_ field), with its dictionary entry."""
+        with self._lock:
+            self.schema[table][element] = kind
+            self._column(table, element, kind)
+
+    def add_oauth_client(self, client_id: str, secret: str, user: str) -> None:
+        """An OAuth application registry entry whose OAuth Application User is `user`."""
+        self.oauth_clients[client_id] = (secret, user)
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far stops working (as once its lifespan is over)."""
+        self.tokens.clear()
 
     def deny(self, user: str, table: str, right: str) -> None:
         self.users[user].denied.add((table, right))
@@ -234,7 +347,7 @@ class Emulator:
     def insert(self, table: str, values: Mapping[str, Any], *, by: str) -> dict[str, str]:
         """A new record (what POST does): unknown fields ignored [TABLE], system fields set."""
         with self._lock:
-            fields = TABLES[table]
+            fields = self.schema[table]
             stamp = self._write_time().strftime(STAMP)
             record = {name: "" for name in fields if name not in JOURNALS}
             record |= {
@@ -280,7 +393,7 @@ class Emulator:
     def _assign(
         self, table: str, record: dict[str, str], values: Mapping[str, Any]
     ) -> list[tuple[str, str]]:
-        fields = TABLES[table]
+        fields = self.schema[table]
         journal = []
         for name, value in values.items():
             if name not in fields or name in READ_ONLY:
@@ -356,7 +469,12 @@ class Emulator:
             return []  # an unreadable value: ServiceNow finds nothing for it
         with self._lock:
             rows = list(self._rows(table))
-        values = [(row, self._values(row, fields)) for row in rows]
+        rows = _narrowed(rows, parsed)
+        # Only the fields the query names are read (the rest cannot change its answer).
+        named = {c.field for group in parsed.groups for clause in group for c in clause}
+        named |= {order.field for order in parsed.order}
+        used = {name: kind for name, kind in fields.items() if name in named}
+        values = [(row, self._values(row, used)) for row in rows]
         hits = [pair for pair in values if parsed.matches(pair[1])]
         return [row for row, _ in parsed.sort(hits, lambda pair: pair[1])]
 
@@ -372,7 +490,7 @@ class Emulator:
             if kind is INT:
                 values[name] = int(raw) if raw.lstrip("-").isdigit() else None
             elif kind is DATETIME:
-                values[name] = datetime.strptime(raw, STAMP).replace(tzinfo=UTC) if raw else None
+                values[name] = _when(raw) if raw else None
             else:
                 values[name] = raw
         return values
@@ -385,7 +503,8 @@ class Emulator:
         full = dict(row)
         if table in PREFIXES:
             for element in JOURNALS:
-                full[element] = self.journal_text(table, row["sys_id"], element)
+                if not wanted or element in wanted:  # (it reads every entry: only if asked)
+                    full[element] = self.journal_text(table, row["sys_id"], element)
         names = [name for name in wanted if name in full] if wanted else list(full)
         out: dict[str, Any] = {}
         base = str(request.base_url).rstrip("/")
@@ -438,15 +557,22 @@ class Emulator:
             Route(
                 "/api/now/attachment/{sys_id:str}", self._attachment_one, methods=["GET", "DELETE"]
             ),
+            Route("/oauth_token.do", self._token, methods=["POST"]),
             Route("/emulator/users", self._control_user, methods=["POST"]),
+            Route("/emulator/oauth", self._control_oauth, methods=["POST"]),
             Route("/emulator/faults", self._control_faults, methods=["POST"]),
             Route("/emulator/incidents", self._control_incident, methods=["POST"]),
+            Route("/emulator/calls", self._control_calls, methods=["GET"]),
+            Route("/emulator/bulk", self._control_bulk, methods=["POST"]),
+            Route("/emulator/looks", self._control_looks, methods=["GET"]),
         ]
         return Starlette(routes=routes)
 
     def _authenticate(self, request: Request) -> User | Response:
         """Basic authentication [TABLE]: "The calling user must have sufficient roles"."""
-        self.calls.append((request.method, request.url.path))
+        call = [request.method, request.url.path, "", request.query_params.get("sysparm_query", "")]
+        self.calls.append(call)
+        self.times.append(time.time())
         if self.faults:
             status, headers = self.faults.pop(0)
             if status == 429:
@@ -460,7 +586,11 @@ class Emulator:
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
         user = None
-        if scheme.lower() == "basic":
+        if scheme.lower() == "bearer":
+            name, expires = self.tokens.get(encoded, ("", self.now()))
+            if expires > self._clock():
+                user = self.users.get(name)
+        elif scheme.lower() == "basic":
             try:
                 name, _, password = base64.b64decode(encoded).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
@@ -470,7 +600,40 @@ class Emulator:
                 user = found
         if user is None:
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
+        call[2] = user.name
         return user
+
+    async def _token(self, request: Request) -> Response:
+        """POST /oauth_token.do [OAUTH]: a form with grant_type=client_credentials, client_id
+        and client_secret; the token acts as the entry's OAuth Application User."""
+        call = [request.method, request.url.path, "", request.query_params.get("sysparm_query", "")]
+        self.calls.append(call)
+        self.times.append(time.time())
+        # application/x-www-form-urlencoded (starlette's own form parser needs a package
+        # this project does not install)
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = {name: values[0] for name, values in fields.items()}
+        found = self.oauth_clients.get(form.get("client_id", ""))
+        secret = form.get("client_secret", "")
+        if (
+            form.get("grant_type") != "client_credentials"
+            or found is None
+            or not secrets.compare_digest(found[0], secret)
+            or found[1] not in self.users
+        ):
+            body = {"error_description": "access_denied", "error": "server_error"}
+            return JSONResponse(body, status_code=401)
+        token = secrets.token_urlsafe(48)
+        self.tokens[token] = (found[1], self._clock() + timedelta(seconds=self.token_lifespan))
+        call[2] = found[1]
+        return JSONResponse(
+            {
+                "access_token": token,
+                "scope": "useraccount",
+                "token_type": "Bearer",
+                "expires_in": self.token_lifespan - 1,
+            }
+        )
 
     def _refused(self, user: User, table: str, right: str) -> Response | None:
         if (table, right) not in user.denied:
@@ -499,7 +662,7 @@ class Emulator:
         refused = self._refused(user, table, "read")
         if refused:
             return refused
-        rows = self.select(table, request.query_params.get("sysparm_query", ""), TABLES[table])
+        rows = self.select(table, request.query_params.get("sysparm_query", ""), self.schema[table])
         return self._page(request, rows, lambda row: self.shown(table, row, request))
 
     def _page(
@@ -686,6 +849,16 @@ class Emulator:
             self.allow(body["name"], table, right)
         return JSONResponse({"ok": True})
 
+    async def _control_oauth(self, request: Request) -> Response:
+        body = await request.json()
+        if "client_id" in body:
+            self.add_oauth_client(body["client_id"], body["secret"], body["user"])
+        if "lifespan" in body:
+            self.token_lifespan = int(body["lifespan"])
+        if body.get("expire"):
+            self.expire_tokens()
+        return JSONResponse({"ok": True, "issued": len(self.tokens)})
+
     async def _control_faults(self, request: Request) -> Response:
         body = await request.json()
         if body.get("status", 429) == 429:
@@ -693,6 +866,41 @@ class Emulator:
         else:
             self.fail(int(body["count"]), int(body["status"]))
         return JSONResponse({"ok": True})
+
+    async def _control_calls(self, request: Request) -> Response:
+        """How many API requests were made (`?user=` one user's only), for the benchmarks."""
+        who = request.query_params.get("user")
+        calls = [c for c in self.calls if who is None or c[2] == who]
+        return JSONResponse({"calls": len(calls), "faults_left": len(self.faults)})
+
+    async def _control_looks(self, request: Request) -> Response:
+        """When `?user=` last asked what changed in a table (a `sys_updated_on>=` query),
+        as Unix times: the benchmark times its changes against these polls."""
+        who = request.query_params.get("user")
+        looks = [
+            at
+            for call, at in zip(self.calls, self.times, strict=True)
+            if call[2] == who and call[0] == "GET" and call[3].startswith("sys_updated_on>=")
+        ]
+        return JSONResponse({"looks": looks[-50:]})
+
+    async def _control_bulk(self, request: Request) -> Response:
+        """`count` incidents with `comments` comments each, written by `by` (a benchmark's
+        setup: thousands of records through the API would take minutes)."""
+        body = await request.json()
+        by = body.get("by", "admin")
+        for n in range(int(body["count"])):
+            record = self.insert(
+                "incident",
+                {"short_description": f"Bulk incident {n}", "description": "d" * 300}
+                | body.get("fields", {}),
+                by=by,
+            )
+            for c in range(int(body.get("comments", 0))):
+                text = f"Comment {c} on {n}: " + "c" * 80
+                self._journal("incident", record["sys_id"], "comments", text, by,
+                              record["sys_created_on"])  # fmt: skip
+        return JSONResponse({"ok": True, "incidents": len(self.tables["incident"])})
 
     async def _control_incident(self, request: Request) -> Response:
         body = await request.json()
@@ -730,11 +938,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--user", action="append", default=[], help="NAME:PASSWORD")
+    parser.add_argument("--oauth-client", action="append", default=[], help="CLIENT_ID:SECRET:USER")
     args = parser.parse_args()
     emulator = Emulator()
     for spec in args.user:
         name, _, password = spec.partition(":")
         emulator.add_user(name, password)
+    for spec in args.oauth_client:
+        client_id, secret, user = spec.split(":", 2)
+        emulator.add_oauth_client(client_id, secret, user)
     uvicorn.run(asgi(emulator), host=args.host, port=args.port, log_level="warning")
 
 

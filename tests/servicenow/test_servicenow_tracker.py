@@ -27,7 +27,7 @@ print(answer.json()["result"]["number"])
 """
 
 
-def _emulator() -> Emulator:
+def emulator_with_users() -> Emulator:
     # ServiceNow stamps to the second; the contract's writes come milliseconds apart, so
     # this instance's clock moves a second per write for their times to move at all.
     emulator = Emulator(tick=True, max_attachment=64 * 1024 * 1024)
@@ -44,7 +44,7 @@ def _settings(url: str, **changes: object) -> Settings:
 class TestServiceNowTracker(TrackerContract):
     @pytest.fixture
     def url(self) -> Iterator[str]:
-        with served(_emulator()) as url:
+        with served(emulator_with_users()) as url:
             yield url
 
     @pytest.fixture
@@ -78,7 +78,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def emulator() -> Emulator:
-    return _emulator()
+    return emulator_with_users()
 
 
 class Sleeps:
