@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import textual.constants
+from pgcluster import Cluster, Unavailable  # tests/postgres (pytest's pythonpath)
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
@@ -390,3 +391,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.xdist_group("nodes"))
+
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL per test process (each xdist worker starts its own),
+    stopped and removed at the end. Missing PostgreSQL skips the tests that need it,
+    loudly; under CI (CI set) it fails them instead: there it must run."""
+    try:
+        cluster = Cluster().start()
+    except Unavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {error}", pytrace=False)
+        pytest.skip(f"POSTGRESQL UNAVAILABLE, its tests did not run: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Cluster) -> str:
+    """The URL of a fresh database of the session's cluster, for this test alone."""
+    return postgres.database()
