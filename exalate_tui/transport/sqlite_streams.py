@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+__all__ = ["SCHEMA_VERSION", "Gap", "SqliteStreams", "StateError", "doorbell_address"]
+
 from exalate_tui.domain.live import Contact
-from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import create_private
 from exalate_tui.transport.doorbell import doorbell_address
-from exalate_tui.transport.streams import Message, compact, quoted
+
+# Gap and StateError are every store's (streams.py); imported from here too.
+from exalate_tui.transport.streams import Gap, Message, StateError, compact, quoted
 
 # The schema's version, kept in `PRAGMA user_version`: 1 is the tables below.
 SCHEMA_VERSION = 1
@@ -109,18 +112,6 @@ def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]])
         chunk = rows[at : at + _ROWS_PER_INSERT]
         values = ",".join(["(?,?,?,?,?)"] * len(chunk))
         db.execute(f"INSERT INTO {into} VALUES {values}", [value for row in chunk for value in row])
-
-
-class StateError(ExalateError):
-    """`state.sqlite3` cannot be used; str() names the file and what to do."""
-
-
-class Gap(ExalateError):
-    """A batch starts after a missing message: resend from `last_applied + 1`."""
-
-    def __init__(self, last_applied: int) -> None:
-        self.last_applied = last_applied
-        super().__init__(f"messages after {last_applied} are missing; resend from there")
 
 
 class SqliteStreams:
@@ -283,6 +274,10 @@ class SqliteStreams:
 
     def last_seq(self, cid: str) -> int:
         return self._read_int("SELECT last_seq FROM streams WHERE cid = ?", cid)
+
+    def last_seqs(self, cids: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {cid: self.last_seq(cid) for cid in cids}
 
     def backlog(self, cid: str, *, inbox_after: int | None = None) -> tuple[int, float | None]:
         """Outbox messages not yet acknowledged and when the oldest was queued; with

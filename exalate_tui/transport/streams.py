@@ -1,14 +1,17 @@
 """The durable streams as the layers above see them: the `Streams` interface.
 
-`sqlite_streams.SqliteStreams` (`state.sqlite3`) is the one implementation today;
-another storage engine satisfies `Streams` and nothing above this layer
+`sqlite_streams.SqliteStreams` (`state.sqlite3`, the embedded default) and
+`pg_streams.PgStreams` (a PostgreSQL database several workers share) implement
+it, both held to one contract suite (tests/transport/streams_contract.py);
+`storage.open_streams` picks the one a home chose, and nothing above this layer
 changes. What every implementation must keep (docs/protocol.md, Messages):
 
 - each connection's outbox is numbered from 1, kept until acknowledged;
 - `apply` applies a batch once, in order, with the cursor, in one
   transaction, running `effect` for each new message inside it (and raises
-  `sqlite_streams.Gap` when the batch starts after a missing message);
-- `data_version` changes whenever another process commits.
+  `Gap` when the batch starts after a missing message);
+- `data_version` changes whenever another process commits (PostgreSQL: when
+  another worker says so, and by itself at least once a second).
 
 `Message`, the value it hands out, lives here with it; `Contact` (what the
 last attempts to reach the partner said) is the domain's (`domain/live.py`).
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exalate_tui.domain.live import Contact
+from exalate_tui.errors import ExalateError
 
 # One encoder for every body: `json.dumps` with separators builds a new one per call.
 compact = json.JSONEncoder(separators=(",", ":")).encode
@@ -47,6 +51,19 @@ def within_budget(sizes: Sequence[int], budget: int = BATCH_BYTES) -> int:
         if total > budget and count:
             return count
     return len(sizes)
+
+
+class StateError(ExalateError):
+    """The message store cannot be used (`state.sqlite3`, or the PostgreSQL database);
+    str() names it and what to do."""
+
+
+class Gap(ExalateError):
+    """A batch starts after a missing message: resend from `last_applied + 1`."""
+
+    def __init__(self, last_applied: int) -> None:
+        self.last_applied = last_applied
+        super().__init__(f"messages after {last_applied} are missing; resend from there")
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,8 @@ class Streams(Protocol):
     def close(self) -> None: ...
 
     def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call `listener(cid)` (in the enqueuing thread) after each enqueue here commits;
+        """Call `listener(cid)` (in the enqueuing thread) after each enqueue here commits,
+        and (PostgreSQL) when another worker's hint says it enqueued for `cid`;
         returns what removes it."""
         ...
 
@@ -98,6 +116,10 @@ class Streams(Protocol):
         ...
 
     def last_seq(self, cid: str) -> int: ...
+
+    def last_seqs(self, cids: Sequence[str]) -> dict[str, int]:
+        """`last_seq` of each of `cids` in one read (the node's watch of parked polls)."""
+        ...
 
     def backlog(self, cid: str, *, inbox_after: int | None = None) -> tuple[int, float | None]:
         """Outbox messages not yet acknowledged and when the oldest was queued; with
