@@ -135,6 +135,54 @@ def check_url(value: str) -> str:
     return value
 
 
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def check_database(value: str) -> str:
+    """A PostgreSQL URL (`postgresql://user:password@host:port/database`, libpq's form;
+    `?host=/run/postgresql` for a Unix socket); the reason names what is wrong."""
+    value = value.strip()
+    if not value:
+        raise ValueError("is required, e.g. postgresql://exalate@db.example.com/exalate")
+    if len(value) > URL_MAX:
+        raise ValueError(f"must be at most {URL_MAX} characters")
+    if _CONTROL.search(value) or " " in value or _invisible(value, joiners=False):
+        raise ValueError("must not contain spaces, control or invisible characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the port)") from None
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise ValueError(
+            "must start with postgresql://, e.g. postgresql://exalate@db.example.com/exalate"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError(
+            "must name a host (postgresql://USER@HOST/DATABASE) or a socket folder "
+            "(?host=/run/postgresql)"
+        )
+    return value
+
+
+def shown_database(url: str) -> str:
+    """The database a URL names, fit to print: user, host, port and database, never the
+    password (nor any other query parameter but the socket folder)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the PostgreSQL database (its URL does not parse)"
+    host = parts.hostname or ""
+    if not host:
+        for pair in parts.query.split("&"):
+            if pair.startswith("host="):
+                host = pair[len("host=") :]
+    user = f"{parts.username}@" if parts.username else ""
+    where = f"{host}:{port}" if port else host
+    return shown(f"postgresql://{user}{where}{parts.path or '/'}")
+
+
 def normalize_url(value: str) -> str:
     """The URL as stored: no trailing slash, so paths join cleanly."""
     return value.strip().rstrip("/")
@@ -173,6 +221,7 @@ Description = Annotated[
     str, AfterValidator(lambda v: check_text(v, limit=DESCRIPTION_MAX, required=False))
 ]
 Url = Annotated[str, AfterValidator(check_url)]
+DatabaseUrl = Annotated[str, AfterValidator(check_database)]
 
 
 class Instance(BaseModel):
@@ -184,6 +233,9 @@ class Instance(BaseModel):
     public_url: Url | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=7917, ge=1, le=65535)
+    # Where the message streams live: absent, `state.sqlite3`; a PostgreSQL URL, that
+    # database (`init --database`; EXALATE_TUI_DATABASE_URL overrides it).
+    database: DatabaseUrl | None = None
 
 
 class TrackerConfig(BaseModel):

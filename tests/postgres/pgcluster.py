@@ -136,5 +136,6 @@ class Cluster:
         with self._lock:
             name = f"t{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as db:
-            db.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+            # FILE_COPY: with fsync off, a copy of the files beats writing them all to the WAL.
+            db.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
         return self.url(name)
