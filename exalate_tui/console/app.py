@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from exalate_tui.protocol.api import UrlCheck
     from exalate_tui.trackers.adapter import Ticket, Tracker
     from exalate_tui.transport.background import Status as NodeStatus
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.streams import Streams
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
@@ -158,7 +158,7 @@ class ExalateApp(App[None]):
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
         # state.sqlite3, opened with the Connections tab; None when it cannot be used.
-        self.state: SqliteStreams | None = None
+        self.state: Streams | None = None
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
         # tracker.sqlite3, opened with the Tickets tab; None when it cannot be used.
@@ -476,12 +476,13 @@ class ExalateApp(App[None]):
         return Stores(self.home, self.state, self.state_problem, self.sync)
 
     def _open_state(self) -> None:
-        from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
+        from exalate_tui.errors import ExalateError
+        from exalate_tui.transport.storage import open_streams
 
         try:
             self.home.ensure()
-            self.state = SqliteStreams(self.home.state_path)
-        except (StateError, OSError) as error:
+            self.state = open_streams(self.home)
+        except (ExalateError, OSError) as error:
             self.state_problem = str(error)
 
     # -- the Tickets tab ------------------------------------------------------
@@ -538,7 +539,7 @@ class ExalateApp(App[None]):
     # -- the supervisor: this home's pollers and pushers --------------------
 
     @work(exclusive=True, exit_on_error=False, group="supervisor")
-    async def _supervise(self, state: SqliteStreams) -> None:
+    async def _supervise(self, state: Streams) -> None:
         """Run `runtime.Supervisor` for as long as the console is open (docs/architecture.md).
 
         Its per-connection locks make it skip connections that a running

@@ -173,14 +173,12 @@ def shown_database(url: str) -> str:
         port = parts.port
     except ValueError:
         return "the PostgreSQL database (its URL does not parse)"
-    host = parts.hostname or ""
-    if not host:
-        for pair in parts.query.split("&"):
-            if pair.startswith("host="):
-                host = pair[len("host=") :]
     user = f"{parts.username}@" if parts.username else ""
-    where = f"{host}:{port}" if port else host
-    return shown(f"postgresql://{user}{where}{parts.path or '/'}")
+    port_part = f":{port}" if port else ""
+    if parts.hostname:
+        return shown(f"postgresql://{user}{parts.hostname}{port_part}{parts.path or '/'}")
+    socket = next((p[5:] for p in parts.query.split("&") if p.startswith("host=")), "")
+    return shown(f"postgresql://{user}{parts.path or '/'}?host={socket}{port_part}")
 
 
 def normalize_url(value: str) -> str:

@@ -116,6 +116,16 @@ def migrate_schema(db: psycopg.Connection[Any], where: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+def migrate_url(url: str) -> tuple[int, int]:
+    """`migrate_schema` on a connection of its own (`exalate-tui db migrate`)."""
+    where = shown_database(url)
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as db:
+            return migrate_schema(db, where)
+    except psycopg.OperationalError as error:
+        raise unreachable(where, error) from None
+
+
 def unreachable(where: str, error: BaseException) -> StateError:
     """The error for a database that cannot be reached, naming what to check."""
     reason = " ".join(str(error).split()) or type(error).__name__
@@ -136,7 +146,7 @@ class PgStreams:
 
     def __init__(self, url: str, *, migrate: bool = True, hints: bool = True) -> None:
         self.url = url
-        self.where = shown_database(url)
+        self._where = shown_database(url)
         self._listeners: list[Callable[[str], None]] = []
         self._appliers: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
@@ -145,7 +155,7 @@ class PgStreams:
         try:
             psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
         except psycopg.Error as error:
-            raise unreachable(self.where, error) from None
+            raise unreachable(self._where, error) from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -161,19 +171,19 @@ class PgStreams:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout as error:
             self._pool.close()
-            raise unreachable(self.where, error) from None
+            raise unreachable(self._where, error) from None
         try:
             with self._pool.connection() as db:
                 if migrate:
-                    migrate_schema(db, self.where)
+                    migrate_schema(db, self._where)
                 else:
                     found = _version(db)
                     if found != SCHEMA_VERSION:
                         raise StateError(
-                            f"{self.where}: the schema is at version {found}, this exalate-tui "
+                            f"{self._where}: the schema is at version {found}, this exalate-tui "
                             f"needs {SCHEMA_VERSION}: run `exalate-tui db migrate`"
                             if found < SCHEMA_VERSION
-                            else f"{self.where}: written by a newer exalate-tui (schema "
+                            else f"{self._where}: written by a newer exalate-tui (schema "
                             f"version {found}; this one reads up to {SCHEMA_VERSION}): "
                             "update exalate-tui on this machine"
                         )
@@ -181,6 +191,10 @@ class PgStreams:
             self._pool.close()
             raise
         self.hints = Hints(url, self._heard, self._notify, listen=hints)
+
+    @property
+    def where(self) -> str:
+        return self._where
 
     def close(self) -> None:
         self.hints.close(self._notify)
@@ -193,9 +207,9 @@ class PgStreams:
             with self._pool.connection() as db:
                 yield db
         except PoolTimeout as error:
-            raise unreachable(self.where, error) from None
+            raise unreachable(self._where, error) from None
         except psycopg.OperationalError as error:
-            raise unreachable(self.where, error) from None
+            raise unreachable(self._where, error) from None
 
     # -- listeners ------------------------------------------------------------------
 
@@ -463,7 +477,7 @@ class PgStreams:
             found = _version(db)
         if found != SCHEMA_VERSION:
             raise StateError(
-                f"{self.where}: the schema is at version {found}, not {SCHEMA_VERSION}; "
+                f"{self._where}: the schema is at version {found}, not {SCHEMA_VERSION}; "
                 "nothing was changed: run `exalate-tui db migrate`"
             )
 

@@ -149,6 +149,10 @@ class SqliteStreams:
         self._doorbell = doorbell_address(path)
         self._bell: socket.socket | None = None
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

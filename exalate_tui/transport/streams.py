@@ -88,6 +88,11 @@ class Message:
 class Streams(Protocol):
     """Per connection: an outbox, an inbox with its cursor, and the last contact."""
 
+    @property
+    def where(self) -> str:
+        """The store, fit to print: the file's path, or the database (no password)."""
+        ...
+
     def close(self) -> None: ...
 
     def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
