@@ -114,24 +114,26 @@ class Hints:
 
     def _send_loop(self) -> None:
         last = 0.0
-        while not self._closed.is_set():
+        while True:
             self._wanted.wait()
-            if self._closed.is_set():
-                return
+            # Closing sends what is left at once: a command's enqueue just before it
+            # exits must still wake the node that serves the partner.
+            closing = self._closed.is_set()
             pause = last + DEBOUNCE - time.monotonic()
-            if pause > 0:
+            if pause > 0 and not closing:
                 time.sleep(pause)
             with self._lock:
                 cids, self._waiting = self._waiting, set()
                 self._wanted.clear()
-            if not cids:
-                continue
-            try:
-                self._send(CHANNEL, payloads(self.worker, sorted(cids)))
-                self.sent += 1
-            except Exception as error:  # noqa: BLE001 - a lost hint is found by polling
-                log.debug("hint for %d connection(s) not sent: %s", len(cids), error)
-            last = time.monotonic()
+            if cids:
+                try:
+                    self._send(CHANNEL, payloads(self.worker, sorted(cids)))
+                    self.sent += 1
+                except Exception as error:  # noqa: BLE001 - a lost hint is found by polling
+                    log.debug("hint for %d connection(s) not sent: %s", len(cids), error)
+                last = time.monotonic()
+            if closing:
+                return
 
     # -- hearing --------------------------------------------------------------------
 

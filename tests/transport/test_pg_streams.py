@@ -247,3 +247,19 @@ def test_an_apply_on_one_worker_is_seen_by_another_at_once(
     streams.extend([a, b])
     assert a.apply("x", [Message(1, "hello")]) == 1
     assert b.last_applied("x") == 1 and b.apply("x", [Message(1, "hello")]) == 1
+
+
+def test_a_command_that_enqueues_and_closes_at_once_still_wakes_the_others(
+    pg_url: str, streams: list[PgStreams]
+) -> None:
+    """A short-lived command (no listener) closes right after its enqueue: the hint
+    still goes out before it does, so the node serving the partner answers at once."""
+    a = PgStreams(pg_url)
+    streams.append(a)
+    _listening(a)
+    heard, event = _heard(a)
+    command = PgStreams(pg_url, hints=False)
+    command.enqueue("c", "connection.deactivated")
+    command.close()
+    assert event.wait(1), "the closing command's hint was lost"
+    assert [cid for cid, _ in heard] == ["c"]
