@@ -40,7 +40,8 @@ from exalate_tui.transport.client import ACK_HEADER
 from exalate_tui.transport.hooks import HandshakeRefused
 from exalate_tui.transport.node import create_app
 from exalate_tui.transport.sqlite_streams import SqliteStreams
-from exalate_tui.transport.streams import Message
+from exalate_tui.transport.storage import open_pg
+from exalate_tui.transport.streams import Message, Streams
 
 PUBLIC = "https://snow.example.com"
 SECRET = "s" * 43
@@ -60,16 +61,27 @@ def anyio_backend() -> str:
 class Node:
     """One home, its state and the node app, with a client that can sign."""
 
-    def __init__(self, root: Path, short_name: str | None = "snow") -> None:
+    def __init__(
+        self, root: Path, short_name: str | None = "snow", database: str | None = None
+    ) -> None:
         self.home = Home(root / "home")
         self.home.ensure()
+        self.database = database
         if short_name:
-            self.home.save_instance(Instance(short_name=short_name, public_url=PUBLIC))
-        self.state = SqliteStreams(self.home.state_path)
+            self.home.save_instance(
+                Instance(short_name=short_name, public_url=PUBLIC, database=database)
+            )
+        self.state = self.other() if database else SqliteStreams(self.home.state_path)
         self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"
         )
+
+    def other(self) -> Streams:
+        """Another handle on this node's store (another process's view, another worker)."""
+        if self.database is None:
+            return SqliteStreams(self.home.state_path)
+        return open_pg(self.database)
 
     def add(self, **changes: Any) -> Connection:
         """An Active public-private connection initiated here (its partner polls us)."""
@@ -137,9 +149,11 @@ class Node:
         return await self.client.post("/api/v1/handshake", json=body)
 
 
-@pytest.fixture
-async def n(tmp_path: Path) -> AsyncIterator[Node]:
-    side = Node(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def n(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Node]:
+    """The node on each store: state.sqlite3, and a PostgreSQL database."""
+    database = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    side = Node(tmp_path, database=database)
     yield side
     await side.client.aclose()
     await side.app.state.node.wakeups.aclose()
@@ -716,7 +730,7 @@ async def test_long_poll_wakes_at_once_for_an_enqueue_in_this_process(n: Node) -
 async def test_long_poll_wakes_promptly_for_another_state_handle(n: Node) -> None:
     connection = n.add()
     quiet = n.add()  # its poll must not be woken by someone else's message
-    other = SqliteStreams(n.home.state_path)  # another process's view of the same file
+    other = n.other()  # another process's view of the same file (another worker's)
     try:
         poll = asyncio.create_task(n.fetch(connection.id, wait=20))
         idle = asyncio.create_task(n.fetch(quiet.id, wait=1))
@@ -740,7 +754,7 @@ async def test_many_long_polls_share_one_watcher(n: Node) -> None:
         await parked(n, c.id)
     watchers = [t for t in asyncio.all_tasks() if t.get_name() == "node:data_version"]
     assert len(watchers) == 1
-    other = SqliteStreams(n.home.state_path)
+    other = n.other()
     try:
         for c in connections:
             other.enqueue(c.id, "ping")
@@ -831,6 +845,21 @@ async def test_a_body_with_a_number_that_is_not_finite_is_400(n: Node, number: s
     assert (await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)).json() == {
         "applied": 1
     }
+
+
+@pytest.mark.anyio
+async def test_a_kind_with_a_nul_is_400_on_every_store(n: Node) -> None:
+    """PostgreSQL's text holds no NUL: the wire refuses it for every store alike, rather
+    than one store answering 500."""
+    connection = n.add()
+    raw = b'{"messages":[{"seq":1,"kind":"pi\\u0000ng","body":"\\u0000 in a body is fine"}]}'
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=raw)
+    assert response.status_code == 400 and error_of(response)["error"] == "bad_request"
+    assert n.state.last_applied(connection.id) == 0
+    fine = b'{"messages":[{"seq":1,"kind":"ping","body":"\\u0000 in a body is fine"}]}'
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)
+    assert response.json() == {"applied": 1}
+    assert n.state.inbox(connection.id)[0].body == "\x00 in a body is fine"
 
 
 @pytest.mark.anyio

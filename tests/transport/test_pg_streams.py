@@ -263,3 +263,38 @@ def test_a_command_that_enqueues_and_closes_at_once_still_wakes_the_others(
     command.close()
     assert event.wait(1), "the closing command's hint was lost"
     assert [cid for cid, _ in heard] == ["c"]
+
+
+def test_a_worker_carries_on_across_a_restart_of_postgresql(postgres: Cluster) -> None:
+    """PostgreSQL restarted (crashed, `immediate`): what was committed is there, the
+    calls made while it is down fail as `StateError` naming the database, the next
+    ones work again on fresh connections, and the listener is back within seconds."""
+    cluster = Cluster().start()  # our own: the session's stays up for the other tests
+    try:
+        url = cluster.database()
+        a, b = PgStreams(url), PgStreams(url)
+        try:
+            _listening(a)
+            assert b.enqueue_many("c", [("ping", None)] * 3) == [1, 2, 3]
+            assert a.apply("c", b.pending("c")) == 3
+            cluster.restart()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert b.enqueue("c", "ping") == 4
+                    break
+                except StateError as error:
+                    assert "cannot be reached" in str(error)
+                    assert time.monotonic() < deadline, "never reconnected"
+                    time.sleep(0.1)
+            assert a.last_applied("c") == 3 and a.last_seq("c") == 4
+            assert [m.seq for m in a.pending("c")] == [1, 2, 3, 4]
+            _listening(a)
+            heard, event = _heard(a)
+            b.enqueue("d", "ping")
+            assert event.wait(2) and heard[-1][0] == "d"
+        finally:
+            a.close()
+            b.close()
+    finally:
+        cluster.stop()
