@@ -24,13 +24,14 @@ from starlette.types import Receive, Scope, Send
 
 from exalate_tui.protocol.api import PREFIX
 from exalate_tui.protocol.wire import FetchQuery
-from exalate_tui.transport.errors import ApiError, error_response, problems
+from exalate_tui.transport.errors import ApiError, error_response, problems, store_unreachable
 from exalate_tui.transport.routes import (
     MAX_OTHER_BYTES,
     fetch_batch,
     receive_body,
     refuse_deactivated,
 )
+from exalate_tui.transport.streams import StateError
 
 if TYPE_CHECKING:
     from exalate_tui.transport.node import Node
@@ -109,6 +110,8 @@ async def long_poll(node: Node, cid: str, scope: Scope, receive: Receive, send: 
         response = await fetching
     except ApiError as error:
         response = error_response(error)
+    except StateError as error:
+        response = error_response(store_unreachable(error))
     except Exception as error:  # noqa: BLE001 - answered 500 and logged, as FastAPI's handler does
         log.error("GET %s failed", scope["path"], exc_info=error)
         response = error_response(ApiError(500, "internal", "the node failed; see its log"))

@@ -37,6 +37,7 @@ from exalate_tui.transport.errors import (
     ApiError,
     error_response,
     problems,
+    store_unreachable,
     unauthorized,
     unavailable,
 )
@@ -44,7 +45,7 @@ from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
 from exalate_tui.transport.routes import router
-from exalate_tui.transport.streams import Streams
+from exalate_tui.transport.streams import StateError, Streams
 from exalate_tui.transport.wakeups import WATCH, Wakeups
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,10 @@ def create_app(home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH
         # The caller went away mid-body (killed, cut off): nobody reads this answer,
         # and nothing was applied; it resends from its cursor. Not a failure of ours.
         return error_response(ApiError(400, "bad_request", "the request body did not arrive"))
+
+    @app.exception_handler(StateError)
+    async def store_out_of_reach(request: Request, error: StateError) -> JSONResponse:
+        return error_response(store_unreachable(error))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:
