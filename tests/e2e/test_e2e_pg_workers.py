@@ -27,9 +27,13 @@ from .conftest import Instance, MakeInstance, wait_for
 pytestmark = [pytest.mark.e2e]
 
 
-def second_worker(first: Instance, make: MakeInstance, database: str) -> Instance:
+def second_worker(
+    first: Instance, make: MakeInstance, database: str, name: str | None = None
+) -> Instance:
     """Another worker of `first`: a home of its own with `first`'s files, another port."""
-    worker = make(first.short_name, public=True, database=database, name=f"{first.short_name}-b")
+    worker = make(
+        first.short_name, public=True, database=database, name=name or f"{first.short_name}-b"
+    )
     for path in (
         "instance.toml",
         *(f"connections/{p.name}" for p in (first.home / "connections").glob("*.toml")),
