@@ -45,7 +45,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from exalate_tui.domain.live import Contact
 from exalate_tui.domain.models import shown_database
 from exalate_tui.transport.pg_wakeups import Hints
-from exalate_tui.transport.streams import Gap, Message, StateError, compact, quoted
+from exalate_tui.transport.streams import (
+    Gap,
+    LeaseLost,
+    Message,
+    StateError,
+    compact,
+    quoted,
+)
 
 SCHEMA = "exalate"
 
@@ -68,8 +75,21 @@ MIGRATIONS: dict[int, str] = {
         applied_at double precision NOT NULL, PRIMARY KEY (cid, seq)
     );
     """,
+    # Who makes a connection's requests (its poller): a lease with a fencing epoch.
+    2: f"""
+    CREATE TABLE {SCHEMA}.leases (
+        cid text PRIMARY KEY, holder text NOT NULL,
+        epoch bigint NOT NULL,              -- bumped by every new holder, never reset
+        expires double precision NOT NULL   -- the database's clock, Unix seconds
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+
+# How long a lease runs unless renewed (every third of it): a worker that dies hands its
+# connections on within this, plus the others' next look (the supervisor's rescan).
+LEASE_TTL = 5.0
+_NOW = "extract(epoch from clock_timestamp())"
 
 # Any 64-bit number of our own: migrations of one database take turns on it.
 _MIGRATION_LOCK = 0x6578616C617465  # "exalate"
@@ -144,8 +164,11 @@ class PgStreams:
     CLI command: it still notifies the others of its enqueues).
     """
 
-    def __init__(self, url: str, *, migrate: bool = True, hints: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, hints: bool = True, lease_ttl: float = LEASE_TTL
+    ) -> None:
         self.url = url
+        self.lease_ttl = lease_ttl
         self._where = shown_database(url)
         self._listeners: list[Callable[[str], None]] = []
         self._appliers: list[Callable[[str], None]] = []
@@ -375,13 +398,28 @@ class PgStreams:
         cid: str,
         messages: Sequence[Message],
         effect: Callable[[Message], None] | None = None,
+        *,
+        epoch: int | None = None,
     ) -> int:
         """Apply a batch once, in order, in one transaction; returns the new cursor.
 
         The stream's row is locked first, so a worker applying the same stream
         at the same moment waits, then sees this cursor and skips the batch.
-        `effect` runs for each new message inside the transaction."""
+        `effect` runs for each new message inside the transaction. With
+        `epoch`, the lease's row is read FOR SHARE first: a newer holder's
+        `take_lease` waits for this commit, and this one is refused
+        (`LeaseLost`) once a newer one has taken it, however long it hung."""
         with self._db() as db, db.transaction():
+            if epoch is not None:
+                held = db.execute(
+                    f"SELECT epoch FROM {SCHEMA}.leases WHERE cid = %s FOR SHARE", (cid,)
+                ).fetchone()
+                if held is None or int(held[0]) != epoch:
+                    raise LeaseLost(
+                        f"connection {cid}: another worker holds its lease now "
+                        f"(epoch {held[0] if held else 'none'}, this one {epoch}); "
+                        "nothing was applied"
+                    )
             row = db.execute(
                 f"""INSERT INTO {SCHEMA}.streams AS s (cid) VALUES (%s)
                 ON CONFLICT (cid) DO UPDATE SET last_applied = s.last_applied
@@ -422,6 +460,40 @@ class PgStreams:
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
+
+    # -- leases ---------------------------------------------------------------------
+
+    def take_lease(self, cid: str, holder: str) -> int | None:
+        """A new epoch when the lease is free, run out, or already `holder`'s (a holder
+        taking it again fences its own earlier jobs too); None while another's runs."""
+        with self._db() as db:
+            row = db.execute(
+                f"""INSERT INTO {SCHEMA}.leases AS l (cid, holder, epoch, expires)
+                VALUES (%(cid)s, %(holder)s, 1, {_NOW} + %(ttl)s)
+                ON CONFLICT (cid) DO UPDATE SET
+                    holder = EXCLUDED.holder, epoch = l.epoch + 1, expires = EXCLUDED.expires
+                WHERE l.expires < {_NOW} OR l.holder = EXCLUDED.holder
+                RETURNING epoch""",
+                {"cid": cid, "holder": holder, "ttl": self.lease_ttl},
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def renew_lease(self, cid: str, holder: str, epoch: int) -> bool:
+        with self._db() as db:
+            row = db.execute(
+                f"""UPDATE {SCHEMA}.leases SET expires = {_NOW} + %s
+                WHERE cid = %s AND holder = %s AND epoch = %s RETURNING 1""",
+                (self.lease_ttl, cid, holder, epoch),
+            ).fetchone()
+        return row is not None
+
+    def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
+        with self._db() as db:
+            db.execute(
+                f"UPDATE {SCHEMA}.leases SET expires = 0 "
+                "WHERE cid = %s AND holder = %s AND epoch = %s",
+                (cid, holder, epoch),
+            )
 
     def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
         wanted = sorted(set(kinds))
@@ -467,7 +539,7 @@ class PgStreams:
 
     def forget(self, cid: str) -> None:
         with self._db() as db, db.transaction():
-            for table in ("outbox", "inbox", "streams"):
+            for table in ("outbox", "inbox", "streams", "leases"):
                 db.execute(f"DELETE FROM {SCHEMA}.{table} WHERE cid = %s", (cid,))
 
     def check(self) -> None:

@@ -120,6 +120,8 @@ class SqliteStreams:
     The SQLite implementation of `streams.Streams`.
     """
 
+    lease_ttl = 0.0  # its leases are the home's flock: nothing runs out
+
     def __init__(self, path: Path) -> None:
         self.path = path
         # 0600 before SQLite opens it: it creates the -wal and -shm files (the same
@@ -319,6 +321,8 @@ class SqliteStreams:
         cid: str,
         messages: Sequence[Message],
         effect: Callable[[Message], None] | None = None,
+        *,
+        epoch: int | None = None,  # a file's leases are its home's flock: nothing to check
     ) -> int:
         """Apply a batch once, in order, in one transaction; returns the new cursor.
 
@@ -370,6 +374,17 @@ class SqliteStreams:
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
+
+    # -- leases: a file belongs to one home, whose flock (locks/<cid>.lock) fences ----
+
+    def take_lease(self, cid: str, holder: str) -> int | None:
+        return 0
+
+    def renew_lease(self, cid: str, holder: str, epoch: int) -> bool:
+        return True
+
+    def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
+        return None
 
     def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
         """Drop applied messages of these kinds up to `upto` (the layer above is done with

@@ -66,6 +66,11 @@ class Gap(ExalateError):
         super().__init__(f"messages after {last_applied} are missing; resend from there")
 
 
+class LeaseLost(ExalateError):
+    """Another worker holds this connection's lease now (its epoch is newer): whatever
+    this one was about to apply is refused, and its poller stops."""
+
+
 @dataclass(frozen=True)
 class Message:
     seq: int
@@ -87,6 +92,9 @@ class Message:
 
 class Streams(Protocol):
     """Per connection: an outbox, an inbox with its cursor, and the last contact."""
+
+    # How long a lease runs unless renewed (0: the store's leases never run out).
+    lease_ttl: float
 
     @property
     def where(self) -> str:
@@ -148,8 +156,29 @@ class Streams(Protocol):
         cid: str,
         messages: Sequence[Message],
         effect: Callable[[Message], None] | None = None,
+        *,
+        epoch: int | None = None,
     ) -> int:
-        """Apply a batch once, in order, in one transaction; returns the new cursor."""
+        """Apply a batch once, in order, in one transaction; returns the new cursor.
+
+        With `epoch` (a lease's, `take_lease`), `LeaseLost` unless that lease is
+        still the connection's newest, checked inside the same transaction."""
+        ...
+
+    # -- leases: one worker makes a connection's requests
+
+    def take_lease(self, cid: str, holder: str) -> int | None:
+        """The right to make `cid`'s requests for `holder`: its fencing epoch (0 where
+        the store needs none: a file is one home's, and its flock fences), or None
+        while another holder's lease has not run out."""
+        ...
+
+    def renew_lease(self, cid: str, holder: str, epoch: int) -> bool:
+        """Keep the lease running; False once another holder has taken it."""
+        ...
+
+    def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
+        """Give the lease up at once (the epoch is kept: a later one is always newer)."""
         ...
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]: ...

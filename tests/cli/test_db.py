@@ -12,7 +12,7 @@ import pytest
 
 from exalate_tui.cli import main
 from exalate_tui.home.store import Home
-from exalate_tui.transport.pg_streams import PgStreams
+from exalate_tui.transport.pg_streams import SCHEMA_VERSION, PgStreams
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 from exalate_tui.transport.storage import ENV, open_streams
 
@@ -124,8 +124,8 @@ def test_check_changes_nothing_and_migrate_brings_the_schema_once(
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT to_regnamespace('exalate')").fetchone() == (None,)
     code, out, err = run(capsys, "--home", str(home), "db", "migrate", "--json")
-    assert code == 0 and json.loads(out)["from"] == 0 and json.loads(out)["to"] == 1
+    assert code == 0 and json.loads(out)["from"] == 0 and json.loads(out)["to"] == SCHEMA_VERSION
     code, out, err = run(capsys, "--home", str(home), "db", "migrate")
-    assert code == 0 and "already at version 1" in out
+    assert code == 0 and f"already at version {SCHEMA_VERSION}" in out
     code, out, err = run(capsys, "--home", str(home), "db", "check", "--json")
     assert code == 0 and json.loads(out)["reachable"] is True

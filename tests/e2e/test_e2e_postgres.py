@@ -13,6 +13,8 @@ import sqlite3
 import psycopg
 import pytest
 
+from exalate_tui.transport.pg_streams import SCHEMA_VERSION
+
 from .conftest import MakeInstance, wait_for
 from .test_e2e_topologies import exchange
 
@@ -29,10 +31,11 @@ def test_the_seeds_flow_with_the_public_side_on_postgresql(
     unmigrated = snow.cli("db", "check")
     assert unmigrated.returncode == 1 and "run `exalate-tui db migrate`" in unmigrated.stderr
     migrated = snow.json("db", "migrate")
-    assert (migrated["from"], migrated["to"]) == (0, 1)
+    assert (migrated["from"], migrated["to"]) == (0, SCHEMA_VERSION)
     checked = snow.json("db", "check")
-    assert checked["reachable"] and checked["schema_version"] == 1
-    assert snow.json("db", "migrate") == {"database": checked["database"], "from": 1, "to": 1}
+    assert checked["reachable"] and checked["schema_version"] == SCHEMA_VERSION
+    again = snow.json("db", "migrate")
+    assert again == {"database": checked["database"], "from": SCHEMA_VERSION, "to": SCHEMA_VERSION}
     snow.start()
     jira.start()
     snow.serving()

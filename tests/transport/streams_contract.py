@@ -270,3 +270,13 @@ class StreamsContract:
             thread.join(60)
         assert sorted(runs) == list(range(1, 41))
         assert [m.seq for m in handles[0].inbox("a")] == list(range(1, 41))
+
+    # -- leases -----------------------------------------------------------------------
+
+    def test_a_lease_taken_lets_its_holder_apply_and_can_be_given_up(self, state: Streams) -> None:
+        epoch = state.take_lease("a", "worker-1")
+        assert epoch is not None
+        assert state.renew_lease("a", "worker-1", epoch)
+        assert state.apply("a", [Message(1, "hello")], epoch=epoch or None) == 1
+        state.drop_lease("a", "worker-1", epoch)
+        assert state.take_lease("a", "worker-2") is not None

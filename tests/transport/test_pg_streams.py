@@ -13,8 +13,8 @@ from pgcluster import Cluster
 from streams_contract import Store, StreamsContract
 
 from exalate_tui.transport import pg_wakeups
-from exalate_tui.transport.pg_streams import SCHEMA, SCHEMA_VERSION, PgStreams
-from exalate_tui.transport.streams import Message, StateError
+from exalate_tui.transport.pg_streams import MIGRATIONS, SCHEMA, SCHEMA_VERSION, PgStreams
+from exalate_tui.transport.streams import LeaseLost, Message, StateError
 
 
 class TestPgStreams(StreamsContract):
@@ -56,9 +56,30 @@ def test_a_new_database_gets_the_schema_at_its_version_once(
     for thread in openers:
         thread.join(30)
     assert len(streams) == 3  # three workers starting at once: none failed
-    assert _version(pg_url) == SCHEMA_VERSION == 1
+    assert _version(pg_url) == SCHEMA_VERSION == 2
     with psycopg.connect(pg_url) as db:
         assert db.execute(f"SELECT COUNT(*) FROM {SCHEMA}.schema_version").fetchone() == (1,)
+
+
+def test_a_database_at_an_earlier_version_moves_forward_keeping_its_messages(
+    pg_url: str, streams: list[PgStreams]
+) -> None:
+    """Version 1 (the streams, before leases) as an earlier exalate-tui left it."""
+    with psycopg.connect(pg_url, autocommit=True) as db, db.transaction():
+        db.execute(f"CREATE SCHEMA {SCHEMA}")
+        db.execute(f"CREATE TABLE {SCHEMA}.schema_version (version integer NOT NULL)")
+        db.execute(MIGRATIONS[1])
+        db.execute(f"INSERT INTO {SCHEMA}.schema_version VALUES (1)")
+        db.execute(f"INSERT INTO {SCHEMA}.streams (cid, last_seq) VALUES ('a', 1)")
+        db.execute(f"INSERT INTO {SCHEMA}.outbox VALUES ('a', 1, 'hello', '{{}}', 0)")
+    with pytest.raises(StateError, match="version 1, .*run `exalate-tui db migrate`"):
+        PgStreams(pg_url, migrate=False)
+    state = PgStreams(pg_url)
+    streams.append(state)
+    assert _version(pg_url) == SCHEMA_VERSION
+    assert state.pending("a") == [Message(1, "hello", "{}")]
+    assert state.enqueue("a", "ping") == 2
+    assert state.take_lease("a", "worker") == 1
 
 
 def test_a_schema_from_a_newer_version_is_refused_and_left_alone(
@@ -73,7 +94,7 @@ def test_a_schema_from_a_newer_version_is_refused_and_left_alone(
 
 
 def test_without_migrating_an_empty_database_says_to_run_db_migrate(pg_url: str) -> None:
-    with pytest.raises(StateError, match=r"version 0, .*needs 1: run `exalate-tui db migrate`"):
+    with pytest.raises(StateError, match=r"version 0, .*needs 2: run `exalate-tui db migrate`"):
         PgStreams(pg_url, migrate=False)
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT to_regclass('exalate.outbox')").fetchone() == (None,)
@@ -298,3 +319,60 @@ def test_a_worker_carries_on_across_a_restart_of_postgresql(postgres: Cluster) -
             b.close()
     finally:
         cluster.stop()
+
+
+# -- leases: one poller per connection across workers ----------------------------------
+
+
+def test_a_lease_is_one_workers_until_it_runs_out_and_fences_the_last_holder(
+    pg_url: str, streams: list[PgStreams]
+) -> None:
+    a, b = (
+        PgStreams(pg_url, hints=False, lease_ttl=0.5),
+        PgStreams(pg_url, hints=False, lease_ttl=0.5),
+    )
+    streams.extend([a, b])
+    first = a.take_lease("c", "worker-a")
+    assert first == 1
+    assert b.take_lease("c", "worker-b") is None  # a's runs
+    assert a.apply("c", [Message(1, "hello")], epoch=first) == 1
+    time.sleep(0.7)  # a hangs past its lease (a GC pause, a stalled disk)
+    second = b.take_lease("c", "worker-b")
+    assert second == 2
+    # The hung holder wakes up: its renewal and its apply are refused, nothing applied.
+    assert not a.renew_lease("c", "worker-a", first)
+    with pytest.raises(LeaseLost, match="another worker holds its lease"):
+        a.apply("c", [Message(2, "ping")], epoch=first)
+    assert b.last_applied("c") == 1
+    assert b.apply("c", [Message(2, "ping")], epoch=second) == 2
+    # Given up, the next holder's epoch is newer still (never reset).
+    b.drop_lease("c", "worker-b", second)
+    assert a.take_lease("c", "worker-a") == 3
+
+
+def test_a_takeover_waits_for_an_apply_in_flight(pg_url: str, streams: list[PgStreams]) -> None:
+    """The apply reads the lease FOR SHARE: a new holder cannot slip in mid-transaction."""
+    a, b = PgStreams(pg_url, hints=False, lease_ttl=0.2), PgStreams(pg_url, hints=False)
+    streams.extend([a, b])
+    epoch = a.take_lease("c", "worker-a")
+    assert epoch is not None
+    inside = threading.Event()
+    taken: list[int | None] = []
+
+    def slow(message: Message) -> None:
+        inside.set()
+        time.sleep(0.6)  # past the lease, inside the transaction
+
+    applier = threading.Thread(
+        target=a.apply, args=("c", [Message(1, "hello")], slow), kwargs={"epoch": epoch}
+    )
+    applier.start()
+    assert inside.wait(5)
+    time.sleep(0.3)  # the lease has run out meanwhile
+    started = time.monotonic()
+    taker = threading.Thread(target=lambda: taken.append(b.take_lease("c", "worker-b")))
+    taker.start()
+    applier.join(10)
+    taker.join(10)
+    assert taken == [2] and a.last_applied("c") == 1
+    assert time.monotonic() - started > 0.1  # it waited for the apply's commit
