@@ -14,6 +14,8 @@ ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "
 
 # Script rules beside the Basic mapping (benchmarks/rules.py).
 ALL += ["rules"]
+# The public side's streams in PostgreSQL beside state.sqlite3 (benchmarks/postgres.py).
+ALL += ["postgres"]
 
 
 def main() -> int:

@@ -13,7 +13,13 @@ from pgcluster import Cluster
 from streams_contract import Store, StreamsContract
 
 from exalate_tui.transport import pg_wakeups
-from exalate_tui.transport.pg_streams import MIGRATIONS, SCHEMA, SCHEMA_VERSION, PgStreams
+from exalate_tui.transport.pg_streams import (
+    COPY_FROM,
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    PgStreams,
+)
 from exalate_tui.transport.streams import LeaseLost, Message, StateError
 
 
@@ -124,9 +130,12 @@ def test_appends_racing_from_several_workers_are_gapless_in_commit_order(
     holes: list[list[int]] = []
     done = threading.Event()
 
+    def size(n: int) -> int:  # now and then a batch big enough to go by COPY
+        return COPY_FROM + n if n % 10 == 0 else 1 + n % 3
+
     def append(state: PgStreams) -> None:
         for n in range(60):
-            state.enqueue_many("a", [("ping", {"n": n})] * (1 + n % 3))
+            state.enqueue_many("a", [("ping", {"n": n})] * size(n))
 
     def read() -> None:
         while not done.is_set():
@@ -143,7 +152,7 @@ def test_appends_racing_from_several_workers_are_gapless_in_commit_order(
         thread.join(60)
     done.set()
     watcher.join(10)
-    total = 3 * sum(1 + n % 3 for n in range(60))
+    total = 3 * sum(size(n) for n in range(60))
     assert [m.seq for m in reader.pending("a", limit=10_000)] == list(range(1, total + 1))
     assert reader.last_seq("a") == total
     assert not holes, f"a reader saw a hole: {holes[0][:20]}"
