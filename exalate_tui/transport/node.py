@@ -29,6 +29,7 @@ from exalate_tui import __version__
 from exalate_tui.domain.invitation import hash_token, token_matches
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.protocol.wire import Info
 from exalate_tui.transport.auth import Signatures
@@ -206,8 +207,15 @@ class Node:
         """
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
-        self.signatures.check(cid, secret, header, method, path, query, body, time.time())
+        signature, ts = self.signatures.check(
+            cid, secret, header, method, path, query, body, time.time()
+        )
         assert found is not None  # check() refuses a connection without a secret
+        # Workers sharing the store: a signature another worker accepted is a replay too.
+        if self.state.workers and not await asyncio.to_thread(
+            self.state.first_use, signature, ts + signing.MAX_SKEW
+        ):
+            raise unauthorized()
         if record:
             await self.record_contact(cid)
         return found

@@ -83,8 +83,21 @@ MIGRATIONS: dict[int, str] = {
         expires double precision NOT NULL   -- the database's clock, Unix seconds
     );
     """,
+    # Signatures accepted by any worker, so a replay is refused whichever one it reaches.
+    # UNLOGGED: no WAL, so an insert's commit waits for no disk (lost in a crash of the
+    # server: then a replay within the clock window is refused only by the worker that
+    # saw the original).
+    3: f"""
+    CREATE UNLOGGED TABLE {SCHEMA}.signatures (
+        sig bytea PRIMARY KEY,
+        expires double precision NOT NULL   -- its ts + the clock window, Unix seconds
+    );
+    CREATE INDEX signatures_expires ON {SCHEMA}.signatures (expires);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+# Forgotten signatures are swept once per this many first uses.
+SWEEP_EVERY = 1000
 
 # How long a lease runs unless renewed (every third of it): a worker that dies hands its
 # connections on within this, plus the others' next look (the supervisor's rescan).
@@ -185,6 +198,7 @@ class PgStreams:
         self._listeners: list[Callable[[str], None]] = []
         self._appliers: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
+        self._uses = 0
         # One connection first, so a database that cannot be reached says why at once
         # (the pool would only time out).
         try:
@@ -489,6 +503,26 @@ class PgStreams:
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
+
+    # -- signatures: one memory of replays for every worker -------------------------
+
+    workers = True  # other processes and hosts share this store
+
+    def first_use(self, signature: bytes, expires: float) -> bool:
+        """Whether no worker has accepted this signature before (then it is remembered
+        until `expires`); a sweep of expired ones now and then."""
+        with self._lock:
+            self._uses += 1
+            sweep = self._uses % SWEEP_EVERY == 0
+        with self._db() as db:
+            if sweep:
+                db.execute(f"DELETE FROM {SCHEMA}.signatures WHERE expires < %s", (time.time(),))
+            row = db.execute(
+                f"INSERT INTO {SCHEMA}.signatures (sig, expires) VALUES (%s, %s) "
+                "ON CONFLICT (sig) DO NOTHING RETURNING 1",
+                (signature, expires),
+            ).fetchone()
+        return row is not None
 
     # -- leases ---------------------------------------------------------------------
 

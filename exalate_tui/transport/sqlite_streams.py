@@ -121,6 +121,7 @@ class SqliteStreams:
     """
 
     lease_ttl = 0.0  # its leases are the home's flock: nothing runs out
+    workers = False  # one node serves a home: its own memory of signatures is all of it
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -385,6 +386,9 @@ class SqliteStreams:
 
     def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
         return None
+
+    def first_use(self, signature: bytes, expires: float) -> bool:
+        return True  # one node per home: its ReplayCache has seen everything
 
     def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
         """Drop applied messages of these kinds up to `upto` (the layer above is done with

@@ -95,6 +95,8 @@ class Streams(Protocol):
 
     # How long a lease runs unless renewed (0: the store's leases never run out).
     lease_ttl: float
+    # Whether other workers (processes, hosts) share this store: then `first_use` too.
+    workers: bool
 
     @property
     def where(self) -> str:
@@ -179,6 +181,13 @@ class Streams(Protocol):
 
     def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
         """Give the lease up at once (the epoch is kept: a later one is always newer)."""
+        ...
+
+    # -- signatures
+
+    def first_use(self, signature: bytes, expires: float) -> bool:
+        """Whether no worker sharing this store accepted `signature` before; remembered
+        until `expires` (a replay is refused whichever worker it reaches)."""
         ...
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]: ...

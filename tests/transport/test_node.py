@@ -546,6 +546,36 @@ async def test_a_replayed_request_is_refused(n: Node) -> None:
     assert n.state.last_applied(connection.id) == 0
 
 
+@pytest.mark.anyio
+async def test_a_replay_is_refused_by_another_worker_too(tmp_path: Path, pg_url: str) -> None:
+    """Two workers on one database (two homes with the same connection file): a signed
+    push accepted by one, replayed to the other, is refused there as well."""
+    first = Node(tmp_path / "a", database=pg_url)
+    second = Node(tmp_path / "b", database=pg_url)
+    try:
+        connection = first.add()
+        second.home.save_connection(connection)
+        body = b'{"messages":[{"seq":1,"kind":"ping","body":null}]}'
+        path = MESSAGES.format(cid=connection.id)
+        header = signing.sign(SECRET, "POST", path, "", body)
+        sent = []
+        for node in (first, second):
+            request = node.client.build_request("POST", path, content=body)
+            request.headers["Authorization"] = header
+            sent.append(await node.client.send(request))
+            first.state.forget(connection.id)  # were it accepted again, it would apply again
+        assert sent[0].json() == {"applied": 1}
+        assert sent[1].status_code == 401 and sent[1].json() == UNAUTHORIZED
+        assert second.state.last_applied(connection.id) == 0
+        # A fresh signature goes through either worker.
+        assert (await second.push(connection.id, wire(1))).json() == {"applied": 1}
+    finally:
+        for node in (first, second):
+            await node.client.aclose()
+            await node.app.state.node.wakeups.aclose()
+            node.state.close()
+
+
 def test_replay_memory_forgets_only_what_the_clock_refuses_and_is_bounded() -> None:
     cache = auth.ReplayCache(window=300, capacity=3)
     assert cache.admit("x", b"a", ts=1000, now=1000)
