@@ -169,6 +169,18 @@ def migrate_url(url: str) -> tuple[int, int]:
             return migrate_schema(db, where)
     except psycopg.OperationalError as error:
         raise unreachable(where, error) from None
+    except psycopg.Error as error:
+        raise refused(where, error) from None
+
+
+def refused(where: str, error: BaseException) -> StateError:
+    """The database answered but refused the schema's statements (rights, a clash)."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return StateError(
+        f"{where}: the schema `{SCHEMA}` cannot be read or made there ({reason}); the "
+        f"URL's user needs the right to create the schema (CREATE on the database) or to "
+        f"use `{SCHEMA}` once made"
+    )
 
 
 def unreachable(where: str, error: BaseException) -> StateError:
@@ -236,6 +248,12 @@ class PgStreams:
                             f"version {found}; this one reads up to {SCHEMA_VERSION}): "
                             "update exalate-tui on this machine"
                         )
+        except psycopg.OperationalError as error:
+            self._pool.close()
+            raise unreachable(self._where, error) from None
+        except psycopg.Error as error:
+            self._pool.close()
+            raise refused(self._where, error) from None
         except BaseException:
             self._pool.close()
             raise

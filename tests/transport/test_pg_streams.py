@@ -385,3 +385,16 @@ def test_a_takeover_waits_for_an_apply_in_flight(pg_url: str, streams: list[PgSt
     taker.join(10)
     assert taken == [2] and a.last_applied("c") == 1
     assert time.monotonic() - started > 0.1  # it waited for the apply's commit
+
+
+def test_a_user_without_the_right_to_make_the_schema_is_told_what_it_needs(
+    pg_url: str,
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        (name,) = admin.execute("SELECT current_database()").fetchone() or ("",)
+        admin.execute(f'CREATE ROLE "visitor_{name}" LOGIN')
+        admin.execute(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC')
+    url = pg_url.replace("postgresql://postgres@", f"postgresql://visitor_{name}@")
+    with pytest.raises(StateError, match="needs the right to create the schema") as refused:
+        PgStreams(url)
+    assert f"postgresql://visitor_{name}@" in str(refused.value)
