@@ -9,15 +9,12 @@ regenerated-code screen (`CodeScreen`, `code_bindings`, `compose_code`).
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from textual import events, on, work
 from textual.binding import Binding, BindingType
@@ -35,20 +32,6 @@ from exalate_tui.lifecycle.initiate import save_issued
 
 from .widgets import CodeBox, NodeBar, SubmitScreen
 from .wizard_step import WizardStep
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def write_code_file(directory: Path, name: str, code: str) -> Path:
-    """Write `<directory>/<name>.invitation.txt`, readable by its owner only."""
-    # A connection name may hold '/', spaces or a leading dot; the file name may not.
-    stem = _UNSAFE.sub("_", name).strip("._") or "connection"
-    path = directory / f"{stem}.invitation.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        os.fchmod(file.fileno(), 0o600)  # an older file may have been readable by others
-        file.write(code + "\n")
-    return path
 
 
 @runtime_checkable
@@ -73,7 +56,7 @@ CODE_BINDINGS: list[BindingType] = [
         "write_file",
         "Write to file",
         id="invitation.write",
-        tooltip="Write the code to <connection name>.invitation.txt here (0600)",
+        tooltip="Write the code to a file you choose (0600; default: the home's invitations/)",
     ),
 ]
 
@@ -130,35 +113,23 @@ class HasHome(Protocol):
     home: Home
 
 
-def code_folder(home: Home) -> Path:
-    """Where `w` writes codes: `<home>/invitations/` (0700), never the working directory
-    (under `make run`, a git checkout that would offer the secret for commit)."""
-    folder = home.path / "invitations"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    return folder
-
-
 def write_code(screen: Screen[None], issued: Issued) -> None:
-    """Write the code to a file in the home's `invitations/`, in a thread; the toast says
-    where."""
+    """Ask where to write the code (`WriteCodeScreen`: the home's `invitations/` unless
+    changed) and write it; the toast says where."""
+    from .write_code import WriteCodeScreen
+
     app = screen.app
+    if not isinstance(app, HasHome):
+        screen.notify("This console has no home folder to write into.", severity="error")
+        return
 
-    def write() -> None:
-        try:
-            if not isinstance(app, HasHome):
-                raise OSError("this console has no home folder to write into")
-            path = write_code_file(code_folder(app.home), issued.connection.name, issued.code)
-        except OSError as error:
-            message = f"Could not write the code: {error}"
-            options: dict[str, Any] = {"severity": "error", "timeout": 10}
-        else:
+    def written(path: Path | None) -> None:
+        if path is not None:
             message = f"Wrote the invitation code to {path}"
-            options = {"title": "Invitation code", "timeout": 10}
-        # The toast is raised on the event loop, never from this thread.
-        screen.app.call_from_thread(partial(screen.notify, message, **options))
+            screen.notify(message, title="Invitation code", timeout=10, markup=False)
 
-    screen.run_worker(write, thread=True, group="write-code", exit_on_error=False)
+    name = issued.connection.name
+    app.push_screen(WriteCodeScreen(app.home.path, name, issued.code), written)
 
 
 def _installed(side: str) -> str:

@@ -7,6 +7,7 @@ disk all refuse the same things with the same words; the pydantic models of
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 import uuid
@@ -15,7 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 SHORT_NAME_MAX = 32
 CONNECTION_NAME_MAX = 100
@@ -186,6 +187,20 @@ def normalize_url(value: str) -> str:
     return value.strip().rstrip("/")
 
 
+def loopback_port(url: object) -> int | None:
+    """The explicit port of a URL on this machine's IPv4 loopback (where the node
+    listens by default), else None."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        port, host = parts.port, parts.hostname
+        loopback = host == "localhost" or ipaddress.IPv4Address(host or "").is_loopback
+    except ValueError:
+        return None  # not an IPv4 address, or a URL whose own check says what is wrong
+    return port if loopback else None
+
+
 def check_instance(short_name: str, public_url: str | None) -> tuple[str | None, dict[str, str]]:
     """This instance's short name and public URL, as `cli init` and the first-run screen take them.
 
@@ -234,6 +249,17 @@ class Instance(BaseModel):
     # Where the message streams live: absent, `state.sqlite3`; a PostgreSQL URL, that
     # database (`init --database`; EXALATE_TUI_DATABASE_URL overrides it).
     database: DatabaseUrl | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listen_where_partners_call(cls, data: object) -> object:
+        """A public URL on this machine's loopback with a port (a trial, or a proxy-less
+        test) is where the node must listen: partners would call a port nobody serves."""
+        if isinstance(data, dict) and "listen_port" not in data:
+            port = loopback_port(data.get("public_url"))
+            if port is not None:
+                return {**data, "listen_port": port}
+        return data
 
 
 class TrackerConfig(BaseModel):

@@ -36,6 +36,7 @@ from screens.invitation import InvitationScreen
 from screens.note import NoteScreen
 from screens.public_url import PublicUrlScreen
 from screens.wizard_step import WizardStep
+from screens.write_code import WriteCodeScreen
 
 SIZE = (80, 24)
 pytestmark = pytest.mark.anyio
@@ -261,7 +262,9 @@ async def test_seed_flow_without_url_asks_for_public_url(
         assert clipboards.local == [code]
         assert any("and to the local clipboard" in m for m in messages(app))
 
-        await press(pilot, "w")
+        await press(pilot, "w")  # asks where, offering the home's invitations/
+        assert isinstance(app.screen, WriteCodeScreen)
+        await press(pilot, "enter")
         written = home.path / "invitations" / "snow_to_jira.invitation.txt"
         assert written.read_text() == code + "\n"
         assert stat.S_IMODE(written.stat().st_mode) == 0o600

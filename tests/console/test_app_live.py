@@ -373,7 +373,7 @@ async def test_regenerate_shows_a_new_code_and_the_old_one_stops_working(
         assert isinstance(app.screen, RegeneratedScreen)
         code = app.screen.query_one("#code", TextArea).text
         assert code != old.code
-        await press(pilot, "c", "w")
+        await press(pilot, "c", "w", "enter")
         assert copied == [code, code]
         written = home.path / "invitations" / "snow_to_jira.invitation.txt"
         assert written.read_text() == code + "\n"

@@ -100,6 +100,7 @@ CASES: list[tuple[str, Callable[[Path], Home], list[str], str]] = [
     ("detail", with_pending, ["enter"], "#regenerate"),
     ("delete", with_pending, ["enter", "x"], "#yes"),
     ("regenerated", with_pending, ["enter", "g", "y"], "#done"),
+    ("write code", with_pending, ["enter", "g", "y", "w"], "#write"),
     ("accept", private, ["a"], "#accept"),
     ("tickets", with_ticket, ["t"], "#tickets"),
     ("new ticket", with_ticket, ["t", "n"], "#save"),

@@ -488,6 +488,17 @@ def test_regenerated_code(snap_compare: Compare, frozen: float, size: tuple[int,
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_write_code(
+    snap_compare: Compare, frozen: float, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(Path.cwd()))  # the path offered reads ~/home/invitations/...
+    home = home_with()
+    every_status(home, frozen)
+    run = steps("enter", "g", "y", "w")
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_confirm_new_code(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
     home = home_with()
     every_status(home, frozen)
