@@ -449,11 +449,33 @@ class ExalateApp(App[None]):
         self._open_connections(instance)
 
     def _open_connections(self, instance: Instance) -> None:
-        from screens.connections import ConnectionsScreen
-
         self.instance = instance
         if self.state is None and self.state_problem is None:
+            if self._state_is_remote():
+                # A database may take up to its connect timeout to answer: not on the loop.
+                self._open_remote_state(instance)
+                return
             self._open_state()
+        self._show_connections(instance)
+
+    def _state_is_remote(self) -> bool:
+        from exalate_tui.errors import ExalateError
+        from exalate_tui.transport.storage import database_url
+
+        try:
+            return database_url(self.home) is not None
+        except ExalateError as error:  # EXALATE_TUI_DATABASE_URL does not parse
+            self.state_problem = str(error)
+            return False
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="state")
+    def _open_remote_state(self, instance: Instance) -> None:
+        self._open_state()
+        self.call_from_thread(self._show_connections, instance)
+
+    def _show_connections(self, instance: Instance) -> None:
+        from screens.connections import ConnectionsScreen
+
         self._watch_node()
         self.connections_tab = ConnectionsScreen(self._stores(), self.now)
         self.push_screen(self.connections_tab)
@@ -476,6 +498,7 @@ class ExalateApp(App[None]):
         return Stores(self.home, self.state, self.state_problem, self.sync)
 
     def _open_state(self) -> None:
+        """Open the home's streams (in a thread when they are in a database)."""
         from exalate_tui.errors import ExalateError
         from exalate_tui.transport.storage import open_streams
 

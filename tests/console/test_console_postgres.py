@@ -48,7 +48,9 @@ async def test_the_console_reads_and_writes_the_streams_in_postgresql(
         other.record_ok(cid, when=now[0] - 5)
         app = make_app(home, supervise=False, now=lambda: now[0])
         async with app.run_test(size=SIZE) as pilot:
-            assert isinstance(app.state, PgStreams)
+            # Opened in a thread (a database may be slow to answer), then the tab.
+            await until(pilot, lambda: isinstance(app.state, PgStreams))
+            await until(pilot, lambda: bool(app.screen.query(DataTable)))
             table = app.screen.query_one(DataTable)
             await until(pilot, lambda: table.row_count == 1)
             await until(
@@ -65,3 +67,15 @@ async def test_the_console_reads_and_writes_the_streams_in_postgresql(
         assert [m.kind for m in other.pending(cid)] == ["connection.deactivated"]
     finally:
         other.close()
+
+
+async def test_a_database_out_of_reach_is_said_on_the_tab_not_a_hang(tmp_path: Path) -> None:
+    home = Home(tmp_path / "snow")
+    url = "postgresql://exalate:pw-never-shown@127.0.0.1:1/exalate"  # nothing listens there
+    home.save_instance(Instance(short_name="snow", database=url))
+    app = make_app(home, supervise=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: bool(app.screen.query(DataTable)))
+        assert app.state is None and app.state_problem is not None
+        assert "postgresql://exalate@127.0.0.1:1/exalate: cannot be reached" in app.state_problem
+        assert "pw-never-shown" not in app.state_problem
