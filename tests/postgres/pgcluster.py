@@ -73,7 +73,9 @@ class Cluster:
             self.owner = pwd.getpwnam("postgres")
         except KeyError:
             raise Unavailable("there is no `postgres` user to run initdb as") from None
-        self.directory = Path(tempfile.mkdtemp(prefix="exalate-pg-"))
+        # /tmp itself, whatever TMPDIR says: the `postgres` user must reach the folder
+        # (a root-only TMPDIR would stop it), and a socket's path must stay short.
+        self.directory = Path(tempfile.mkdtemp(prefix="exalate-pg-", dir="/tmp"))
         os.chown(self.directory, self.owner.pw_uid, self.owner.pw_gid)
         self.data = self.directory / "data"
         self.log = self.directory / "server.log"
