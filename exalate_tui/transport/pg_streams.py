@@ -94,6 +94,15 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX signatures_expires ON {SCHEMA}.signatures (expires);
     """,
+    # Which worker burnt a connection's invitation: a code is accepted once across all.
+    4: f"""
+    CREATE TABLE {SCHEMA}.handshakes (
+        cid text PRIMARY KEY,
+        holder text NOT NULL,    -- the worker (host and home) that answered it
+        digest bytea NOT NULL,   -- of the offer it answered: the same one may ask again
+        at double precision NOT NULL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 # Forgotten signatures are swept once per this many first uses.
@@ -542,6 +551,22 @@ class PgStreams:
             ).fetchone()
         return row is not None
 
+    # -- handshakes: an invitation burns once across the workers --------------------
+
+    def claim_handshake(self, cid: str, holder: str, digest: bytes) -> bool:
+        """Whether `holder` may answer this handshake: no worker has, or it did itself
+        for this very offer (a repeat after a lost answer, or a failed store)."""
+        with self._db() as db:
+            row = db.execute(
+                f"""INSERT INTO {SCHEMA}.handshakes AS h (cid, holder, digest, at)
+                VALUES (%s, %s, %s, %s)
+                ON CONFLICT (cid) DO UPDATE SET at = EXCLUDED.at
+                WHERE h.holder = EXCLUDED.holder AND h.digest = EXCLUDED.digest
+                RETURNING 1""",
+                (cid, holder, digest, time.time()),
+            ).fetchone()
+        return row is not None
+
     # -- leases ---------------------------------------------------------------------
 
     def take_lease(self, cid: str, holder: str) -> int | None:
@@ -620,7 +645,7 @@ class PgStreams:
 
     def forget(self, cid: str) -> None:
         with self._db() as db, db.transaction():
-            for table in ("outbox", "inbox", "streams", "leases"):
+            for table in ("outbox", "inbox", "streams", "leases", "handshakes"):
                 db.execute(f"DELETE FROM {SCHEMA}.{table} WHERE cid = %s", (cid,))
 
     def check(self) -> None:

@@ -387,6 +387,9 @@ class SqliteStreams:
     def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
         return None
 
+    def claim_handshake(self, cid: str, holder: str, digest: bytes) -> bool:
+        return True  # one node per home: the home lock decides which handshake wins
+
     def first_use(self, signature: bytes, expires: float) -> bool:
         return True  # one node per home: its ReplayCache has seen everything
 

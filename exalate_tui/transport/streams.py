@@ -183,6 +183,14 @@ class Streams(Protocol):
         """Give the lease up at once (the epoch is kept: a later one is always newer)."""
         ...
 
+    # -- handshakes
+
+    def claim_handshake(self, cid: str, holder: str, digest: bytes) -> bool:
+        """Whether `holder` (a worker: host and home) may burn `cid`'s invitation for the
+        offer with this `digest`: no worker sharing the store has, or it did for that
+        very offer. Always True on a store one home owns."""
+        ...
+
     # -- signatures
 
     def first_use(self, signature: bytes, expires: float) -> bool:

@@ -277,6 +277,36 @@ async def test_a_used_token_is_refused_and_changes_nothing(n: Node) -> None:
 
 
 @pytest.mark.anyio
+async def test_an_invitation_burns_once_whichever_worker_it_reaches(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two workers on one database, each with a copy of the Pending connection: the code
+    accepted by one is refused by the other, as an unknown id is, and its file stays
+    Pending; the same offer again (its answer lost) still gets the first worker's secret."""
+    first = Node(tmp_path / "a", database=pg_url)
+    second = Node(tmp_path / "b", database=pg_url)
+    try:
+        connection, token = first.invite()
+        second.home.save_connection(connection)
+        body = {"cid": connection.id, "tok": token, "short_name": "jira"}
+        won = await first.handshake(body)
+        assert won.status_code == 200
+        lost = await second.handshake(body)
+        unknown = await second.handshake({**body, "cid": str(uuid.uuid4())})
+        assert _answer(lost) == _answer(unknown)
+        assert error_of(lost)["error"] == "invalid_invitation"
+        assert second.home.get_connection(connection.id).status is Status.PENDING
+        again = await first.handshake(body)
+        assert again.status_code == 200 and again.json()["secret"] == won.json()["secret"]
+        assert len(first.state.pending(connection.id)) == 1  # one hello only
+    finally:
+        for node in (first, second):
+            await node.client.aclose()
+            await node.app.state.node.wakeups.aclose()
+            node.state.close()
+
+
+@pytest.mark.anyio
 async def test_a_wrong_token_on_a_used_id_answers_as_an_unknown_id(n: Node) -> None:
     connection, token = n.invite()
     body = {"cid": connection.id, "tok": token, "short_name": "jira"}
