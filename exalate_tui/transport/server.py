@@ -177,12 +177,13 @@ async def serve(
         where = f"[{address}]" if ":" in address else address
         node_claim.record(address, bound)
         log.info(
-            "exalate-tui node %s (%s) listening on http://%s:%d, home %s",
+            "exalate-tui node %s (%s) listening on http://%s:%d, home %s%s",
             __version__,
             instance.short_name if instance else "no instance.toml yet",
             where,
             bound,
             home.path,
+            "" if isinstance(state, SqliteStreams) else f", streams in {state.where}",
         )
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrors(open_files))

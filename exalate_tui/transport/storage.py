@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from exalate_tui.domain.models import check_database, shown_database
+from exalate_tui.domain.models import check_database
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home
 from exalate_tui.transport.streams import StateError, Streams
@@ -42,12 +42,6 @@ def database_url(home: Home) -> str | None:
             ) from None
     instance = home.load_instance()
     return instance.database if instance is not None else None
-
-
-def where(home: Home) -> str:
-    """The store, fit to print: the file's path, or the database without its password."""
-    url = database_url(home)
-    return str(home.state_path) if url is None else shown_database(url)
 
 
 def state_exists(home: Home) -> bool:

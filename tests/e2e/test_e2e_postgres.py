@@ -40,6 +40,7 @@ def test_the_seeds_flow_with_the_public_side_on_postgresql(
     jira.start()
     snow.serving()
     jira.serving()
+    assert f"streams in {checked['database']}" in snow.log.read_text()
 
     code = snow.ok(
         "initiate", "--no-url", "--mode", "script",
