@@ -102,7 +102,15 @@ class Node:
         self.handshaking: dict[str, asyncio.Lock] = {}
         # Damaged files already logged, with the (mtime, size, inode) they had then.
         self.reported: dict[Path, tuple[int, int, int] | None] = {}
-        self.remove_listener = state.on_enqueue(self.wakeups.notify)
+        # This process's enqueues, and (PostgreSQL) other workers' hints, wake the polls.
+        stop_enqueued = state.on_enqueue(self.wakeups.notify)
+        stop_hinted = state.on_hint(self.wakeups.notify)
+
+        def remove_listener() -> None:
+            stop_enqueued()
+            stop_hinted()
+
+        self.remove_listener = remove_listener
         # `/info`'s answer and the (mtime, size, inode) of instance.toml it was read from.
         self._info: tuple[tuple[int, int, int] | None, str] | None = None
 

@@ -22,7 +22,7 @@ number of processes on any number of hosts sharing one database:
 Wake-ups across workers (`pg_wakeups.Hints`): after an append commits, the
 cid is handed to a debounced NOTIFY (never one per message, never inside the
 append's transaction), and one listener connection per worker, outside the
-pool, hears the other workers' cids and calls the `on_enqueue` listeners with
+pool, hears the other workers' cids and calls the `on_hint` listeners with
 them. A hint is only a hint: `data_version` also moves each `POLL_EVERY`
 seconds, and on every call while the listener is down, so a watcher looks
 again by itself.
@@ -218,6 +218,7 @@ class PgStreams:
         self._where = shown_database(url)
         self._listeners: list[Callable[[str], None]] = []
         self._appliers: list[Callable[[str], None]] = []
+        self._hinters: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
         self._uses = 0
         # One connection first, so a database that cannot be reached says why at once
@@ -290,9 +291,13 @@ class PgStreams:
     # -- listeners ------------------------------------------------------------------
 
     def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call `listener(cid)` after each enqueue through this object commits, and when
-        another worker says it enqueued (`pg_wakeups`: in the listener's thread)."""
+        """Call `listener(cid)` after each enqueue through this object commits."""
         return self._add(self._listeners, listener)
+
+    def on_hint(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` when another worker says it enqueued for `cid`
+        (`pg_wakeups.Hints`, in the listener's thread)."""
+        return self._add(self._hinters, listener)
 
     def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(cid)` after a batch with new messages is applied here."""
@@ -320,7 +325,7 @@ class PgStreams:
 
     def _heard(self, cids: Iterable[str]) -> None:
         """Another worker enqueued for these cids (a hint from `Hints`)."""
-        self._call(self._listeners, cids)
+        self._call(self._hinters, cids)
 
     def _notify(self, channel: str, payloads: Sequence[str]) -> None:
         """Send the hints `Hints` gathered: one statement, however many payloads."""

@@ -10,7 +10,7 @@ milliseconds (docs/protocol.md, Runtime). `Hints` does it for one worker:
   burst of appends costs one NOTIFY, not one per message.
 - **Hearing.** One connection per worker, outside the pool, LISTENs on
   `CHANNEL` in a thread of its own and hands the other workers' cids to
-  `heard` (the streams' `on_enqueue` listeners: the node's long-polls, the
+  `heard` (the streams' `on_hint` listeners: the node's long-polls, the
   supervisor's pushers). Its own payloads it skips.
 - **Only a hint.** A NOTIFY sent while the listener's connection is down is
   lost, so `version()` (the streams' `data_version`) also moves every

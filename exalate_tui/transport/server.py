@@ -188,7 +188,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrors(open_files))
         # The doorbell is state.sqlite3's; workers on PostgreSQL hear each other through
-        # their streams' hints (pg_wakeups), which call the node's on_enqueue listener.
+        # their streams' hints (pg_wakeups), which call the node's on_hint listener.
         bell = doorbell_address(home.state_path) if isinstance(state, SqliteStreams) else None
         stop_ringing = node.wakeups.ring_here(bell)
         supervisor = asyncio.create_task(Supervisor(home, state, hooks).run(), name="supervisor")

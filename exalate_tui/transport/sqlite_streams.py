@@ -181,6 +181,10 @@ class SqliteStreams:
 
         return remove
 
+    def on_hint(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Never called: other processes on this file ring the doorbell instead."""
+        return lambda: None
+
     def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(cid)` after a batch with new messages is applied through this
         object: the sync engine reads the inbox at once. Same terms as `on_enqueue`."""

@@ -106,9 +106,14 @@ class Streams(Protocol):
     def close(self) -> None: ...
 
     def on_enqueue(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call `listener(cid)` (in the enqueuing thread) after each enqueue here commits,
-        and (PostgreSQL) when another worker's hint says it enqueued for `cid`;
+        """Call `listener(cid)` (in the enqueuing thread) after each enqueue here commits;
         returns what removes it."""
+        ...
+
+    def on_hint(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(cid)` when another worker sharing the store says it enqueued for
+        `cid` (PostgreSQL's hints; never on a store one home owns); returns what
+        removes it."""
         ...
 
     def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:

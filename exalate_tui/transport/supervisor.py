@@ -264,10 +264,26 @@ class Supervisor:
             # new, activated, deactivated or gone, so look again (coalesced per tick).
             self._rescan_now.set()
 
+    def _hinted(self, cid: str) -> None:
+        """From the hints' thread: wake `cid`'s pusher if this supervisor runs it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self._wake_link, cid)
+
+    def _wake_link(self, cid: str) -> None:
+        link = self._links.get(cid)
+        if link is not None:
+            link.wake.set()
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._rescan_now = asyncio.Event()
         remove = self.state.on_enqueue(self.wake)
+        # Another worker's enqueue: that link's pusher only. No rescan: that worker's
+        # admin changed that worker's files, not this home's.
+        unhint = self.state.on_hint(self._hinted)
         others = DataVersionWatch(self.state)
         await others.start()
         files = self._files_stamp()
@@ -296,6 +312,7 @@ class Supervisor:
                     await asyncio.wait_for(self._rescan_now.wait(), self.watch)
         finally:
             remove()
+            unhint()
             for cid in list(self._links):
                 await self._stop(cid)
             for remote in self._remotes.values():

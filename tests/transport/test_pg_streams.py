@@ -179,7 +179,7 @@ def _heard(state: PgStreams) -> tuple[list[tuple[str, float]], threading.Event]:
         heard.append((cid, time.monotonic()))
         event.set()
 
-    state.on_enqueue(listener)
+    state.on_hint(listener)
     return heard, event
 
 
