@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pgcluster
 import psycopg
+import pytest
 from pgcluster import Cluster
 
 
@@ -29,3 +33,12 @@ def test_a_cluster_restarts_keeping_its_data_and_is_removed_when_stopped(
     finally:
         cluster.stop()
     assert not cluster.directory.exists()
+
+
+def test_without_postgresql_the_reason_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgcluster, "DEBIAN_BINARIES", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pgcluster.Unavailable, match="apt-get install postgresql"):
+        pgcluster.binaries()
