@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "Setting up $(VENV) (the first time takes a minute or two)..."
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 \
-	  && $(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev]' >> $(VENV)/install.log 2>&1 \
+	  && $(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev,postgres]' >> $(VENV)/install.log 2>&1 \
 	  || { cat $(VENV)/install.log; echo "Setting up $(VENV) failed: see above"; exit 1; }
 	@touch $(STAMP)
 

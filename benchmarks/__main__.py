@@ -16,6 +16,8 @@ ALL = ["startup", "headless", "wizard", "handshake", "delivery", "throughput", "
 ALL += ["rules"]
 # ServiceNow on the public side, against the emulator (benchmarks/servicenow.py).
 ALL += ["servicenow"]
+# The public side's streams in PostgreSQL beside state.sqlite3 (benchmarks/postgres.py).
+ALL += ["postgres"]
 
 
 def main() -> int:

@@ -112,8 +112,12 @@ class Pair:
     private_node: subprocess.Popen[bytes]
 
 
-def init_public(home: Path, port: int, short_name: str = "pub") -> None:
-    cli(home, "init", "--short-name", short_name, "--public-url", f"http://{HOST}:{port}")
+def init_public(
+    home: Path, port: int, short_name: str = "pub", database: str | None = None
+) -> None:
+    """`database`: the public side's streams in that PostgreSQL database (`init --database`)."""
+    extra = ["--database", database] if database else []
+    cli(home, "init", "--short-name", short_name, "--public-url", f"http://{HOST}:{port}", *extra)
 
 
 def initiate(public: Path, remote_name: str) -> tuple[str, str]:
@@ -126,12 +130,13 @@ def initiate(public: Path, remote_name: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def pair(prefix: str) -> Iterator[Pair]:
-    """Two nodes with one Active public-private connection, the private side polling."""
+def pair(prefix: str, database: str | None = None) -> Iterator[Pair]:
+    """Two nodes with one Active public-private connection, the private side polling;
+    `database`: the public side's streams in PostgreSQL."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
     public, private = root / "public", root / "private"
     public_port, private_port = free_port(), free_port()
-    init_public(public, public_port)
+    init_public(public, public_port, database=database)
     cli(private, "init", "--short-name", "priv")
     with node(public, public_port) as public_node:
         cid, code = initiate(public, "priv")

@@ -5,7 +5,10 @@
     ├── NotFound                  home/store.py: no connection has that id       (bad input)
     ├── NameTaken                 home/store.py: a connection already has that name (bad input)
     ├── InvitationError           domain/invitation.py: a code that cannot be used (bad input)
-    ├── StateError                transport/streams.py: state.sqlite3 cannot be used
+    ├── StateError                transport/streams.py: the message store (state.sqlite3, or
+    │                             the PostgreSQL database) cannot be used or reached
+    ├── DatabaseUrlError          transport/storage.py: a PostgreSQL URL that does not parse
+    │                             (bad input)
     ├── Gap                       transport/streams.py: a batch starts after a missing message
     ├── RemoteError               transport/client.py: a call to a partner's node failed
     ├── ApiError                  transport/errors.py: the node answers a request with an error

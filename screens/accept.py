@@ -23,7 +23,7 @@ from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 from exalate_tui.domain.models import Connection, shown
 from exalate_tui.flows.accept import AcceptStep, AcceptWizard, Stage
 from exalate_tui.lifecycle.accept import AcceptError, accept
-from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Streams
 
 from .stores import Stores
 from .widgets import ButtonBar, FieldRow, SubmitScreen, TitleBar
@@ -248,7 +248,7 @@ class AcceptScreen(SubmitScreen):
         self.dismiss()
 
     @work(exclusive=True, exit_on_error=False, group="accept")
-    async def _accept(self, state: SqliteStreams) -> None:
+    async def _accept(self, state: Streams) -> None:
         """`accept.accept`: the handshake (or the wait for the initiator), stage by stage."""
         wizard = self.wizard
         assert wizard.invitation is not None  # ACCEPTING is reached with a code

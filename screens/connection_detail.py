@@ -40,7 +40,7 @@ from exalate_tui.flows.sync import ConnectionSync
 from exalate_tui.home.store import NotFound, StoreError
 from exalate_tui.lifecycle import actions
 from exalate_tui.lifecycle.actions import Outcome
-from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Streams
 
 from .confirm_delete import ConfirmDeleteScreen
 from .connections import REFRESH, STYLES
@@ -393,7 +393,7 @@ class ConnectionDetailScreen(Screen[None]):
         self.app.push_screen(ConfirmSwitchScreen(connection), answered)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="action")
-    def _switch(self, state: SqliteStreams) -> None:
+    def _switch(self, state: Streams) -> None:
         from exalate_tui.errors import ExalateError
         from exalate_tui.sync.script import switch_to_script
 
@@ -453,7 +453,7 @@ class ConnectionDetailScreen(Screen[None]):
         self._act(name, self.stores.state)
 
     @work(exclusive=True, exit_on_error=False, group="action")
-    async def _act(self, name: str, state: SqliteStreams) -> None:
+    async def _act(self, name: str, state: Streams) -> None:
         """Run one of `actions.deactivate/activate/delete`; the outcome comes by message."""
         run = {"deactivate": actions.deactivate, "activate": actions.activate}.get(
             name, actions.delete

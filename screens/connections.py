@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -29,7 +30,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 from exalate_tui.domain.live import Contact, Live, LiveState, live_state, node_need
 from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import Home, StoreError
-from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import StateError, Streams
 
 from .stores import Stores, read_tracker_error
 from .widgets import NodeBar, TabBar
@@ -162,7 +163,7 @@ class Reading:
 
 def read_home(
     home: Home,
-    state: SqliteStreams | None,
+    state: Streams | None,
     previous: Signature | None,
     known: Sequence[Connection],
 ) -> Reading:
@@ -185,7 +186,7 @@ def read_home(
 
 
 def _contacts(
-    state: SqliteStreams | None, connections: Sequence[Connection], problems: list[StoreError]
+    state: Streams | None, connections: Sequence[Connection], problems: list[StoreError]
 ) -> dict[str, Contact]:
     """Each connection's last contact; a store that opened but is damaged inside is a
     problem shown above the table, not the end of the console."""
@@ -193,10 +194,13 @@ def _contacts(
         return {}
     try:
         return {c.id: state.contact(c.id) for c in connections}
+    except StateError as error:  # a database that cannot be reached now
+        problems.append(StoreError(Path(state.where), str(error).removeprefix(f"{state.where}: ")))
+        return {}
     except sqlite3.DatabaseError as error:
         problems.append(
             StoreError(
-                state.path,
+                Path(state.where),
                 f"the message store is damaged ({error}); move it aside and restart the "
                 "console (undelivered messages in it would be lost)",
             )

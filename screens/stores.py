@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from exalate_tui.home.store import Home
-from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Streams
 
 if TYPE_CHECKING:
     # Loaded when a sync view first reads: the Connections tab's first frame needs none.
@@ -61,7 +61,7 @@ class Stores:
     """The home, and its `state.sqlite3` as the console opened it, or why it could not."""
 
     home: Home
-    state: SqliteStreams | None
+    state: Streams | None
     state_problem: str | None
     sync: SyncAccess | None = field(default=None, compare=False)
 

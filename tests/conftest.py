@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import textual.constants
+from pgcluster import Cluster, Unavailable  # tests/postgres (pytest's pythonpath)
 from pytest_textual_snapshot import SVGImageExtension
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
@@ -421,3 +422,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.xdist_group("nodes"))
+
+
+# -- PostgreSQL ---------------------------------------------------------------------
+
+
+# Why PostgreSQL could not be started in this process, for the run's last lines.
+_NO_POSTGRES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL per test process (each xdist worker starts its own),
+    stopped and removed at the end. Missing PostgreSQL skips the tests that need it,
+    loudly (each skip, and a banner at the end); under CI (CI set) it fails them
+    instead: there it must run."""
+    try:
+        cluster = Cluster().start()
+    except Unavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {error}", pytrace=False)
+        _NO_POSTGRES.append(str(error))
+        pytest.skip(f"POSTGRESQL UNAVAILABLE, its tests did not run: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Cluster) -> str:
+    """The URL of a fresh database of the session's cluster, for this test alone."""
+    return postgres.database()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _NO_POSTGRES:
+        terminalreporter.write_sep(
+            "!", "PostgreSQL could not be started: its tests were SKIPPED", red=True, bold=True
+        )
+        terminalreporter.write_line(_NO_POSTGRES[0])

@@ -1,7 +1,7 @@
 """The `exalate-tui` entry point: the console, and the headless commands (README.md).
 
 Each group of commands is a module here (`setup`, `connections`, `node`,
-`tickets`, `sync`, `rules`, `tracker`): small functions taking the parsed arguments and the
+`tickets`, `sync`, `rules`, `tracker`, `db`): small functions taking the parsed arguments and the
 home, and a `register` that adds their parsers; `_parser` calls each
 `register`. The commands drive
 the same objects the console does (`InitiateWizard`, `Home`), so both refuse
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from exalate_tui import __version__
-from exalate_tui.cli import connections, node, rules, setup, sync, tickets, tracker
+from exalate_tui.cli import connections, db, node, rules, setup, sync, tickets, tracker
 from exalate_tui.cli.common import PROG, inert, options
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, StoreError
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.set_defaults(run=cmd_console)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
-    for group in (setup, node, connections, tickets, sync, rules, tracker):
+    for group in (setup, node, connections, tickets, sync, rules, tracker, db):
         group.register(commands, home, home_json)
     return parser
 

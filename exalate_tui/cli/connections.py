@@ -21,16 +21,17 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def contacts(home: Home, connections: list[Connection]) -> tuple[dict[str, Contact], str | None]:
-    """Each connection's last contact and error from state.sqlite3, or why it could not be
-    read; a home without the file yet has no contacts (it is not created here)."""
+    """Each connection's last contact and error from the streams' store, or why it could
+    not be read; a home without state.sqlite3 yet has no contacts (it is not created here)."""
     import sqlite3
 
-    from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
+    from exalate_tui.transport.storage import open_streams, state_exists
+    from exalate_tui.transport.streams import StateError
 
-    if not connections or not home.state_path.exists():
+    if not connections or not state_exists(home):
         return {}, None
     try:
-        state = SqliteStreams(home.state_path)
+        state = open_streams(home, hints=False)
         try:
             return {c.id: state.contact(c.id) for c in connections}, None
         finally:
@@ -148,11 +149,11 @@ def cmd_connections_activate(args: argparse.Namespace, home: Home) -> int:
 def _connection_action(args: argparse.Namespace, home: Home, name: str, done: str) -> int:
     """Run `actions.<name>`, which also tells the partner (docs/protocol.md)."""
     from exalate_tui.lifecycle import actions
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.storage import open_streams
 
     connection = find(home, args.id)
     home.ensure()
-    state = SqliteStreams(home.state_path)
+    state = open_streams(home, hints=False)
     try:
         # By the full id just resolved, so a prefix cannot hit a newer file.
         outcome = run_async(getattr(actions, name)(home, state, connection.id))

@@ -223,11 +223,11 @@ def cmd_test(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_set_mode(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.sync.script import SwitchRefused, switch_to_script
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.storage import open_streams
 
     connection = find(home, args.id)
     home.ensure()
-    streams = SqliteStreams(home.state_path)
+    streams = open_streams(home, hints=False)
     try:
         updated, switched = switch_to_script(home, connection.id, streams)
     except SwitchRefused as error:

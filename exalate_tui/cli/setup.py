@@ -6,6 +6,7 @@ same words."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -18,7 +19,7 @@ from exalate_tui.cli.common import (
     require_instance,
     run_async,
 )
-from exalate_tui.domain.models import Instance, check_instance
+from exalate_tui.domain.models import Instance, check_database, check_instance, shown_database
 from exalate_tui.flows.accept import AcceptWizard, Stage
 from exalate_tui.flows.initiate import InitiateWizard, Step
 from exalate_tui.home.store import Home
@@ -38,23 +39,41 @@ FLAGS = {
 
 def cmd_init(args: argparse.Namespace, home: Home) -> int:
     public_url, problems = check_instance(args.short_name, args.public_url)
+    database = args.database
+    if database:
+        try:
+            database = check_database(database)
+        except ValueError as error:
+            problems["database"] = str(error)
     if problems:
         words = {
             "short_name": "--short-name: this instance's short name",
             "public_url": "--public-url: this instance's public URL",
+            "database": "--database: the PostgreSQL URL",
         }
         raise BadInput("\n".join(f"{words[f]} {reason}." for f, reason in problems.items()))
 
     current = home.load_instance()
     if current is None:
-        instance = Instance(short_name=args.short_name, public_url=public_url or None)
+        instance = Instance(
+            short_name=args.short_name, public_url=public_url or None, database=database or None
+        )
     else:
         update: dict[str, Any] = {"short_name": args.short_name}
         if public_url is not None:  # absent keeps it, "" removes it
             update["public_url"] = public_url or None
+        if database is not None:  # the same
+            update["database"] = database or None
         instance = current.model_copy(update=update)
+    moved = database is not None and (current.database if current else None) != (database or None)
     home.save_instance(instance)
     print(f"Saved {inert(home.instance_path)}")
+    if moved and home.state_path.exists():
+        print(
+            f"{PROG} init: warning: {inert(home.state_path)} is left as it was: messages "
+            "not yet delivered from it are not moved to the new store",
+            file=sys.stderr,
+        )
     print(f"  short name: {inert(instance.short_name)}")
     print(
         f"  public URL: {inert(instance.public_url)}"
@@ -62,6 +81,17 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
         else "  public URL: none (partners cannot call this instance; "
         "set one with --public-url to invite private partners)"
     )
+    from exalate_tui.transport.storage import ENV
+
+    if os.environ.get(ENV, "").strip():
+        print(f"  streams: PostgreSQL, from {ENV} (it overrides instance.toml)")
+    elif instance.database:
+        print(
+            f"  streams: PostgreSQL, {inert(shown_database(instance.database))} "
+            f"(its schema: `{PROG} db migrate`, reachable: `{PROG} db check`)"
+        )
+    else:
+        print(f"  streams: {inert(home.state_path)}")
     return 0
 
 
@@ -111,7 +141,8 @@ def cmd_initiate(args: argparse.Namespace, home: Home) -> int:
 
 def cmd_accept(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.lifecycle.accept import accept
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.storage import open_streams
+    from exalate_tui.transport.streams import Streams
 
     text = _read_code(args.code)
     wizard = AcceptWizard(home.load_instance(), home.load_connections().connections)
@@ -142,12 +173,12 @@ def cmd_accept(args: argparse.Namespace, home: Home) -> int:
         elif stage is Stage.CONNECTED:
             print("Connected: the first message was delivered.")
 
-    opened: list[SqliteStreams] = []
+    opened: list[Streams] = []
 
-    def open_state() -> SqliteStreams:
+    def open_state() -> Streams:
         # Opened only once there is something to store: a refused accept writes nothing.
         home.ensure()
-        opened.append(SqliteStreams(home.state_path))
+        opened.append(open_streams(home, hints=False))
         return opened[-1]
 
     try:
@@ -253,6 +284,13 @@ def register(
         "--public-url",
         metavar="URL",
         help="where partners reach this instance; '' removes it (default: keep)",
+    )
+    init.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the message streams in this PostgreSQL database "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE), for several node workers; "
+        "'' goes back to state.sqlite3 (default: keep). $EXALATE_TUI_DATABASE_URL overrides it",
     )
     init.set_defaults(run=cmd_init)
 

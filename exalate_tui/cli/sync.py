@@ -65,7 +65,7 @@ async def _ticket_exists(tracker: Tracker, key: str) -> None:
 def _ask(home: Home, action: str, cid: str | None, key: str | None, arg: str | None) -> str:
     """Queue the request; run the engine here if no other process does. What happened."""
     from exalate_tui.sync.engine import Engine, EngineLock
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.storage import open_streams
 
     store = open_store(home)
     try:
@@ -75,7 +75,7 @@ def _ask(home: Home, action: str, cid: str | None, key: str | None, arg: str | N
                 return "The running node (or console) takes it within a second."
 
             async def run() -> None:
-                streams = SqliteStreams(home.state_path)
+                streams = open_streams(home, hints=False)
                 tracker = open_tracker(home)
                 try:
                     await Engine(home, streams, tracker, store).settle()
@@ -218,14 +218,14 @@ def status_of(home: Home, connection: Connection, store: SyncStore, streams: Any
 
 
 def cmd_status(args: argparse.Namespace, home: Home) -> int:
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.storage import open_streams
 
     if args.connection:
         connections = [find(home, args.connection)]
     else:
         connections = [c for c in home.load_connections().connections if syncs(c)]
     home.ensure()
-    store, streams = open_store(home), SqliteStreams(home.state_path)
+    store, streams = open_store(home), open_streams(home, hints=False)
     try:
         states = [status_of(home, c, store, streams) for c in connections]
     finally:

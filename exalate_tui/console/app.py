@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from exalate_tui.protocol.api import UrlCheck
     from exalate_tui.trackers.adapter import Ticket, Tracker
     from exalate_tui.transport.background import Status as NodeStatus
-    from exalate_tui.transport.sqlite_streams import SqliteStreams
+    from exalate_tui.transport.streams import Streams
     from exalate_tui.transport.supervisor import Supervisor
     from screens.connection_detail import ConnectionDetailScreen
     from screens.connections import ConnectionsScreen
@@ -158,7 +158,7 @@ class ExalateApp(App[None]):
         # Every code issued while the console was open, printed on exit.
         self.issued: list[Issued] = []
         # state.sqlite3, opened with the Connections tab; None when it cannot be used.
-        self.state: SqliteStreams | None = None
+        self.state: Streams | None = None
         self.state_problem: str | None = None
         self.supervisor: Supervisor | None = None
         # tracker.sqlite3, opened with the Tickets tab; None when it cannot be used.
@@ -451,11 +451,33 @@ class ExalateApp(App[None]):
         self._open_connections(instance)
 
     def _open_connections(self, instance: Instance) -> None:
-        from screens.connections import ConnectionsScreen
-
         self.instance = instance
         if self.state is None and self.state_problem is None:
+            if self._state_is_remote():
+                # A database may take up to its connect timeout to answer: not on the loop.
+                self._open_remote_state(instance)
+                return
             self._open_state()
+        self._show_connections(instance)
+
+    def _state_is_remote(self) -> bool:
+        from exalate_tui.errors import ExalateError
+        from exalate_tui.transport.storage import database_url
+
+        try:
+            return database_url(self.home) is not None
+        except ExalateError as error:  # EXALATE_TUI_DATABASE_URL does not parse
+            self.state_problem = str(error)
+            return False
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="state")
+    def _open_remote_state(self, instance: Instance) -> None:
+        self._open_state()
+        self.call_from_thread(self._show_connections, instance)
+
+    def _show_connections(self, instance: Instance) -> None:
+        from screens.connections import ConnectionsScreen
+
         self._watch_node()
         self.connections_tab = ConnectionsScreen(self._stores(), self.now)
         self.push_screen(self.connections_tab)
@@ -478,12 +500,14 @@ class ExalateApp(App[None]):
         return Stores(self.home, self.state, self.state_problem, self.sync)
 
     def _open_state(self) -> None:
-        from exalate_tui.transport.sqlite_streams import SqliteStreams, StateError
+        """Open the home's streams (in a thread when they are in a database)."""
+        from exalate_tui.errors import ExalateError
+        from exalate_tui.transport.storage import open_streams
 
         try:
             self.home.ensure()
-            self.state = SqliteStreams(self.home.state_path)
-        except (StateError, OSError) as error:
+            self.state = open_streams(self.home)
+        except (ExalateError, OSError) as error:
             self.state_problem = str(error)
 
     # -- the Tickets tab ------------------------------------------------------
@@ -540,7 +564,7 @@ class ExalateApp(App[None]):
     # -- the supervisor: this home's pollers and pushers --------------------
 
     @work(exclusive=True, exit_on_error=False, group="supervisor")
-    async def _supervise(self, state: SqliteStreams) -> None:
+    async def _supervise(self, state: Streams) -> None:
         """Run `runtime.Supervisor` for as long as the console is open (docs/architecture.md).
 
         Its per-connection locks make it skip connections that a running

@@ -136,6 +136,52 @@ def check_url(value: str) -> str:
     return value
 
 
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def check_database(value: str) -> str:
+    """A PostgreSQL URL (`postgresql://user:password@host:port/database`, libpq's form;
+    `?host=/run/postgresql` for a Unix socket); the reason names what is wrong."""
+    value = value.strip()
+    if not value:
+        raise ValueError("is required, e.g. postgresql://exalate@db.example.com/exalate")
+    if len(value) > URL_MAX:
+        raise ValueError(f"must be at most {URL_MAX} characters")
+    if _CONTROL.search(value) or " " in value or _invisible(value, joiners=False):
+        raise ValueError("must not contain spaces, control or invisible characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the port)") from None
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise ValueError(
+            "must start with postgresql://, e.g. postgresql://exalate@db.example.com/exalate"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError(
+            "must name a host (postgresql://USER@HOST/DATABASE) or a socket folder "
+            "(?host=/run/postgresql)"
+        )
+    return value
+
+
+def shown_database(url: str) -> str:
+    """The database a URL names, fit to print: user, host, port and database, never the
+    password (nor any other query parameter but the socket folder)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the PostgreSQL database (its URL does not parse)"
+    user = f"{parts.username}@" if parts.username else ""
+    port_part = f":{port}" if port else ""
+    if parts.hostname:
+        return shown(f"postgresql://{user}{parts.hostname}{port_part}{parts.path or '/'}")
+    socket = next((p[5:] for p in parts.query.split("&") if p.startswith("host=")), "")
+    return shown(f"postgresql://{user}{parts.path or '/'}?host={socket}{port_part}")
+
+
 def normalize_url(value: str) -> str:
     """The URL as stored: no trailing slash, so paths join cleanly."""
     return value.strip().rstrip("/")
@@ -190,6 +236,7 @@ Description = Annotated[
 Url = Annotated[str, AfterValidator(check_url)]
 # A ServiceNow table or column name.
 TableName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,79}$")]
+DatabaseUrl = Annotated[str, AfterValidator(check_database)]
 
 
 class Instance(BaseModel):
@@ -201,6 +248,9 @@ class Instance(BaseModel):
     public_url: Url | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=7917, ge=1, le=65535)
+    # Where the message streams live: absent, `state.sqlite3`; a PostgreSQL URL, that
+    # database (`init --database`; EXALATE_TUI_DATABASE_URL overrides it).
+    database: DatabaseUrl | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -38,14 +38,15 @@ from exalate_tui.lifecycle.acceptance import LABELS, Stage, problems
 from exalate_tui.lifecycle.handshake import GRACE, greet
 from exalate_tui.transport.client import Remote, RemoteError
 from exalate_tui.transport.delivery import deliver
-from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.storage import database_url, state_exists
+from exalate_tui.transport.streams import Streams
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Stage], object]
-# The console passes its open SqliteStreams; the CLI passes an opener, so that a
+# The console passes its open streams; the CLI passes an opener, so that a
 # refused accept does not even create `state.sqlite3`.
-StateSource = SqliteStreams | Callable[[], SqliteStreams]
+StateSource = Streams | Callable[[], Streams]
 
 
 class AcceptError(ExalateError):
@@ -103,17 +104,25 @@ def _probe(home: Home) -> None:
             ) from None
 
 
-def _open_state(home: Home, state: StateSource) -> SqliteStreams | None:
-    """The state, opened now when it exists (a damaged one fails here, before the
-    handshake); None when it is to be made once there is something to store."""
-    if isinstance(state, SqliteStreams):
+def _open_state(home: Home, state: StateSource) -> Streams | None:
+    """The state, opened now when it exists (a damaged one, or a database that cannot
+    be reached, fails here, before the handshake); None when it is to be made once
+    there is something to store."""
+    if not callable(state):
         return state
-    if not home.state_path.exists():
+    if not state_exists(home):
         return None
     try:
         opened = state()
     except ExalateError as error:
         raise AcceptError(f"{error}; the code is still unused.", bad_input=False) from None
+    if database_url(home) is not None:
+        try:
+            opened.check()
+        except ExalateError as error:
+            opened.close()
+            raise AcceptError(f"{error}; the code is still unused.", bad_input=False) from None
+        return opened
     problem = _damage(home)
     if problem is not None:
         opened.close()
@@ -198,13 +207,13 @@ async def accept(
 
 def _store(
     home: Home, state_source: StateSource, connection: Connection
-) -> tuple[SqliteStreams, Connection]:
+) -> tuple[Streams, Connection]:
     """After the handshake: hello enqueued (once, even on a second try), then the file."""
-    if isinstance(state_source, SqliteStreams):
-        state = state_source
-    else:
+    if callable(state_source):
         home.ensure()
         state = state_source()
+    else:
+        state = state_source
     # hello first: once the file says Active anything may be enqueued, and hello is seq 1.
     # An earlier try that stopped before the file was written left it there already.
     if not state.pending(connection.id, 0, 1):

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import threading
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,11 @@ def made_active(connection: Connection, secret: SecretStr, remote_name: str | No
     return connection
 
 
+def _worker(home: Home) -> str:
+    """This worker as a handshake's holder: its host and home, the same across restarts."""
+    return f"{socket.gethostname()}:{home.path.resolve()}"
+
+
 def greet(state: Streams, connection: Connection) -> int:
     """Enqueue hello, seq 1 of this side's stream: it carries our short name, and its
     delivery proves the secret works both ways."""
@@ -148,6 +154,11 @@ def take_invitation(
         expires = connection.token_expires
         if expires is not None and now >= expires.timestamp():
             raise HandshakeRefused("invitation_expired", "this invitation has expired")
+        # Workers sharing the store: the first to get here burns it for all of them (the
+        # others hold stale copies of the file). Answered as an unknown id, as a used one is.
+        # Under the home lock, but it touches no stream's row: no apply waits on it.
+        if not state.claim_handshake(offer.cid, _worker(home), _offer_digest(offer)):
+            raise invalid
         made_active(connection, SecretStr(secrets.token_urlsafe(32)), offer.short_name)
         if offer.url and connection.topology is Topology.PUBLIC_PUBLIC:
             # The URL this side verified when initiating is proven reachable from here;

@@ -66,7 +66,8 @@ class WireMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seq: int = Field(ge=1, le=MAX_SEQ)
-    kind: str = Field(min_length=1, max_length=100)
+    # No NUL: PostgreSQL's text cannot hold one (a store must take every kind it is sent).
+    kind: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$")
     body: Annotated[JsonValue, AfterValidator(_finite)] = None
 
 

@@ -59,7 +59,7 @@ from exalate_tui.trackers.adapter import (
     Tracker,
     TrackerError,
 )
-from exalate_tui.transport.streams import Message, Streams
+from exalate_tui.transport.streams import Message, StateError, Streams
 from exalate_tui.transport.supervisor import FileLock
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,11 @@ class Engine:
                     if not error.unavailable:
                         raise
                     await asyncio.to_thread(self._tracker_down, str(error))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_CAP)
+                    continue
+                except StateError as error:  # the streams' database out of reach: an outage
+                    log.warning("sync step: %s; retrying in %.0f s", error, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_CAP)
                     continue

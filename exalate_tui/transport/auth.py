@@ -110,9 +110,10 @@ class Signatures:
         query: bytes,
         body: bytes,
         now: float,
-    ) -> None:
+    ) -> tuple[bytes, int]:
         """Raise 401 unless `header` signs this request under `secret`, freshly, for the
-        first time; an unknown connection (`secret` None) costs the same work."""
+        first time here; an unknown connection (`secret` None) costs the same work.
+        Returns the signature and its timestamp (for the workers' shared memory)."""
         valid = signing.verify(
             secret or _NO_SECRET, header, method, path, query.decode("latin-1"), body, now=now
         )
@@ -120,5 +121,7 @@ class Signatures:
             raise unauthorized()
         stamp = _STAMP.search(header.strip())
         assert stamp is not None  # verify() accepted the header's form
-        if not self.replays.admit(cid, bytes.fromhex(stamp.group(2)), int(stamp.group(1)), now):
+        signature, ts = bytes.fromhex(stamp.group(2)), int(stamp.group(1))
+        if not self.replays.admit(cid, signature, ts, now):
             raise unauthorized()
+        return signature, ts

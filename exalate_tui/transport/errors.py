@@ -6,6 +6,7 @@ offending value into a detail.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 
 from exalate_tui.errors import ExalateError
 from exalate_tui.protocol import signing
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(ExalateError):
@@ -64,6 +67,19 @@ def clock_off(skew: int) -> ApiError:
 def unavailable() -> ApiError:
     return ApiError(
         503, "unavailable", "this node cannot read its configuration; its admin must see its log"
+    )
+
+
+def store_unreachable(error: Exception) -> ApiError:
+    """The message store failed for now (a PostgreSQL restart, a network cut): 503, retry.
+
+    Logged as one line, without a traceback: it is an outage, not a bug."""
+    log.warning("a request met the message store out of reach: %s", error)
+    return ApiError(
+        503,
+        "unavailable",
+        "this node cannot reach its message store now; retry shortly",
+        headers={"Retry-After": "1"},
     )
 
 

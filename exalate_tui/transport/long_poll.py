@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from exalate_tui.protocol.api import PREFIX
 from exalate_tui.protocol.wire import FetchQuery
-from exalate_tui.transport.errors import ApiError, error_response, problems
+from exalate_tui.transport.errors import ApiError, error_response, problems, store_unreachable
 from exalate_tui.transport.routes import (
     MAX_BATCH_BYTES,
     MAX_OTHER_BYTES,
@@ -38,6 +38,7 @@ from exalate_tui.transport.routes import (
     receive_body,
     refuse_deactivated,
 )
+from exalate_tui.transport.streams import StateError
 
 if TYPE_CHECKING:
     from exalate_tui.transport.node import Node
@@ -153,5 +154,7 @@ def _failed(scope: Scope, error: Exception) -> Response:
     handlers, for the routes FastAPI serves)."""
     if isinstance(error, ApiError):
         return error_response(error)
+    if isinstance(error, StateError):
+        return error_response(store_unreachable(error))
     log.error("%s %s failed", scope["method"], scope["path"], exc_info=error)
     return error_response(ApiError(500, "internal", "the node failed; see its log"))

@@ -29,6 +29,7 @@ from exalate_tui import __version__
 from exalate_tui.domain.invitation import hash_token, token_matches
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.protocol.wire import Info
 from exalate_tui.transport.auth import Signatures
@@ -37,6 +38,7 @@ from exalate_tui.transport.errors import (
     ApiError,
     error_response,
     problems,
+    store_unreachable,
     unauthorized,
     unavailable,
 )
@@ -44,7 +46,7 @@ from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.limits import BODY_DEADLINE, BodyBudget
 from exalate_tui.transport.long_poll import NodeApp
 from exalate_tui.transport.routes import router
-from exalate_tui.transport.streams import Streams
+from exalate_tui.transport.streams import StateError, Streams
 from exalate_tui.transport.wakeups import WATCH, Wakeups
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,15 @@ class Node:
         self.handshaking: dict[str, asyncio.Lock] = {}
         # Damaged files already logged, with the (mtime, size, inode) they had then.
         self.reported: dict[Path, tuple[int, int, int] | None] = {}
-        self.remove_listener = state.on_enqueue(self.wakeups.notify)
+        # This process's enqueues, and (PostgreSQL) other workers' hints, wake the polls.
+        stop_enqueued = state.on_enqueue(self.wakeups.notify)
+        stop_hinted = state.on_hint(self.wakeups.notify)
+
+        def remove_listener() -> None:
+            stop_enqueued()
+            stop_hinted()
+
+        self.remove_listener = remove_listener
         # `/info`'s answer and the (mtime, size, inode) of instance.toml it was read from.
         self._info: tuple[tuple[int, int, int] | None, str] | None = None
 
@@ -209,8 +219,15 @@ class Node:
         """
         connection = found[0] if found else None
         secret = connection.secret.get_secret_value() if connection and connection.secret else None
-        self.signatures.check(cid, secret, header, method, path, query, body, time.time())
+        signature, ts = self.signatures.check(
+            cid, secret, header, method, path, query, body, time.time()
+        )
         assert found is not None  # check() refuses a connection without a secret
+        # Workers sharing the store: a signature another worker accepted is a replay too.
+        if self.state.workers and not await asyncio.to_thread(
+            self.state.first_use, signature, ts + signing.MAX_SKEW
+        ):
+            raise unauthorized()
         if record:
             await self.record_contact(cid)
         return found
@@ -273,6 +290,10 @@ def create_app(home: Home, state: Streams, hooks: Hooks, *, watch: float = WATCH
         # The caller went away mid-body (killed, cut off): nobody reads this answer,
         # and nothing was applied; it resends from its cursor. Not a failure of ours.
         return error_response(ApiError(400, "bad_request", "the request body did not arrive"))
+
+    @app.exception_handler(StateError)
+    async def store_out_of_reach(request: Request, error: StateError) -> JSONResponse:
+        return error_response(store_unreachable(error))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, error: Exception) -> JSONResponse:

@@ -35,8 +35,7 @@ from exalate_tui.protocol.wire import (
 )
 from exalate_tui.transport.errors import ApiError, problems, unavailable
 from exalate_tui.transport.hooks import HandshakeRefused, invalid_invitation
-from exalate_tui.transport.sqlite_streams import Gap
-from exalate_tui.transport.streams import Message, Streams, within_budget
+from exalate_tui.transport.streams import Gap, Message, Streams, within_budget
 
 if TYPE_CHECKING:
     from exalate_tui.transport.limits import Turn

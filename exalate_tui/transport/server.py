@@ -30,6 +30,7 @@ from exalate_tui.transport.gate import KEEP_ALIVE, RESERVED_FILES, AcceptErrors,
 from exalate_tui.transport.hooks import Hooks
 from exalate_tui.transport.node import Node, create_app
 from exalate_tui.transport.sqlite_streams import SqliteStreams, doorbell_address
+from exalate_tui.transport.storage import open_streams
 from exalate_tui.transport.streams import Streams
 from exalate_tui.transport.supervisor import Supervisor
 from exalate_tui.transport.wakeups import Wakeups
@@ -148,7 +149,7 @@ async def serve(
         node_claim.release()
         raise
     try:
-        state = SqliteStreams(home.state_path)
+        state = open_streams(home)
     except BaseException:
         sock.close()
         node_claim.release()
@@ -176,16 +177,20 @@ async def serve(
         where = f"[{address}]" if ":" in address else address
         node_claim.record(address, bound)
         log.info(
-            "exalate-tui node %s (%s) listening on http://%s:%d, home %s",
+            "exalate-tui node %s (%s) listening on http://%s:%d, home %s%s",
             __version__,
             instance.short_name if instance else "no instance.toml yet",
             where,
             bound,
             home.path,
+            "" if isinstance(state, SqliteStreams) else f", streams in {state.where}",
         )
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(AcceptErrors(open_files))
-        stop_ringing = node.wakeups.ring_here(doorbell_address(home.state_path))
+        # The doorbell is state.sqlite3's; workers on PostgreSQL hear each other through
+        # their streams' hints (pg_wakeups), which call the node's on_hint listener.
+        bell = doorbell_address(home.state_path) if isinstance(state, SqliteStreams) else None
+        stop_ringing = node.wakeups.ring_here(bell)
         supervisor = asyncio.create_task(Supervisor(home, state, hooks).run(), name="supervisor")
         # Polling nobody is no node at all: a crashed supervisor stops the node, loudly.
         supervisor.add_done_callback(lambda _: setattr(server, "should_exit", True))

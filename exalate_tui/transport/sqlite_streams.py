@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+__all__ = ["SCHEMA_VERSION", "Gap", "SqliteStreams", "StateError", "doorbell_address"]
+
 from exalate_tui.domain.live import Contact
-from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import create_private
 from exalate_tui.transport.doorbell import doorbell_address
-from exalate_tui.transport.streams import Message, compact, quoted
+
+# Gap and StateError are every store's (streams.py); imported from here too.
+from exalate_tui.transport.streams import Gap, Message, StateError, compact, quoted
 
 # The schema's version, kept in `PRAGMA user_version`: 1 is the tables below.
 SCHEMA_VERSION = 1
@@ -111,23 +114,14 @@ def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]])
         db.execute(f"INSERT INTO {into} VALUES {values}", [value for row in chunk for value in row])
 
 
-class StateError(ExalateError):
-    """`state.sqlite3` cannot be used; str() names the file and what to do."""
-
-
-class Gap(ExalateError):
-    """A batch starts after a missing message: resend from `last_applied + 1`."""
-
-    def __init__(self, last_applied: int) -> None:
-        self.last_applied = last_applied
-        super().__init__(f"messages after {last_applied} are missing; resend from there")
-
-
 class SqliteStreams:
     """One open `state.sqlite3`; safe to share between threads of a process.
 
     The SQLite implementation of `streams.Streams`.
     """
+
+    lease_ttl = 0.0  # its leases are the home's flock: nothing runs out
+    workers = False  # one node serves a home: its own memory of signatures is all of it
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -158,6 +152,10 @@ class SqliteStreams:
         self._doorbell = doorbell_address(path)
         self._bell: socket.socket | None = None
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -182,6 +180,10 @@ class SqliteStreams:
                     self._listeners.remove(listener)
 
         return remove
+
+    def on_hint(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Never called: other processes on this file ring the doorbell instead."""
+        return lambda: None
 
     def on_apply(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call `listener(cid)` after a batch with new messages is applied through this
@@ -284,6 +286,10 @@ class SqliteStreams:
     def last_seq(self, cid: str) -> int:
         return self._read_int("SELECT last_seq FROM streams WHERE cid = ?", cid)
 
+    def last_seqs(self, cids: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {cid: self.last_seq(cid) for cid in cids}
+
     def backlog(self, cid: str, *, inbox_after: int | None = None) -> tuple[int, float | None]:
         """Outbox messages not yet acknowledged and when the oldest was queued; with
         `inbox_after`, inbox messages after that seq and when the oldest arrived."""
@@ -320,6 +326,8 @@ class SqliteStreams:
         cid: str,
         messages: Sequence[Message],
         effect: Callable[[Message], None] | None = None,
+        *,
+        epoch: int | None = None,  # a file's leases are its home's flock: nothing to check
     ) -> int:
         """Apply a batch once, in order, in one transaction; returns the new cursor.
 
@@ -371,6 +379,23 @@ class SqliteStreams:
 
     def inbox(self, cid: str, after: int = 0, limit: int = 1000) -> list[Message]:
         return self._read_messages("inbox", cid, after, limit)
+
+    # -- leases: a file belongs to one home, whose flock (locks/<cid>.lock) fences ----
+
+    def take_lease(self, cid: str, holder: str) -> int | None:
+        return 0
+
+    def renew_lease(self, cid: str, holder: str, epoch: int) -> bool:
+        return True
+
+    def drop_lease(self, cid: str, holder: str, epoch: int) -> None:
+        return None
+
+    def claim_handshake(self, cid: str, holder: str, digest: bytes) -> bool:
+        return True  # one node per home: the home lock decides which handshake wins
+
+    def first_use(self, signature: bytes, expires: float) -> bool:
+        return True  # one node per home: its ReplayCache has seen everything
 
     def prune_inbox(self, cid: str, upto: int, kinds: Iterable[str]) -> int:
         """Drop applied messages of these kinds up to `upto` (the layer above is done with

@@ -23,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,7 +43,7 @@ from exalate_tui.protocol import kinds
 from exalate_tui.transport.contact import ContactThrottle
 from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.hooks import Hooks
-from exalate_tui.transport.streams import Message, Streams, within_budget
+from exalate_tui.transport.streams import LeaseLost, Message, Streams, within_budget
 from exalate_tui.transport.wakeups import DataVersionWatch
 
 if TYPE_CHECKING:
@@ -183,6 +186,10 @@ class _Link:
     connection: Connection
     lock: ConnectionLock
     fingerprint: tuple[object, ...]
+    # The store's lease on the connection (`Streams.take_lease`): 0 where the home's flock
+    # is all it takes (state.sqlite3); a fencing epoch on PostgreSQL, checked on apply.
+    epoch: int = 0
+    lost: bool = False  # another worker took the lease: the rescan stops this link
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Set while the poller acknowledges a partner's `connection.deleted`: applying it
@@ -232,6 +239,8 @@ class Supervisor:
         self._rescan_now: asyncio.Event | None = None
         # How often each connection's jobs stopped on a bug (and were restarted).
         self.crashes: dict[str, int] = {}
+        # This supervisor as a lease holder, unique across workers and restarts.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @property
     def running(self) -> frozenset[str]:
@@ -255,10 +264,26 @@ class Supervisor:
             # new, activated, deactivated or gone, so look again (coalesced per tick).
             self._rescan_now.set()
 
+    def _hinted(self, cid: str) -> None:
+        """From the hints' thread: wake `cid`'s pusher if this supervisor runs it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self._wake_link, cid)
+
+    def _wake_link(self, cid: str) -> None:
+        link = self._links.get(cid)
+        if link is not None:
+            link.wake.set()
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._rescan_now = asyncio.Event()
         remove = self.state.on_enqueue(self.wake)
+        # Another worker's enqueue: that link's pusher only. No rescan: that worker's
+        # admin changed that worker's files, not this home's.
+        unhint = self.state.on_hint(self._hinted)
         others = DataVersionWatch(self.state)
         await others.start()
         files = self._files_stamp()
@@ -287,6 +312,7 @@ class Supervisor:
                     await asyncio.wait_for(self._rescan_now.wait(), self.watch)
         finally:
             remove()
+            unhint()
             for cid in list(self._links):
                 await self._stop(cid)
             for remote in self._remotes.values():
@@ -308,7 +334,9 @@ class Supervisor:
         wanted = {c.id: c for c in loaded.connections if plan_for(c)}
         for cid, link in list(self._links.items()):
             connection = wanted.get(cid)
-            if connection is None or _fingerprint(connection) != link.fingerprint:
+            if link.lost:
+                await self._stop(cid)
+            elif connection is None or _fingerprint(connection) != link.fingerprint:
                 if link.finishing:
                     continue  # its poller stops by itself once the partner has heard
                 await self._stop(cid)
@@ -320,7 +348,11 @@ class Supervisor:
             lock = ConnectionLock(self.home, cid)
             if not lock.acquire():
                 continue  # another process runs it; try again on the next scan
-            self._start(_Link(connection, lock, _fingerprint(connection)))
+            epoch = await self._lease(cid)
+            if epoch is None:
+                lock.release()  # another worker runs it; try again on the next scan
+                continue
+            self._start(_Link(connection, lock, _fingerprint(connection), epoch))
         used = {link.connection.remote_url for link in self._links.values()}
         for url in [url for url in self._remotes if url not in used]:
             await self._remotes.pop(url).aclose()
@@ -334,6 +366,8 @@ class Supervisor:
             Plan.HANDSHAKE: (self._handshake,),
         }
         plan = plan_for(link.connection)
+        if link.epoch:
+            jobs = {p: (*js, self._keep_lease) for p, js in jobs.items()}
         for job in jobs[plan] if plan else ():
             task = asyncio.create_task(self._guarded(job, link), name=f"{job.__name__}:{cid}")
             task.add_done_callback(_report_crash)
@@ -348,7 +382,37 @@ class Supervisor:
                 # `wait` never raises a task's own error (`_report_crash` logged it).
                 await asyncio.wait(link.tasks)
         finally:
+            if link.epoch and not link.lost:
+                with contextlib.suppress(Exception):  # it runs out by itself anyway
+                    await asyncio.to_thread(self.state.drop_lease, cid, self.holder, link.epoch)
             link.lock.release()
+
+    async def _lease(self, cid: str) -> int | None:
+        """The store's lease for this supervisor; None while another worker holds it (or
+        the store cannot be asked now: the next scan tries again)."""
+        try:
+            return await asyncio.to_thread(self.state.take_lease, cid, self.holder)
+        except Exception as error:  # noqa: BLE001 - an outage: nothing runs without a lease
+            log.warning("connection %s: its lease cannot be taken now: %s", cid, error)
+            return None
+
+    async def _keep_lease(self, link: _Link) -> None:
+        """Renew the lease every third of its run; once another worker has it, stop the
+        link (its applies are refused already: `LeaseLost`)."""
+        cid = link.connection.id
+        every = self.state.lease_ttl / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                kept = await asyncio.to_thread(self.state.renew_lease, cid, self.holder, link.epoch)
+            except Exception as error:  # noqa: BLE001 - an outage: try again; a hung apply is fenced
+                log.warning("connection %s: its lease cannot be renewed now: %s", cid, error)
+                continue
+            if not kept:
+                log.warning("connection %s: another worker took its lease; stopping here", cid)
+                link.lost = True
+                self._wake(None)
+                return
 
     def _remote(self, url: str) -> Remote:
         # One pooled client per peer URL, shared by every connection to that peer.
@@ -457,7 +521,13 @@ class Supervisor:
                             link.finishing = deleted
                             try:
                                 cursor = await asyncio.to_thread(
-                                    self.state.apply, cid, batch.messages, self._effect(cid)
+                                    functools.partial(
+                                        self.state.apply,
+                                        cid,
+                                        batch.messages,
+                                        self._effect(cid),
+                                        epoch=link.epoch or None,
+                                    )
                                 )
                                 if deleted:
                                     # The partner keeps a tombstone until we acknowledge; this
@@ -474,6 +544,12 @@ class Supervisor:
                                 ahead = None
                             applied = cursor
                         await self._ok(cid, backoff)
+                except LeaseLost as error:
+                    _drop(ahead)
+                    log.warning("%s; this worker stops polling it", error)
+                    link.lost = True
+                    self._wake(None)
+                    return
                 except Exception as error:  # noqa: BLE001 - any failure: record, back off, retry
                     _drop(ahead)
                     ahead = None
@@ -572,7 +648,7 @@ class Supervisor:
         return lambda message: hooks.apply(cid, message)
 
 
-_JOBS = {"_poll": "poller", "_push": "pusher", "_handshake": "handshake"}
+_JOBS = {"_poll": "poller", "_push": "pusher", "_handshake": "handshake", "_keep_lease": "lease"}
 
 
 def _drop(task: asyncio.Task[Batch] | None) -> None:

@@ -180,7 +180,7 @@ class Wakeups:
             while self._waiters and not self._closed:
                 if changed:
                     cids = list(self._waiters)
-                    seqs = await asyncio.to_thread(self._last_seqs, cids)
+                    seqs = await asyncio.to_thread(self.state.last_seqs, cids)
                     for cid, seq in seqs.items():
                         for waiter in self._waiters.get(cid, ()):
                             if seq > waiter.after:
@@ -191,6 +191,3 @@ class Wakeups:
                 changed = await others.moved()
         finally:
             self._watcher = None
-
-    def _last_seqs(self, cids: list[str]) -> dict[str, int]:
-        return {cid: self.state.last_seq(cid) for cid in cids}

@@ -26,6 +26,7 @@ import pytest
 from exalate_tui.domain.models import Connection
 from exalate_tui.home.store import Home
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.streams import Streams
 
 # Every wait in these tests has a deadline: a stuck node fails the test, never hangs it.
 DEADLINE = 30.0
@@ -73,7 +74,8 @@ class Instance:
     public: bool
     log: Path
     process: subprocess.Popen[bytes] | None = None
-    _state: SqliteStreams | None = field(default=None, repr=False)
+    database: str | None = None  # a PostgreSQL URL: `init --database`
+    _state: Streams | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -144,9 +146,14 @@ class Instance:
     # -- its message store, opened beside the node as another process would -------
 
     @property
-    def state(self) -> SqliteStreams:
+    def state(self) -> Streams:
         if self._state is None:
-            self._state = SqliteStreams(self.home / "state.sqlite3")
+            if self.database is None:
+                self._state = SqliteStreams(self.home / "state.sqlite3")
+            else:
+                from exalate_tui.transport.pg_streams import PgStreams
+
+                self._state = PgStreams(self.database)
         return self._state
 
     def close(self) -> None:
@@ -162,19 +169,26 @@ MakeInstance = Callable[..., Instance]
 
 @pytest.fixture
 def instances(tmp_path: Path) -> Iterator[MakeInstance]:
-    """`make(short_name, public=bool)`: an instance initialised with `exalate-tui init`."""
+    """`make(short_name, public=bool, database=URL|None, name=None)`: an instance
+    initialised with `exalate-tui init` (`--database URL`: its streams in PostgreSQL)."""
     made: list[Instance] = []
 
-    def make(short_name: str, *, public: bool) -> Instance:
+    def make(
+        short_name: str, *, public: bool, database: str | None = None, name: str | None = None
+    ) -> Instance:
+        # `name`: the home's folder and log, when two homes share a short name (workers).
         instance = Instance(
             short_name=short_name,
-            home=tmp_path / short_name,
+            home=tmp_path / (name or short_name),
             port=free_port(),
             public=public,
-            log=tmp_path / f"{short_name}.log",
+            log=tmp_path / f"{name or short_name}.log",
+            database=database,
         )
         made.append(instance)
         url = ["--public-url", instance.url] if public else []
+        if database is not None:
+            url += ["--database", database]
         instance.ok("init", "--short-name", short_name, *url)
         return instance
 

@@ -39,6 +39,8 @@ from exalate_tui.lifecycle import runtime
 from exalate_tui.protocol import signing
 from exalate_tui.transport import routes
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.storage import open_pg
+from exalate_tui.transport.streams import Streams
 
 from .damage import SCALE, examples
 
@@ -47,9 +49,11 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 SECRET = "s" * 43
 
 
-def _home(root: Path) -> tuple[Home, SqliteStreams, Connection]:
+def _home(root: Path, database: str | None = None) -> tuple[Home, Streams, Connection]:
     home = Home(root / "home")
-    home.save_instance(Instance(short_name="snow", public_url="http://snow.test"))
+    home.save_instance(
+        Instance(short_name="snow", public_url="http://snow.test", database=database)
+    )
     connection = Connection(
         name="snow_to_jira",
         mode=Mode.SCRIPT,
@@ -61,7 +65,7 @@ def _home(root: Path) -> tuple[Home, SqliteStreams, Connection]:
         secret=SecretStr(SECRET),
     )
     home.save_connection(connection)
-    state = SqliteStreams(home.state_path)
+    state = open_pg(database) if database else SqliteStreams(home.state_path)
     state.enqueue(connection.id, "ping", {"n": 1})
     return home, state, connection
 
@@ -69,8 +73,8 @@ def _home(root: Path) -> tuple[Home, SqliteStreams, Connection]:
 class Fuzzed:
     """The node under the fuzzer: its app, a client into it, and a connection to sign for."""
 
-    def __init__(self, root: Path) -> None:
-        self.home, self.state, self.connection = _home(root)
+    def __init__(self, root: Path, database: str | None = None) -> None:
+        self.home, self.state, self.connection = _home(root, database)
         self.app = runtime.node_app(self.home, self.state)
         # Long-polls answer at once: a fuzzed `wait` must not hold each case for 30 s.
         self.app.state.node.wakeups.close()
@@ -78,9 +82,15 @@ class Fuzzed:
         self.statuses: Counter[tuple[str, str, int]] = Counter()
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    target = Fuzzed(tmp_path_factory.mktemp("fuzz"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fuzzed]:
+    """The node on each store: state.sqlite3, and a PostgreSQL database."""
+    database = None
+    if request.param == "postgresql":
+        database = request.getfixturevalue("postgres").database()
+    target = Fuzzed(tmp_path_factory.mktemp("fuzz"), database)
     yield target
     target.client.close()
     target.state.close()
@@ -148,8 +158,8 @@ def test_the_node_keeps_to_its_own_openapi_document(case: Any, fuzzed: Fuzzed) -
 
 
 class Side:
-    def __init__(self, root: Path) -> None:
-        self.home, self.state, self.connection = _home(root)
+    def __init__(self, root: Path, database: str | None = None) -> None:
+        self.home, self.state, self.connection = _home(root, database)
         self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"

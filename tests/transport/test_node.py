@@ -41,7 +41,8 @@ from exalate_tui.transport.hooks import HandshakeRefused
 from exalate_tui.transport.limits import BodyBudget
 from exalate_tui.transport.node import create_app
 from exalate_tui.transport.sqlite_streams import SqliteStreams
-from exalate_tui.transport.streams import Message
+from exalate_tui.transport.storage import open_pg
+from exalate_tui.transport.streams import Message, Streams
 
 PUBLIC = "https://snow.example.com"
 SECRET = "s" * 43
@@ -61,16 +62,27 @@ def anyio_backend() -> str:
 class Node:
     """One home, its state and the node app, with a client that can sign."""
 
-    def __init__(self, root: Path, short_name: str | None = "snow") -> None:
+    def __init__(
+        self, root: Path, short_name: str | None = "snow", database: str | None = None
+    ) -> None:
         self.home = Home(root / "home")
         self.home.ensure()
+        self.database = database
         if short_name:
-            self.home.save_instance(Instance(short_name=short_name, public_url=PUBLIC))
-        self.state = SqliteStreams(self.home.state_path)
+            self.home.save_instance(
+                Instance(short_name=short_name, public_url=PUBLIC, database=database)
+            )
+        self.state = self.other() if database else SqliteStreams(self.home.state_path)
         self.app = runtime.node_app(self.home, self.state)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://node"
         )
+
+    def other(self) -> Streams:
+        """Another handle on this node's store (another process's view, another worker)."""
+        if self.database is None:
+            return SqliteStreams(self.home.state_path)
+        return open_pg(self.database)
 
     def add(self, **changes: Any) -> Connection:
         """An Active public-private connection initiated here (its partner polls us)."""
@@ -138,9 +150,11 @@ class Node:
         return await self.client.post("/api/v1/handshake", json=body)
 
 
-@pytest.fixture
-async def n(tmp_path: Path) -> AsyncIterator[Node]:
-    side = Node(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def n(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Node]:
+    """The node on each store: state.sqlite3, and a PostgreSQL database."""
+    database = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    side = Node(tmp_path, database=database)
     yield side
     await side.client.aclose()
     await side.app.state.node.wakeups.aclose()
@@ -261,6 +275,36 @@ async def test_a_used_token_is_refused_and_changes_nothing(n: Node) -> None:
     assert error_of(again)["error"] == "invitation_used"
     assert n.home.connection_path(connection.id).read_bytes() == before
     assert len(n.state.pending(connection.id)) == 1  # one hello only
+
+
+@pytest.mark.anyio
+async def test_an_invitation_burns_once_whichever_worker_it_reaches(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two workers on one database, each with a copy of the Pending connection: the code
+    accepted by one is refused by the other, as an unknown id is, and its file stays
+    Pending; the same offer again (its answer lost) still gets the first worker's secret."""
+    first = Node(tmp_path / "a", database=pg_url)
+    second = Node(tmp_path / "b", database=pg_url)
+    try:
+        connection, token = first.invite()
+        second.home.save_connection(connection)
+        body = {"cid": connection.id, "tok": token, "short_name": "jira"}
+        won = await first.handshake(body)
+        assert won.status_code == 200
+        lost = await second.handshake(body)
+        unknown = await second.handshake({**body, "cid": str(uuid.uuid4())})
+        assert _answer(lost) == _answer(unknown)
+        assert error_of(lost)["error"] == "invalid_invitation"
+        assert second.home.get_connection(connection.id).status is Status.PENDING
+        again = await first.handshake(body)
+        assert again.status_code == 200 and again.json()["secret"] == won.json()["secret"]
+        assert len(first.state.pending(connection.id)) == 1  # one hello only
+    finally:
+        for node in (first, second):
+            await node.client.aclose()
+            await node.app.state.node.wakeups.aclose()
+            node.state.close()
 
 
 @pytest.mark.anyio
@@ -533,6 +577,36 @@ async def test_a_replayed_request_is_refused(n: Node) -> None:
     assert n.state.last_applied(connection.id) == 0
 
 
+@pytest.mark.anyio
+async def test_a_replay_is_refused_by_another_worker_too(tmp_path: Path, pg_url: str) -> None:
+    """Two workers on one database (two homes with the same connection file): a signed
+    push accepted by one, replayed to the other, is refused there as well."""
+    first = Node(tmp_path / "a", database=pg_url)
+    second = Node(tmp_path / "b", database=pg_url)
+    try:
+        connection = first.add()
+        second.home.save_connection(connection)
+        body = b'{"messages":[{"seq":1,"kind":"ping","body":null}]}'
+        path = MESSAGES.format(cid=connection.id)
+        header = signing.sign(SECRET, "POST", path, "", body)
+        sent = []
+        for node in (first, second):
+            request = node.client.build_request("POST", path, content=body)
+            request.headers["Authorization"] = header
+            sent.append(await node.client.send(request))
+            first.state.forget(connection.id)  # were it accepted again, it would apply again
+        assert sent[0].json() == {"applied": 1}
+        assert sent[1].status_code == 401 and sent[1].json() == UNAUTHORIZED
+        assert second.state.last_applied(connection.id) == 0
+        # A fresh signature goes through either worker.
+        assert (await second.push(connection.id, wire(1))).json() == {"applied": 1}
+    finally:
+        for node in (first, second):
+            await node.client.aclose()
+            await node.app.state.node.wakeups.aclose()
+            node.state.close()
+
+
 def test_replay_memory_forgets_only_what_the_clock_refuses_and_is_bounded() -> None:
     cache = auth.ReplayCache(window=300, capacity=3)
     assert cache.admit("x", b"a", ts=1000, now=1000)
@@ -717,7 +791,7 @@ async def test_long_poll_wakes_at_once_for_an_enqueue_in_this_process(n: Node) -
 async def test_long_poll_wakes_promptly_for_another_state_handle(n: Node) -> None:
     connection = n.add()
     quiet = n.add()  # its poll must not be woken by someone else's message
-    other = SqliteStreams(n.home.state_path)  # another process's view of the same file
+    other = n.other()  # another process's view of the same file (another worker's)
     try:
         poll = asyncio.create_task(n.fetch(connection.id, wait=20))
         idle = asyncio.create_task(n.fetch(quiet.id, wait=1))
@@ -741,7 +815,7 @@ async def test_many_long_polls_share_one_watcher(n: Node) -> None:
         await parked(n, c.id)
     watchers = [t for t in asyncio.all_tasks() if t.get_name() == "node:data_version"]
     assert len(watchers) == 1
-    other = SqliteStreams(n.home.state_path)
+    other = n.other()
     try:
         for c in connections:
             other.enqueue(c.id, "ping")
@@ -832,6 +906,21 @@ async def test_a_body_with_a_number_that_is_not_finite_is_400(n: Node, number: s
     assert (await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)).json() == {
         "applied": 1
     }
+
+
+@pytest.mark.anyio
+async def test_a_kind_with_a_nul_is_400_on_every_store(n: Node) -> None:
+    """PostgreSQL's text holds no NUL: the wire refuses it for every store alike, rather
+    than one store answering 500."""
+    connection = n.add()
+    raw = b'{"messages":[{"seq":1,"kind":"pi\\u0000ng","body":"\\u0000 in a body is fine"}]}'
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=raw)
+    assert response.status_code == 400 and error_of(response)["error"] == "bad_request"
+    assert n.state.last_applied(connection.id) == 0
+    fine = b'{"messages":[{"seq":1,"kind":"ping","body":"\\u0000 in a body is fine"}]}'
+    response = await n.signed("POST", MESSAGES.format(cid=connection.id), body=fine)
+    assert response.json() == {"applied": 1}
+    assert n.state.inbox(connection.id)[0].body == "\x00 in a body is fine"
 
 
 @pytest.mark.anyio

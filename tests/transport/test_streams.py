@@ -1,153 +1,27 @@
-"""The durable message streams: numbering, acks, exactly-once apply, contact."""
+"""`SqliteStreams`: the storage contract (streams_contract.py), and what is the file's own
+(WAL, its mode, the schema's version in `PRAGMA user_version`, its locks)."""
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streams_contract import Store, StreamsContract
 
-from exalate_tui.transport.sqlite_streams import SCHEMA_VERSION, Gap, SqliteStreams, StateError
-from exalate_tui.transport.streams import Message
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> SqliteStreams:
-    return SqliteStreams(tmp_path / "state.sqlite3")
+from exalate_tui.transport.sqlite_streams import SCHEMA_VERSION, SqliteStreams, StateError
 
 
-def test_sequence_numbers_are_per_connection_and_start_at_one(state: SqliteStreams) -> None:
-    assert state.enqueue("a", "hello") == 1
-    assert state.enqueue_many("a", [("ping", None), ("ping", {"n": 2})]) == [2, 3]
-    assert state.enqueue("b", "hello") == 1
-    assert state.last_seq("a") == 3
-    assert [m.seq for m in state.pending("a")] == [1, 2, 3]
-    assert state.pending("a", after=2) == [Message(3, "ping", '{"n":2}')]
-
-
-def test_numbering_survives_acks_and_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    first = SqliteStreams(path)
-    first.enqueue_many("a", [("ping", None)] * 3)
-    assert first.ack("a", 3) == 3
-    first.close()
-    again = SqliteStreams(path)
-    assert again.pending("a") == []
-    assert again.enqueue("a", "ping") == 4
-
-
-def test_wire_form_splices_the_stored_body(state: SqliteStreams) -> None:
-    state.enqueue("a", "hello", {"text": 'é\n"quoted"'})
-    (message,) = state.pending("a")
-    decoded = json.loads(message.wire())
-    assert decoded == {"seq": 1, "kind": "hello", "body": {"text": 'é\n"quoted"'}}
-    assert Message.from_wire(decoded) == message
-
-
-def test_pending_wire_is_each_pending_message_in_wire_form(state: SqliteStreams) -> None:
-    state.enqueue_many("a", [("hello", {"t": 'é"\n'}), ('kind "odd"', None), ("ping", [1])])
-    assert state.pending_wire("a", 1, 5) == [m.wire() for m in state.pending("a", 1, 5)]
-
-
-def test_a_batch_bigger_than_one_insert_statement_keeps_its_order(state: SqliteStreams) -> None:
-    seqs = state.enqueue_many("a", [("ping", {"n": n}) for n in range(1000)])
-    assert seqs == list(range(1, 1001))
-    assert [m.body["n"] for m in state.pending("a", limit=1000)] == list(range(1000))
-    assert state.apply("b", state.pending("a", limit=1000)) == 1000
-    assert [m.body["n"] for m in state.inbox("b", limit=1000)] == list(range(1000))
-
-
-def test_ack_prunes_only_up_to_the_acknowledged_seq(state: SqliteStreams) -> None:
-    state.enqueue_many("a", [("ping", None)] * 5)
-    assert state.ack("a", 2) == 2
-    assert [m.seq for m in state.pending("a")] == [3, 4, 5]
-    assert state.ack("a", 2) == 0
-
-
-def test_apply_is_exactly_once_across_redelivery(state: SqliteStreams) -> None:
-    batch = [Message(1, "hello"), Message(2, "ping"), Message(3, "ping")]
-    assert state.apply("a", batch) == 3
-    # Redelivered, overlapping and out-of-order batches change nothing twice.
-    assert state.apply("a", list(reversed(batch))) == 3
-    assert state.apply("a", [Message(3, "ping"), Message(4, "ping")]) == 4
-    assert [m.seq for m in state.inbox("a")] == [1, 2, 3, 4]
-
-
-def test_a_redelivered_message_never_runs_its_effect_again(state: SqliteStreams) -> None:
-    """The effect runs once per message, so an effect need not be idempotent."""
-    runs: list[int] = []
-
-    def effect(message: Message) -> None:
-        runs.append(message.seq)
-
-    batch = [Message(1, "hello"), Message(2, "ping"), Message(3, "ping")]
-    assert state.apply("a", batch, effect) == 3
-    assert runs == [1, 2, 3]
-    assert state.apply("a", batch, effect) == 3
-    assert state.apply("a", list(reversed(batch)), effect) == 3
-    assert state.apply("a", [Message(2, "ping")], effect) == 3
-    assert runs == [1, 2, 3]
-    assert state.apply("a", [Message(3, "ping"), Message(4, "ping")], effect) == 4
-    assert runs == [1, 2, 3, 4]
-    # Another handle on the same file (the node and the console) knows it too.
-    again = SqliteStreams(state.path)
-    assert again.apply("a", batch + [Message(4, "ping")], effect) == 4
-    assert runs == [1, 2, 3, 4]
-
-
-def test_apply_refuses_a_gap_and_changes_nothing(state: SqliteStreams) -> None:
-    state.apply("a", [Message(1, "hello")])
-    with pytest.raises(Gap) as gap:
-        state.apply("a", [Message(2, "ping"), Message(4, "ping")])
-    assert gap.value.last_applied == 1
-    assert state.last_applied("a") == 1
-    assert [m.seq for m in state.inbox("a")] == [1]
-
-
-def test_a_failing_effect_rolls_the_whole_batch_back(state: SqliteStreams) -> None:
-    seen: list[int] = []
-
-    def effect(message: Message) -> None:
-        seen.append(message.seq)
-        if message.seq == 2:
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        state.apply("a", [Message(1, "hello"), Message(2, "ping")], effect)
-    assert seen == [1, 2]
-    assert state.last_applied("a") == 0
-    assert state.inbox("a") == []
-    assert state.apply("a", [Message(1, "hello"), Message(2, "ping")]) == 2
-
-
-def test_contact_keeps_the_first_error_time_until_success(state: SqliteStreams) -> None:
-    state.record_error("a", "connection refused", when=100.0)
-    state.record_error("a", "timed out", when=130.0)
-    contact = state.contact("a")
-    assert (contact.last_error, contact.error_since) == ("timed out", 100.0)
-    state.record_ok("a", when=140.0)
-    assert state.contact("a").last_ok == 140.0
-    assert state.contact("a").last_error is None
-    assert state.contact("a").error_since is None
-
-
-def test_forget_drops_a_connection_only(state: SqliteStreams) -> None:
-    for cid in ("a", "b"):
-        state.enqueue(cid, "hello")
-        state.apply(cid, [Message(1, "hello")])
-    state.forget("a")
-    assert (state.pending("a"), state.inbox("a"), state.last_seq("a")) == ([], [], 0)
-    assert state.last_seq("b") == 1
-
-
-def test_data_version_moves_when_another_handle_commits(tmp_path: Path) -> None:
-    watcher = SqliteStreams(tmp_path / "state.sqlite3")
-    writer = SqliteStreams(tmp_path / "state.sqlite3")
-    before = watcher.data_version()
-    writer.enqueue("a", "ping")
-    assert watcher.data_version() != before
+class TestSqliteStreams(StreamsContract):
+    @pytest.fixture
+    def opener(self, tmp_path: Path) -> Iterator[Store]:
+        path = tmp_path / "state.sqlite3"
+        store = Store("sqlite", str(path), lambda: SqliteStreams(path))
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def test_the_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
@@ -212,25 +86,6 @@ def test_a_file_from_a_newer_version_is_refused_and_left_alone(tmp_path: Path) -
         SqliteStreams(path)
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION + 1
-
-
-def _enqueue_in_child(path: str, count: int) -> None:
-    state = SqliteStreams(Path(path))
-    for _ in range(count):
-        state.enqueue("a", "ping")
-
-
-def test_two_processes_enqueueing_never_share_a_seq(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    SqliteStreams(path)
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_enqueue_in_child, args=(str(path), 200)) for _ in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-        assert child.exitcode == 0
-    assert [m.seq for m in SqliteStreams(path).pending("a", limit=1000)] == list(range(1, 401))
 
 
 def test_opening_the_state_again_in_a_process_keeps_its_wal_for_every_process(
