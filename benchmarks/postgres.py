@@ -17,8 +17,13 @@ PARTNERS private nodes of their own (state.sqlite3, synchronous=FULL), each
 with one connection to the public instance, partner i polling worker i mod W
 directly (what a balancer keeping a partner's keep-alive connection on one
 worker does, without a balancer process of ours on the same two cores); the
-same messages spread evenly over the partners' streams, enqueued from this
-process; reference: one SQLite node with the same partners. And capacity:
+same SPREAD messages spread evenly over the partners' streams, enqueued from
+this process while the workers are stopped (SIGSTOP, the partners' polls parked
+on them), the clock running from SIGCONT until every private side has applied
+and committed its last: what the workers deliver, not what one producer thread
+enqueues; each side's CPU in the notes. Reference: one SQLite node with the
+same partners, measured the same way. A single partner gains nothing from more
+workers (its one long-poll is served by one of them). And capacity:
 BENCH_CAPACITY idle long-polls spread over two workers with the lean
 raw-socket client of `capacity`, each worker's memory per poll and `/info` on
 both meanwhile; reference: the same number held by one SQLite node.
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -39,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr
 
@@ -59,7 +66,8 @@ SPACING = 0.012
 TIMEOUT = 60.0
 PARTNERS = int(os.environ.get("BENCH_PG_PARTNERS", "6"))
 WORKERS = (1, 2, 3)
-SPREAD_RUNS = int(os.environ.get("BENCH_PG_SPREAD_RUNS", "3"))
+SPREAD = int(os.environ.get("BENCH_PG_SPREAD", "60000"))  # messages per run, over the partners
+SPREAD_RUNS = int(os.environ.get("BENCH_PG_SPREAD_RUNS", "5"))
 MOVE_TIMEOUT = 30.0
 
 
@@ -238,10 +246,11 @@ class Run:
     """One flood: its rate, how long the enqueues took, and the CPU each side spent."""
 
     rate: float  # msg/s until the last is applied on every private side
-    enqueued: float  # s until the last enqueue committed
+    enqueued: float  # s the enqueues took beforehand (one thread, the workers stopped)
     workers_cpu: list[float]  # s of CPU per public worker
     partners_cpu: float  # s of CPU of every private node together
-    own_cpu: float  # this process (the producer thread, the clock)
+    own_cpu: float  # this process (the clock)
+    server_cpu: float  # PostgreSQL's processes (0 on state.sqlite3)
     busy: float  # the machine's CPUs busy, 0-1 (other processes included)
 
 
@@ -252,42 +261,71 @@ def _machine() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-def _flood(nodes: Fleet, outbox: Streams, dbs: list[sqlite3.Connection]) -> Run:
-    """COUNT messages spread evenly over the partners' streams, 1,000 per enqueue, from one
-    thread; the clock stops when the last is applied and committed on every private side."""
-    per = COUNT // PARTNERS
+def _quiet(pids: list[int], timeout: float = 10.0) -> None:
+    """Until none of `pids` used CPU for 0.2 s (each done with its last batch)."""
+    deadline = time.monotonic() + timeout
+    last = [capacity._cpu_ticks(pid) for pid in pids]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = [capacity._cpu_ticks(pid) for pid in pids]
+        if now == last:
+            return
+        last = now
+    raise RuntimeError("the nodes never went quiet")
+
+
+def _server_ticks(database: str | None) -> int:
+    """CPU ticks of the PostgreSQL server holding `database` (its postmaster and every
+    backend now running: one that ended meanwhile is missed), 0 without one."""
+    if database is None:
+        return 0
+    data = Path(parse_qs(urlsplit(database).query)["host"][0]) / "data"
+    try:
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    except (OSError, ValueError):
+        return 0
+    total = 0
+    for pid in [postmaster, *map(int, children)]:
+        with contextlib.suppress(OSError):
+            total += capacity._cpu_ticks(pid)
+    return total
+
+
+def _flood(
+    nodes: Fleet, outbox: Streams, dbs: list[sqlite3.Connection], database: str | None
+) -> Run:
+    """SPREAD messages spread evenly over the partners' streams, 1,000 per enqueue, enqueued
+    while the public workers are stopped (SIGSTOP; the partners' polls stay parked on them);
+    the clock runs from SIGCONT until the last is applied and committed on every private
+    side: the workers' delivery, not the one producer thread's rate."""
+    per = SPREAD // PARTNERS
     bodies = [("ticket.changed", _body(n)) for n in range(per)]
     targets = [last_applied(db, cid) + per for db, cid in zip(dbs, nodes.cids, strict=True)]
-    produced: list[float] = []
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            for at in range(0, per, CHUNK):
-                for cid in nodes.cids:
-                    outbox.enqueue_many(cid, bodies[at : at + CHUNK])
-            produced.append(time.perf_counter())
-        except BaseException as error:  # shown below, not lost in the thread
-            errors.append(error)
-
-    tick = os.sysconf("SC_CLK_TCK")
-    workers_before = [capacity._cpu_ticks(pid) for pid in nodes.pids]
-    partners_before = sum(capacity._cpu_ticks(pid) for pid in nodes.partner_pids)
-    own_before, machine_before = time.process_time(), _machine()
-    producer = threading.Thread(target=produce)
-    start = time.perf_counter()
-    producer.start()
+    _quiet(nodes.pids + nodes.partner_pids)  # none stopped halfway through a transaction
+    for pid in nodes.pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
-        _wait_all(dbs, nodes.cids, targets, start)
-        elapsed = time.perf_counter() - start
+        began = time.perf_counter()
+        for at in range(0, per, CHUNK):
+            for cid in nodes.cids:
+                outbox.enqueue_many(cid, bodies[at : at + CHUNK])
+        enqueued = time.perf_counter() - began
+        tick = os.sysconf("SC_CLK_TCK")
+        workers_before = [capacity._cpu_ticks(pid) for pid in nodes.pids]
+        partners_before = sum(capacity._cpu_ticks(pid) for pid in nodes.partner_pids)
+        own_before, machine_before = time.process_time(), _machine()
+        server_before = _server_ticks(database)
+        start = time.perf_counter()
     finally:
-        producer.join()
-    if errors:
-        raise errors[0]
+        for pid in nodes.pids:
+            os.kill(pid, signal.SIGCONT)
+    _wait_all(dbs, nodes.cids, targets, start)
+    elapsed = time.perf_counter() - start
     machine = _machine()
     return Run(
         rate=per * PARTNERS / elapsed,
-        enqueued=produced[0] - start,
+        enqueued=enqueued,
         workers_cpu=[
             (capacity._cpu_ticks(pid) - before) / tick
             for pid, before in zip(nodes.pids, workers_before, strict=True)
@@ -295,6 +333,7 @@ def _flood(nodes: Fleet, outbox: Streams, dbs: list[sqlite3.Connection]) -> Run:
         partners_cpu=(sum(capacity._cpu_ticks(p) for p in nodes.partner_pids) - partners_before)
         / tick,
         own_cpu=time.process_time() - own_before,
+        server_cpu=(_server_ticks(database) - server_before) / tick,
         busy=(machine[0] - machine_before[0]) / max(1, machine[1] - machine_before[1]),
     )
 
@@ -317,8 +356,8 @@ def _spread_rates(database: str | None) -> dict[int, tuple[list[Run], str]]:
                 dbs.append(_reader_when_ready(private))
             for workers in counts:
                 sockets = _spread(nodes, workers, outbox, dbs)
-                results[workers] = ([_flood(nodes, outbox, dbs) for _ in range(SPREAD_RUNS)],
-                                    sockets)  # fmt: skip
+                runs = [_flood(nodes, outbox, dbs, database) for _ in range(SPREAD_RUNS)]
+                results[workers] = (runs, sockets)
         finally:
             for db in dbs:
                 db.close()
@@ -414,14 +453,15 @@ def measure() -> list[Figure]:
 
 
 def _cpu(runs: list[Run]) -> str:
-    """What the runs' median-rate run spent: each side's CPU, and the machine's."""
+    """What the run of the median rate spent: each side's CPU, and the machine's."""
     run = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
     workers = " + ".join(f"{s:.2f}" for s in run.workers_cpu)
     return (
         f"CPU of that run: public worker{'s' if len(run.workers_cpu) > 1 else ''} {workers} s, "
-        f"the {PARTNERS} private nodes {run.partners_cpu:.2f} s, this process "
-        f"{run.own_cpu:.2f} s, the machine's {os.cpu_count()} CPUs {run.busy:.0%} busy "
-        "(other processes included)"
+        f"the {PARTNERS} private nodes {run.partners_cpu:.2f} s, "
+        + (f"PostgreSQL {run.server_cpu:.2f} s, " if run.server_cpu else "")
+        + f"this process {run.own_cpu:.2f} s, the machine's {os.cpu_count()} CPUs "
+        f"{run.busy:.0%} busy (other processes included)"
     )
 
 
@@ -430,7 +470,7 @@ def _spread_figures(
 ) -> list[Figure]:
     ref_runs, _ = sqlite
     reference, ref_spread = summarize([r.rate for r in ref_runs])
-    per = COUNT // PARTNERS
+    per = SPREAD // PARTNERS
     figures = []
     for workers, (runs, sockets) in pg.items():
         value, spread = summarize([r.rate for r in runs])
@@ -444,11 +484,11 @@ def _spread_figures(
                 reference_name=f"one state.sqlite3 node, {PARTNERS} partners",
                 method=(
                     f"{per * PARTNERS:,} × ~1 KB over {PARTNERS} private nodes' streams "
-                    f"({per:,} each), {CHUNK} per enqueue from one thread of this process; "
-                    f"partner i polls worker i mod {workers} directly (sockets per worker "
-                    f"{sockets}); clock until every private side has applied and committed "
-                    f"its last; the enqueues took "
-                    f"{summarize([r.enqueued for r in runs])[0]:.3g} s (median run)"
+                    f"({per:,} each), {CHUNK} per enqueue from this process while the "
+                    f"workers are stopped (SIGSTOP; {summarize([r.enqueued for r in runs])[0]:.3g}"
+                    f" s, median), partner i polling worker i mod {workers} directly (sockets "
+                    f"per worker {sockets}); clock from SIGCONT until every private side has "
+                    "applied and committed its last"
                 ),
                 runs=len(runs),
                 spread=spread,
