@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import sys
@@ -192,6 +193,7 @@ def fleet(prefix: str, database: str | None, workers: int) -> Iterator[Fleet]:
         for path in privates:
             built.partner_pids.append(stack.enter_context(node(path, free_port())).pid)
         yield built
+    shutil.rmtree(root, ignore_errors=True)  # kept after a failure: the nodes' logs are there
 
 
 def _established(port: int) -> int:
@@ -390,6 +392,7 @@ def _capacity(database: str | None) -> tuple[list[capacity.Held], float]:
             process = stack.enter_context(node(home.path, at))
             targets.append(capacity.Held(at, process.pid))
         result = asyncio.run(capacity.hold(targets, credentials))
+    shutil.rmtree(root, ignore_errors=True)  # kept after a failure: the nodes' logs are there
     return targets, float(result["held_in"])  # type: ignore[arg-type]
 
 
