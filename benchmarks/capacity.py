@@ -22,6 +22,7 @@ import secrets
 import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
@@ -50,10 +51,17 @@ def _raise_nofile(needed: int) -> None:
         raise RuntimeError(f"RLIMIT_NOFILE hard limit {hard} is below the {needed} needed")
 
 
-def _home(path: Path, port: int, count: int) -> tuple[Home, dict[str, str]]:
-    home = Home(path)
-    home.save_instance(Instance(short_name="pub", public_url=f"http://{HOST}:{port}"))
-    home.ensure()
+def _home(
+    path: Path, port: int, count: int, *, database: str | None = None, workers: int = 1
+) -> tuple[list[Home], dict[str, str]]:
+    """`workers` homes (path, path-2, ...) with the same instance.toml and the same N
+    connection files, as several node workers of one instance on `database` need."""
+    names = [path.name] + [f"{path.name}-{k + 1}" for k in range(1, workers)]
+    homes = [Home(path.with_name(name)) for name in names]
+    instance = Instance(short_name="pub", public_url=f"http://{HOST}:{port}", database=database)
+    for home in homes:
+        home.save_instance(instance)
+        home.ensure()
     secrets_by_cid = {}
     for n in range(count):
         secret = secrets.token_urlsafe(32)
@@ -67,11 +75,13 @@ def _home(path: Path, port: int, count: int) -> tuple[Home, dict[str, str]]:
             status=Status.ACTIVE,
             secret=SecretStr(secret),
         )
-        path = home.connection_path(connection.id)
-        path.write_text(tomli_w.dumps(_dump(connection)))
-        path.chmod(0o600)
+        text = tomli_w.dumps(_dump(connection))
+        for home in homes:
+            file = home.connection_path(connection.id)
+            file.write_text(text)
+            file.chmod(0o600)
         secrets_by_cid[connection.id] = secret
-    return home, secrets_by_cid
+    return homes, secrets_by_cid
 
 
 def _info_ms(port: int) -> float:
@@ -150,67 +160,107 @@ async def _settle(pid: int, timeout: float) -> None:
     raise RuntimeError("the node never went idle")
 
 
-async def _load(home: Home, port: int, pid: int, credentials: dict[str, str]) -> dict[str, object]:
+@dataclass
+class Held:
+    """What one node process (a worker) showed: before the polls and while holding its share."""
+
+    port: int
+    pid: int
+    polls: int = 0
+    baseline_kb: int = 0
+    held_kb: int = 0
+    baseline_info: list[float] = field(default_factory=list)
+    info: list[float] = field(default_factory=list)
+
+    @property
+    def per_poll_kb(self) -> float:
+        return (self.held_kb - self.baseline_kb) / self.polls
+
+
+async def _info_round(targets: list[Held], into: str) -> None:
+    """INFO_RUNS `/info`s on each target, taking turns."""
+    for _ in range(INFO_RUNS):
+        for target in targets:
+            getattr(target, into).append(await asyncio.to_thread(_info_ms, target.port))
+
+
+async def _settle_all(targets: list[Held]) -> None:
+    await asyncio.gather(*(_settle(t.pid, SETTLE_TIMEOUT) for t in targets))
+
+
+async def hold(
+    targets: list[Held], credentials: dict[str, str], fanout: Home | None = None
+) -> dict[str, object]:
+    """The N long-polls spread over `targets` in turn (poll i on target i mod k), held
+    until every target is idle; each target's memory and `/info` before and while held;
+    with `fanout`, one message to every connection enqueued in that home's state."""
     # The reference is timed as the held figure is: once the node has settled (its
     # first scan of every connection file done), from a thread of this process.
-    await _settle(pid, SETTLE_TIMEOUT)
-    baseline_kb = rss_kb(pid)
-    baseline_info = [await asyncio.to_thread(_info_ms, port) for _ in range(INFO_RUNS)]
-    await _settle(pid, SETTLE_TIMEOUT)
+    await _settle_all(targets)
+    for target in targets:
+        target.baseline_kb = rss_kb(target.pid)
+    await _info_round(targets, "baseline_info")
+    await _settle_all(targets)
     connecting = asyncio.Semaphore(CONNECTING)
-    pollers = [_Poller(port, cid, secret) for cid, secret in credentials.items()]
+    pollers = []
+    for n, (cid, secret) in enumerate(credentials.items()):
+        target = targets[n % len(targets)]
+        target.polls += 1
+        pollers.append(_Poller(target.port, cid, secret))
     start = time.perf_counter()
     tasks = [asyncio.create_task(p.run(connecting)) for p in pollers]
+    arrivals: list[float] = []
     try:
         await asyncio.wait_for(asyncio.gather(*(p.sent.wait() for p in pollers)), SETTLE_TIMEOUT)
-        await _settle(pid, SETTLE_TIMEOUT)
+        await _settle_all(targets)
         held_in = time.perf_counter() - start
         for task in tasks:
             if task.done():
                 task.result()  # a poller that stopped: show why
-        held_kb = rss_kb(pid)
-        info = [await asyncio.to_thread(_info_ms, port) for _ in range(INFO_RUNS)]
-        state = SqliteStreams(home.state_path)
-        try:
-            fanout_start = time.perf_counter()
-            await asyncio.to_thread(state.broadcast, list(credentials), "ping", {"all": True})
-            deadline = fanout_start + FANOUT_TIMEOUT
-            while any(p.got is None for p in pollers):
-                if time.perf_counter() > deadline:
-                    raise RuntimeError("the fan-out did not reach every poll in time")
-                for task in tasks:
-                    if task.done():
-                        task.result()
-                await asyncio.sleep(0.005)
-        finally:
-            state.close()
-        arrivals = sorted(p.got - fanout_start for p in pollers if p.got is not None)
+        for target in targets:
+            target.held_kb = rss_kb(target.pid)
+        await _info_round(targets, "info")
+        if fanout is not None:
+            arrivals = await _fan_out(fanout, credentials, pollers, tasks)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "baseline_info": baseline_info,
-        "info": info,
-        "per_poll_kb": (held_kb - baseline_kb) / len(pollers),
-        "baseline_mb": baseline_kb / 1024,
-        "held_mb": held_kb / 1024,
-        "held_in": held_in,
-        "arrivals": arrivals,
-    }
+    return {"held_in": held_in, "arrivals": arrivals}
+
+
+async def _fan_out(
+    home: Home, credentials: dict[str, str], pollers: list[_Poller], tasks: list[asyncio.Task[None]]
+) -> list[float]:
+    state = SqliteStreams(home.state_path)
+    try:
+        fanout_start = time.perf_counter()
+        await asyncio.to_thread(state.broadcast, list(credentials), "ping", {"all": True})
+        deadline = fanout_start + FANOUT_TIMEOUT
+        while any(p.got is None for p in pollers):
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the fan-out did not reach every poll in time")
+            for task in tasks:
+                if task.done():
+                    task.result()
+            await asyncio.sleep(0.005)
+    finally:
+        state.close()
+    return sorted(p.got - fanout_start for p in pollers if p.got is not None)
 
 
 def measure() -> list[Figure]:
     _raise_nofile(COUNT + 1000)
     port = free_port()
-    home, credentials = _home(Path(tempfile.mkdtemp(prefix="bench-capacity-")) / "public", port,
-                              COUNT)  # fmt: skip
-    with node(home.path, port) as process:
-        result = asyncio.run(_load(home, port, process.pid, credentials))
-    info_ms: list[float] = result["info"]  # type: ignore[assignment]
-    baseline: list[float] = result["baseline_info"]  # type: ignore[assignment]
+    homes, credentials = _home(Path(tempfile.mkdtemp(prefix="bench-capacity-")) / "public", port,
+                               COUNT)  # fmt: skip
+    with node(homes[0].path, port) as process:
+        target = Held(port, process.pid)
+        result = asyncio.run(hold([target], credentials, fanout=homes[0]))
+    info_ms = target.info
+    baseline = target.baseline_info
     arrivals: list[float] = result["arrivals"]  # type: ignore[assignment]
-    per_poll = float(result["per_poll_kb"])  # type: ignore[arg-type]
+    per_poll = target.per_poll_kb
     info_value, info_spread = summarize(info_ms)
     info_ref, info_ref_spread = summarize(baseline)
     info_p99 = percentile(info_ms, 0.99)
@@ -227,7 +277,7 @@ def measure() -> list[Figure]:
             ],
             method=(
                 f"{held}: node RSS with them minus RSS after a warm-up without them "
-                f"({result['baseline_mb']:.1f} → {result['held_mb']:.1f} MB); lean asyncio "
+                f"({target.baseline_kb / 1024:.1f} → {target.held_kb / 1024:.1f} MB); lean asyncio "
                 f"raw-socket pollers in the benchmark process; all parked in "
                 f"{result['held_in']:.1f} s"
             ),
