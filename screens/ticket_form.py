@@ -17,14 +17,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from exalate_tui.flows.tickets import FIELDS, LABELS, TicketForm, priority_label, status_label
 from exalate_tui.trackers.adapter import PRIORITIES, STATUSES, TYPES, Ticket, Tracker, TrackerError
 
-from .widgets import ButtonBar, TitleBar
+from .widgets import ButtonBar, FormScreen, TitleBar
 
 
 class FormRow(Horizontal):
@@ -44,7 +43,8 @@ class FormRow(Horizontal):
             yield Label("", id=f"error-{self.field_name}", classes="field-error")
 
 
-class TicketFormScreen(Screen[Ticket | None]):
+class TicketFormScreen(FormScreen[Ticket | None]):
+    form: TicketForm
     CSS_PATH = "ticket_form.tcss"
     AUTO_FOCUS = "#field-summary"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -88,13 +88,13 @@ class TicketFormScreen(Screen[Ticket | None]):
                 "description",
                 TextArea(values["description"], id="field-description", compact=True),
             )
-            yield FormRow("type", self._select("type", [(t, t) for t in TYPES]))
+            yield FormRow("type", self.form_select("type", [(t, t) for t in TYPES]))
             yield FormRow(
-                "status", self._select("status", [(status_label(s), s) for s in STATUSES])
+                "status", self.form_select("status", [(status_label(s), s) for s in STATUSES])
             )
             yield FormRow(
                 "priority",
-                self._select("priority", [(priority_label(p), str(p)) for p in PRIORITIES]),
+                self.form_select("priority", [(priority_label(p), str(p)) for p in PRIORITIES]),
             )
             yield FormRow("assignee", Input(values["assignee"], id="field-assignee", compact=True))
             yield FormRow(
@@ -111,41 +111,17 @@ class TicketFormScreen(Screen[Ticket | None]):
             yield Button("Cancel", id="cancel", compact=True)
         yield Footer(show_command_palette=False)
 
-    def _select(self, name: str, options: list[tuple[str, str]]) -> Select[str]:
-        return Select(
-            options,
-            value=self.form.values[name],
-            allow_blank=False,
-            id=f"field-{name}",
-            compact=True,
-        )
-
     def on_mount(self) -> None:
         self._show_errors()
 
     # -- forwarding input to the form ---------------------------------------
 
-    @staticmethod
-    def _field_name(widget: Widget) -> str:
-        return (widget.id or "").removeprefix("field-")
-
-    @on(Input.Changed)
-    def _typed(self, event: Input.Changed) -> None:
-        self._set(self._field_name(event.input), event.value)
-
     @on(TextArea.Changed)
     def _described(self, event: TextArea.Changed) -> None:
-        self._set(self._field_name(event.text_area), event.text_area.text)
+        self.set_field(self.field_of(event.text_area), event.text_area.text)
 
-    @on(Select.Changed)
-    def _chosen(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str):
-            self._set(self._field_name(event.select), event.value)
-
-    def _set(self, name: str, value: str) -> None:
-        if name in self.form.values and self.form.values[name] != value:
-            self.form.set(name, value)
-            self._show_errors()
+    def form_changed(self) -> None:
+        self._show_errors()
 
     def _show_errors(self) -> None:
         for name in FIELDS:

@@ -21,7 +21,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
@@ -30,7 +29,7 @@ from exalate_tui.flows.tracker import AUTHS, FIELDS, KINDS, TrackerForm, labels
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.trackers.adapter import TrackerError
 
-from .widgets import ButtonBar, TitleBar
+from .widgets import ButtonBar, FormScreen, TitleBar
 
 INTRO = (
     "Which ticket system does this instance sync? The embedded tracker needs nothing "
@@ -54,9 +53,10 @@ class SettingRow(Horizontal):
             yield Label("", id=f"error-{self.field_name}", classes="field-error")
 
 
-class TrackerSetupScreen(Screen[bool]):
+class TrackerSetupScreen(FormScreen[bool]):
     """Dismissed with True once settings were saved, False when left unchanged."""
 
+    form: TrackerForm
     CSS_PATH = "tracker_setup.tcss"
     AUTO_FOCUS = "#field-kind"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -146,36 +146,15 @@ class TrackerSetupScreen(Screen[bool]):
         yield Footer(show_command_palette=False)
 
     def _select(self, name: str, options: dict[str, str]) -> Select[str]:
-        return Select(
-            [(label, value) for value, label in options.items()],
-            value=self.form.values[name],
-            allow_blank=False,
-            id=f"field-{name}",
-            compact=True,
-        )
+        return self.form_select(name, [(label, value) for value, label in options.items()])
 
     def on_mount(self) -> None:
         self._show()
 
     # -- forwarding input to the form ---------------------------------------
 
-    @staticmethod
-    def _field_of(widget: Widget) -> str:
-        return (widget.id or "").removeprefix("field-")
-
-    @on(Input.Changed)
-    def _typed(self, event: Input.Changed) -> None:
-        self._set(self._field_of(event.input), event.value)
-
-    @on(Select.Changed)
-    def _chosen(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str):
-            self._set(self._field_of(event.select), event.value)
-
-    def _set(self, name: str, value: str) -> None:
-        if name in self.form.values and self.form.values[name] != value:
-            self.form.set(name, value)
-            self._show()
+    def form_changed(self) -> None:
+        self._show()
 
     def _show(self) -> None:
         words = labels(self.form.values["auth"])

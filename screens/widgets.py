@@ -7,14 +7,16 @@ A screen's own .tcss only adjusts these (a narrower label, a red title bar).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar, Protocol, TypeVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Input, Label, TextArea
+from textual.widget import Widget
+from textual.widgets import Button, Input, Label, Select, TextArea
 
 from exalate_tui.domain.live import NodeNeed, ago
 from exalate_tui.transport.background import Status
@@ -289,3 +291,53 @@ class SubmitScreen(Screen[None]):
             focused.press()
         else:
             await self.run_action(self.ENTER_ACTION)
+
+
+class Form(Protocol):
+    """A flow's form, as a form screen drives it: its values by field name, and `set`."""
+
+    @property
+    def values(self) -> Mapping[str, str]: ...
+
+    def set(self, name: str, value: str) -> object: ...
+
+
+ResultT = TypeVar("ResultT")
+
+
+class FormScreen(Screen[ResultT]):
+    """A screen whose fields are `#field-<name>` widgets over a flow's `form`: what is
+    typed or chosen goes to `form.set`, then `form_changed` redraws what it affects."""
+
+    form: Form
+
+    def form_select(self, name: str, options: Iterable[tuple[str, str]]) -> Select[str]:
+        """A compact Select for field `name`, showing its value; (label, value) options."""
+        return Select(
+            list(options),
+            value=self.form.values[name],
+            allow_blank=False,
+            id=f"field-{name}",
+            compact=True,
+        )
+
+    @staticmethod
+    def field_of(widget: Widget) -> str:
+        return (widget.id or "").removeprefix("field-")
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        self.set_field(self.field_of(event.input), event.value)
+
+    @on(Select.Changed)
+    def _chosen(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.set_field(self.field_of(event.select), event.value)
+
+    def set_field(self, name: str, value: str) -> None:
+        if name in self.form.values and self.form.values[name] != value:
+            self.form.set(name, value)
+            self.form_changed()
+
+    def form_changed(self) -> None:
+        """Show what the form now says (errors, the fields a choice reveals)."""
