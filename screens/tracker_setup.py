@@ -180,18 +180,6 @@ class TrackerSetupScreen(FormScreen[bool]):
 
     # -- saving --------------------------------------------------------------
 
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()
-
     def action_cancel(self) -> None:
         if not self.saving:
             self.dismiss(False)

@@ -307,7 +307,8 @@ ResultT = TypeVar("ResultT")
 
 class FormScreen(Screen[ResultT]):
     """A screen whose fields are `#field-<name>` widgets over a flow's `form`: what is
-    typed or chosen goes to `form.set`, then `form_changed` redraws what it affects."""
+    typed or chosen goes to `form.set`, then `form_changed` redraws what it affects.
+    Enter in a field and its `#save` button save (`action_save`); `#cancel` cancels."""
 
     form: Form
 
@@ -341,3 +342,21 @@ class FormScreen(Screen[ResultT]):
 
     def form_changed(self) -> None:
         """Show what the form now says (errors, the fields a choice reveals)."""
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_save(self) -> None:
+        raise NotImplementedError
+
+    def action_cancel(self) -> None:
+        raise NotImplementedError
