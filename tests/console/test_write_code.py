@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import pending_to_jira, snow_home
-from pilots import settle, typed
+from pilots import settle
 from test_app_console import Console
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TextArea
@@ -55,8 +55,9 @@ def problem(pilot: Pilot[None]) -> str:
 
 
 async def replace_path(pilot: Pilot[None], text: str) -> None:
-    path_field(pilot).value = ""
-    await settle(pilot, *typed(text))
+    """Put `text` in the path field (as typing it would end), then let the dialog react."""
+    path_field(pilot).value = text
+    await settle(pilot)
 
 
 async def test_the_default_is_in_the_home_and_shown(home: Home, tmp_path: Path) -> None:
