@@ -329,13 +329,14 @@ class ConnectionsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         self._add_columns(table, None)
-        # The first reading is done here and now, so the first frame shows every row.
-        self._show(read_home(self.stores.home, self.stores.state, None, []))
+        # The files are read in a worker once the first frame is out (the table's
+        # header, no rows yet): a thread started now would hold the GIL that frame needs.
+        self.query_one("#empty").display = False
+        self.call_after_refresh(self.action_reload)
         self.set_interval(REFRESH, self._tick)
 
     def on_screen_resume(self) -> None:
-        # Not when first shown: on_mount has just read the home, and a read in a thread
-        # now would hold up the first frame (it holds the GIL 5 ms at a time).
+        # Not when first shown: on_mount has asked for the first reading.
         if self._shown:
             self.action_reload()
         self._shown = True
@@ -415,6 +416,8 @@ class ConnectionsScreen(Screen[None]):
         self._rows = rows
         self._statuses = statuses
         table.display = bool(reading.connections)
+        if table.display and self.focused is None:  # hidden while the home had none
+            table.focus()
         self.query_one("#empty").display = not reading.connections
         self._show_problems(reading.problems)
 

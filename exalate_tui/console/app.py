@@ -185,13 +185,12 @@ class ExalateApp(App[None]):
     class NodeChecked(Message):
         status: NodeStatus
 
-    def _watch_node(self) -> None:
-        """The files now (so the first frame says it), then a worker every few seconds."""
-        from exalate_tui.transport import background
-
+    def _watch_node(self, glanced: NodeStatus) -> None:
+        """What the files said as the home was read (so the first frame says it), then a
+        worker every few seconds."""
         if self.node_status is not None:
             return
-        self._show_node(background.glance(self.home))
+        self._show_node(glanced)
         if self.watch_node:
             self.call_after_refresh(self._check_node)
             self.set_interval(NODE_REFRESH, self._check_node)
@@ -435,50 +434,58 @@ class ExalateApp(App[None]):
             self.tracker = None
 
     def _start(self) -> None:
-        """The first screen: setup, a broken instance.toml, or the Connections tab."""
+        """The first screen: setup, a broken instance.toml, or the Connections tab,
+        decided once instance.toml is read (in a thread: no file I/O on the loop)."""
+        self._read_instance()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="state")
+    def _read_instance(self) -> None:
         try:
             instance = self.home.load_instance()
         except StoreError as error:
-            from screens.instance_error import InstanceErrorScreen
-
-            self.push_screen(InstanceErrorScreen(error))
+            self.call_from_thread(self._show_instance_error, error)
             return
         if instance is None:
-            from screens.first_run import FirstRunScreen
-
-            self.push_screen(FirstRunScreen(self.home))
+            self.call_from_thread(self._show_first_run)
             return
-        self._open_connections(instance)
+        self._open_state_once()
+        self.call_from_thread(self._show_connections, instance, self._glance_node())
+
+    def _show_instance_error(self, error: StoreError) -> None:
+        from screens.instance_error import InstanceErrorScreen
+
+        self.push_screen(InstanceErrorScreen(error))
+
+    def _show_first_run(self) -> None:
+        from screens.first_run import FirstRunScreen
+
+        self.push_screen(FirstRunScreen(self.home))
 
     def _open_connections(self, instance: Instance) -> None:
-        self.instance = instance
-        if self.state is None and self.state_problem is None:
-            if self._state_is_remote():
-                # A database may take up to its connect timeout to answer: not on the loop.
-                self._open_remote_state(instance)
-                return
-            self._open_state()
-        self._show_connections(instance)
-
-    def _state_is_remote(self) -> bool:
-        from exalate_tui.errors import ExalateError
-        from exalate_tui.transport.storage import database_url
-
-        try:
-            return database_url(self.home) is not None
-        except ExalateError as error:  # EXALATE_TUI_DATABASE_URL does not parse
-            self.state_problem = str(error)
-            return False
+        """After the first run: the streams open in a thread, then the Connections tab."""
+        self._open_state_and_show(instance)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="state")
-    def _open_remote_state(self, instance: Instance) -> None:
-        self._open_state()
-        self.call_from_thread(self._show_connections, instance)
+    def _open_state_and_show(self, instance: Instance) -> None:
+        self._open_state_once()
+        self.call_from_thread(self._show_connections, instance, self._glance_node())
 
-    def _show_connections(self, instance: Instance) -> None:
+    def _glance_node(self) -> NodeStatus:
+        from exalate_tui.transport import background
+
+        return background.glance(self.home)
+
+    def _open_state_once(self) -> None:
+        """Open the home's streams unless open (or known not to open); in a thread: a
+        database may take up to its connect timeout to answer."""
+        if self.state is None and self.state_problem is None:
+            self._open_state()
+
+    def _show_connections(self, instance: Instance, node: NodeStatus) -> None:
         from screens.connections import ConnectionsScreen
 
-        self._watch_node()
+        self.instance = instance
+        self._watch_node(node)
         self.connections_tab = ConnectionsScreen(self._stores(), self.now)
         self.push_screen(self.connections_tab)
         self._supervise_soon()
@@ -500,7 +507,8 @@ class ExalateApp(App[None]):
         return Stores(self.home, self.state, self.state_problem, self.sync)
 
     def _open_state(self) -> None:
-        """Open the home's streams (in a thread when they are in a database)."""
+        """Open the home's streams (in a thread: the file may be created, or a database
+        take its connect timeout to answer)."""
         from exalate_tui.errors import ExalateError
         from exalate_tui.transport.storage import open_streams
 

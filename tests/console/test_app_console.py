@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Servers
+from conftest import Servers, pending_to_jira
+from pilots import settle
 from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static, TextArea
@@ -100,11 +101,7 @@ def home_with(tmp_path: Path, public_url: str | None = "https://snow.example.com
 
 
 async def press(pilot: Pilot[None], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle(pilot, *keys)
 
 
 async def type_text(pilot: Pilot[None], text: str) -> None:
@@ -135,6 +132,7 @@ async def test_first_run_saves_instance_toml(tmp_path: Path, frozen: float) -> N
     home = Home(tmp_path / "home")
     app = console(home, frozen)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         assert isinstance(app.screen, FirstRunScreen)
         await type_text(pilot, "snow")
         await press(pilot, "tab")
@@ -174,6 +172,7 @@ async def test_broken_instance_toml_is_shown_and_never_overwritten(
     home.instance_path.write_text(broken)
     app = console(home, frozen)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         assert isinstance(app.screen, InstanceErrorScreen)
         where = str(app.screen.query_one("#where", Static).render())
         assert f"{home.instance_path}, line 2" in where
@@ -187,6 +186,39 @@ async def test_broken_instance_toml_is_shown_and_never_overwritten(
 
 
 # -- Connections tab -----------------------------------------------------------
+
+
+async def test_the_first_screen_is_out_before_the_files_are_read(
+    tmp_path: Path, frozen: float
+) -> None:
+    """Issue 9: no file I/O on the loop. The Connections tab is drawn (header, no rows),
+    then its worker reads the files and the rows come; a first connection made behind
+    an empty tab's back takes the focus, so Enter opens it."""
+    home = home_with(tmp_path)
+    app = console(home, frozen)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, ConnectionsScreen)
+        assert not app.screen.query_one(DataTable).display  # none yet: the empty text
+        pending_to_jira(home)
+        await settle(pilot, "r")
+        table = app.screen.query_one(DataTable)
+        assert table.display and table.row_count == 1 and app.screen.focused is table
+        await settle(pilot, "enter")
+        assert type(app.screen).__name__ == "ConnectionDetailScreen"
+    # The reading is the tab's worker's, not on_mount's: a tab made and mounted with
+    # no worker run yet shows the table's header and no row.
+    app = console(home_with(tmp_path / "other"), frozen)
+    pending_to_jira(app.home)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        tab = app.screen
+        assert isinstance(tab, ConnectionsScreen)
+        fresh = ConnectionsScreen(tab.stores, tab.now)
+        await app.push_screen(fresh)
+        assert fresh.query_one(DataTable).row_count == 0  # header only, this frame
+        await settle(pilot)
+        assert fresh.query_one(DataTable).row_count == 1
 
 
 async def test_broken_connection_file_is_reported_while_others_list(
@@ -220,6 +252,7 @@ async def test_seed_flow_without_url_asks_for_public_url(
     clipboards = Clipboards()
     app = console(home, frozen, clipboards)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         assert isinstance(app.screen, ConnectionsScreen)
         await press(pilot, "i")
         assert isinstance(app.screen, DestinationScreen)

@@ -7,7 +7,6 @@ with its own home; "not a node" is a plain `http.server`. Nothing is faked.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import socket
 import time
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Servers, free_port
+from pilots import quiet as settle
 from rich.console import Console
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static, TextArea
-from textual.worker import WorkerError
 
 from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain import invitation as codes
@@ -50,16 +49,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def settle(pilot: Pilot[None]) -> None:
-    """Wait for every worker but the supervisor, which runs as long as the console."""
-    await pilot.pause()
-    for worker in [w for w in pilot.app.workers if w.group != "supervisor"]:
-        with contextlib.suppress(WorkerError):  # cancelled by a newer one: fine
-            await worker.wait()
-    await pilot.pause()
-
-
 async def press(pilot: Pilot[None], *keys: str) -> None:
+    await settle(pilot)
     for key in keys:
         await pilot.press(key)
         await settle(pilot)
@@ -301,6 +292,7 @@ async def test_the_tab_follows_the_files_and_the_contacts(tmp_path: Path) -> Non
     home = public_home(tmp_path, "snow", "https://snow.example.com")
     app = make_app(home, supervise=False, now=lambda: now[0])
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         issued = issue(home)  # written behind the console's back
         table = app.screen.query_one(DataTable)
         await until(pilot, lambda: table.row_count == 1)

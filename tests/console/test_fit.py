@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import pending_to_jira, snow_home
+from pilots import settle
 from textual import events
 from textual.geometry import Region
 from textual.pilot import Pilot
@@ -133,12 +134,6 @@ def nothing_scrolled_away(pilot: Pilot[None]) -> list[str]:
         and w.region.area > 0
         and w.id not in {"code", "connections"}
     ]
-
-
-async def settle(pilot: Pilot[None]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 @pytest.mark.parametrize(("name", "make", "keys", "main"), CASES, ids=[c[0] for c in CASES])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import pending_to_jira, snow_home
+from pilots import settle
 from textual.command import CommandPalette
-from textual.pilot import Pilot
 from textual.widgets import Footer, HelpPanel, Input
 
 from exalate_tui.console.app import ExalateApp
@@ -34,15 +34,6 @@ def home_with_one(tmp_path: Path) -> Home:
     home = snow_home(tmp_path)
     pending_to_jira(home)
     return home
-
-
-async def settle(pilot: Pilot[None], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def footer_keys(app: ExalateApp) -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import NOW, free_port, pending_to_jira
+from pilots import quiet
 
 from exalate_tui.console.app import ExalateApp, make_app
 from exalate_tui.domain.live import NodeNeed, node_need
@@ -81,7 +82,7 @@ def test_what_needs_the_node(home: Home) -> None:
 async def test_the_bar_says_what_stops_while_the_node_is_down(home: Home) -> None:
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         assert bar_text(app).startswith("node: not running — press n, or run `exalate-tui")
         pending_to_jira(home)
         await pilot.press("r")
@@ -100,7 +101,7 @@ async def test_n_starts_the_node_which_outlives_the_console(home: Home) -> None:
     app = make_app(home, supervise=False, watch_node=True)
     said = recording(app)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         assert "jira cannot reach this instance" in bar_text(app)
         await pilot.press("n")
         deadline = time.monotonic() + 30
@@ -121,7 +122,7 @@ async def test_n_starts_the_node_which_outlives_the_console(home: Home) -> None:
 async def test_the_bar_sees_a_node_started_elsewhere_and_its_stop(home: Home) -> None:
     app = make_app(home, supervise=False, watch_node=True)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         assert bar_text(app).startswith("node: not running")
         await pilot.pause()
         started = background.start(home)
@@ -150,7 +151,7 @@ async def test_capital_n_with_no_node_says_so_and_asks_nothing(home: Home) -> No
     app = make_app(home, supervise=False)
     said = recording(app)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("N")
         await pilot.pause()
         assert isinstance(app.screen, ConnectionsScreen)
@@ -167,6 +168,7 @@ async def test_capital_n_stops_the_node_once_confirmed(home: Home) -> None:
     app = make_app(home, supervise=False, watch_node=True)
     said = recording(app)
     async with app.run_test(size=(80, 24)) as pilot:
+        await quiet(pilot)
         deadline = time.monotonic() + 15
         while not bar_text(app).startswith("node: running on 127.0.0.1"):
             assert time.monotonic() < deadline, bar_text(app)
@@ -201,7 +203,7 @@ def private_side(home: Home) -> None:
 async def test_quit_with_nothing_needing_a_node_quits_at_once(home: Home) -> None:
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert not app.is_running
@@ -211,7 +213,7 @@ async def test_quit_while_a_needed_node_is_down_asks_once_and_never_blocks(home:
     private_side(home)
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, QuitWithoutNodeScreen)
@@ -228,7 +230,7 @@ async def test_quit_while_a_needed_node_is_down_asks_once_and_never_blocks(home:
 
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("ctrl+q", "ctrl+q")  # the second Ctrl+Q quits at once
         await pilot.pause()
         assert not app.is_running
@@ -240,7 +242,7 @@ async def test_quit_can_start_the_node_first(home: Home) -> None:
     pending_to_jira(home)
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, QuitWithoutNodeScreen)
@@ -263,7 +265,7 @@ async def test_quit_with_the_node_running_asks_nothing(home: Home) -> None:
     background.start(home)
     app = make_app(home, supervise=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert not app.is_running
@@ -285,7 +287,7 @@ async def test_delete_on_a_damaged_store_says_so_and_keeps_the_connection(home: 
     app = make_app(home, supervise=False)
     said = recording(app)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await quiet(pilot)
         await pilot.press("enter", "x", "y")
         await app.workers.wait_for_complete()
         await pilot.pause()

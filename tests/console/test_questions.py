@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import pending_to_jira, snow_home
+from pilots import settle
 from textual.pilot import Pilot
 from textual.widgets import TextArea
 
@@ -32,10 +33,7 @@ def anyio_backend() -> str:
 
 async def press(pilot: Pilot[None], *keys: str) -> None:
     for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot, key)
 
 
 async def to_invitation(pilot: Pilot[None]) -> None:

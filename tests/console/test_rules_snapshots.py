@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW, SNAPSHOTS, StillConsole
+from pilots import quiet
 from scripted import screen_lines, scripted
 from synced import story
 from textual.pilot import Pilot
@@ -39,6 +40,7 @@ def steps(*keys: str, line: int | None = None) -> Callable[[Pilot[None]], Awaita
     """Press `keys`; with `line`, the editor's cursor goes there after the first two."""
 
     async def run(pilot: Pilot[None]) -> None:
+        await quiet(pilot)
         for n, key in enumerate(keys):
             if n == 2 and line is not None:
                 pilot.app.screen.query_one("#outgoing", TextArea).move_cursor((line, 0))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Servers, StillConsole, verifier_via
+from pilots import settle
 from textual import events
 from textual.pilot import Pilot
 
@@ -61,19 +62,7 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     """Press keys one at a time, letting each screen settle (and any copy finish)."""
 
     async def run(pilot: Pilot[None]) -> None:
-        for key in keys:
-            await pilot.press(key)
-            await pilot.pause()
-        # Until no worker is left twice in a row: one's end may start another by message
-        # (the invitation's save reports by message, Done then leaves, and the tab's
-        # reload reads the home in a thread).
-        idle = 0
-        for _ in range(10):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
-            idle = idle + 1 if not pilot.app.workers else 0
-            if idle == 2:
-                break
+        await settle(pilot, *keys)
         await pilot.pause()
 
     return run
@@ -113,7 +102,7 @@ def several(home: Home) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_first_run(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
-    assert snap_compare(app_for(Home(Path("home")), frozen), terminal_size=size)
+    assert snap_compare(app_for(Home(Path("home")), frozen), terminal_size=size, run_before=steps())
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -128,7 +117,7 @@ def test_broken_instance(snap_compare: Compare, frozen: float, size: tuple[int, 
     home.ensure()
     home.instance_path.write_text('short_name = "snow"\npublic_url = \n')
     home.instance_path.chmod(0o600)  # as the console writes it: no permission warning
-    assert snap_compare(app_for(home, frozen), terminal_size=size)
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps())
 
 
 # -- Connections tab -----------------------------------------------------------
@@ -136,14 +125,14 @@ def test_broken_instance(snap_compare: Compare, frozen: float, size: tuple[int, 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_connections_empty(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
-    assert snap_compare(app_for(home_with(), frozen), terminal_size=size)
+    assert snap_compare(app_for(home_with(), frozen), terminal_size=size, run_before=steps())
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_connections_several(snap_compare: Compare, frozen: float, size: tuple[int, int]) -> None:
     home = home_with()
     several(home)
-    assert snap_compare(app_for(home, frozen), terminal_size=size)
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps())
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -153,7 +142,7 @@ def test_connections_broken_file(
     home = home_with()
     several(home)
     home.connection_path("broken").write_text('name = "x"\nmode = "fast"\n[[oops\n')
-    assert snap_compare(app_for(home, frozen), terminal_size=size)
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps())
 
 
 # -- the wizard, step by step ------------------------------------------------------
@@ -453,7 +442,7 @@ def test_connections_every_status(
 ) -> None:
     home = home_with()
     every_status(home, frozen)
-    assert snap_compare(app_for(home, frozen), terminal_size=size)
+    assert snap_compare(app_for(home, frozen), terminal_size=size, run_before=steps())
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW, StillConsole
+from pilots import quiet
 from synced import story
 from textual.pilot import Pilot
 
@@ -42,7 +43,8 @@ def steps(*keys: str, engine: Home | None = None) -> Callable[[Pilot[None]], Awa
     """Press `keys`; with `engine`, run that home's sync engine once they are pressed."""
 
     async def run(pilot: Pilot[None]) -> None:
-        for key in keys:
+        await quiet(pilot)
+        for key in keys:  # not settled: Bulk's worker waits for the engine run below
             await pilot.press(key)
             await pilot.pause()
         # The engine takes the request once the screen's worker has queued it, and the
@@ -54,9 +56,7 @@ def steps(*keys: str, engine: Home | None = None) -> Callable[[Pilot[None]], Awa
             await pilot.pause(0.1)
             if not any(w.is_running and w.group == "send" for w in pilot.app.workers):
                 break
-        for _ in range(3):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
+        await quiet(pilot)
 
     return run
 

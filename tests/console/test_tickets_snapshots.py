@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW, StillConsole
+from pilots import settle
 from textual.pilot import Pilot
 
 from exalate_tui.domain.models import Instance
@@ -97,12 +98,7 @@ def app_for(home: Home) -> StillConsole:
 
 def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     async def run(pilot: Pilot[None]) -> None:
-        for key in keys:
-            await pilot.press(key)
-            await pilot.pause()
-        for _ in range(3):
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
+        await settle(pilot, *keys)
 
     return run
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import NOW, snow_home
+from pilots import settle
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Footer, Input, Label, Static
@@ -44,15 +45,6 @@ async def tracker(home: Home) -> AsyncIterator[Tracker]:
     opened = open_tracker(home)
     yield opened
     await opened.close()
-
-
-async def settle(pilot: Pilot[None], *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await pilot.pause()
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 async def typed(pilot: Pilot[None], text: str) -> None:

@@ -85,6 +85,7 @@ async def test_first_run_offers_the_tracker_and_escape_keeps_the_embedded_one(
     home = Home(tmp_path / "home")
     app = console(home)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         assert isinstance(app.screen, FirstRunScreen)
         await settle(pilot, *typed("snow"), "enter")
         assert isinstance(app.screen, TrackerSetupScreen)
