@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -198,6 +199,11 @@ async def serve(
         jobs: list[asyncio.Task[None]] = [asyncio.ensure_future(job(home, state)) for job in beside]
         for job in jobs:
             job.add_done_callback(partial(_job_ended, server))
+        # docs/reliability.md, promise 13: what was loaded to start (FastAPI, pydantic, the
+        # routes) lives as long as the node, so the collector never looks at it again: a
+        # full collection under a flood of refused bodies took 56-126 ms, each a stall of
+        # every request.
+        gc.freeze()
         try:
             await server.serve(sockets=[sock])
         finally:
