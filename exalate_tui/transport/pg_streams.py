@@ -103,6 +103,55 @@ MIGRATIONS: dict[int, str] = {
         at double precision NOT NULL
     );
     """,
+    # The sync engine's tables (sync/pg_store.py: `PgSyncStore`), as `state.sqlite3`
+    # holds them (sync/store.py), so the one engine across the workers finds its links,
+    # cursors and errors whichever worker it moves to.
+    5: f"""
+    CREATE TABLE {SCHEMA}.sync_links (
+        cid text NOT NULL, local_key text NOT NULL, remote_key text,
+        active boolean NOT NULL DEFAULT true,
+        origin text NOT NULL,
+        restart boolean NOT NULL DEFAULT false,
+        due boolean NOT NULL DEFAULT false,
+        out_version bigint NOT NULL DEFAULT 0, out_doc text,
+        in_version bigint NOT NULL DEFAULT 0, in_doc text,
+        created double precision NOT NULL, last_synced double precision,
+        PRIMARY KEY (cid, local_key)
+    );
+    CREATE UNIQUE INDEX sync_links_remote ON {SCHEMA}.sync_links (cid, remote_key);
+    CREATE INDEX sync_links_due ON {SCHEMA}.sync_links (cid, created)
+        WHERE active AND (out_version = 0 OR restart OR due);
+    CREATE TABLE {SCHEMA}.sync_sent (
+        cid text NOT NULL, local_key text NOT NULL, version bigint NOT NULL, doc text NOT NULL,
+        PRIMARY KEY (cid, local_key, version)
+    );
+    CREATE TABLE {SCHEMA}.sync_cursors (cid text PRIMARY KEY, seq bigint NOT NULL);
+    CREATE TABLE {SCHEMA}.sync_meta (name text PRIMARY KEY, value text NOT NULL);
+    CREATE TABLE {SCHEMA}.sync_stash (
+        cid text NOT NULL, remote_key text NOT NULL, sha256 text NOT NULL,
+        name text NOT NULL, data bytea NOT NULL, PRIMARY KEY (cid, remote_key, sha256)
+    );
+    CREATE TABLE {SCHEMA}.sync_errors (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        cid text NOT NULL, direction text NOT NULL,
+        local_key text, remote_key text, seq bigint,
+        message text NOT NULL, first_at double precision NOT NULL,
+        last_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 1, holds boolean NOT NULL DEFAULT true
+    );
+    CREATE INDEX sync_errors_ticket ON {SCHEMA}.sync_errors (cid, direction, local_key);
+    CREATE TABLE {SCHEMA}.sync_history (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        local_key text NOT NULL, cid text NOT NULL, remote_key text,
+        at double precision NOT NULL, version bigint, rules text NOT NULL,
+        changes text NOT NULL, note text NOT NULL DEFAULT ''
+    );
+    CREATE INDEX sync_history_key ON {SCHEMA}.sync_history (local_key, id);
+    CREATE TABLE {SCHEMA}.sync_requests (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        action text NOT NULL, cid text, key text, arg text, at double precision NOT NULL
+    );
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 # Forgotten signatures are swept once per this many first uses.
