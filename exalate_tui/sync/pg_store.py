@@ -100,7 +100,12 @@ class PgSyncStore(DeferredWrites[psycopg.Connection[Any]]):
             url,
             min_size=1,
             max_size=POOL_MAX,
-            kwargs={"autocommit": True, "application_name": "exalate-tui sync"},
+            # No server-side prepared statements (PgBouncer in transaction mode: pg_streams).
+            kwargs={
+                "autocommit": True,
+                "application_name": "exalate-tui sync",
+                "prepare_threshold": None,
+            },
             check=ConnectionPool.check_connection,
             open=False,
             name="exalate-tui-sync",

@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exalate_tui.domain.live import Contact
 from exalate_tui.domain.models import shown_database
-from exalate_tui.transport.pg_wakeups import Hints
+from exalate_tui.transport.pg_wakeups import Hints, check_listening
 from exalate_tui.transport.streams import (
     Gap,
     LeaseLost,
@@ -256,11 +256,19 @@ class PgStreams:
     The PostgreSQL implementation of `streams.Streams`. `migrate=False`
     refuses a schema that is not at `SCHEMA_VERSION` instead of migrating it
     (`exalate-tui db check`); `hints=False` runs no listener (a short-lived
-    CLI command: it still notifies the others of its enqueues).
+    CLI command: it still notifies the others of its enqueues); `listen_url`,
+    where the listener connects instead of `url` (PostgreSQL itself, when
+    `url` goes through PgBouncer in transaction mode: `check_listening`).
     """
 
     def __init__(
-        self, url: str, *, migrate: bool = True, hints: bool = True, lease_ttl: float = LEASE_TTL
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        hints: bool = True,
+        lease_ttl: float = LEASE_TTL,
+        listen_url: str | None = None,
     ) -> None:
         self.url = url
         self.lease_ttl = lease_ttl
@@ -280,7 +288,13 @@ class PgStreams:
             url,
             min_size=1,
             max_size=POOL_MAX,
-            kwargs={"autocommit": True, "application_name": "exalate-tui"},
+            # No server-side prepared statements: through PgBouncer in transaction mode
+            # the next statement may run on a server connection that never saw them.
+            kwargs={
+                "autocommit": True,
+                "application_name": "exalate-tui",
+                "prepare_threshold": None,
+            },
             # A connection the server dropped (a restart) is found and replaced on checkout.
             check=ConnectionPool.check_connection,
             open=False,
@@ -316,7 +330,15 @@ class PgStreams:
         except BaseException:
             self._pool.close()
             raise
-        self.hints = Hints(url, self._heard, self._notify, listen=hints)
+        # The listener straight to PostgreSQL (`listen_url`) when a pooler stands before it.
+        listen_to = listen_url or url
+        if hints:
+            try:
+                check_listening(listen_to, url)
+            except BaseException:
+                self._pool.close()
+                raise
+        self.hints = Hints(listen_to, self._heard, self._notify, listen=hints)
 
     @property
     def where(self) -> str:

@@ -103,11 +103,12 @@ def _xid(url: str) -> int:
     return int(row[0])
 
 
-def test_a_deferred_batch_is_one_transaction_and_faster_than_one_per_message(
+def test_a_deferred_batch_is_one_transaction(
     store: PgSyncStore, pg_url: str, tmp_path: Path
 ) -> None:
     """Bulk exalate's shape: a link and a cursor per message. Deferred, the batch's
-    statements are pipelined in one transaction; one by one, each is a commit of its own."""
+    statements are pipelined in one transaction; one by one, each is a commit of its own
+    (both timed, and SQLite's, for benchmarks/README.md: printed, not asserted)."""
     count = 500
 
     def batch(cid: str) -> None:
@@ -131,7 +132,6 @@ def test_a_deferred_batch_is_one_transaction_and_faster_than_one_per_message(
     )
     assert store.cursor("counted") == count and len(store.links("counted")) == count
     assert commits == 1
-    assert deferred < each
     sqlite = SqliteSyncStore(tmp_path / "state.sqlite3")
     try:
         started = time.perf_counter()
