@@ -54,6 +54,7 @@ from exalate_tui.sync.store import (
 from exalate_tui.transport.pg_streams import (
     CONNECT_TIMEOUT,
     SCHEMA,
+    connection_options,
     migrate_schema,
     refused,
     unreachable,
@@ -88,7 +89,8 @@ class SyncDatabaseError(SyncStoreError, StateError):
 class PgSyncStore(DeferredWrites[psycopg.Connection[Any]]):
     """The sync tables in a PostgreSQL database; safe to share between threads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pooled: bool = False) -> None:
+        """`pooled`: `url` goes through PgBouncer (`pg_streams.connection_options`)."""
         super().__init__()
         self._where = shown_database(url)
         self._fence: tuple[str, int] | None = None
@@ -100,12 +102,7 @@ class PgSyncStore(DeferredWrites[psycopg.Connection[Any]]):
             url,
             min_size=1,
             max_size=POOL_MAX,
-            # No server-side prepared statements (PgBouncer in transaction mode: pg_streams).
-            kwargs={
-                "autocommit": True,
-                "application_name": "exalate-tui sync",
-                "prepare_threshold": None,
-            },
+            kwargs=connection_options("exalate-tui sync", pooled=pooled),
             check=ConnectionPool.check_connection,
             open=False,
             name="exalate-tui-sync",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from exalate_tui.home.store import Home
 from exalate_tui.sync.store import SqliteSyncStore, SyncStore, SyncStoreError
-from exalate_tui.transport.storage import database_url, state_exists
+from exalate_tui.transport.storage import database_url, listen_url, state_exists
 
 
 def sync_state_exists(home: Home) -> bool:
@@ -30,6 +30,6 @@ def open_sync_store(home: Home) -> SyncStore:
             raise SyncStoreError(
                 f"PostgreSQL storage needs psycopg ({error}): pip install 'exalate-tui[postgres]'"
             ) from None
-        return PgSyncStore(url)
+        return PgSyncStore(url, pooled=listen_url() not in (None, url))
     home.ensure()
     return SqliteSyncStore(home.state_path)

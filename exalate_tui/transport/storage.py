@@ -76,9 +76,7 @@ def listen_url() -> str | None:
 
 def open_pg(url: str, *, migrate: bool = True, hints: bool = True) -> Streams:
     """`PgStreams` on `url`; `migrate=False` refuses a schema that is not current."""
-    streams: Streams = _pg().PgStreams(
-        url, migrate=migrate, hints=hints, listen_url=listen_url() if hints else None
-    )
+    streams: Streams = _pg().PgStreams(url, migrate=migrate, hints=hints, listen_url=listen_url())
     return streams
 
 

@@ -45,7 +45,9 @@ def pooled_url(bouncer: Bouncer, pg_url: str) -> str:
 class TestPgStreamsThroughPgBouncer(StreamsContract):
     @pytest.fixture
     def opener(self, pooled_url: str, pg_url: str) -> Iterator[Store]:
-        store = Store("postgresql", pooled_url, lambda: PgStreams(pooled_url, listen_url=pg_url))
+        store = Store(
+            "postgresql", pooled_url, lambda: PgStreams(pooled_url, listen_url=pg_url), pg_url
+        )
         try:
             yield store
         finally:
@@ -58,7 +60,7 @@ class TestPgSyncStoreThroughPgBouncer(SyncStoreContract):
         opened: list[SyncStore] = []
 
         def open_one() -> SyncStore:
-            opened.append(PgSyncStore(pooled_url))
+            opened.append(PgSyncStore(pooled_url, pooled=True))
             return opened[-1]
 
         try:
@@ -68,13 +70,16 @@ class TestPgSyncStoreThroughPgBouncer(SyncStoreContract):
                 store.close()
 
 
-def test_a_listener_through_pgbouncer_is_refused_saying_what_to_set(pooled_url: str) -> None:
+def test_a_listener_through_pgbouncer_is_refused_saying_what_to_set(
+    pooled_url: str, pg_url: str
+) -> None:
     with pytest.raises(StateError) as refused:
         PgStreams(pooled_url)
     message = str(refused.value)
     assert "PgBouncer" in message and "EXALATE_TUI_DATABASE_LISTEN_URL" in message
-    # A command that listens to nobody (hints=False) works through it as it is.
-    command = PgStreams(pooled_url, hints=False)
+    # A command that listens to nobody (hints=False) works through it, its statements
+    # never prepared (the listen URL set says the other one goes through a pooler).
+    command = PgStreams(pooled_url, hints=False, listen_url=pg_url)
     try:
         assert [command.enqueue("a", "ping") for _ in range(8)] == list(range(1, 9))
     finally:
@@ -85,7 +90,7 @@ def test_a_worker_behind_pgbouncer_hears_another_through_its_direct_listener(
     pooled_url: str, pg_url: str
 ) -> None:
     worker = PgStreams(pooled_url, listen_url=pg_url)
-    other = PgStreams(pooled_url, hints=False)
+    other = PgStreams(pooled_url, hints=False, listen_url=pg_url)
     heard = threading.Event()
     worker.on_hint(lambda cid: heard.set() if cid == "a" else None)
     try:
