@@ -6,8 +6,12 @@ listener through it is refused at open, saying so."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,3 +104,25 @@ def test_a_worker_behind_pgbouncer_hears_another_through_its_direct_listener(
     finally:
         worker.close()
         other.close()
+
+
+def test_a_node_whose_listener_would_go_through_pgbouncer_exits_saying_what_to_set(
+    pooled_url: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "snow"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXALATE_TUI_")}
+        return subprocess.run(
+            [sys.executable, "-m", "exalate_tui.cli", "--home", str(home), *args],
+            capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    assert cli("init", "--short-name", "snow", "--database", pooled_url).returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    node = cli("node", "--host", "127.0.0.1", "--port", str(port))
+    assert node.returncode == 1
+    assert "PgBouncer" in node.stderr and "EXALATE_TUI_DATABASE_LISTEN_URL" in node.stderr
+    assert "Traceback" not in node.stderr
