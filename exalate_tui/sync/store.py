@@ -8,7 +8,6 @@ live there (`sync/pg_store.py`: `PgSyncStore`, the same tables in the schema
 cursors whichever worker it moves to. Both pass one contract suite
 (tests/sync/store_contract.py).
 
-
 On SQLite: tables of their own (`sync_*`, versioned in `sync_schema`), on a
 connection of their own to the same WAL file:
 
@@ -108,7 +107,8 @@ _INDEXES = f"CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (cid, creat
 
 
 class SyncStoreError(ExalateError):
-    """The sync tables of `state.sqlite3` cannot be used; str() names the file."""
+    """The sync tables cannot be used (`state.sqlite3`'s, or the database's); str() names
+    the file or the database."""
 
 
 @dataclass(frozen=True)
