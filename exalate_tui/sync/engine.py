@@ -251,13 +251,21 @@ class Engine:
     def tidy(self, loaded: Loaded | None = None) -> None:
         """Drop the links, cursor and errors of connections deleted here (a tombstone
         counts as deleted: nothing syncs over it again). History stays, and the tickets
-        on both sides. A connection file that does not parse keeps everything."""
+        on both sides. A connection file that does not parse keeps everything.
+
+        On a store other workers share, only a connection this home has a tombstone
+        for: the connection files are each worker's home's, and one that lacks a
+        file (copied before the connection was made) must not drop the links the
+        other workers' homes still sync."""
         self._tidied = time.monotonic()
         if loaded is None:
             loaded = self.home.load_connections()
         if loaded.problems:
             return
-        for cid in self.store.cids() - {c.id for c in loaded.connections}:
+        gone = self.store.cids() - {c.id for c in loaded.connections}
+        if self.streams.workers:
+            gone &= {cid for cid, _ in self.home.tombstones()}
+        for cid in gone:
             log.info("connection %s was deleted: its sync links are dropped", cid)
             self.store.forget(cid)
 
