@@ -25,6 +25,8 @@
     ├── RuleError                 sync/rules.py: a rule failed on one ticket
     │   └── NotSyncable           the rules do not sync that ticket (Basic: incidents only)
     ├── SyncStoreError            sync/store.py: the sync tables cannot be used
+    │   └── SyncDatabaseError     sync/pg_store.py: their database out of reach (also a
+    │                             StateError: an outage the engine waits out)
     ├── TriggerError              sync/triggers.py: no trigger by that number   (bad input)
     ├── NodeRunning, NodeError    transport/background.py: the home's node (start, stop)
     └── BadInput                  cli: a flag's value is refused                 (bad input)

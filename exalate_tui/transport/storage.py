@@ -22,6 +22,7 @@ from exalate_tui.home.store import Home
 from exalate_tui.transport.streams import StateError, Streams
 
 ENV = "EXALATE_TUI_DATABASE_URL"
+LISTEN_ENV = "EXALATE_TUI_DATABASE_LISTEN_URL"
 
 
 class DatabaseUrlError(ExalateError):
@@ -59,9 +60,23 @@ def _pg() -> Any:
     return pg_streams
 
 
+def listen_url() -> str | None:
+    """`EXALATE_TUI_DATABASE_LISTEN_URL`: where the wake-up listener connects instead of the
+    database URL (PostgreSQL itself, when that URL goes through PgBouncer); None when unset."""
+    given = os.environ.get(LISTEN_ENV, "")
+    if not given.strip():
+        return None
+    try:
+        return check_database(given)
+    except ValueError as error:
+        raise DatabaseUrlError(
+            f"{LISTEN_ENV}: the PostgreSQL URL {error}; fix it or unset it"
+        ) from None
+
+
 def open_pg(url: str, *, migrate: bool = True, hints: bool = True) -> Streams:
     """`PgStreams` on `url`; `migrate=False` refuses a schema that is not current."""
-    streams: Streams = _pg().PgStreams(url, migrate=migrate, hints=hints)
+    streams: Streams = _pg().PgStreams(url, migrate=migrate, hints=hints, listen_url=listen_url())
     return streams
 
 
