@@ -10,9 +10,8 @@ compares with and posts what it read; the handler then rebuilds the table
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -123,28 +122,24 @@ def _without_status(rows: list[Row]) -> list[tuple[object, ...]]:
     return [(key, *cells[:2], *cells[3:]) for key, cells in rows]
 
 
-# (file name, mtime in ns, size) of every connection file, and instance.toml's.
-Signature = tuple[tuple[str, int, int], ...]
+# instance.toml's (name, mtime in ns, size), and the connection store's signature
+# (its files' stats, or a database's change counter).
+Signature = tuple[tuple[str, int, int] | None, Hashable]
 
 
 def signature(home: Home) -> Signature:
-    """What changes when any file of the home changes; cheap: one stat per file."""
-    entries: list[tuple[str, int, int]] = []
-    for path in (home.instance_path,):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((path.name, st.st_mtime_ns, st.st_size))
+    """What changes when instance.toml or any connection changes; cheap: a stat per
+    file (or one query)."""
     try:
-        with os.scandir(home.connections_dir) as listing:
-            for entry in listing:
-                if entry.name.endswith(".toml"):
-                    st = entry.stat()
-                    entries.append((entry.name, st.st_mtime_ns, st.st_size))
+        st = home.instance_path.stat()
+        instance: tuple[str, int, int] | None = (
+            home.instance_path.name,
+            st.st_mtime_ns,
+            st.st_size,
+        )
     except FileNotFoundError:
-        pass
-    return tuple(sorted(entries))
+        instance = None
+    return instance, home.connections.signature()
 
 
 @dataclass(frozen=True)

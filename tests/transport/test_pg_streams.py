@@ -62,7 +62,7 @@ def test_a_new_database_gets_the_schema_at_its_version_once(
     for thread in openers:
         thread.join(30)
     assert len(streams) == 3  # three workers starting at once: none failed
-    assert _version(pg_url) == SCHEMA_VERSION == 4
+    assert _version(pg_url) == SCHEMA_VERSION == 5
     with psycopg.connect(pg_url) as db:
         assert db.execute(f"SELECT COUNT(*) FROM {SCHEMA}.schema_version").fetchone() == (1,)
 
@@ -100,7 +100,7 @@ def test_a_schema_from_a_newer_version_is_refused_and_left_alone(
 
 
 def test_without_migrating_an_empty_database_says_to_run_db_migrate(pg_url: str) -> None:
-    with pytest.raises(StateError, match=r"version 0, .*needs 4: run `exalate-tui db migrate`"):
+    with pytest.raises(StateError, match=r"version 0, .*needs 5: run `exalate-tui db migrate`"):
         PgStreams(pg_url, migrate=False)
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT to_regclass('exalate.outbox')").fetchone() == (None,)
