@@ -143,7 +143,8 @@ def _decode_key(text: str, where: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise DatabaseKeyError(
             f"{where}: not a database key (base64 of {KEY_BYTES} bytes, as "
-            "`exalate-tui init --database URL` writes it into database.key); fix it"
+            f"`exalate-tui init --database URL` writes it into {KEY_FILE}): give it the "
+            f"other workers' key (their {KEY_FILE}, or ${KEY_ENV})"
         )
     return key
 
