@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -81,6 +80,15 @@ def rows(url: str) -> list[tuple[Any, ...]]:
         return found
 
 
+def listing(path: Path) -> dict[str, bytes]:
+    """Every file under `path` with its bytes (the node's lock file aside: an flock)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "node.lock"
+    }
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -104,8 +112,9 @@ def test_secrets_are_not_in_the_clear_in_the_database_nor_the_key(
     with psycopg.connect(pg_url) as db:
         dumped = db.execute(
             "SELECT string_agg(t::text, ' ') FROM ("
-            " SELECT id, name_key, document::text, encode(secrets, 'escape') FROM exalate.connections"
-            " UNION ALL SELECT id, '', document::text, encode(secrets, 'escape') "
+            " SELECT id, name_key, document::text, encode(secrets, 'escape')"
+            " FROM exalate.connections UNION ALL"
+            " SELECT id, '', document::text, encode(secrets, 'escape')"
             " FROM exalate.tombstones) AS t"
         ).fetchone()[0]  # type: ignore[index]
         blobs = [
@@ -128,7 +137,10 @@ def test_secrets_are_not_in_the_clear_in_the_database_nor_the_key(
 
 
 def test_another_key_is_refused_before_anything_is_written(
-    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first = worker(tmp_path / "a", pg_url)
     first.save_connection(connection())
@@ -143,23 +155,19 @@ def test_another_key_is_refused_before_anything_is_written(
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     node = ["node", "--host", "127.0.0.1", "--port", port]
-    files: list[str] = []
+    files = listing(intruder.path)
     for argv in (node, ["connections", "--json"], ["connections", "delete", "x"]):
         code, out, err = run(capsys, "--home", str(intruder.path), *argv)
         assert code == 2, (argv, err)
         assert "not the key" in err and "database.key" in err and KEY_ENV in err
         assert "nothing was changed" in err
-        files = files or sorted(p.name for p in intruder.path.rglob("*"))
-        assert sorted(p.name for p in intruder.path.rglob("*")) == files
-    assert not (intruder.path / "node.pid").exists()
+        assert listing(intruder.path) == files
+    assert rows(pg_url) == before
     # With the first worker's key (from the environment, overriding its file): it works.
-    os.environ[KEY_ENV] = key_path(first).read_text().strip()
-    try:
-        code, out, err = run(capsys, "--home", str(intruder.path), "connections", "--json")
-        assert code == 0, err
-        assert [c["name"] for c in json.loads(out)["connections"]] == ["snow_to_jira"]
-    finally:
-        del os.environ[KEY_ENV]
+    monkeypatch.setenv(KEY_ENV, key_path(first).read_text().strip())
+    code, out, err = run(capsys, "--home", str(intruder.path), "connections", "--json")
+    assert code == 0, err
+    assert [c["name"] for c in json.loads(out)["connections"]] == ["snow_to_jira"]
 
 
 @pytest.mark.parametrize(
