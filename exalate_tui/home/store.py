@@ -253,6 +253,11 @@ class Home:
         """The embedded tracker's attachment bytes, one file per SHA-256."""
         return self.path / "attachments"
 
+    @property
+    def database_key_path(self) -> Path:
+        """`database.key`: the key of the connections' secrets in a database (0600)."""
+        return self.path / "database.key"
+
     def connection_path(self, cid: str) -> Path:
         return self.connections_dir / f"{cid}.toml"
 
@@ -281,6 +286,7 @@ class Home:
         checks = [(self.path, 0o700), (self.connections_dir, 0o700), (self.attachments_dir, 0o700)]
         files = (self.instance_path, self.state_path, self.tracker_path, self.tracker_config_path)
         checks += [(p, 0o600) for p in (*files, self.node_pid_path, self.node_log_path)]
+        checks.append((self.database_key_path, 0o600))
         if self.connections_dir.is_dir():
             checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
         warnings = []

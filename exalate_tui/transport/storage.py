@@ -36,7 +36,7 @@ from exalate_tui.transport.streams import StateError, Streams
 
 ENV = "EXALATE_TUI_DATABASE_URL"
 KEY_ENV = "EXALATE_TUI_DATABASE_KEY"
-KEY_FILE = "database.key"
+KEY_FILE = "database.key"  # Home.database_key_path
 KEY_BYTES = 32  # AES-256-GCM
 
 
@@ -112,7 +112,7 @@ def open_streams(home: Home, *, hints: bool = True) -> Streams:
 
 
 def key_path(home: Home) -> Path:
-    return home.path / KEY_FILE
+    return home.database_key_path
 
 
 def database_key(home: Home) -> tuple[bytes, str]:

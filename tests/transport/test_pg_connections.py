@@ -329,3 +329,13 @@ def test_a_worker_sees_another_workers_change_at_the_next_change_check(
     finally:
         node.close()
         admin.close()
+
+
+def test_a_key_file_others_can_read_is_warned_about(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = worker(tmp_path / "a", pg_url)
+    key_path(home).chmod(0o644)
+    code, out, err = run(capsys, "--home", str(home.path), "connections")
+    assert code == 0, err
+    assert f"{key_path(home)} is readable by others (mode 644): run chmod 600" in err
