@@ -28,6 +28,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from exalate_tui.domain.live import Contact, Live, LiveState, live_state, node_need
 from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.streams import StateError, Streams
 
@@ -162,18 +163,28 @@ def read_home(
     previous: Signature | None,
     known: Sequence[Connection],
 ) -> Reading:
-    """Parse the files again only when `previous` no longer matches; contacts always."""
-    current = signature(home)
+    """Parse the files again only when `previous` no longer matches; contacts always.
+
+    A connection store that cannot be read now (a database out of reach, a database
+    key that is not the other workers') is a problem shown above what was read last,
+    looked at again on the next tick."""
     problems: list[StoreError] = []
-    if current == previous:
-        contacts = _contacts(state, known, problems)
-        return Reading(current, False, connections=known, problems=problems, contacts=contacts)
     try:
-        instance = home.load_instance()
-    except StoreError as error:
-        instance = None
-        problems.append(error)
-    loaded = home.load_connections()
+        current = signature(home)
+        if current == previous:
+            contacts = _contacts(state, known, problems)
+            return Reading(current, False, connections=known, problems=problems, contacts=contacts)
+        try:
+            instance = home.load_instance()
+        except StoreError as error:
+            instance = None
+            problems.append(error)
+        loaded = home.load_connections()
+    except StoreError:
+        raise
+    except ExalateError as error:
+        unread = StoreError(Path("connections"), str(error))
+        return Reading((None, None), False, connections=known, problems=[unread])
     contacts = _contacts(state, loaded.connections, problems)
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts

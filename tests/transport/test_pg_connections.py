@@ -339,3 +339,23 @@ def test_a_key_file_others_can_read_is_warned_about(
     code, out, err = run(capsys, "--home", str(home.path), "connections")
     assert code == 0, err
     assert f"{key_path(home)} is readable by others (mode 644): run chmod 600" in err
+
+
+def test_the_consoles_connections_tab_shows_a_refused_key_as_a_problem(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from screens.connections import read_home
+
+    first = worker(tmp_path / "a", pg_url)
+    first.save_connection(connection())
+    first.close()
+    intruder = worker(tmp_path / "b", pg_url)
+    try:
+        reading = read_home(intruder, None, None, [])
+        (problem,) = reading.problems
+        assert "not the key" in str(problem) and reading.connections == []
+        shutil.copy2(key_path(first), key_path(intruder))
+        reading = read_home(intruder, None, reading.signature, [])
+        assert reading.problems == [] and [c.name for c in reading.connections] == ["snow_to_jira"]
+    finally:
+        intruder.close()
