@@ -359,3 +359,42 @@ def test_the_consoles_connections_tab_shows_a_refused_key_as_a_problem(
         assert reading.problems == [] and [c.name for c in reading.connections] == ["snow_to_jira"]
     finally:
         intruder.close()
+
+
+def test_a_running_supervisor_sees_another_workers_change_at_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """As `test_supervisor.py`'s file changed by another process: no enqueue, no periodic
+    rescan (60 s); an admin's change saved through another worker's home is enough."""
+    import asyncio
+    import time
+
+    from test_supervisor import Supervisor, connect, run_supervisor, set_status, until
+
+    from exalate_tui.domain.models import Status
+
+    public, private, cid = connect(tmp_path)
+    node = worker(private.home.path, pg_url)
+    node.save_instance(Instance(short_name="jira", database=pg_url))
+    node.save_connection(private.home.get_connection(cid))
+    private.home.connection_path(cid).unlink()  # the row alone from now on
+    admin = worker(tmp_path / "admin", pg_url, key_from=node.path)
+    supervisor = Supervisor(node, private.state, transport=public.transport, rescan=60)
+    took: list[float] = []
+
+    async def body() -> None:
+        await until(lambda: cid in supervisor.running, timeout=2)
+        started = time.monotonic()
+        await asyncio.to_thread(set_status, admin, cid, Status.DEACTIVATED)
+        await until(lambda: cid not in supervisor.running, timeout=2)
+        took.append(time.monotonic() - started)
+        public.state.enqueue(cid, "ping")
+        await asyncio.to_thread(set_status, admin, cid, Status.ACTIVE)
+        await until(lambda: private.state.last_applied(cid) == 2, timeout=2)
+
+    try:
+        run_supervisor(supervisor, body)
+    finally:
+        node.close()
+        admin.close()
+    print(f"another worker's deactivate stopped the link {took[0] * 1000:.0f} ms later")
