@@ -184,7 +184,8 @@ def read_home(
         raise
     except ExalateError as error:
         unread = StoreError(Path("connections"), str(error))
-        return Reading((None, None), False, connections=known, problems=[unread])
+        # Shown as a change (so the problem is), with what was read last.
+        return Reading((None, None), True, connections=known, problems=[unread])
     contacts = _contacts(state, loaded.connections, problems)
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts
