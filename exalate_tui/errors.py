@@ -9,6 +9,10 @@
     │                             the PostgreSQL database) cannot be used or reached
     ├── DatabaseUrlError          transport/storage.py: a PostgreSQL URL that does not parse
     │                             (bad input)
+    ├── DatabaseKeyError          transport/storage.py: the database key of the connections'
+    │                             secrets missing, malformed or not theirs (bad input)
+    ├── ConflictingImport         transport/pg_connections.py: a connection file moved into
+    │                             the database is there with other content (bad input)
     ├── Gap                       transport/streams.py: a batch starts after a missing message
     ├── RemoteError               transport/client.py: a call to a partner's node failed
     ├── ApiError                  transport/errors.py: the node answers a request with an error

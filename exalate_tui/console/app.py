@@ -472,7 +472,13 @@ class ExalateApp(App[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="state")
     def _open_remote_state(self, instance: Instance) -> None:
+        from exalate_tui.errors import ExalateError
+
         self._open_state()
+        # The connections' store too, here rather than at the tab's first reading on
+        # the loop; one that does not open (another key) is the tab's problem to show.
+        with contextlib.suppress(ExalateError, OSError):
+            self.home.connections.stamp()
         self.call_from_thread(self._show_connections, instance)
 
     def _show_connections(self, instance: Instance) -> None:

@@ -152,6 +152,28 @@ MIGRATIONS: dict[int, str] = {
         action text NOT NULL, cid text, key text, arg text, at double precision NOT NULL
     );
     """,
+    # The connections and their tombstones (pg_connections.py): a document without the
+    # secrets, the secrets AES-GCM-encrypted under a key kept outside the database.
+    6: f"""
+    CREATE TABLE {SCHEMA}.connections (
+        id text PRIMARY KEY,
+        name_key text NOT NULL UNIQUE,  -- the name case folded: taken once across workers
+        document jsonb NOT NULL,        -- the connection without `token` and `secret`
+        secrets bytea NOT NULL,         -- nonce || AES-GCM of them, the id authenticated
+        version bigint NOT NULL         -- connection_store.changes of its last write
+    );
+    CREATE TABLE {SCHEMA}.tombstones (
+        id text PRIMARY KEY,
+        document jsonb NOT NULL, secrets bytea NOT NULL,
+        buried double precision NOT NULL   -- when it was deleted, Unix seconds
+    );
+    CREATE TABLE {SCHEMA}.connection_store (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        changes bigint NOT NULL DEFAULT 0,  -- bumped by every write of the two above
+        key_check bytea                     -- HMAC of the key: another key is refused
+    );
+    INSERT INTO {SCHEMA}.connection_store DEFAULT VALUES;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 # Forgotten signatures are swept once per this many first uses.

@@ -156,6 +156,15 @@ async def serve(
         node_claim.release()
         raise
     try:
+        # Opened now, not at the first request: a database key that is missing or not
+        # the other workers' stops the node before it serves anyone.
+        home.connections.stamp()
+    except BaseException:
+        state.close()
+        sock.close()
+        node_claim.release()
+        raise
+    try:
         hooks = hooks_for(home, state)
         app = create_app(home, state, hooks)
         node: Node = app.state.node
