@@ -19,6 +19,7 @@ import asyncio
 import os
 import resource
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -32,6 +33,7 @@ from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, 
 from exalate_tui.home.store import Home, _dump
 from exalate_tui.protocol.signing import sign
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.storage import key_path, make_key, open_pg_connections
 
 from .harness import Check, Figure, percentile, summarize
 from .nodes import HOST, free_port, node, rss_kb
@@ -54,14 +56,20 @@ def _raise_nofile(needed: int) -> None:
 def _home(
     path: Path, port: int, count: int, *, database: str | None = None, workers: int = 1
 ) -> tuple[list[Home], dict[str, str]]:
-    """`workers` homes (path, path-2, ...) with the same instance.toml and the same N
-    connection files, as several node workers of one instance on `database` need."""
+    """`workers` homes (path, path-2, ...) with the same instance.toml and N connections:
+    files, or on `database` rows (one move of them all) and the same database.key, as
+    several node workers of one instance need."""
     names = [path.name] + [f"{path.name}-{k + 1}" for k in range(1, workers)]
     homes = [Home(path.with_name(name)) for name in names]
     instance = Instance(short_name="pub", public_url=f"http://{HOST}:{port}", database=database)
     for home in homes:
         home.save_instance(instance)
         home.ensure()
+    if database is not None:
+        make_key(homes[0])
+        for home in homes[1:]:
+            shutil.copy2(key_path(homes[0]), key_path(home))
+    rows: list[Connection] = []
     secrets_by_cid = {}
     for n in range(count):
         secret = secrets.token_urlsafe(32)
@@ -75,12 +83,21 @@ def _home(
             status=Status.ACTIVE,
             secret=SecretStr(secret),
         )
+        secrets_by_cid[connection.id] = secret
+        if database is not None:
+            rows.append(connection)
+            continue
         text = tomli_w.dumps(_dump(connection))
         for home in homes:
             file = home.connection_path(connection.id)
             file.write_text(text)
             file.chmod(0o600)
-        secrets_by_cid[connection.id] = secret
+    if database is not None:
+        store = open_pg_connections(homes[0], database)
+        try:
+            store.import_all(rows, [])
+        finally:
+            store.close()
     return homes, secrets_by_cid
 
 

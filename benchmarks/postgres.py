@@ -53,6 +53,7 @@ from pydantic import SecretStr
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
 from exalate_tui.transport.sqlite_streams import SqliteStreams
+from exalate_tui.transport.storage import key_path, make_key, open_home
 from exalate_tui.transport.streams import Streams
 
 from . import capacity
@@ -166,6 +167,12 @@ def fleet(prefix: str, database: str | None, workers: int) -> Iterator[Fleet]:
     for home in homes:
         home.save_instance(instance)
         home.ensure()
+    if database is not None:
+        # The connections are rows, saved once; each worker has the first one's key.
+        make_key(homes[0])
+        for home in homes[1:]:
+            shutil.copy2(key_path(homes[0]), key_path(home))
+        homes = [open_home(homes[0].path)]
     privates, cids = [], []
     for n in range(PARTNERS):
         cid, secret = str(uuid.uuid4()), SecretStr(secrets.token_urlsafe(32))
@@ -187,8 +194,11 @@ def fleet(prefix: str, database: str | None, workers: int) -> Iterator[Fleet]:
         )  # fmt: skip
         privates.append(private.path)
         cids.append(cid)
+    for home in homes:
+        home.close()
+    publics = [root / f"public{k}" for k in range(workers)]
     with contextlib.ExitStack() as stack:
-        built = Fleet(list(zip([h.path for h in homes], ports, strict=True)), privates, cids, stack)
+        built = Fleet(list(zip(publics, ports, strict=True)), privates, cids, stack)
         built.start_workers(1)
         for path in privates:
             built.partner_pids.append(stack.enter_context(node(path, free_port())).pid)

@@ -9,6 +9,10 @@
     │                             the PostgreSQL database) cannot be used or reached
     ├── DatabaseUrlError          transport/storage.py: a PostgreSQL URL that does not parse
     │                             (bad input)
+    ├── DatabaseKeyError          transport/storage.py: the database key of the connections'
+    │                             secrets missing, malformed or not theirs (bad input)
+    ├── ConflictingImport         transport/pg_connections.py: a connection file moved into
+    │                             the database is there with other content (bad input)
     ├── Gap                       transport/streams.py: a batch starts after a missing message
     ├── RemoteError               transport/client.py: a call to a partner's node failed
     ├── ApiError                  transport/errors.py: the node answers a request with an error
@@ -25,6 +29,8 @@
     ├── RuleError                 sync/rules.py: a rule failed on one ticket
     │   └── NotSyncable           the rules do not sync that ticket (Basic: incidents only)
     ├── SyncStoreError            sync/store.py: the sync tables cannot be used
+    │   └── SyncDatabaseError     sync/pg_store.py: their database out of reach (also a
+    │                             StateError: an outage the engine waits out)
     ├── TriggerError              sync/triggers.py: no trigger by that number   (bad input)
     ├── NodeRunning, NodeError    transport/background.py: the home's node (start, stop)
     └── BadInput                  cli: a flag's value is refused                 (bad input)

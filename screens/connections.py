@@ -10,9 +10,8 @@ compares with and posts what it read; the handler then rebuilds the table
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -29,6 +28,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from exalate_tui.domain.live import Contact, Live, LiveState, live_state, node_need
 from exalate_tui.domain.models import Connection, Instance
+from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.streams import StateError, Streams
 
@@ -123,28 +123,24 @@ def _without_status(rows: list[Row]) -> list[tuple[object, ...]]:
     return [(key, *cells[:2], *cells[3:]) for key, cells in rows]
 
 
-# (file name, mtime in ns, size) of every connection file, and instance.toml's.
-Signature = tuple[tuple[str, int, int], ...]
+# instance.toml's (name, mtime in ns, size), and the connection store's signature
+# (its files' stats, or a database's change counter).
+Signature = tuple[tuple[str, int, int] | None, Hashable]
 
 
 def signature(home: Home) -> Signature:
-    """What changes when any file of the home changes; cheap: one stat per file."""
-    entries: list[tuple[str, int, int]] = []
-    for path in (home.instance_path,):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        entries.append((path.name, st.st_mtime_ns, st.st_size))
+    """What changes when instance.toml or any connection changes; cheap: a stat per
+    file (or one query)."""
     try:
-        with os.scandir(home.connections_dir) as listing:
-            for entry in listing:
-                if entry.name.endswith(".toml"):
-                    st = entry.stat()
-                    entries.append((entry.name, st.st_mtime_ns, st.st_size))
+        st = home.instance_path.stat()
+        instance: tuple[str, int, int] | None = (
+            home.instance_path.name,
+            st.st_mtime_ns,
+            st.st_size,
+        )
     except FileNotFoundError:
-        pass
-    return tuple(sorted(entries))
+        instance = None
+    return instance, home.connections.signature()
 
 
 @dataclass(frozen=True)
@@ -167,18 +163,29 @@ def read_home(
     previous: Signature | None,
     known: Sequence[Connection],
 ) -> Reading:
-    """Parse the files again only when `previous` no longer matches; contacts always."""
-    current = signature(home)
+    """Parse the files again only when `previous` no longer matches; contacts always.
+
+    A connection store that cannot be read now (a database out of reach, a database
+    key that is not the other workers') is a problem shown above what was read last,
+    looked at again on the next tick."""
     problems: list[StoreError] = []
-    if current == previous:
-        contacts = _contacts(state, known, problems)
-        return Reading(current, False, connections=known, problems=problems, contacts=contacts)
     try:
-        instance = home.load_instance()
-    except StoreError as error:
-        instance = None
-        problems.append(error)
-    loaded = home.load_connections()
+        current = signature(home)
+        if current == previous:
+            contacts = _contacts(state, known, problems)
+            return Reading(current, False, connections=known, problems=problems, contacts=contacts)
+        try:
+            instance = home.load_instance()
+        except StoreError as error:
+            instance = None
+            problems.append(error)
+        loaded = home.load_connections()
+    except StoreError:
+        raise
+    except ExalateError as error:
+        unread = StoreError(Path("connections"), str(error))
+        # Shown as a change (so the problem is), with what was read last.
+        return Reading((None, None), True, connections=known, problems=[unread])
     contacts = _contacts(state, loaded.connections, problems)
     return Reading(
         current, True, instance, loaded.connections, problems + loaded.problems, contacts

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 
 class SyncAccess:
-    """`state.sqlite3`'s sync tables (`SyncStore`), opened by the first worker that needs
-    them and shared by every screen (the store is safe across threads); the App closes it."""
+    """The sync tables (`SyncStore`: `state.sqlite3`'s, or the home's database's), opened
+    by the first worker that needs them and shared by every screen (the store is safe
+    across threads); the App closes it."""
 
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -38,14 +39,14 @@ class SyncAccess:
 
     def store(self) -> SyncStore:
         """The store, opened on first use; `SyncStoreError` or `OSError` when it cannot be."""
-        from exalate_tui.sync.store import SyncStore, SyncStoreError
+        from exalate_tui.sync.storage import open_sync_store
+        from exalate_tui.sync.store import SyncStoreError
 
         with self._lock:
             if self._closed:
                 raise SyncStoreError(f"{self.home.state_path}: the console is closing")
             if self._store is None:
-                self.home.ensure()
-                self._store = SyncStore(self.home.state_path)
+                self._store = open_sync_store(self.home)
             return self._store
 
     def close(self) -> None:

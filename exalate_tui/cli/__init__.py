@@ -88,7 +88,11 @@ def _open_home(args: argparse.Namespace, command: str) -> Home:
     The console shows both its own way (a screen, a notification); `node stop`
     and `node status` must work whatever the files say, so they only warn.
     """
-    home = Home.resolve(getattr(args, "home", None))
+    from exalate_tui.transport.storage import open_home
+
+    # Its connections open where the home chose (its files, or its database) when first
+    # used: the console shows a broken instance.toml its own way.
+    home = open_home(getattr(args, "home", None))
     if args.run is cmd_console:
         return home
     for warning in home.permission_warnings():
@@ -106,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.json = getattr(args, "json", False)
     command = f"{PROG} {args.command}" if args.command else PROG
+    opened: list[Home] = []
     try:
-        code: int = args.run(args, _open_home(args, command))
+        opened.append(_open_home(args, command))
+        code: int = args.run(args, opened[0])
         # Inside the try: a reader gone (`initiate | true`) shows up here at the latest.
         sys.stdout.flush()
     except BrokenPipeError:
@@ -139,4 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        for home in opened:
+            home.close()
     return code

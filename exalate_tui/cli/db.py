@@ -1,13 +1,16 @@
-"""`exalate-tui db`: the PostgreSQL database a home keeps its streams in (README, PostgreSQL).
+"""`exalate-tui db`: the PostgreSQL database a home keeps its streams and connections in
+(README, PostgreSQL).
 
-    db check [--json]     can it be reached, and is its schema the one this exalate-tui reads
+    db check [--json]     can it be reached, is its schema the one this exalate-tui reads,
+                          how many connections it holds, is this home's key theirs
     db migrate [--json]   bring its schema to this exalate-tui's version (workers may run)
 
 The database is the home's choice (`init --database URL`, or
 $EXALATE_TUI_DATABASE_URL). A home on state.sqlite3 has nothing here to check
 (exit 2, saying how to choose PostgreSQL); a URL that does not parse is exit
 2; a database that cannot be reached, or whose schema is not current, exit 1,
-naming it without its password and what to fix.
+naming it without its password and what to fix; a database key that is
+missing or not the one the connections' secrets were written with, exit 2.
 """
 
 from __future__ import annotations
@@ -35,17 +38,40 @@ def _url(home: Home) -> str:
 
 def cmd_check(args: argparse.Namespace, home: Home) -> int:
     from exalate_tui.transport.pg_streams import SCHEMA_VERSION
-    from exalate_tui.transport.storage import open_pg
+    from exalate_tui.transport.storage import open_pg, open_pg_connections
 
     url = _url(home)
-    # Without migrating: a check changes nothing.
+    # Without migrating, nor registering a key: a check changes nothing.
     state = open_pg(url, migrate=False, hints=False)
     state.close()
+    store = open_pg_connections(home, url, migrate=False, register=False)
+    try:
+        connections, tombstones = store.counts()
+    finally:
+        store.close()
     where = shown_database(url)
+    key = {"source": store.key_source, "registered": store.key_registered}
     if args.json:
-        print_json({"database": where, "reachable": True, "schema_version": SCHEMA_VERSION})
+        print_json(
+            {
+                "database": where,
+                "reachable": True,
+                "schema_version": SCHEMA_VERSION,
+                "connections": connections,
+                "tombstones": tombstones,
+                "key": key,
+            }
+        )
+        return 0
+    print(f"{inert(where)}: reachable, schema at version {SCHEMA_VERSION} (current)")
+    print(f"  connections: {connections}, tombstones: {tombstones}")
+    if store.key_registered:
+        print(f"  key: {inert(store.key_source)}, the one their secrets are encrypted with")
     else:
-        print(f"{inert(where)}: reachable, schema at version {SCHEMA_VERSION} (current)")
+        print(
+            f"  key: {inert(store.key_source)}; none registered in the database yet (the "
+            "first worker to open it registers its own)"
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from exalate_tui.cli.common import (
@@ -66,8 +67,27 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
             update["database"] = database or None
         instance = current.model_copy(update=update)
     moved = database is not None and (current.database if current else None) != (database or None)
+    from exalate_tui.transport.storage import ENV, KEY_ENV
+
+    url = os.environ.get(ENV, "").strip() or instance.database
+    # Before instance.toml: a move that cannot be made leaves the home as it was.
+    made_key, files = _into_database(home, url) if url else (None, [])
     home.save_instance(instance)
     print(f"Saved {inert(home.instance_path)}")
+    if files:
+        _drop_moved(home, files)
+        buried = sum(1 for moved in files if moved.startswith("tombstone:"))
+        print(
+            f"  moved into the database: {len(files) - buried} connection(s) and {buried} "
+            f"tombstone(s) from {inert(home.path)} (their files removed)"
+        )
+    if moved and not instance.database and current is not None and current.database:
+        print(
+            f"{PROG} init: warning: connections kept in "
+            f"{inert(shown_database(current.database))} stay there: this home reads "
+            f"{inert(home.connections_dir)} again",
+            file=sys.stderr,
+        )
     if moved and home.state_path.exists():
         print(
             f"{PROG} init: warning: {inert(home.state_path)} is left as it was: messages "
@@ -81,8 +101,6 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
         else "  public URL: none (partners cannot call this instance; "
         "set one with --public-url to invite private partners)"
     )
-    from exalate_tui.transport.storage import ENV
-
     if os.environ.get(ENV, "").strip():
         print(f"  streams: PostgreSQL, from {ENV} (it overrides instance.toml)")
     elif instance.database:
@@ -92,7 +110,62 @@ def cmd_init(args: argparse.Namespace, home: Home) -> int:
         )
     else:
         print(f"  streams: {inert(home.state_path)}")
+    if url:
+        print("  connections: in the database too, their secrets encrypted with the key in")
+        if os.environ.get(KEY_ENV, "").strip():
+            print(f"    ${KEY_ENV}; every worker of this database needs the same key")
+        else:
+            from exalate_tui.transport.storage import key_path
+
+            print(
+                f"    {inert(key_path(home))}{' (made now)' if made_key else ''}: copy it to "
+                f"every other worker's home (0600), or give them all ${KEY_ENV}"
+            )
     return 0
+
+
+def _into_database(home: Home, url: str) -> tuple[Path | None, list[str]]:
+    """Make the home's database key if it has none; move its connection files (and
+    tombstones) into the database in one transaction. (The key made now, the ids
+    moved.) Whatever refuses it leaves the home and the database as they were."""
+    from exalate_tui.home.store import FileConnections
+    from exalate_tui.transport.storage import make_key, open_pg_connections
+
+    files = FileConnections(home)
+    loaded = files.load()
+    if loaded.problems:
+        raise loaded.problems[0]  # a file that does not parse is never moved, nor dropped
+    buried = []
+    for cid, when in files.tombstones():
+        tombstone = files.get_tombstone(cid)
+        if tombstone is not None:
+            buried.append((tombstone, when))
+    made = make_key(home)
+    try:
+        if loaded.connections or buried:
+            store = open_pg_connections(home, url)
+            try:
+                store.import_all(loaded.connections, buried)
+            finally:
+                store.close()
+    except BaseException:
+        if made is not None:
+            made.unlink(missing_ok=True)
+        raise
+    return made, [c.id for c in loaded.connections] + [f"tombstone:{t.id}" for t, _ in buried]
+
+
+def _drop_moved(home: Home, moved: list[str]) -> None:
+    """Remove the files of what is in the database now (a run cut short before this
+    moves them again: the database skips what it holds the same)."""
+    from exalate_tui.home.store import FileConnections
+
+    files = FileConnections(home)
+    for cid in moved:
+        if cid.startswith("tombstone:"):
+            files.drop_tombstone(cid.removeprefix("tombstone:"))
+        else:
+            files.delete(cid)
 
 
 def cmd_initiate(args: argparse.Namespace, home: Home) -> int:

@@ -35,10 +35,9 @@ def open_tracker(home: Home) -> Tracker:
 
 
 def open_store(home: Home) -> SyncStore:
-    from exalate_tui.sync.store import SyncStore
+    from exalate_tui.sync.storage import open_sync_store
 
-    home.ensure()
-    return SyncStore(home.state_path)
+    return open_sync_store(home)
 
 
 def _syncing(home: Home, cid: str) -> Connection:

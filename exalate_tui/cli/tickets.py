@@ -83,11 +83,11 @@ def _with_tracker(
 def _links(home: Home, key: str) -> list[dict[str, Any]]:
     """The connections ticket `key` is synced over, and the partner's ticket on each,
     from the sync engine's links in state.sqlite3 (none before it ever ran)."""
-    if not home.state_path.exists():
-        return []
-    from exalate_tui.sync.store import SyncStore
+    from exalate_tui.sync.storage import open_sync_store, sync_state_exists
 
-    store = SyncStore(home.state_path)
+    if not sync_state_exists(home):
+        return []
+    store = open_sync_store(home)
     try:
         links = store.links(local_key=key)
         errors = {e.cid: e.message for e in store.errors() if e.local_key == key}
@@ -114,10 +114,10 @@ def cmd_tickets_history(args: argparse.Namespace, home: Home) -> int:
     replica, under which rules, when (sync/store.py's history)."""
     ticket = _with_tracker(home, lambda tracker: tracker.get(args.key), key=args.key)
     entries = []
-    if home.state_path.exists():
-        from exalate_tui.sync.store import SyncStore
+    from exalate_tui.sync.storage import open_sync_store, sync_state_exists
 
-        store = SyncStore(home.state_path)
+    if sync_state_exists(home):
+        store = open_sync_store(home)
         try:
             entries = store.history(ticket.key)
         finally:

@@ -478,8 +478,14 @@ class ExalateApp(App[None]):
     def _open_state_once(self) -> None:
         """Open the home's streams unless open (or known not to open); in a thread: a
         database may take up to its connect timeout to answer."""
+        from exalate_tui.errors import ExalateError
+
         if self.state is None and self.state_problem is None:
             self._open_state()
+        # The connections' store too (a database's pool opens here, not on the loop);
+        # one that does not open (another key) is the tab's problem to show.
+        with contextlib.suppress(ExalateError, OSError):
+            self.home.connections.stamp()
 
     def _show_connections(self, instance: Instance, node: NodeStatus) -> None:
         from screens.connections import ConnectionsScreen

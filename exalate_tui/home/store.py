@@ -4,6 +4,12 @@ Every write is atomic (temp file, fsync, rename) and serialized by an
 exclusive lock on `<home>/.lock`, so the console and the node can share a
 home. A file that does not parse is reported with its path and line and is
 never overwritten.
+
+The connections (and their tombstones) live behind one small interface,
+`ConnectionStore`: `FileConnections`, the files of the home, by default; a
+home that chose PostgreSQL is handed the database's own by
+`transport/storage.py` (`Home.opener`), so every caller of `Home`'s
+connection methods works unchanged on either.
 """
 
 from __future__ import annotations
@@ -13,14 +19,15 @@ import fcntl
 import os
 import re
 import tempfile
+import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import tomli_w
 from platformdirs import user_config_dir
@@ -204,10 +211,20 @@ class Loaded:
 @dataclass(frozen=True)
 class Home:
     path: Path
+    # Opens the home's connection store when first used: None for its files
+    # (`FileConnections`); transport/storage.py's `connection_store` for a home that
+    # may have chosen a database (every command, the node and the console get it).
+    opener: Callable[[Home], ConnectionStore] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @classmethod
-    def resolve(cls, override: str | os.PathLike[str] | None = None) -> Home:
-        return cls(Path(override).expanduser() if override else default_home())
+    def resolve(
+        cls,
+        override: str | os.PathLike[str] | None = None,
+        opener: Callable[[Home], ConnectionStore] | None = None,
+    ) -> Home:
+        return cls(Path(override).expanduser() if override else default_home(), opener)
 
     @property
     def instance_path(self) -> Path:
@@ -235,6 +252,11 @@ class Home:
     def attachments_dir(self) -> Path:
         """The embedded tracker's attachment bytes, one file per SHA-256."""
         return self.path / "attachments"
+
+    @property
+    def database_key_path(self) -> Path:
+        """`database.key`: the key of the connections' secrets in a database (0600)."""
+        return self.path / "database.key"
 
     def connection_path(self, cid: str) -> Path:
         return self.connections_dir / f"{cid}.toml"
@@ -264,6 +286,7 @@ class Home:
         checks = [(self.path, 0o700), (self.connections_dir, 0o700), (self.attachments_dir, 0o700)]
         files = (self.instance_path, self.state_path, self.tracker_path, self.tracker_config_path)
         checks += [(p, 0o600) for p in (*files, self.node_pid_path, self.node_log_path)]
+        checks.append((self.database_key_path, 0o600))
         if self.connections_dir.is_dir():
             checks += [(p, 0o600) for p in sorted(self.connections_dir.glob("*.toml"))]
         warnings = []
@@ -333,13 +356,174 @@ class Home:
     def drop_node_record(self) -> None:
         self.node_pid_path.unlink(missing_ok=True)
 
-    # -- connections --------------------------------------------------------
+    # -- connections: through the home's ConnectionStore ---------------------
+
+    @property
+    def connections(self) -> ConnectionStore:
+        """Where this home's connections live, opened when first used (`opener`)."""
+        store = self.__dict__.get("_connections")
+        if store is None:
+            with _OPENING:
+                store = self.__dict__.get("_connections")
+                if store is None:
+                    store = (self.opener or FileConnections)(self)
+                    # Frozen, so past __setattr__: a cache, not a field (not compared).
+                    object.__setattr__(self, "_connections", store)
+        assert store is not None
+        return store
+
+    def close(self) -> None:
+        """Close the connection store if one was opened (a database's pool)."""
+        store = self.__dict__.pop("_connections", None)
+        if store is not None:
+            store.close()
 
     def load_connections(self) -> Loaded:
+        return self.connections.load()
+
+    def parsed_connection(self, cid: str) -> Connection | None:
+        """Exactly this id's connection as last read, if the store can tell at no cost
+        that it is unchanged since (files: one stat, no read), else None: the node then
+        checks a poll's signature with no thread hop, whose return waits behind every
+        ready socket in a flood (docs/reliability.md, promise 13)."""
+        return self.connections.parsed(cid)
+
+    def get_connection(self, cid: str) -> Connection:
+        """By full id or a unique prefix of it (as `git` takes commit ids)."""
+        return self.connections.get(cid)
+
+    def find_connection(self, cid: str) -> Connection | None:
+        """Exactly this id's connection, or None (no prefixes)."""
+        return self.connections.find(cid)
+
+    def save_connection(self, connection: Connection) -> None:
+        """Create or replace; refuses a name another connection already has."""
+        self.connections.save(connection)
+
+    def update_connection(
+        self, cid: str, change: Callable[[Connection], Connection | None]
+    ) -> Connection:
+        """Read, change and write one connection atomically."""
+        return self.connections.update(cid, change)
+
+    def delete_connection(self, cid: str) -> Connection:
+        return self.connections.delete(cid)
+
+    def bury_connection(self, cid: str) -> Connection:
+        """Delete a connection, keeping it as a tombstone (docs/protocol.md, Deleting)."""
+        return self.connections.bury(cid)
+
+    def get_tombstone(self, cid: str) -> Connection | None:
+        """A buried connection by its full id (no prefixes here), or None."""
+        return self.connections.get_tombstone(cid)
+
+    def tombstones(self) -> list[tuple[str, float]]:
+        """The id of every buried connection and when it was deleted (Unix seconds)."""
+        return self.connections.tombstones()
+
+    def drop_tombstone(self, cid: str) -> None:
+        self.connections.drop_tombstone(cid)
+
+    def name_taken(self, name: str, *, except_id: str | None = None) -> bool:
+        return self.connections.name_taken(name, except_id=except_id)
+
+    # -- tombstones' files -----------------------------------------------------
+
+    @property
+    def tombstones_dir(self) -> Path:
+        return self.path / "tombstones"
+
+    def tombstone_path(self, cid: str) -> Path:
+        return self.tombstones_dir / f"{cid}.toml"
+
+
+# Opening a home's connection store happens once, whichever thread asks first.
+_OPENING = threading.Lock()
+
+
+class ConnectionStore(Protocol):
+    """Where a home's connections and tombstones live: `FileConnections` (the files of
+    the home), or the database's (transport/pg_connections.py). Both pass one contract
+    suite (tests/home/connections_contract.py).
+
+    Every write is atomic; `save` and `update` refuse a name another live connection
+    has (case folded) with `NameTaken`, atomically against every other writer; an
+    unknown id is `NotFound`; a connection that cannot be read is a `StoreError`
+    naming it (`load` lists it among its problems instead).
+    """
+
+    # What to name in a message: the folder, or the database and its table.
+    where: str
+
+    def load(self) -> Loaded: ...
+
+    def parsed(self, cid: str) -> Connection | None:
+        """This id's connection as last read, when that is known at no cost to be its
+        current state (no I/O but a stat); None otherwise (then `find`)."""
+        ...
+
+    def get(self, cid: str) -> Connection:
+        """By full id or a unique prefix of it."""
+        ...
+
+    def find(self, cid: str) -> Connection | None:
+        """Exactly this id's, or None."""
+        ...
+
+    def save(self, connection: Connection) -> None: ...
+
+    def update(self, cid: str, change: Callable[[Connection], Connection | None]) -> Connection:
+        """Read, `change` and write one connection, no other write in between."""
+        ...
+
+    def delete(self, cid: str) -> Connection: ...
+
+    def bury(self, cid: str) -> Connection:
+        """Delete, keeping a tombstone of it (its deletion time)."""
+        ...
+
+    def get_tombstone(self, cid: str) -> Connection | None: ...
+
+    def tombstones(self) -> list[tuple[str, float]]: ...
+
+    def drop_tombstone(self, cid: str) -> None: ...
+
+    def name_taken(self, name: str, *, except_id: str | None = None) -> bool: ...
+
+    def stamp(self) -> int | None:
+        """Cheap (a stat, a row's read); moves whenever a write of this store changes a
+        connection. Polled by the node's supervisor and the sync engine."""
+        ...
+
+    def settled(self, stamp: int | None) -> bool:
+        """Whether a later write is sure to move `stamp` (a file's mtime may not move
+        for a write within one tick of the file system's clock: read again until it
+        has settled)."""
+        ...
+
+    def signature(self) -> Hashable:
+        """Changes with any change at all, a file edited by hand included; the console's
+        Connections tab polls it (files: a stat per file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileConnections:
+    """`connections/<id>.toml` and `tombstones/<id>.toml` in the home (0600 each)."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.where = str(home.connections_dir)
+
+    def close(self) -> None:
+        pass
+
+    def load(self) -> Loaded:
         loaded = Loaded()
-        if not self.connections_dir.is_dir():
+        if not self.home.connections_dir.is_dir():
             return loaded
-        for path in sorted(self.connections_dir.glob("*.toml")):
+        for path in sorted(self.home.connections_dir.glob("*.toml")):
             try:
                 loaded.connections.append(_parse(path, Connection))
             except StoreError as problem:
@@ -349,12 +533,9 @@ class Home:
         loaded.connections.sort(key=lambda c: (c.created, c.name))
         return loaded
 
-    def parsed_connection(self, cid: str) -> Connection | None:
-        """Exactly this id's connection as last parsed, if its file is unchanged since (one
-        stat, no read), else None: the node then checks a poll's signature with no thread
-        hop, whose return waits behind every ready socket in a flood (docs/reliability.md,
-        promise 13)."""
-        path = self.connection_path(cid)
+    def parsed(self, cid: str) -> Connection | None:
+        """As last parsed, if its file is unchanged since (one stat, no read)."""
+        path = self.home.connection_path(cid)
         cached = _PARSED.get((path, Connection))
         if cached is None:
             return None
@@ -366,16 +547,15 @@ class Home:
         assert isinstance(parsed, Connection)
         return parsed.model_copy() if unchanged else None
 
-    def get_connection(self, cid: str) -> Connection:
-        """By full id or a unique prefix of it (as `git` takes commit ids)."""
+    def get(self, cid: str) -> Connection:
         if not cid:
             raise NotFound("no connection id given; see `exalate-tui connections`")
         if _glob_safe(cid) != cid:
             # Not an id: a path ("../instance") or a pattern ("*") must never reach a file.
             raise NotFound(f"no connection with id {cid!r}; see `exalate-tui connections`")
-        path = self.connection_path(cid)
+        path = self.home.connection_path(cid)
         if not path.exists():
-            matches = [p for p in self.connections_dir.glob(f"{_glob_safe(cid)}*.toml")]
+            matches = [p for p in self.home.connections_dir.glob(f"{_glob_safe(cid)}*.toml")]
             if len(matches) > 1:
                 raise NotFound(f"{cid!r} matches {len(matches)} connections: give more of the id")
             if not matches:
@@ -384,71 +564,65 @@ class Home:
         connection: Connection = _parse(path, Connection)
         return connection
 
-    def save_connection(self, connection: Connection) -> None:
-        """Create or replace; refuses a name another connection already has."""
-        with self.lock():
+    def find(self, cid: str) -> Connection | None:
+        if not cid or _glob_safe(cid) != cid:
+            return None
+        try:
+            connection: Connection = _parse(self.home.connection_path(cid), Connection)
+        except FileNotFoundError:
+            return None
+        return connection
+
+    def save(self, connection: Connection) -> None:
+        with self.home.lock():
             self._check_name_free(connection)
-            path = self.connection_path(connection.id)
+            path = self.home.connection_path(connection.id)
             if path.exists():
                 _parse(path, Connection)  # never overwrite a broken file
             _write_atomic(path, _dump(connection), 0o600)
 
-    def update_connection(
-        self, cid: str, change: Callable[[Connection], Connection | None]
-    ) -> Connection:
-        """Read, change and write one connection under the lock."""
-        with self.lock():
-            copy = self.get_connection(cid).model_copy(deep=True)
+    def update(self, cid: str, change: Callable[[Connection], Connection | None]) -> Connection:
+        with self.home.lock():
+            current = self.get(cid)
+            copy = current.model_copy(deep=True)
             # None means "changed in place": the copy is what was changed.
             updated = change(copy) or copy
-            _write_atomic(self.connection_path(updated.id), _dump(updated), 0o600)
+            if updated.name.casefold() != current.name.casefold():
+                self._check_name_free(updated)  # as a database's unique name refuses it
+            _write_atomic(self.home.connection_path(updated.id), _dump(updated), 0o600)
             return updated
 
-    def delete_connection(self, cid: str) -> Connection:
-        with self.lock():
-            connection = self.get_connection(cid)
-            self.connection_path(connection.id).unlink()
-            _fsync_dir(self.connections_dir)
+    def delete(self, cid: str) -> Connection:
+        with self.home.lock():
+            connection = self.get(cid)
+            self.home.connection_path(connection.id).unlink()
+            _fsync_dir(self.home.connections_dir)
             return connection
 
-    # -- tombstones: deleted connections a polling partner has yet to hear about --
-
-    @property
-    def tombstones_dir(self) -> Path:
-        return self.path / "tombstones"
-
-    def tombstone_path(self, cid: str) -> Path:
-        return self.tombstones_dir / f"{cid}.toml"
-
-    def bury_connection(self, cid: str) -> Connection:
-        """Delete a connection, keeping it in `tombstones/` (docs/protocol.md, Deleting).
-
-        Nothing that lists connections sees it any more; the node still answers
-        the partner's polls with it until the partner has fetched
-        `connection.deleted`. The tombstone's mtime is the time of deletion.
-        """
-        with self.lock():
-            connection = self.get_connection(cid)
-            self.tombstones_dir.mkdir(mode=0o700, exist_ok=True)
-            _write_atomic(self.tombstone_path(connection.id), _dump(connection), 0o600)
-            self.connection_path(connection.id).unlink()
-            _fsync_dir(self.connections_dir)
+    def bury(self, cid: str) -> Connection:
+        """Into `tombstones/`: nothing that lists connections sees it any more; the node
+        still answers the partner's polls with it until the partner has fetched
+        `connection.deleted`. The tombstone's mtime is the time of deletion."""
+        with self.home.lock():
+            connection = self.get(cid)
+            self.home.tombstones_dir.mkdir(mode=0o700, exist_ok=True)
+            _write_atomic(self.home.tombstone_path(connection.id), _dump(connection), 0o600)
+            self.home.connection_path(connection.id).unlink()
+            _fsync_dir(self.home.connections_dir)
             return connection
 
     def get_tombstone(self, cid: str) -> Connection | None:
-        """A buried connection by its full id (no prefixes here), or None."""
         if not cid or _glob_safe(cid) != cid:
             return None
         try:
-            connection: Connection = _parse(self.tombstone_path(cid), Connection)
+            connection: Connection = _parse(self.home.tombstone_path(cid), Connection)
         except FileNotFoundError:
             return None
         return connection
 
     def tombstones(self) -> list[tuple[str, float]]:
-        """The id of every buried connection and when it was deleted (Unix seconds)."""
         found = []
-        for path in sorted(self.tombstones_dir.glob("*.toml")):
+        for path in sorted(self.home.tombstones_dir.glob("*.toml")):
             try:
                 found.append((path.stem, path.stat().st_mtime))
             except FileNotFoundError:
@@ -458,19 +632,41 @@ class Home:
     def drop_tombstone(self, cid: str) -> None:
         if not cid or _glob_safe(cid) != cid:
             return
-        with self.lock():
-            self.tombstone_path(cid).unlink(missing_ok=True)
+        with self.home.lock():
+            self.home.tombstone_path(cid).unlink(missing_ok=True)
 
     def name_taken(self, name: str, *, except_id: str | None = None) -> bool:
         wanted = name.casefold()
         return any(
-            c.name.casefold() == wanted and c.id != except_id
-            for c in self.load_connections().connections
+            c.name.casefold() == wanted and c.id != except_id for c in self.load().connections
         )
 
     def _check_name_free(self, connection: Connection) -> None:
         if self.name_taken(connection.name, except_id=connection.id):
             raise NameTaken(f"a connection named {connection.name!r} already exists")
+
+    def stamp(self) -> int | None:
+        """The folder's mtime: each write is a rename into it or an unlink from it."""
+        try:
+            return self.home.connections_dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def settled(self, stamp: int | None) -> bool:
+        return stamp is None or time.time_ns() - stamp > 1_000_000_000
+
+    def signature(self) -> Hashable:
+        """(file name, mtime in ns, size) of every connection file."""
+        entries: list[tuple[str, int, int]] = []
+        try:
+            with os.scandir(self.home.connections_dir) as listing:
+                for entry in listing:
+                    if entry.name.endswith(".toml"):
+                        st = entry.stat()
+                        entries.append((entry.name, st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            pass
+        return tuple(sorted(entries))
 
 
 def _glob_safe(text: str) -> str:

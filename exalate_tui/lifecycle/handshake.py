@@ -166,7 +166,7 @@ def take_invitation(
             connection.remote_url = connection.remote_url or normalize_url(offer.url)
         return connection
 
-    if not CONNECTION_ID.fullmatch(offer.cid) or not home.connection_path(offer.cid).exists():
+    if not CONNECTION_ID.fullmatch(offer.cid) or home.find_connection(offer.cid) is None:
         token_matches(offer.tok, _NO_HASH)
         raise invalid
     again = winners.repeated(home, offer, now)

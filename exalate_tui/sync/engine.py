@@ -40,7 +40,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from exalate_tui.domain.models import Connection, PeerState, Role, Status
@@ -48,6 +47,7 @@ from exalate_tui.home.store import Home, Loaded
 from exalate_tui.sync import replica as wire
 from exalate_tui.sync.replica import Content, Replica, ReplicaError
 from exalate_tui.sync.rules import Incoming, RuleError, Rules, rules_for
+from exalate_tui.sync.storage import open_sync_store
 from exalate_tui.sync.store import Link, SyncStore
 from exalate_tui.trackers.adapter import (
     Changed,
@@ -59,7 +59,7 @@ from exalate_tui.trackers.adapter import (
     Tracker,
     TrackerError,
 )
-from exalate_tui.transport.streams import Message, StateError, Streams
+from exalate_tui.transport.streams import LeaseLost, Message, StateError, Streams
 from exalate_tui.transport.supervisor import FileLock
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,9 @@ class Engine:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_CAP)
                     continue
+                except LeaseLost as error:  # another worker's engine runs now: stop here
+                    log.warning("sync engine stopped: %s", error)
+                    return
                 except StateError as error:  # the streams' database out of reach: an outage
                     log.warning("sync step: %s; retrying in %.0f s", error, delay)
                     await asyncio.sleep(delay)
@@ -210,18 +213,17 @@ class Engine:
             self.store.set_meta(TRACKER_ERROR_SINCE, None)
 
     async def _connections(self) -> Loaded:
-        """The home's connections, read again only when `connections/` changed.
+        """The home's connections, read again only when their store's stamp moved (the
+        folder's mtime, a database's change counter).
 
         Reading 10,000 files costs ~150 ms even from the parse cache: once a second
         on the node's event loop it held every request up (the capacity figure). A
         rename in the folder moves its mtime; one within the last second may share
         a clock tick with the read before it, so the folder is read again until it
         has settled, and every `RELOAD` s regardless."""
-        try:
-            stamp: int | None = self.home.connections_dir.stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
-        settled = stamp is None or time.time_ns() - stamp > 1_000_000_000
+        store = self.home.connections
+        stamp = await asyncio.to_thread(store.stamp)
+        settled = store.settled(stamp)
         fresh = time.monotonic() - self._loaded_at < RELOAD
         if self._loaded is None or stamp != self._stamp or not settled or not fresh:
             self._stamp, self._loaded_at = stamp, time.monotonic()
@@ -248,13 +250,21 @@ class Engine:
     def tidy(self, loaded: Loaded | None = None) -> None:
         """Drop the links, cursor and errors of connections deleted here (a tombstone
         counts as deleted: nothing syncs over it again). History stays, and the tickets
-        on both sides. A connection file that does not parse keeps everything."""
+        on both sides. A connection file that does not parse keeps everything.
+
+        On a store other workers share, only a connection this home has a tombstone
+        for: the connection files are each worker's home's, and one that lacks a
+        file (copied before the connection was made) must not drop the links the
+        other workers' homes still sync."""
         self._tidied = time.monotonic()
         if loaded is None:
             loaded = self.home.load_connections()
         if loaded.problems:
             return
-        for cid in self.store.cids() - {c.id for c in loaded.connections}:
+        gone = self.store.cids() - {c.id for c in loaded.connections}
+        if self.streams.workers:
+            gone &= {cid for cid, _ in self.home.tombstones()}
+        for cid in gone:
             log.info("connection %s was deleted: its sync links are dropped", cid)
             self.store.forget(cid)
 
@@ -985,4 +995,4 @@ def _differ(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
 
 
 def engine_for(home: Home, streams: Streams, tracker: Tracker) -> Engine:
-    return Engine(home, streams, tracker, SyncStore(Path(home.state_path)))
+    return Engine(home, streams, tracker, open_sync_store(home))

@@ -15,7 +15,7 @@ import uuid
 
 from exalate_tui.home.store import Home
 from exalate_tui.sync.engine import Engine, EngineLock
-from exalate_tui.sync.store import SyncStore
+from exalate_tui.sync.storage import open_sync_store
 from exalate_tui.trackers import open_tracker
 from exalate_tui.transport.streams import Streams
 
@@ -71,7 +71,9 @@ async def _claim(lock: EngineLock, streams: Streams, holder: str, waited: bool) 
 async def _run_while_held(home: Home, streams: Streams, holder: str, epoch: int) -> None:
     """The engine, for as long as the lease stays ours (a file's lease, epoch 0, always)."""
     tracker = open_tracker(home)
-    store = SyncStore(home.state_path)
+    store = await asyncio.to_thread(open_sync_store, home)
+    if epoch:
+        store.fence(ENGINE_LEASE, epoch)  # a hung holder's writes are refused once it lost
     engine = asyncio.create_task(Engine(home, streams, tracker, store).run(), name="sync-engine")
     try:
         while epoch:

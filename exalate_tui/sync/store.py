@@ -1,7 +1,15 @@
-"""What the sync engine remembers, in `state.sqlite3` beside the streams (docs/protocol.md).
+"""What the sync engine remembers (docs/protocol.md): the `SyncStore` interface, and
+`SqliteSyncStore`, its tables in `state.sqlite3` beside the streams.
 
-Tables of their own (`sync_*`, versioned in `sync_schema`), on a connection
-of their own to the same WAL file:
+`sync/storage.py`'s `open_sync_store(home)` opens the one a home chose: these tables in
+`state.sqlite3` by default, in the PostgreSQL database when the home's streams
+live there (`sync/pg_store.py`: `PgSyncStore`, the same tables in the schema
+`exalate`), so that the one engine across several workers finds its links and
+cursors whichever worker it moves to. Both pass one contract suite
+(tests/sync/store_contract.py).
+
+On SQLite: tables of their own (`sync_*`, versioned in `sync_schema`), on a
+connection of their own to the same WAL file:
 
 - `sync_links`: per connection, a local ticket and the partner's, whether
   they sync, the last replica sent (`out_*`) and received (`in_*`). A
@@ -17,7 +25,7 @@ of their own to the same WAL file:
   engine takes them in order, so links have one writer.
 
 The engine processes an inbox message and moves the cursor in one
-transaction (`processed`), so history is written exactly once.
+transaction (`processed`), so history is written exactly once: on either store.
 
 `deferred()` (bulk exalate, sync latency in benchmarks/README.md): inside
 it, what `processed`, `save_link`, `sent_many` and `record_change` write is kept in
@@ -35,10 +43,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import create_private
@@ -99,7 +107,8 @@ _INDEXES = f"CREATE INDEX IF NOT EXISTS sync_links_due ON sync_links (cid, creat
 
 
 class SyncStoreError(ExalateError):
-    """The sync tables of `state.sqlite3` cannot be used; str() names the file."""
+    """The sync tables cannot be used (`state.sqlite3`'s, or the database's); str() names
+    the file or the database."""
 
 
 @dataclass(frozen=True)
@@ -196,57 +205,136 @@ def _link(row: tuple[Any, ...]) -> Link:
     )
 
 
-class SyncStore:
-    """The sync tables of one `state.sqlite3`; safe to share between threads."""
+class SyncStore(Protocol):
+    """The engine's memory, whichever store holds it (`SqliteSyncStore`, `PgSyncStore`);
+    safe to share between threads. Each write commits at once, in a transaction of its
+    own, except inside `deferred()` (see the module's docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # 0600 before SQLite opens it, as the streams do: it holds the partner's replicas.
-        create_private(path)
-        try:
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._lock = threading.RLock()
-            # While `deferred()`: the writes to commit at its end, and the links among them.
-            self._pending: list[Callable[[sqlite3.Connection], None]] | None = None
-            self._links: dict[tuple[str, str], Link] = {}
-            self._by_remote: dict[tuple[str, str], str] = {}
-            self._stash: dict[tuple[str, str, str], bytes] = {}
-            self._unstashed: set[tuple[str, str]] = set()
-            with self._transaction() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL)")
-                row = db.execute("SELECT version FROM sync_schema").fetchone()
-                if row and row[0] > SCHEMA_VERSION:
-                    raise SyncStoreError(
-                        f"{path}: its sync tables were written by a newer exalate-tui (version "
-                        f"{row[0]}; this one reads up to {SCHEMA_VERSION}): update exalate-tui"
-                    )
-                if row is None:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute("INSERT INTO sync_schema VALUES (?)", (SCHEMA_VERSION,))
-                db.execute(_INDEXES)  # added within version 1: older files gain it here
-        except sqlite3.DatabaseError as error:
-            raise SyncStoreError(f"{path}: cannot hold the sync tables ({error})") from None
+    @property
+    def where(self) -> str:
+        """The store, fit to print: the file's path, or the database (no password)."""
+        ...
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def close(self) -> None: ...
+
+    def fence(self, lease: str, epoch: int) -> None:
+        """From now on, commit a write only while the streams' lease `lease` is still at
+        `epoch` (checked inside its transaction; `LeaseLost` otherwise): a holder that
+        hung past its lease writes nothing. A no-op where one home owns the store."""
+        ...
+
+    def deferred(self) -> AbstractContextManager[None]: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+    def defer(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def link(self, cid: str, local_key: str) -> Link | None: ...
+
+    def link_by_remote(self, cid: str, remote_key: str) -> Link | None: ...
+
+    def links(self, cid: str | None = None, local_key: str | None = None) -> list[Link]: ...
+
+    def sent_keys(self, cid: str) -> set[str]: ...
+
+    def save_link(self, link: Link) -> None: ...
+
+    def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None: ...
+
+    def sent_since(self, cid: str, local_key: str, version: int) -> list[Content]: ...
+
+    def cursors(self) -> dict[str, int]: ...
+
+    def due(self, limit: int = -1) -> dict[str, list[str]]: ...
+
+    def cursor(self, cid: str) -> int: ...
+
+    def meta(self, name: str) -> str | None: ...
+
+    def set_meta(self, name: str, value: str | None) -> None: ...
+
+    def processed(
+        self,
+        cid: str,
+        seq: int,
+        *,
+        link: Link | None = None,
+        seen: int = 0,
+        change: dict[str, Any] | None = None,
+        stash: tuple[str, str, str, bytes] | None = None,
+        unstash: str | None = None,
+        resolve: int | None = None,
+    ) -> None: ...
+
+    def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None: ...
+
+    def fail(
+        self,
+        cid: str,
+        direction: str,
+        message: str,
+        *,
+        local_key: str | None = None,
+        remote_key: str | None = None,
+        seq: int | None = None,
+        holds: bool = True,
+    ) -> int: ...
+
+    def errors(self, cid: str | None = None) -> list[SyncError]: ...
+
+    def error(self, error_id: int) -> SyncError | None: ...
+
+    def holding(self, cid: str, direction: str, key: str) -> SyncError | None: ...
+
+    def resolve(self, error_id: int) -> None: ...
+
+    def request(
+        self, action: str, cid: str | None, key: str | None = None, arg: str | None = None
+    ) -> None: ...
+
+    def requests(self) -> list[tuple[int, str, str | None, str | None, str | None]]: ...
+
+    def done(self, request_id: int) -> None: ...
+
+    def record_change(self, cid: str, **change: Any) -> None: ...
+
+    def history(self, local_key: str) -> list[Change]: ...
+
+    def cids(self) -> set[str]: ...
+
+    def forget(self, cid: str) -> None: ...
+
+
+DB = TypeVar("DB")
+
+
+class DeferredWrites(Generic[DB]):
+    """What both stores share: `deferred()`, its writes kept for one transaction at its
+    end, and the links and stash among them, readable at once. A store gives
+    `_transaction()` (its database handle inside one transaction) and `_commit`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        # While `deferred()`: the writes to commit at its end, and the links among them.
+        self._pending: list[Callable[[DB], None]] | None = None
+        self._links: dict[tuple[str, str], Link] = {}
+        self._by_remote: dict[tuple[str, str], str] = {}
+        self._stash: dict[tuple[str, str, str], bytes] = {}
+        self._unstashed: set[tuple[str, str]] = set()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> Iterator[DB]:
+        raise NotImplementedError
+        yield
+
+    def _commit(self, writes: list[Callable[[DB], None]]) -> None:
+        """Run `writes` in one transaction."""
+        with self._transaction() as db:
+            for write in writes:
+                write(db)
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -277,29 +365,117 @@ class SyncStore:
             pending, self._pending = self._pending, None
             try:
                 if pending:
-                    with self._transaction() as db:
-                        for write in pending:
-                            write(db)
+                    self._commit(pending)
             finally:
                 self._links.clear()
                 self._by_remote.clear()
                 self._stash.clear()
                 self._unstashed.clear()
 
-    def _write(self, write: Callable[[sqlite3.Connection], None]) -> None:
+    def _write(self, write: Callable[[DB], None]) -> None:
         """Now in its own transaction, or at the end of `deferred()`."""
         with self._lock:
             if self._pending is not None:
                 self._pending.append(write)
                 return
-            with self._transaction() as db:
-                write(db)
+            self._commit([write])
 
     def _keep(self, link: Link) -> None:
         if self._pending is not None:
             self._links[(link.cid, link.local_key)] = link
             if link.remote_key is not None:
                 self._by_remote[(link.cid, link.remote_key)] = link.local_key
+
+    def _kept(
+        self, cid: str, local_key: str | None = None, remote_key: str | None = None
+    ) -> Link | None:
+        """The link `deferred()` holds for this local (or remote) key, if any."""
+        with self._lock:
+            if remote_key is not None:
+                local_key = self._by_remote.get((cid, remote_key))
+                if local_key is None:
+                    return None
+            return self._links.get((cid, local_key or ""))
+
+    def _keep_processed(
+        self,
+        cid: str,
+        link: Link | None,
+        stash: tuple[str, str, str, bytes] | None,
+        unstash: str | None,
+    ) -> None:
+        """`processed`'s link and stash, readable at once while `deferred()`."""
+        if self._pending is None:
+            return
+        if link is not None:
+            self._keep(link)
+        if unstash is not None:
+            self._unstashed.add((cid, unstash))
+            for where in [w for w in self._stash if w[:2] == (cid, unstash)]:
+                del self._stash[where]
+        if stash is not None:
+            self._stash[(cid, *stash[:2])] = stash[3]
+
+    def _kept_stash(self, cid: str, remote_key: str, sha256: str) -> tuple[bool, bytes | None]:
+        """(whether `deferred()` knows, the bytes it holds) for this attachment."""
+        with self._lock:
+            if (cid, remote_key, sha256) in self._stash:
+                return True, self._stash[(cid, remote_key, sha256)]
+            return (cid, remote_key) in self._unstashed, None
+
+
+class SqliteSyncStore(DeferredWrites[sqlite3.Connection]):
+    """The sync tables of one `state.sqlite3`; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        # 0600 before SQLite opens it, as the streams do: it holds the partner's replicas.
+        create_private(path)
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._transaction() as db:
+                db.execute("CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL)")
+                row = db.execute("SELECT version FROM sync_schema").fetchone()
+                if row and row[0] > SCHEMA_VERSION:
+                    raise SyncStoreError(
+                        f"{path}: its sync tables were written by a newer exalate-tui (version "
+                        f"{row[0]}; this one reads up to {SCHEMA_VERSION}): update exalate-tui"
+                    )
+                if row is None:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO sync_schema VALUES (?)", (SCHEMA_VERSION,))
+                db.execute(_INDEXES)  # added within version 1: older files gain it here
+        except sqlite3.DatabaseError as error:
+            raise SyncStoreError(f"{path}: cannot hold the sync tables ({error})") from None
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def fence(self, lease: str, epoch: int) -> None:
+        """Nothing to fence: the home's `EngineLock` (a flock) lets one engine write."""
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -308,9 +484,8 @@ class SyncStore:
     # -- links ------------------------------------------------------------------
 
     def link(self, cid: str, local_key: str) -> Link | None:
-        with self._lock:
-            if (kept := self._links.get((cid, local_key))) is not None:
-                return kept
+        if (kept := self._kept(cid, local_key)) is not None:
+            return kept
         rows = self._rows(
             f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND local_key = ?",
             cid,
@@ -319,9 +494,8 @@ class SyncStore:
         return _link(rows[0]) if rows else None
 
     def link_by_remote(self, cid: str, remote_key: str) -> Link | None:
-        with self._lock:
-            if (local_key := self._by_remote.get((cid, remote_key))) is not None:
-                return self._links[(cid, local_key)]
+        if (kept := self._kept(cid, remote_key=remote_key)) is not None:
+            return kept
         rows = self._rows(
             f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND remote_key = ?",
             cid,
@@ -509,23 +683,13 @@ class SyncStore:
             )
 
         with self._lock:
-            if self._pending is not None:
-                if link is not None:
-                    self._keep(link)
-                if unstash is not None:
-                    self._unstashed.add((cid, unstash))
-                    for where in [w for w in self._stash if w[:2] == (cid, unstash)]:
-                        del self._stash[where]
-                if stash is not None:
-                    self._stash[(cid, *stash[:2])] = stash[3]
+            self._keep_processed(cid, link, stash, unstash)
             self._write(write)
 
     def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None:
-        with self._lock:
-            if (cid, remote_key, sha256) in self._stash:
-                return self._stash[(cid, remote_key, sha256)]
-            if (cid, remote_key) in self._unstashed:
-                return None
+        known, data = self._kept_stash(cid, remote_key, sha256)
+        if known:
+            return data
         rows = self._rows(
             "SELECT data FROM sync_stash WHERE cid = ? AND remote_key = ? AND sha256 = ?",
             cid,

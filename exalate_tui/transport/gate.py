@@ -18,10 +18,12 @@ descriptors. Here (docs/reliability.md, slow sockets):
   node's own files and calls): past it a new socket is closed at once,
   rather than `accept()` failing for want of a descriptor;
 - a request answered before its body is in has its socket closed, instead
-  of the rest of the body being read to be dropped: once the answer is out
-  (with an end of file, so the caller reads it whole) and at most `LINGER`
-  more bytes have been read and dropped, since closing a socket with unread
-  bytes resets it, and a reset can destroy an answer not yet read;
+  of the rest of the body being read to be dropped: the answer goes out with
+  an end of file, the socket is read no more, and it is closed `CLOSE_AFTER`
+  s later (`Gate.close_later`, one timer for them all), since closing a
+  socket with unread bytes resets it, and a reset can destroy an answer the
+  caller has not read yet. Reading the rest to drop it (at most 256 KiB
+  once) was, under a flood of refused bodies, most of what the node read;
 - every socket is read `READ_SIZE` bytes at a time (asyncio reads 256 KiB):
   the loop serves every ready socket once per turn, so a turn with
   hundreds of bodies streaming in stays short and `/info` or a poll waits
@@ -33,6 +35,7 @@ descriptors. Here (docs/reliability.md, slow sockets):
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import fcntl
 import itertools
@@ -61,8 +64,9 @@ LOG_EVERY = 10.0
 # docs/reliability.md, promise 13 (`/info` under a flood of bodies): what one socket may
 # hand the loop per turn. An honest batch is well under a megabyte, a few dozen reads.
 READ_SIZE = 16 * 1024
-# What asyncio's own 256 KiB reads swallowed before a refusal closed the socket.
-LINGER = 256 * 1024
+# docs/reliability.md, promise 13: how long an early answer's socket stays open, unread,
+# for its caller to read the answer (which comes at once) before the reset of the close.
+CLOSE_AFTER = 1.0
 
 
 class Gate:
@@ -86,6 +90,9 @@ class Gate:
         # each read is handed on before the next (a buffer per socket would cost 10,000
         # idle long-polls 160 MiB).
         self.buffer = memoryview(bytearray(READ_SIZE))
+        # Sockets answered before their body was in, with when to close them, oldest first.
+        self.answered: collections.deque[tuple[float, asyncio.Transport]] = collections.deque()
+        self.sweep: asyncio.TimerHandle | None = None
 
     def wait(self, protocol: GuardedH11) -> None:
         """(Re)start the protocol's clock: it has this long to bring a whole request."""
@@ -121,6 +128,23 @@ class Gate:
         if not protocol.in_request():
             protocol.transport.close()
 
+    def close_later(self, protocol: GuardedH11) -> None:
+        """Close an early answer's socket `CLOSE_AFTER` s from now; read it no more."""
+        self.done(protocol)
+        protocol.flow.pause_reading()
+        loop = protocol.loop
+        self.answered.append((loop.time() + CLOSE_AFTER, protocol.transport))
+        if self.sweep is None:
+            self.sweep = loop.call_at(self.answered[0][0], self._close_answered, loop)
+
+    def _close_answered(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        while self.answered and self.answered[0][0] <= now:
+            self.answered.popleft()[1].close()
+        self.sweep = None
+        if self.answered:
+            self.sweep = loop.call_at(self.answered[0][0], self._close_answered, loop)
+
 
 class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
     """uvicorn's h11 protocol under a `Gate` (`guarded(gate)` binds one).
@@ -130,8 +154,6 @@ class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
     """
 
     gate: Gate
-    # Bytes still to drop after an early answer before the socket closes (None: not yet).
-    linger: int | None = None
 
     def in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -159,11 +181,6 @@ class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
         return self.gate.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.linger is not None:
-            self.linger -= nbytes
-            if self.linger <= 0:
-                self.transport.close()
-            return
         self.data_received(bytes(self.gate.buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
@@ -172,13 +189,15 @@ class GuardedH11(H11Protocol, asyncio.BufferedProtocol):
             self.gate.done(self)
 
     def on_response_complete(self) -> None:
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+        early = self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing()
+        if early:
             # Answered before its body was read (401, 413, 503): uvicorn would go on
             # reading the rest only to drop it, up to 8 MiB of CPU per refused request.
-            self.linger = LINGER
             self.transport.write_eof()
         super().on_response_complete()
-        if not self.in_request() and not self.transport.is_closing():
+        if early:
+            self.gate.close_later(self)
+        elif not self.in_request() and not self.transport.is_closing():
             self.gate.wait(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from exalate_tui import __version__
 from exalate_tui.domain.invitation import hash_token, token_matches
 from exalate_tui.domain.models import Connection
-from exalate_tui.home.store import Home, NotFound, StoreError
+from exalate_tui.home.store import Home, StoreError
 from exalate_tui.protocol import signing
 from exalate_tui.protocol.api import CONNECTION_ID, PREFIX
 from exalate_tui.protocol.wire import Info
@@ -146,12 +146,10 @@ class Node:
         if not CONNECTION_ID.fullmatch(cid):
             return None
         try:
-            if self.home.connection_path(cid).exists():
-                connection = self.home.get_connection(cid)
+            connection = self.home.find_connection(cid)
+            if connection is not None:
                 return (connection, False) if connection.id == cid else None
             buried = self.home.get_tombstone(cid)
-        except NotFound:
-            return None  # deleted since we looked
         except StoreError as error:
             # Answered as an unknown id: a 503 would tell anyone this id exists.
             self.report(error)

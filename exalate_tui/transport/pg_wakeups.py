@@ -17,6 +17,13 @@ milliseconds (docs/protocol.md, Runtime). `Hints` does it for one worker:
   `POLL_EVERY` seconds, on every call while the listener is down, and once
   when it is back: the watchers that poll it look at the outboxes again by
   themselves. The listener reconnects with backoff, for as long as it runs.
+- **Straight to PostgreSQL.** A pooler in transaction mode (PgBouncer) hands
+  each transaction to any server connection: a LISTEN through it listens on a
+  connection the worker no longer holds, and hears nothing. `check_listening`,
+  run when the streams open with a listener, sends itself a NOTIFY and refuses
+  (`StateError`, saying to set `EXALATE_TUI_DATABASE_LISTEN_URL` to a URL
+  that reaches PostgreSQL directly) when it does not arrive; the pool's
+  statements may keep going through the pooler.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
+
+from exalate_tui.domain.models import shown_database
+from exalate_tui.transport.storage import LISTEN_ENV
+from exalate_tui.transport.streams import StateError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,53 @@ PAYLOAD_BYTES = 7900
 # How long the listener waits for a notification before looking whether to stop.
 LISTEN_SLICE = 0.25
 RECONNECT_CAP = 2.0
+# How long `check_listening` waits for its own NOTIFY (it comes in a few ms when direct).
+PROBE_TIMEOUT = 2.0
+
+
+def check_listening(listen_url: str, url: str) -> None:
+    """A LISTEN on `listen_url` hears a NOTIFY sent through `url` (the pool's), on one
+    server connection; else `StateError` saying what to do (see the module's docstring)."""
+    where = shown_database(listen_url)
+    token = uuid.uuid4().hex
+    channel = f"exalate_tui_probe_{token}"
+    try:
+        with psycopg.connect(
+            listen_url, autocommit=True, connect_timeout=10, prepare_threshold=None
+        ) as listener:
+            before = listener.execute("SELECT pg_backend_pid()").fetchone()
+            listener.execute(f"LISTEN {channel}")
+            after = listener.execute("SELECT pg_backend_pid()").fetchone()
+            heard = False
+            if before == after:
+                with psycopg.connect(
+                    url, autocommit=True, connect_timeout=10, prepare_threshold=None
+                ) as sender:
+                    sender.execute("SELECT pg_notify(%s, %s)", (channel, token))
+                heard = any(
+                    note.payload == token
+                    for note in listener.notifies(timeout=PROBE_TIMEOUT, stop_after=1)
+                )
+            if heard:
+                listener.execute(f"UNLISTEN {channel}")
+                return
+    except psycopg.Error as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise StateError(
+            f"{where}: the wake-up listener cannot be opened ({reason}); check {LISTEN_ENV} "
+            "or the database URL"
+        ) from None
+    why = (
+        "its statements ran on different server connections"
+        if before != after
+        else f"a NOTIFY sent to it did not arrive within {PROBE_TIMEOUT:g} s"
+    )
+    raise StateError(
+        f"{where}: LISTEN does not work on this connection ({why}): a pooler in transaction "
+        f"mode (PgBouncer) stands between it and PostgreSQL. Set {LISTEN_ENV} to a URL that "
+        "reaches PostgreSQL directly, for the one listener connection of each worker (the "
+        "other statements may keep going through the pooler)"
+    )
 
 
 def payloads(worker: str, cids: Iterable[str]) -> list[str]:
@@ -154,7 +212,10 @@ class Hints:
         while not self._closed.is_set():
             try:
                 with psycopg.connect(
-                    self.url, autocommit=True, application_name="exalate-tui listener"
+                    self.url,
+                    autocommit=True,
+                    application_name="exalate-tui listener",
+                    prepare_threshold=None,
                 ) as db:
                     db.execute(f"LISTEN {CHANNEL}")
                     self.backend_pid = db.info.backend_pid

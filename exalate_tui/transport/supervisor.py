@@ -43,7 +43,7 @@ from exalate_tui.protocol import kinds
 from exalate_tui.transport.contact import ContactThrottle
 from exalate_tui.transport.delivery import deliver
 from exalate_tui.transport.hooks import Hooks
-from exalate_tui.transport.streams import LeaseLost, Message, Streams, within_budget
+from exalate_tui.transport.streams import LeaseLost, Message, StateError, Streams, within_budget
 from exalate_tui.transport.wakeups import DataVersionWatch
 
 if TYPE_CHECKING:
@@ -286,22 +286,23 @@ class Supervisor:
         unhint = self.state.on_hint(self._hinted)
         others = DataVersionWatch(self.state)
         await others.start()
-        files = self._files_stamp()
+        files = await self._files_stamp()
         next_scan = 0.0
         try:
             while True:
                 # Another process (the CLI, the console) changed a connection file: an
                 # admin's deactivate must stop this side's requests now, not at the next
                 # periodic rescan. Read before scanning, so a change during it is seen.
-                current_files = self._files_stamp()
+                current_files = await self._files_stamp()
                 changed = current_files != files
                 files = current_files
                 if changed or self._rescan_now.is_set() or time.monotonic() >= next_scan:
                     self._rescan_now.clear()
                     try:
                         await self._scan()
-                    except OSError as error:
-                        # The home is unreadable for now: keep the running links, retry.
+                    except (OSError, StateError) as error:
+                        # The home (or its database) is unreadable for now: keep the
+                        # running links, retry.
                         log.error("cannot scan %s: %s", self.home.path, error)
                     next_scan = time.monotonic() + self.rescan
                 if await others.moved():
@@ -320,11 +321,12 @@ class Supervisor:
             self._remotes.clear()
             self._loop = None
 
-    def _files_stamp(self) -> int | None:
-        """Changes when a connection file is written or removed (each is a rename or unlink)."""
+    async def _files_stamp(self) -> int | None:
+        """Changes when a connection is written or removed (a file's rename or unlink, a
+        database's change counter: read in a thread, it is a query there)."""
         try:
-            return self.home.connections_dir.stat().st_mtime_ns
-        except OSError:
+            return await asyncio.to_thread(self.home.connections.stamp)
+        except (OSError, StateError):
             return None
 
     # -- links ----------------------------------------------------------------

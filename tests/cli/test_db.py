@@ -129,3 +129,15 @@ def test_check_changes_nothing_and_migrate_brings_the_schema_once(
     assert code == 0 and f"already at version {SCHEMA_VERSION}" in out
     code, out, err = run(capsys, "--home", str(home), "db", "check", "--json")
     assert code == 0 and json.loads(out)["reachable"] is True
+    # The connections' table too, and the key: init made one; nothing registered it yet.
+    checked = json.loads(out)
+    assert checked["connections"] == 0 and checked["tombstones"] == 0
+    assert checked["key"] == {"source": str(home / "database.key"), "registered": False}
+    code, out, err = run(capsys, "--home", str(home), "connections")  # registers the key
+    assert code == 0, err
+    code, out, err = run(capsys, "--home", str(home), "db", "check")
+    assert code == 0 and "connections: 0, tombstones: 0" in out
+    assert "the one their secrets are encrypted with" in out
+    (home / "database.key").unlink()
+    code, out, err = run(capsys, "--home", str(home), "db", "check")
+    assert code == 2 and "copy database.key from a worker" in err

@@ -26,7 +26,7 @@ from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, 
 from exalate_tui.home.store import Home
 from exalate_tui.sync import replica as wire
 from exalate_tui.sync.engine import Engine
-from exalate_tui.sync.store import SyncStore
+from exalate_tui.sync.store import SqliteSyncStore
 from exalate_tui.trackers.embedded import EmbeddedTracker
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
@@ -65,7 +65,7 @@ def side(root: Path, name: str, other: str, role: Role, start: datetime) -> Side
     tracker = EmbeddedTracker(
         home.tracker_path, home.attachments_dir, short_name=name, now=clock(start)
     )
-    store = SyncStore(home.state_path)
+    store = SqliteSyncStore(home.state_path)
     return Side(home, streams, tracker, store, Engine(home, streams, tracker, store))
 
 

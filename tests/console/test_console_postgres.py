@@ -1,6 +1,7 @@
 """The console on a home whose streams are in PostgreSQL: the same tab, the same words.
 
-The console opens the home's database (`storage.open_streams`); contact recorded
+The console opens the home's database (`storage.open_streams`, and its connections
+there: `storage.connection_store`); contact recorded
 by another worker's handle shows in the Connections tab, and a connection action
 from the detail screen enqueues its news there, where a poll of the partner's
 would find it.
@@ -18,6 +19,7 @@ from exalate_tui.console.app import make_app
 from exalate_tui.domain.models import Instance, Status
 from exalate_tui.home.store import Home
 from exalate_tui.transport.pg_streams import PgStreams
+from exalate_tui.transport.storage import connection_store, make_key
 from screens.connection_detail import ConnectionDetailScreen
 
 pytestmark = pytest.mark.anyio
@@ -32,12 +34,14 @@ async def test_the_console_reads_and_writes_the_streams_in_postgresql(
     tmp_path: Path, pg_url: str
 ) -> None:
     now = [1_714_564_800.0]
-    home = Home(tmp_path / "snow")
+    home = Home(tmp_path / "snow", opener=connection_store)  # as the CLI opens it
     home.save_instance(
         Instance(short_name="snow", public_url="https://snow.example.com", database=pg_url)
     )
+    make_key(home)
     issued = issue(home)
     cid = issued.connection.id
+    assert not list(home.connections_dir.glob("*.toml"))  # a row in the database
 
     def make_active(connection: object) -> None:
         connection.status = Status.ACTIVE  # type: ignore[attr-defined]
@@ -67,15 +71,21 @@ async def test_the_console_reads_and_writes_the_streams_in_postgresql(
         assert [m.kind for m in other.pending(cid)] == ["connection.deactivated"]
     finally:
         other.close()
+        home.close()
 
 
 async def test_a_database_out_of_reach_is_said_on_the_tab_not_a_hang(tmp_path: Path) -> None:
-    home = Home(tmp_path / "snow")
+    home = Home(tmp_path / "snow", opener=connection_store)
     url = "postgresql://exalate:pw-never-shown@127.0.0.1:1/exalate"  # nothing listens there
     home.save_instance(Instance(short_name="snow", database=url))
+    make_key(home)
     app = make_app(home, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: bool(app.screen.query(DataTable)))
         assert app.state is None and app.state_problem is not None
         assert "postgresql://exalate@127.0.0.1:1/exalate: cannot be reached" in app.state_problem
         assert "pw-never-shown" not in app.state_problem
+        # The connections are out of reach too: said above the table, the password not.
+        problems = app.screen.query_one("#problems")
+        await until(pilot, lambda: "cannot be reached" in str(problems.render()))
+        assert "pw-never-shown" not in str(problems.render())

@@ -22,7 +22,7 @@ from textual.pilot import Pilot
 
 from exalate_tui.home.store import Home
 from exalate_tui.sync.engine import TRACKER_ERROR, Engine
-from exalate_tui.sync.store import SyncStore
+from exalate_tui.sync.store import SqliteSyncStore
 from exalate_tui.trackers import open_tracker
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 
@@ -64,7 +64,7 @@ def steps(*keys: str, engine: Home | None = None) -> Callable[[Pilot[None]], Awa
 async def settle_engine(home: Home) -> None:
     streams, tracker, store = SqliteStreams(home.state_path), open_tracker(home), None
     try:
-        store = SyncStore(home.state_path)
+        store = SqliteSyncStore(home.state_path)
         await Engine(home, streams, tracker, store).settle()
     finally:
         if store is not None:
@@ -78,7 +78,7 @@ def typed(text: str) -> list[str]:
 
 
 def tracker_down(home: Home) -> None:
-    store = SyncStore(home.state_path)
+    store = SqliteSyncStore(home.state_path)
     try:
         store.set_meta(TRACKER_ERROR, "tracker.sqlite3: disk I/O error")
     finally:

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 from exalate_tui.console.app import ExalateApp
 from exalate_tui.home.store import Home
 from exalate_tui.sync.engine import TRACKER_ERROR, Engine
-from exalate_tui.sync.store import SyncStore
+from exalate_tui.sync.store import SqliteSyncStore, SyncStore
 from exalate_tui.trackers import open_tracker
 from exalate_tui.transport.sqlite_streams import SqliteStreams
 from screens.bulk_exalate import BulkExalateScreen
@@ -53,7 +53,7 @@ def app_for(home: Home) -> ExalateApp:
 async def engine(home: Home) -> None:
     """snow's sync engine, once through what is waiting (requests first)."""
     streams, tracker = SqliteStreams(home.state_path), open_tracker(home)
-    store = SyncStore(home.state_path)
+    store = SqliteSyncStore(home.state_path)
     try:
         await Engine(home, streams, tracker, store).settle()
     finally:
@@ -63,7 +63,7 @@ async def engine(home: Home) -> None:
 
 
 def store_of(home: Home) -> SyncStore:
-    return SyncStore(home.state_path)
+    return SqliteSyncStore(home.state_path)
 
 
 def text_of(app: ExalateApp, selector: str) -> str:

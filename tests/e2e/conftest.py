@@ -76,6 +76,7 @@ class Instance:
     process: subprocess.Popen[bytes] | None = None
     database: str | None = None  # a PostgreSQL URL: `init --database`
     _state: Streams | None = field(default=None, repr=False)
+    _home: Home | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -98,8 +99,13 @@ class Instance:
         return connection
 
     def stored(self, cid: str) -> Connection:
-        """The connection file as it is now: cheap enough to poll (`show` spawns a process)."""
-        return Home(self.home).get_connection(cid)
+        """The connection as stored now (its file, or its row in the database): cheap
+        enough to poll (`show` spawns a process)."""
+        if self._home is None:
+            from exalate_tui.transport.storage import open_home
+
+            self._home = open_home(self.home)
+        return self._home.get_connection(cid)
 
     # -- the node --------------------------------------------------------------
 
@@ -162,6 +168,9 @@ class Instance:
         if self._state is not None:
             self._state.close()
             self._state = None
+        if self._home is not None:
+            self._home.close()
+            self._home = None
 
 
 MakeInstance = Callable[..., Instance]

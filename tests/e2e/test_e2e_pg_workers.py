@@ -2,8 +2,9 @@
 enqueue made elsewhere within milliseconds (pg_wakeups: LISTEN/NOTIFY as a hint).
 
 snow runs as two workers, A and B: two homes with the same instance.toml and the
-same connection file (until connections themselves live in the database, issue
-15), two `exalate-tui node` processes on 127.0.0.1. jira (private) polls A. The
+same database.key, and no connection file in either (the connection, made on A,
+lives in the database: B finds it there), two `exalate-tui node` processes on
+127.0.0.1. jira (private) polls A. The
 test, as the partner, parks signed long-polls on B and measures how soon each
 answers after an enqueue by another process: this test's own handle on the
 database, and then the CLI run on worker A's home.
@@ -18,7 +19,6 @@ import time
 
 import pytest
 
-from exalate_tui.home.store import Home
 from exalate_tui.transport.client import Remote
 from exalate_tui.transport.pg_streams import PgStreams
 
@@ -30,16 +30,15 @@ pytestmark = [pytest.mark.e2e]
 def second_worker(
     first: Instance, make: MakeInstance, database: str, name: str | None = None
 ) -> Instance:
-    """Another worker of `first`: a home of its own with `first`'s files, another port."""
+    """Another worker of `first`: a home of its own, another port, `first`'s instance.toml
+    and database key (README: the key is copied, the connections are in the database)."""
     worker = make(
         first.short_name, public=True, database=database, name=name or f"{first.short_name}-b"
     )
-    for path in (
-        "instance.toml",
-        *(f"connections/{p.name}" for p in (first.home / "connections").glob("*.toml")),
-    ):
-        (worker.home / path).parent.mkdir(mode=0o700, exist_ok=True)
+    for path in ("instance.toml", "database.key"):
         shutil.copy2(first.home / path, worker.home / path)
+    for home in (first.home, worker.home):
+        assert not list(home.glob("connections/*.toml")), "connections are rows, not files"
     return worker
 
 
@@ -71,8 +70,11 @@ def test_a_poll_parked_on_one_worker_wakes_at_an_enqueue_elsewhere(
     b = second_worker(a, instances, pg_url)
     b.start()
     b.serving()
-    secret = Home(a.home).get_connection(cid).secret
+    secret = a.stored(cid).secret
     assert secret is not None
+    # B serves the connection A made from the database alone: no file of it anywhere.
+    assert b.stored(cid).secret == secret
+    assert not list(b.home.glob("connections/*.toml"))
     wait_for(lambda: jira.state.last_applied(cid) >= 1, "snow's hello at jira")
     # jira would apply and prune what the test's polls are to find: it waits meanwhile.
     assert jira.stop() == 0

@@ -53,13 +53,13 @@ def test_the_seeds_flow_with_the_public_side_on_postgresql(
     wait_for(lambda: snow.state.last_applied(cid) >= 1, "jira's hello in PostgreSQL")
     wait_for(lambda: jira.state.last_applied(cid) >= 1, "snow's hello from PostgreSQL")
     assert snow.state.inbox(cid)[0].body == {"short_name": "jira"}
-    # The public side's streams are in the database, not in a file of its home (where
-    # only the sync engine's own tables are, for now).
+    # The public side's streams and its sync engine's tables are in the database, not in
+    # a file of its home.
     state_file = snow.home / "state.sqlite3"
     if state_file.exists():
         with sqlite3.connect(state_file) as local:
             tables = {name for (name,) in local.execute("SELECT name FROM sqlite_master")}
-        assert "outbox" not in tables and "inbox" not in tables
+        assert not {"outbox", "inbox", "sync_links", "sync_cursors"} & tables
     with psycopg.connect(pg_url) as db:
         row = db.execute("SELECT last_seq FROM exalate.streams WHERE cid = %s", (cid,)).fetchone()
     assert row is not None and row[0] >= 1

@@ -3,6 +3,13 @@
 One real `exalate-tui node` on 127.0.0.1; the attackers run in this process,
 `/info` is timed from a thread beside them and the node's memory read from
 `/proc/<pid>/status`. docs/reliability.md holds the figures.
+
+Issue 10's criterion, `/info` and an honest partner's poll within 50 ms at
+the 99th percentile, is asserted when the node's loop had a CPU whenever it
+needed one (`/proc/<pid>/schedstat`: it waited for one at most `STARVED` of
+the attack): the attackers share the machine's two cores with it, and so do
+whatever else runs there; a loop that waits for a CPU longer than it runs
+measures the machine, not the node. The figures say which it was.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ BODIES = int(os.environ.get("RELIABILITY_BODIES", str(int(200 * SCALE))))
 ATTACK_SECONDS = float(os.environ.get("RELIABILITY_ATTACK_SECONDS", "8"))
 SECRET = "s" * 43
 MESSAGES = "/api/v1/connections/{cid}/messages"
+# The share of the attack the node's loop may spend waiting for a CPU with the 50 ms p99
+# still judged (docs/reliability.md, promise 13).
+STARVED = 0.2
+P99 = 0.050
 
 
 def _rss(pid: int) -> int:
@@ -46,6 +57,13 @@ def _rss(pid: int) -> int:
 
 def _p(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+def _schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread (the node's loop) has run on a CPU, and waited
+    for one while runnable."""
+    ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(ran) / 1e9, int(waited) / 1e9
 
 
 # Times /info, and an honest partner's poll (`wait=0`, signed), from a process of its own:
@@ -93,6 +111,9 @@ class Watch(threading.Thread):
         self.peak = 0
         self.stopped = threading.Event()
         self.stop_file = tmp_path / "stop-timing"
+        self.started = time.monotonic()
+        self.sched = _schedstat(pid)
+        self.took = self.ran = self.waited = 0.0
         self.timer = subprocess.Popen(
             [sys.executable, "-c", _TIMER, url, str(self.stop_file), MESSAGES.format(cid=cid)]
             + [SECRET],
@@ -108,6 +129,9 @@ class Watch(threading.Thread):
             self.stopped.wait(0.02)
 
     def finish(self) -> None:
+        ran, waited = _schedstat(self.pid)
+        self.took = time.monotonic() - self.started
+        self.ran, self.waited = ran - self.sched[0], waited - self.sched[1]
         self.stopped.set()
         self.join()
         self.stop_file.touch()
@@ -121,8 +145,20 @@ class Watch(threading.Thread):
             f"failed; /info median {_p(self.times, 0.5) * 1000:.1f} ms, "
             f"p99 {_p(self.times, 0.99) * 1000:.1f} ms, max {max(self.times) * 1000:.0f} ms; "
             f"poll median {_p(self.polls, 0.5) * 1000:.1f} ms, "
-            f"p99 {_p(self.polls, 0.99) * 1000:.1f} ms, max {max(self.polls) * 1000:.0f} ms"
+            f"p99 {_p(self.polls, 0.99) * 1000:.1f} ms, max {max(self.polls) * 1000:.0f} ms; "
+            f"over {self.took:.1f} s the node's loop ran {self.ran:.1f} s and waited for a "
+            f"CPU {self.waited:.1f} s ({self.starved():.0%})"
         )
+
+    def starved(self) -> float:
+        return self.waited / self.took
+
+    def check_p99(self) -> None:
+        """Issue 10's criterion, when the node had the CPU it needed (`STARVED`)."""
+        if self.starved() > STARVED:
+            print(f"p99 not judged: the loop waited for a CPU {self.starved():.0%} of the time")
+            return
+        assert _p(self.times, 0.99) <= P99 and _p(self.polls, 0.99) <= P99, self.figures()
 
 
 def _node(tmp_path: Path) -> tuple[NodeProcess, Connection]:
@@ -234,6 +270,7 @@ def test_hundreds_of_unauthenticated_large_bodies_keep_the_node_bounded(tmp_path
         assert watch.failures == 0
         # Generous on purpose: the 2-core machine is shared (docs/reliability.md has figures).
         assert max(watch.times + watch.polls) < 3.0
+        watch.check_p99()
         # The budget, the sockets' own buffers, and room for a busy interpreter.
         assert grew < limits.BODY_BUDGET + 128 * 2**20, grew
         # It recovers: an honest partner's push goes through once they are gone.
@@ -302,6 +339,7 @@ def test_thousands_of_slow_sockets_are_capped_dropped_and_info_answers(tmp_path:
         # The cap, plus the watch's own socket and a few in flight.
         assert settled <= gate.MAX_WAITING + 100, (most, settled)
         assert watch.failures == 0 and max(watch.times + watch.polls) < 3.0
+        watch.check_p99()
         assert pushed.status_code == 200 and pushed.json() == {"applied": 1}
         assert "Traceback" not in log
     finally:

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status, Topology
 from exalate_tui.home.store import Home
 from exalate_tui.sync.engine import Engine
-from exalate_tui.sync.store import SyncStore
+from exalate_tui.sync.store import SqliteSyncStore, SyncStore
 from exalate_tui.trackers import open_tracker
 from exalate_tui.trackers.adapter import Tracker
 from exalate_tui.transport.sqlite_streams import SqliteStreams
@@ -65,7 +65,7 @@ def make_side(root: Path, name: str, other: str, role: Role, mode: Mode) -> Side
     )
     streams = SqliteStreams(home.state_path)
     tracker = open_tracker(home)
-    store = SyncStore(home.state_path)
+    store = SqliteSyncStore(home.state_path)
     return Side(home, streams, tracker, store, Engine(home, streams, tracker, store))
 
 

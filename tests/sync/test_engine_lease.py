@@ -14,10 +14,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
-from exalate_tui.domain.models import Instance
+from exalate_tui.domain.models import Connection, Instance, Mode, Role, Status
+from exalate_tui.domain.topology import Topology
 from exalate_tui.home.store import Home
+from exalate_tui.sync.engine import Engine
+from exalate_tui.sync.pg_store import PgSyncStore
 from exalate_tui.sync.service import ENGINE_LEASE, run_engine
+from exalate_tui.sync.store import Link
+from exalate_tui.trackers import open_tracker
 from exalate_tui.transport.pg_streams import PgStreams
 
 
@@ -77,3 +83,41 @@ async def test_one_engine_runs_across_workers_and_another_takes_over(
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+
+
+def _connection(cid: str) -> Connection:
+    return Connection(
+        id=cid,
+        name=f"snow_to_jira_{cid}",
+        mode=Mode.BASIC,
+        topology=Topology.PUBLIC_PRIVATE,
+        role=Role.INITIATOR,
+        local_name="snow",
+        remote_name="jira",
+        status=Status.ACTIVE,
+        secret=SecretStr("s" * 43),
+    )
+
+
+@pytest.mark.anyio
+async def test_a_worker_missing_a_connection_file_keeps_its_links_in_the_shared_store(
+    workers: list[tuple[Home, PgStreams]], pg_url: str
+) -> None:
+    """The connection files are each worker's home's: an engine on a worker whose home
+    lacks one drops none of its links; a connection deleted there (a tombstone) it does."""
+    (home_a, streams), (home_b, _) = workers
+    for cid in ("kept", "deleted"):
+        home_a.save_connection(_connection(cid))
+        home_b.save_connection(_connection(cid))
+    home_a.save_connection(_connection("only-a"))  # made on A after B's files were copied
+    home_b.bury_connection("deleted")
+    store = PgSyncStore(pg_url)
+    tracker = open_tracker(home_b)
+    try:
+        for cid in ("kept", "deleted", "only-a"):
+            store.save_link(Link(cid, f"SNOW-{cid}", None, True, "local"))
+        Engine(home_b, streams, tracker, store).tidy()
+        assert store.cids() == {"kept", "only-a"}
+    finally:
+        store.close()
+        await tracker.close()

@@ -1,66 +1,64 @@
-"""The sync store's deferred writes: read back at once, committed together at the end."""
+"""`SqliteSyncStore`: the sync store's contract (store_contract.py) on `state.sqlite3`, and
+what is the file's own."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exalate_tui.sync.store import Link, SyncStore
+from exalate_tui.domain.models import Instance
+from exalate_tui.home.store import Home
+from exalate_tui.sync.storage import open_sync_store, sync_state_exists
+from exalate_tui.sync.store import (
+    SqliteSyncStore,
+    SyncStore,
+    SyncStoreError,
+)
 
-CID = "c1"
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[SyncStore, SyncStore]]:
-    """The engine's store and another process's look at the same file."""
-    engine, other = SyncStore(tmp_path / "state.sqlite3"), SyncStore(tmp_path / "state.sqlite3")
-    yield engine, other
-    engine.close()
-    other.close()
+from .store_contract import Opener, SyncStoreContract
 
 
-def test_deferred_writes_read_back_at_once_and_commit_together(
-    stores: tuple[SyncStore, SyncStore],
-) -> None:
-    engine, other = stores
-    with engine.deferred():
-        engine.save_link(Link(CID, "SNOW-1", None, True, "local", created=1.0))
-        engine.processed(
-            CID,
-            1,
-            link=Link(CID, "SNOW-2", "JIRA-7", True, "remote", created=2.0),
-            stash=("JIRA-8", "ab" * 32, "a.txt", b"bytes"),
-        )
-        engine.processed(CID, 2, unstash="JIRA-9")
-        assert engine.link(CID, "SNOW-1") is not None
-        found = engine.link_by_remote(CID, "JIRA-7")
-        assert found is not None and found.local_key == "SNOW-2"
-        assert engine.stashed(CID, "JIRA-8", "ab" * 32) == b"bytes"
-        # Nothing is in the file yet: one transaction at the end.
-        assert other.link(CID, "SNOW-1") is None and other.cursor(CID) == 0
-    assert [link.local_key for link in other.links(CID)] == ["SNOW-1", "SNOW-2"]
-    assert other.cursor(CID) == 2
-    assert other.stashed(CID, "JIRA-8", "ab" * 32) == b"bytes"
+class TestSqliteSyncStore(SyncStoreContract):
+    @pytest.fixture
+    def opener(self, tmp_path: Path) -> Iterator[Opener]:
+        opened: list[SyncStore] = []
+
+        def open_one() -> SyncStore:
+            opened.append(SqliteSyncStore(tmp_path / "state.sqlite3"))
+            return opened[-1]
+
+        try:
+            yield open_one
+        finally:
+            for store in opened:
+                store.close()
 
 
-def test_what_was_done_before_an_error_is_kept(stores: tuple[SyncStore, SyncStore]) -> None:
-    engine, other = stores
-    with pytest.raises(RuntimeError), engine.deferred():
-        engine.processed(CID, 1, link=Link(CID, "SNOW-1", "JIRA-1", True, "remote"))
-        raise RuntimeError("the tracker went away")
-    assert other.cursor(CID) == 1 and other.link(CID, "SNOW-1") is not None
-    engine.save_link(Link(CID, "SNOW-2", None, True, "local"))  # at once again
-    assert other.link(CID, "SNOW-2") is not None
+def test_a_home_without_a_database_keeps_its_sync_tables_in_its_file(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    home.save_instance(Instance(short_name="snow"))
+    assert not sync_state_exists(home)
+    store = open_sync_store(home)
+    try:
+        assert isinstance(store, SqliteSyncStore) and store.where == str(home.state_path)
+        store.fence("(sync engine)", 3)  # nothing to fence: the writes go on
+        store.set_meta("watermark", "1")
+    finally:
+        store.close()
+    assert sync_state_exists(home)
+    with sqlite3.connect(home.state_path) as db:
+        assert db.execute("SELECT value FROM sync_meta").fetchall() == [("1",)]
 
 
-def test_an_unstashed_key_has_no_bytes_even_from_an_earlier_batch(
-    stores: tuple[SyncStore, SyncStore],
-) -> None:
-    engine, _ = stores
-    engine.processed(CID, 1, stash=("JIRA-1", "cd" * 32, "b.txt", b"old"))
-    with engine.deferred():
-        engine.processed(CID, 2, unstash="JIRA-1")
-        assert engine.stashed(CID, "JIRA-1", "cd" * 32) is None
-    assert engine.stashed(CID, "JIRA-1", "cd" * 32) is None
+def test_sync_tables_of_a_newer_version_are_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    SqliteSyncStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE sync_schema SET version = 99")
+    with pytest.raises(SyncStoreError, match="newer exalate-tui"):
+        SqliteSyncStore(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM sync_schema").fetchall() == [(99,)]

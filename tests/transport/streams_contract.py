@@ -6,8 +6,8 @@ this one.
 A storage's test module subclasses `StreamsContract` and provides one fixture:
 - `opener`: a `Store` whose `open()` gives a new handle on one new, empty store
   (another process's view of the same file or database), each closed after the
-  test, and whose `where` is what `open_in_child(kind, where)` opens in a child
-  process.
+  test, and whose `where` is what `open_in_child(kind, where, listen)` opens in a
+  child process (`listen`: a listen URL of its own, for a `where` behind PgBouncer).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from exalate_tui.transport.streams import Gap, Message, Streams
 
 
-def open_in_child(kind: str, where: str) -> Streams:
+def open_in_child(kind: str, where: str, listen: str | None = None) -> Streams:
     """The store `where` names, opened in a child process (spawned: nothing inherited)."""
     if kind == "sqlite":
         from exalate_tui.transport.sqlite_streams import SqliteStreams
@@ -33,7 +33,7 @@ def open_in_child(kind: str, where: str) -> Streams:
         return SqliteStreams(Path(where))
     from exalate_tui.transport.pg_streams import PgStreams
 
-    return PgStreams(where, hints=False)
+    return PgStreams(where, hints=False, listen_url=listen)
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Store:
     kind: str  # "sqlite" or "postgresql"
     where: str  # a path or a URL
     make: Callable[[], Streams]
+    listen: str | None = None  # PostgreSQL's own URL, when `where` goes through PgBouncer
     handles: list[Streams] = field(default_factory=list)
 
     def open(self) -> Streams:
@@ -52,8 +53,8 @@ class Store:
             handle.close()
 
 
-def _enqueue_in_child(kind: str, where: str, count: int) -> None:
-    state = open_in_child(kind, where)
+def _enqueue_in_child(kind: str, where: str, count: int, listen: str | None = None) -> None:
+    state = open_in_child(kind, where, listen)
     for _ in range(count):
         state.enqueue("a", "ping")
     state.close()
@@ -235,7 +236,9 @@ class StreamsContract:
         opener.open()
         context = multiprocessing.get_context("spawn")
         children = [
-            context.Process(target=_enqueue_in_child, args=(opener.kind, opener.where, 200))
+            context.Process(
+                target=_enqueue_in_child, args=(opener.kind, opener.where, 200, opener.listen)
+            )
             for _ in range(2)
         ]
         for child in children:

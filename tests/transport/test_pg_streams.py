@@ -62,7 +62,7 @@ def test_a_new_database_gets_the_schema_at_its_version_once(
     for thread in openers:
         thread.join(30)
     assert len(streams) == 3  # three workers starting at once: none failed
-    assert _version(pg_url) == SCHEMA_VERSION == 4
+    assert _version(pg_url) == SCHEMA_VERSION == max(MIGRATIONS)
     with psycopg.connect(pg_url) as db:
         assert db.execute(f"SELECT COUNT(*) FROM {SCHEMA}.schema_version").fetchone() == (1,)
 
@@ -100,7 +100,8 @@ def test_a_schema_from_a_newer_version_is_refused_and_left_alone(
 
 
 def test_without_migrating_an_empty_database_says_to_run_db_migrate(pg_url: str) -> None:
-    with pytest.raises(StateError, match=r"version 0, .*needs 4: run `exalate-tui db migrate`"):
+    needs = rf"version 0, .*needs {SCHEMA_VERSION}: run `exalate-tui db migrate`"
+    with pytest.raises(StateError, match=needs):
         PgStreams(pg_url, migrate=False)
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT to_regclass('exalate.outbox')").fetchone() == (None,)
@@ -402,3 +403,28 @@ def test_a_user_without_the_right_to_make_the_schema_is_told_what_it_needs(
     with pytest.raises(StateError, match="needs the right to create the schema") as refused:
         PgStreams(url)
     assert f"postgresql://visitor_{name}@" in str(refused.value)
+
+
+def test_a_listener_that_hears_no_notify_is_refused_at_open(postgres: Cluster) -> None:
+    """As through PgBouncer in transaction mode: here, the listener's URL names another
+    database than the pool's (a NOTIFY reaches only its own database's listeners)."""
+    url, elsewhere = postgres.database(), postgres.database()
+    started = time.monotonic()
+    with pytest.raises(StateError) as refused:
+        PgStreams(url, listen_url=elsewhere)
+    assert "did not arrive" in str(refused.value) and "EXALATE_TUI_DATABASE_LISTEN_URL" in str(
+        refused.value
+    )
+    assert time.monotonic() - started < pg_wakeups.PROBE_TIMEOUT + 5
+    PgStreams(url, listen_url=url).close()  # the same database: heard, opened
+
+
+def test_a_listen_url_that_does_not_parse_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exalate_tui.transport import storage
+
+    monkeypatch.setenv(storage.LISTEN_ENV, "postgresql://a b@/x")
+    with pytest.raises(storage.DatabaseUrlError, match="EXALATE_TUI_DATABASE_LISTEN_URL") as bad:
+        storage.listen_url()
+    assert bad.value.bad_input
+    monkeypatch.setenv(storage.LISTEN_ENV, " ")
+    assert storage.listen_url() is None

@@ -98,12 +98,12 @@ def test_opening_the_state_again_in_a_process_keeps_its_wal_for_every_process(
     import subprocess
     import sys
 
-    from exalate_tui.sync.store import SyncStore
+    from exalate_tui.sync.store import SqliteSyncStore
 
     path = tmp_path / "state.sqlite3"
     streams = SqliteStreams(path)
     again = SqliteStreams(path)
-    store = SyncStore(path)
+    store = SqliteSyncStore(path)
     try:
         streams.enqueue("c", "ping", {"n": 1})
         reader = (
