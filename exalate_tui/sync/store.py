@@ -424,8 +424,471 @@ class DeferredWrites(Generic[DB]):
             return (cid, remote_key) in self._unstashed, None
 
 
-class SqliteSyncStore(DeferredWrites[sqlite3.Connection]):
+class SqlSyncStore(DeferredWrites[DB]):
+    """The queries both stores share, written once: `?` placeholders, each table
+    named after `self._prefix` (`exalate.` on PostgreSQL). A store gives `_rows` and
+    `_execute` (which turn this SQL into its dialect), `_transaction`, and `_due`,
+    the SQL of a link with a replica due (SQLite's matches its partial index)."""
+
+    _prefix = ""
+    _due = ""
+
+    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _execute(self, db: DB, sql: str, *args: Any) -> Any:
+        """Run one statement in `db`'s transaction; its cursor."""
+        raise NotImplementedError
+
+    # -- links ------------------------------------------------------------------
+
+    def link(self, cid: str, local_key: str) -> Link | None:
+        if (kept := self._kept(cid, local_key)) is not None:
+            return kept
+        rows = self._rows(
+            f"SELECT {_LINK_COLUMNS} FROM {self._prefix}sync_links WHERE cid = ? AND local_key = ?",
+            cid,
+            local_key,
+        )
+        return _link(rows[0]) if rows else None
+
+    def link_by_remote(self, cid: str, remote_key: str) -> Link | None:
+        if (kept := self._kept(cid, remote_key=remote_key)) is not None:
+            return kept
+        rows = self._rows(
+            f"SELECT {_LINK_COLUMNS} FROM {self._prefix}sync_links "
+            "WHERE cid = ? AND remote_key = ?",
+            cid,
+            remote_key,
+        )
+        return _link(rows[0]) if rows else None
+
+    def links(self, cid: str | None = None, local_key: str | None = None) -> list[Link]:
+        """Links of one connection, of one local ticket, or all; oldest first."""
+        where, args = [], []
+        if cid is not None:
+            where.append("cid = ?")
+            args.append(cid)
+        if local_key is not None:
+            where.append("local_key = ?")
+            args.append(local_key)
+        sql = f"SELECT {_LINK_COLUMNS} FROM {self._prefix}sync_links"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
+
+    def sent_keys(self, cid: str) -> set[str]:
+        """Local keys of `cid` that sync and whose replica has been enqueued since they
+        (re)started (Bulk exalate's progress: read often, so no replica is parsed)."""
+        rows = self._rows(
+            f"SELECT local_key FROM {self._prefix}sync_links WHERE cid = ? AND active "
+            "AND out_version > 0 AND NOT restart",
+            cid,
+        )
+        return {key for (key,) in rows}
+
+    def save_link(self, link: Link) -> None:
+        with self._lock:
+            self._keep(link)
+            self._write(lambda db: self._put_link(db, link))
+
+    def _put_link(self, db: DB, link: Link) -> None:
+        # Another local ticket that held this remote key goes (the unique index on
+        # (cid, remote_key)), as SQLite's INSERT OR REPLACE would drop it.
+        if link.remote_key is not None:
+            self._execute(
+                db,
+                f"DELETE FROM {self._prefix}sync_links "
+                "WHERE cid = ? AND remote_key = ? AND local_key <> ?",
+                link.cid,
+                link.remote_key,
+                link.local_key,
+            )
+        self._execute(
+            db,
+            f"INSERT INTO {self._prefix}sync_links ({_LINK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (cid, local_key) DO UPDATE SET "
+            + ", ".join(
+                f"{column} = EXCLUDED.{column}" for column in _LINK_COLUMNS.split(", ")[2:]
+            ),
+            link.cid,
+            link.local_key,
+            link.remote_key,
+            link.active,
+            link.origin,
+            link.restart,
+            link.due,
+            link.out_version,
+            _doc(link.out_doc),
+            link.in_version,
+            _doc(link.in_doc),
+            link.created or time.time(),
+            link.last_synced,
+        )
+
+    def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None:
+        """Replicas enqueued (link, the seq that carries it, its content): one transaction."""
+        now = time.time()
+        done = [
+            (
+                replace(
+                    link,
+                    out_version=version,
+                    out_doc=content,
+                    restart=False,
+                    due=False,
+                    last_synced=now,
+                ),
+                content,
+            )
+            for link, version, content in sent
+        ]
+
+        def write(db: DB) -> None:
+            for link, content in done:
+                self._put_link(db, link)
+                self._execute(
+                    db,
+                    f"INSERT INTO {self._prefix}sync_sent VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (cid, local_key, version) DO UPDATE SET doc = EXCLUDED.doc",
+                    link.cid,
+                    link.local_key,
+                    link.out_version,
+                    _doc(content),
+                )
+
+        with self._lock:
+            for link, _ in done:
+                self._keep(link)
+            self._write(write)
+
+    def sent_since(self, cid: str, local_key: str, version: int) -> list[Content]:
+        """The replicas sent from `version` on (from the latest kept before it), oldest first."""
+        rows = self._rows(
+            f"SELECT doc FROM {self._prefix}sync_sent WHERE cid = ? AND local_key = ? "
+            f"AND version >= (SELECT COALESCE(MAX(version), 0) FROM {self._prefix}sync_sent "
+            "WHERE cid = ? AND local_key = ? AND version <= ?) ORDER BY version",
+            cid,
+            local_key,
+            cid,
+            local_key,
+            version,
+        )
+        return [content for (doc,) in rows if (content := _content(doc)) is not None]
+
+    # -- the inbox cursor, the tracker's watermark ---------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Every connection's inbox cursor, in one read."""
+        rows = self._rows(f"SELECT cid, seq FROM {self._prefix}sync_cursors")
+        return {cid: int(seq) for cid, seq in rows}
+
+    def due(self, limit: int = -1) -> dict[str, list[str]]:
+        """Per connection (cid → local keys), the active links with a replica due whether
+        or not their ticket changed: never sent yet or (re)started (unless an error holds
+        them), or retried; oldest first, at most `limit` in all (no limit if negative).
+        One query for every connection: a node may hold thousands."""
+        sql = (
+            f"SELECT cid, local_key FROM {self._prefix}sync_links AS l WHERE {self._due} "
+            f"AND (due OR NOT EXISTS (SELECT 1 FROM {self._prefix}sync_errors WHERE cid = l.cid "
+            "AND direction = 'out' AND holds AND local_key = l.local_key)) ORDER BY created"
+        )
+        found: dict[str, list[str]] = {}
+        for cid, key in self._rows(sql + " LIMIT ?", limit) if limit >= 0 else self._rows(sql):
+            found.setdefault(cid, []).append(key)
+        return found
+
+    def cursor(self, cid: str) -> int:
+        rows = self._rows(f"SELECT seq FROM {self._prefix}sync_cursors WHERE cid = ?", cid)
+        return int(rows[0][0]) if rows else 0
+
+    def meta(self, name: str) -> str | None:
+        rows = self._rows(f"SELECT value FROM {self._prefix}sync_meta WHERE name = ?", name)
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: str | None) -> None:
+        with self._transaction() as db:
+            if value is None:
+                self._execute(db, f"DELETE FROM {self._prefix}sync_meta WHERE name = ?", name)
+            else:
+                self._execute(
+                    db,
+                    f"INSERT INTO {self._prefix}sync_meta VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    name,
+                    value,
+                )
+
+    def processed(
+        self,
+        cid: str,
+        seq: int,
+        *,
+        link: Link | None = None,
+        seen: int = 0,
+        change: dict[str, Any] | None = None,
+        stash: tuple[str, str, str, bytes] | None = None,
+        unstash: str | None = None,
+        resolve: int | None = None,
+    ) -> None:
+        """Inbox message `seq` of `cid` is done: record what it did and move the cursor,
+        in one transaction.
+
+        `link` as it is now, and `seen`, the version of ours the partner had;
+        `change`, a history entry (`record_change`'s keywords); `stash`
+        (remote_key, sha256, name, bytes) keeps an attachment's bytes until its
+        replica, `unstash` drops a remote key's; `resolve`, an error retried."""
+        p = self._prefix
+
+        def write(db: DB) -> None:
+            if link is not None:
+                self._put_link(db, link)
+                if seen:  # the partner has our replica `seen`: older ones are of no more use
+                    self._execute(
+                        db,
+                        f"DELETE FROM {p}sync_sent WHERE cid = ? AND local_key = ? AND version < "
+                        f"(SELECT COALESCE(MAX(version), 0) FROM {p}sync_sent WHERE cid = ? "
+                        "AND local_key = ? AND version <= ?)",
+                        *(cid, link.local_key, cid, link.local_key, seen),
+                    )
+            if change is not None:
+                self._add_change(db, cid=cid, **change)
+            if stash is not None:
+                self._execute(
+                    db,
+                    f"INSERT INTO {p}sync_stash VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (cid, remote_key, sha256) DO UPDATE SET "
+                    "name = EXCLUDED.name, data = EXCLUDED.data",
+                    *(cid, *stash),
+                )
+            if unstash is not None:
+                self._execute(
+                    db, f"DELETE FROM {p}sync_stash WHERE cid = ? AND remote_key = ?", cid, unstash
+                )
+            if resolve is not None:
+                self._execute(db, f"DELETE FROM {p}sync_errors WHERE id = ?", resolve)
+            self._execute(  # the cursor never moves back
+                db,
+                f"INSERT INTO {p}sync_cursors AS c VALUES (?, ?) "
+                "ON CONFLICT (cid) DO UPDATE SET seq = EXCLUDED.seq WHERE EXCLUDED.seq > c.seq",
+                cid,
+                seq,
+            )
+
+        with self._lock:
+            self._keep_processed(cid, link, stash, unstash)
+            self._write(write)
+
+    def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None:
+        known, data = self._kept_stash(cid, remote_key, sha256)
+        if known:
+            return data
+        rows = self._rows(
+            f"SELECT data FROM {self._prefix}sync_stash "
+            "WHERE cid = ? AND remote_key = ? AND sha256 = ?",
+            cid,
+            remote_key,
+            sha256,
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    # -- errors -----------------------------------------------------------------
+
+    def fail(
+        self,
+        cid: str,
+        direction: str,
+        message: str,
+        *,
+        local_key: str | None = None,
+        remote_key: str | None = None,
+        seq: int | None = None,
+        holds: bool = True,
+    ) -> int:
+        """Record (or count again) the error on one ticket; returns its id.
+
+        An incoming error keeps the seq it first held back; a later failure of
+        the same ticket only counts another attempt."""
+        now = time.time()
+        key_column, key = (
+            ("local_key", local_key) if direction == "out" else ("remote_key", remote_key)
+        )
+        with self._transaction() as db:
+            row = self._execute(
+                db,
+                f"SELECT id FROM {self._prefix}sync_errors "
+                f"WHERE cid = ? AND direction = ? AND {key_column} = ?",
+                *(cid, direction, key),
+            ).fetchone()
+            if row:
+                self._execute(
+                    db,
+                    f"UPDATE {self._prefix}sync_errors SET message = ?, last_at = ?, "
+                    "attempts = attempts + 1, local_key = COALESCE(?, local_key) WHERE id = ?",
+                    *(message, now, local_key, row[0]),
+                )
+                return int(row[0])
+            made = self._execute(
+                db,
+                f"INSERT INTO {self._prefix}sync_errors (cid, direction, local_key, remote_key, "
+                "seq, message, first_at, last_at, holds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING id",
+                *(cid, direction, local_key, remote_key, seq, message, now, now, holds),
+            ).fetchone()
+            assert made is not None
+            return int(made[0])
+
+    def errors(self, cid: str | None = None) -> list[SyncError]:
+        return (
+            self._errors("WHERE cid = ? ORDER BY id", cid) if cid else self._errors("ORDER BY id")
+        )
+
+    def _errors(self, where: str, *args: Any) -> list[SyncError]:
+        rows = self._rows(
+            "SELECT id, cid, direction, local_key, remote_key, seq, message, first_at, last_at, "
+            f"attempts, holds FROM {self._prefix}sync_errors {where}",
+            *args,
+        )
+        return [
+            SyncError(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                None if r[5] is None else int(r[5]),
+                r[6],
+                r[7],
+                r[8],
+                int(r[9]),
+                bool(r[10]),
+            )
+            for r in rows
+        ]
+
+    def error(self, error_id: int) -> SyncError | None:
+        found = self._errors("WHERE id = ?", error_id)
+        return found[0] if found else None
+
+    def holding(self, cid: str, direction: str, key: str) -> SyncError | None:
+        """The error holding back this ticket's changes in `direction`, if any."""
+        column = "local_key" if direction == "out" else "remote_key"
+        found = self._errors(
+            f"WHERE cid = ? AND direction = ? AND holds AND {column} = ? ORDER BY id LIMIT 1",
+            cid,
+            direction,
+            key,
+        )
+        return found[0] if found else None
+
+    def resolve(self, error_id: int) -> None:
+        with self._transaction() as db:
+            self._execute(db, f"DELETE FROM {self._prefix}sync_errors WHERE id = ?", error_id)
+
+    # -- requests -----------------------------------------------------------------
+
+    def request(
+        self, action: str, cid: str | None, key: str | None = None, arg: str | None = None
+    ) -> None:
+        """Ask the engine (in whichever process or worker runs it) for `action`; it runs
+        in order."""
+        with self._transaction() as db:
+            self._execute(
+                db,
+                f"INSERT INTO {self._prefix}sync_requests (action, cid, key, arg, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                *(action, cid, key, arg, time.time()),
+            )
+
+    def requests(self) -> list[tuple[int, str, str | None, str | None, str | None]]:
+        """The requests waiting, oldest first: (id, action, cid, key, arg)."""
+        return [
+            (int(row[0]), row[1], row[2], row[3], row[4])
+            for row in self._rows(
+                f"SELECT id, action, cid, key, arg FROM {self._prefix}sync_requests ORDER BY id"
+            )
+        ]
+
+    def done(self, request_id: int) -> None:
+        with self._transaction() as db:
+            self._execute(db, f"DELETE FROM {self._prefix}sync_requests WHERE id = ?", request_id)
+
+    # -- history ------------------------------------------------------------------
+
+    def _add_change(
+        self,
+        db: DB,
+        *,
+        cid: str,
+        local_key: str,
+        remote_key: str | None,
+        version: int | None,
+        rules: str,
+        changes: dict[str, Any],
+        note: str = "",
+    ) -> None:
+        self._execute(
+            db,
+            f"INSERT INTO {self._prefix}sync_history (local_key, cid, remote_key, at, version, "
+            "rules, changes, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            *(local_key, cid, remote_key, time.time(), version, rules, json.dumps(changes), note),
+        )
+
+    def record_change(self, cid: str, **change: Any) -> None:
+        self._write(lambda db: self._add_change(db, cid=cid, **change))
+
+    def history(self, local_key: str) -> list[Change]:
+        rows = self._rows(
+            "SELECT id, local_key, cid, remote_key, at, version, rules, changes, note "
+            f"FROM {self._prefix}sync_history WHERE local_key = ? ORDER BY id",
+            local_key,
+        )
+        return [
+            Change(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                None if r[5] is None else int(r[5]),
+                r[6],
+                json.loads(r[7]),
+                r[8],
+            )
+            for r in rows
+        ]
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    def cids(self) -> set[str]:
+        """The connections the engine holds anything for (links, a cursor, requests)."""
+        p = self._prefix
+        rows = self._rows(
+            f"SELECT cid FROM {p}sync_links UNION SELECT cid FROM {p}sync_cursors "
+            f"UNION SELECT cid FROM {p}sync_errors"
+        )
+        return {cid for (cid,) in rows}
+
+    def forget(self, cid: str) -> None:
+        """A deleted connection: its links, queue and errors go; its history stays,
+        and the tickets on both sides are kept."""
+        with self._transaction() as db:
+            for table in (
+                "sync_links",
+                "sync_sent",
+                "sync_cursors",
+                "sync_stash",
+                "sync_errors",
+                "sync_requests",
+            ):
+                self._execute(db, f"DELETE FROM {self._prefix}{table} WHERE cid = ?", cid)
+
+
+class SqliteSyncStore(SqlSyncStore[sqlite3.Connection]):
     """The sync tables of one `state.sqlite3`; safe to share between threads."""
+
+    _due = _DUE
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -481,378 +944,5 @@ class SqliteSyncStore(DeferredWrites[sqlite3.Connection]):
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    # -- links ------------------------------------------------------------------
-
-    def link(self, cid: str, local_key: str) -> Link | None:
-        if (kept := self._kept(cid, local_key)) is not None:
-            return kept
-        rows = self._rows(
-            f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND local_key = ?",
-            cid,
-            local_key,
-        )
-        return _link(rows[0]) if rows else None
-
-    def link_by_remote(self, cid: str, remote_key: str) -> Link | None:
-        if (kept := self._kept(cid, remote_key=remote_key)) is not None:
-            return kept
-        rows = self._rows(
-            f"SELECT {_LINK_COLUMNS} FROM sync_links WHERE cid = ? AND remote_key = ?",
-            cid,
-            remote_key,
-        )
-        return _link(rows[0]) if rows else None
-
-    def links(self, cid: str | None = None, local_key: str | None = None) -> list[Link]:
-        """Links of one connection, of one local ticket, or all; oldest first."""
-        where, args = [], []
-        if cid is not None:
-            where.append("cid = ?")
-            args.append(cid)
-        if local_key is not None:
-            where.append("local_key = ?")
-            args.append(local_key)
-        sql = f"SELECT {_LINK_COLUMNS} FROM sync_links"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [_link(row) for row in self._rows(sql + " ORDER BY created, local_key", *args)]
-
-    def sent_keys(self, cid: str) -> set[str]:
-        """Local keys of `cid` that sync and whose replica has been enqueued since they
-        (re)started (Bulk exalate's progress: read often, so no replica is parsed)."""
-        rows = self._rows(
-            "SELECT local_key FROM sync_links WHERE cid = ? AND active = 1 AND out_version > 0 "
-            "AND restart = 0",
-            cid,
-        )
-        return {key for (key,) in rows}
-
-    def save_link(self, link: Link) -> None:
-        with self._lock:
-            self._keep(link)
-            self._write(lambda db: self._put_link(db, link))
-
-    def _put_link(self, db: sqlite3.Connection, link: Link) -> None:
-        db.execute(
-            f"INSERT OR REPLACE INTO sync_links ({_LINK_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                link.cid,
-                link.local_key,
-                link.remote_key,
-                int(link.active),
-                link.origin,
-                int(link.restart),
-                int(link.due),
-                link.out_version,
-                _doc(link.out_doc),
-                link.in_version,
-                _doc(link.in_doc),
-                link.created or time.time(),
-                link.last_synced,
-            ),
-        )
-
-    def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None:
-        """Replicas enqueued (link, the seq that carries it, its content): one transaction."""
-        now = time.time()
-        done = [
-            (
-                replace(
-                    link,
-                    out_version=version,
-                    out_doc=content,
-                    restart=False,
-                    due=False,
-                    last_synced=now,
-                ),
-                content,
-            )
-            for link, version, content in sent
-        ]
-
-        def write(db: sqlite3.Connection) -> None:
-            for link, content in done:
-                self._put_link(db, link)
-                db.execute(
-                    "INSERT OR REPLACE INTO sync_sent VALUES (?, ?, ?, ?)",
-                    (link.cid, link.local_key, link.out_version, _doc(content)),
-                )
-
-        with self._lock:
-            for link, _ in done:
-                self._keep(link)
-            self._write(write)
-
-    def sent_since(self, cid: str, local_key: str, version: int) -> list[Content]:
-        """The replicas sent from `version` on (from the latest kept before it), oldest first."""
-        rows = self._rows(
-            "SELECT doc FROM sync_sent WHERE cid = ? AND local_key = ? AND version >= "
-            "(SELECT COALESCE(MAX(version), 0) FROM sync_sent WHERE cid = ? AND local_key = ? "
-            "AND version <= ?) ORDER BY version",
-            cid,
-            local_key,
-            cid,
-            local_key,
-            version,
-        )
-        return [content for (doc,) in rows if (content := _content(doc)) is not None]
-
-    # -- the inbox cursor, the tracker's watermark ---------------------------------
-
-    def cursors(self) -> dict[str, int]:
-        """Every connection's inbox cursor, in one read."""
-        return {cid: int(seq) for cid, seq in self._rows("SELECT cid, seq FROM sync_cursors")}
-
-    def due(self, limit: int = -1) -> dict[str, list[str]]:
-        """Per connection (cid → local keys), the active links with a replica due whether
-        or not their ticket changed: never sent yet or (re)started (unless an error holds
-        them), or retried; oldest first, at most `limit` in all. One query for every
-        connection: a node may hold thousands."""
-        found: dict[str, list[str]] = {}
-        for cid, key in self._rows(
-            f"SELECT cid, local_key FROM sync_links AS l WHERE {_DUE} AND (due = 1 "
-            "OR NOT EXISTS (SELECT 1 FROM sync_errors WHERE cid = l.cid AND direction = 'out' "
-            "AND holds = 1 AND local_key = l.local_key)) ORDER BY created LIMIT ?",
-            limit,
-        ):
-            found.setdefault(cid, []).append(key)
-        return found
-
-    def cursor(self, cid: str) -> int:
-        rows = self._rows("SELECT seq FROM sync_cursors WHERE cid = ?", cid)
-        return int(rows[0][0]) if rows else 0
-
-    def meta(self, name: str) -> str | None:
-        rows = self._rows("SELECT value FROM sync_meta WHERE name = ?", name)
-        return str(rows[0][0]) if rows else None
-
-    def set_meta(self, name: str, value: str | None) -> None:
-        with self._transaction() as db:
-            if value is None:
-                db.execute("DELETE FROM sync_meta WHERE name = ?", (name,))
-            else:
-                db.execute("INSERT OR REPLACE INTO sync_meta VALUES (?, ?)", (name, value))
-
-    def processed(
-        self,
-        cid: str,
-        seq: int,
-        *,
-        link: Link | None = None,
-        seen: int = 0,
-        change: dict[str, Any] | None = None,
-        stash: tuple[str, str, str, bytes] | None = None,
-        unstash: str | None = None,
-        resolve: int | None = None,
-    ) -> None:
-        """Inbox message `seq` of `cid` is done: record what it did and move the cursor,
-        in one transaction.
-
-        `link` as it is now, and `seen`, the version of ours the partner had;
-        `change`, a history entry (`record_change`'s keywords); `stash`
-        (remote_key, sha256, name, bytes) keeps an attachment's bytes until its
-        replica, `unstash` drops a remote key's; `resolve`, an error retried."""
-
-        def write(db: sqlite3.Connection) -> None:
-            if link is not None:
-                self._put_link(db, link)
-                if seen:  # the partner has our replica `seen`: older ones are of no more use
-                    db.execute(
-                        "DELETE FROM sync_sent WHERE cid = ? AND local_key = ? AND version < "
-                        "(SELECT COALESCE(MAX(version), 0) FROM sync_sent WHERE cid = ? "
-                        "AND local_key = ? AND version <= ?)",
-                        (cid, link.local_key, cid, link.local_key, seen),
-                    )
-            if change is not None:
-                self._add_change(db, cid=cid, **change)
-            if stash is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO sync_stash VALUES (?, ?, ?, ?, ?)", (cid, *stash)
-                )
-            if unstash is not None:
-                db.execute(
-                    "DELETE FROM sync_stash WHERE cid = ? AND remote_key = ?", (cid, unstash)
-                )
-            if resolve is not None:
-                db.execute("DELETE FROM sync_errors WHERE id = ?", (resolve,))
-            db.execute(
-                "INSERT INTO sync_cursors VALUES (?, ?) "
-                "ON CONFLICT (cid) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                (cid, seq),
-            )
-
-        with self._lock:
-            self._keep_processed(cid, link, stash, unstash)
-            self._write(write)
-
-    def stashed(self, cid: str, remote_key: str, sha256: str) -> bytes | None:
-        known, data = self._kept_stash(cid, remote_key, sha256)
-        if known:
-            return data
-        rows = self._rows(
-            "SELECT data FROM sync_stash WHERE cid = ? AND remote_key = ? AND sha256 = ?",
-            cid,
-            remote_key,
-            sha256,
-        )
-        return bytes(rows[0][0]) if rows else None
-
-    # -- errors -----------------------------------------------------------------
-
-    def fail(
-        self,
-        cid: str,
-        direction: str,
-        message: str,
-        *,
-        local_key: str | None = None,
-        remote_key: str | None = None,
-        seq: int | None = None,
-        holds: bool = True,
-    ) -> int:
-        """Record (or count again) the error on one ticket; returns its id.
-
-        An incoming error keeps the seq it first held back; a later failure of
-        the same ticket only counts another attempt."""
-        now = time.time()
-        key_column, key = (
-            ("local_key", local_key) if direction == "out" else ("remote_key", remote_key)
-        )
-        with self._transaction() as db:
-            row = db.execute(
-                f"SELECT id FROM sync_errors WHERE cid = ? AND direction = ? AND {key_column} = ?",
-                (cid, direction, key),
-            ).fetchone()
-            if row:
-                db.execute(
-                    "UPDATE sync_errors SET message = ?, last_at = ?, attempts = attempts + 1, "
-                    "local_key = COALESCE(?, local_key) WHERE id = ?",
-                    (message, now, local_key, row[0]),
-                )
-                return int(row[0])
-            cursor = db.execute(
-                "INSERT INTO sync_errors (cid, direction, local_key, remote_key, seq, message, "
-                "first_at, last_at, holds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (cid, direction, local_key, remote_key, seq, message, now, now, int(holds)),
-            )
-            return int(cursor.lastrowid or 0)
-
-    def errors(self, cid: str | None = None) -> list[SyncError]:
-        return (
-            self._errors("WHERE cid = ? ORDER BY id", cid) if cid else self._errors("ORDER BY id")
-        )
-
-    def _errors(self, where: str, *args: Any) -> list[SyncError]:
-        rows = self._rows(
-            "SELECT id, cid, direction, local_key, remote_key, seq, message, first_at, last_at, "
-            f"attempts, holds FROM sync_errors {where}",
-            *args,
-        )
-        return [
-            SyncError(
-                int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], int(r[9]), bool(r[10])
-            )
-            for r in rows
-        ]
-
-    def error(self, error_id: int) -> SyncError | None:
-        found = [e for e in self._errors("WHERE id = ?", error_id)]
-        return found[0] if found else None
-
-    def holding(self, cid: str, direction: str, key: str) -> SyncError | None:
-        """The error holding back this ticket's changes in `direction`, if any."""
-        column = "local_key" if direction == "out" else "remote_key"
-        rows = self._rows(
-            "SELECT id FROM sync_errors WHERE cid = ? AND direction = ? AND holds = 1 "
-            f"AND {column} = ? LIMIT 1",
-            cid,
-            direction,
-            key,
-        )
-        return self.error(int(rows[0][0])) if rows else None
-
-    def resolve(self, error_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM sync_errors WHERE id = ?", (error_id,))
-
-    # -- requests -----------------------------------------------------------------
-
-    def request(
-        self, action: str, cid: str | None, key: str | None = None, arg: str | None = None
-    ) -> None:
-        """Ask the engine (in whichever process runs it) for `action`; it runs in order."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO sync_requests (action, cid, key, arg, at) VALUES (?, ?, ?, ?, ?)",
-                (action, cid, key, arg, time.time()),
-            )
-
-    def requests(self) -> list[tuple[int, str, str | None, str | None, str | None]]:
-        """The requests waiting, oldest first: (id, action, cid, key, arg)."""
-        return [
-            (int(row[0]), row[1], row[2], row[3], row[4])
-            for row in self._rows("SELECT id, action, cid, key, arg FROM sync_requests ORDER BY id")
-        ]
-
-    def done(self, request_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM sync_requests WHERE id = ?", (request_id,))
-
-    # -- history ------------------------------------------------------------------
-
-    def _add_change(
-        self,
-        db: sqlite3.Connection,
-        *,
-        cid: str,
-        local_key: str,
-        remote_key: str | None,
-        version: int | None,
-        rules: str,
-        changes: dict[str, Any],
-        note: str = "",
-    ) -> None:
-        db.execute(
-            "INSERT INTO sync_history (local_key, cid, remote_key, at, version, rules, changes, "
-            "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (local_key, cid, remote_key, time.time(), version, rules, json.dumps(changes), note),
-        )
-
-    def record_change(self, cid: str, **change: Any) -> None:
-        self._write(lambda db: self._add_change(db, cid=cid, **change))
-
-    def history(self, local_key: str) -> list[Change]:
-        rows = self._rows(
-            "SELECT id, local_key, cid, remote_key, at, version, rules, changes, note "
-            "FROM sync_history WHERE local_key = ? ORDER BY id",
-            local_key,
-        )
-        return [
-            Change(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
-            for r in rows
-        ]
-
-    # -- housekeeping ---------------------------------------------------------------
-
-    def cids(self) -> set[str]:
-        """The connections the engine holds anything for (links, a cursor, requests)."""
-        rows = self._rows(
-            "SELECT cid FROM sync_links UNION SELECT cid FROM sync_cursors "
-            "UNION SELECT cid FROM sync_errors"
-        )
-        return {cid for (cid,) in rows}
-
-    def forget(self, cid: str) -> None:
-        """A deleted connection: its links, queue and errors go; its history stays,
-        and the tickets on both sides are kept."""
-        with self._transaction() as db:
-            for table in (
-                "sync_links",
-                "sync_sent",
-                "sync_cursors",
-                "sync_stash",
-                "sync_errors",
-                "sync_requests",
-            ):
-                db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,))
+    def _execute(self, db: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Cursor:
+        return db.execute(sql, args)
