@@ -162,6 +162,10 @@ def _doc(content: Content | None) -> str | None:
     return None if content is None else json.dumps(content.doc(), separators=(",", ":"))
 
 
+def _number(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _content(text: str | None) -> Content | None:
     return None if text is None else content_of(json.loads(text))
 
@@ -757,7 +761,7 @@ class SqlSyncStore(DeferredWrites[DB]):
                 r[2],
                 r[3],
                 r[4],
-                None if r[5] is None else int(r[5]),
+                _number(r[5]),
                 r[6],
                 r[7],
                 r[8],
@@ -845,17 +849,7 @@ class SqlSyncStore(DeferredWrites[DB]):
             local_key,
         )
         return [
-            Change(
-                int(r[0]),
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                None if r[5] is None else int(r[5]),
-                r[6],
-                json.loads(r[7]),
-                r[8],
-            )
+            Change(int(r[0]), r[1], r[2], r[3], r[4], _number(r[5]), r[6], json.loads(r[7]), r[8])
             for r in rows
         ]
 
