@@ -6,7 +6,8 @@
 live there (`sync/pg_store.py`: `PgSyncStore`, the same tables in the schema
 `exalate`), so that the one engine across several workers finds its links and
 cursors whichever worker it moves to. Both pass one contract suite
-(tests/sync/store_contract.py).
+(tests/sync/store_contract.py), and both run the same queries (`SqlSyncStore`,
+written once in SQL that SQLite and PostgreSQL both accept).
 
 On SQLite: tables of their own (`sync_*`, versioned in `sync_schema`), on a
 connection of their own to the same WAL file:
