@@ -36,7 +36,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exalate_tui.domain.models import shown_database
-from exalate_tui.sync.store import SqlSyncStore, SyncStoreError
+from exalate_tui.sync.store import _LINK_COLUMNS, Link, SqlSyncStore, SyncStoreError, _link_row
 from exalate_tui.transport.pg_streams import (
     CONNECT_TIMEOUT,
     SCHEMA,
@@ -52,6 +52,17 @@ from exalate_tui.transport.streams import LeaseLost, StateError
 POOL_MAX = 2
 
 _DUE = "active AND (out_version = 0 OR restart OR due)"
+_UPSERT_LINK = (
+    f"INSERT INTO {SCHEMA}.sync_links ({_LINK_COLUMNS}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (cid, local_key) DO UPDATE SET "
+    + ", ".join(f"{column} = EXCLUDED.{column}" for column in _LINK_COLUMNS.split(", ")[2:])
+)
+# SQLite's INSERT OR REPLACE drops a row clashing on any unique key: here the other
+# local ticket that held this remote key (the unique index on (cid, remote_key)).
+_CLEAR_REMOTE = (
+    f"DELETE FROM {SCHEMA}.sync_links WHERE cid = %s AND remote_key = %s AND local_key <> %s"
+)
 
 
 class SyncDatabaseError(SyncStoreError, StateError):
@@ -147,3 +158,8 @@ class PgSyncStore(SqlSyncStore[psycopg.Connection[Any]]):
 
     def _execute(self, db: psycopg.Connection[Any], sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return db.execute(sql.replace("?", "%s"), args)
+
+    def _put_link(self, db: psycopg.Connection[Any], link: Link) -> None:
+        if link.remote_key is not None:
+            db.execute(_CLEAR_REMOTE, (link.cid, link.remote_key, link.local_key))
+        db.execute(_UPSERT_LINK, _link_row(link))

@@ -177,6 +177,25 @@ _LINK_COLUMNS = (
 )
 
 
+def _link_row(link: Link) -> tuple[Any, ...]:
+    """`link`'s values, in `_LINK_COLUMNS`' order."""
+    return (
+        link.cid,
+        link.local_key,
+        link.remote_key,
+        link.active,
+        link.origin,
+        link.restart,
+        link.due,
+        link.out_version,
+        _doc(link.out_doc),
+        link.in_version,
+        _doc(link.in_doc),
+        link.created or time.time(),
+        link.last_synced,
+    )
+
+
 def _link(row: tuple[Any, ...]) -> Link:
     (
         cid,
@@ -498,39 +517,9 @@ class SqlSyncStore(DeferredWrites[DB]):
             self._write(lambda db: self._put_link(db, link))
 
     def _put_link(self, db: DB, link: Link) -> None:
-        # Another local ticket that held this remote key goes (the unique index on
-        # (cid, remote_key)), as SQLite's INSERT OR REPLACE would drop it.
-        if link.remote_key is not None:
-            self._execute(
-                db,
-                f"DELETE FROM {self._prefix}sync_links "
-                "WHERE cid = ? AND remote_key = ? AND local_key <> ?",
-                link.cid,
-                link.remote_key,
-                link.local_key,
-            )
-        self._execute(
-            db,
-            f"INSERT INTO {self._prefix}sync_links ({_LINK_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (cid, local_key) DO UPDATE SET "
-            + ", ".join(
-                f"{column} = EXCLUDED.{column}" for column in _LINK_COLUMNS.split(", ")[2:]
-            ),
-            link.cid,
-            link.local_key,
-            link.remote_key,
-            link.active,
-            link.origin,
-            link.restart,
-            link.due,
-            link.out_version,
-            _doc(link.out_doc),
-            link.in_version,
-            _doc(link.in_doc),
-            link.created or time.time(),
-            link.last_synced,
-        )
+        """Write `link` over the row of its local key, and over any other row holding
+        its remote key (each dialect has its own upsert)."""
+        raise NotImplementedError
 
     def sent_many(self, sent: list[tuple[Link, int, Content]]) -> None:
         """Replicas enqueued (link, the seq that carries it, its content): one transaction."""
@@ -941,3 +930,11 @@ class SqliteSyncStore(SqlSyncStore[sqlite3.Connection]):
 
     def _execute(self, db: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Cursor:
         return db.execute(sql, args)
+
+    def _put_link(self, db: sqlite3.Connection, link: Link) -> None:
+        # REPLACE drops the rows clashing on either key and inserts a new row (a new rowid).
+        db.execute(
+            f"INSERT OR REPLACE INTO sync_links ({_LINK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _link_row(link),
+        )
