@@ -33,15 +33,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from exalate_tui.domain.models import shown_database
 from exalate_tui.sync.store import _LINK_COLUMNS, Link, SqlSyncStore, SyncStoreError, _link_row
 from exalate_tui.transport.pg_streams import (
-    CONNECT_TIMEOUT,
     SCHEMA,
     connection_options,
     migrate_schema,
+    open_pool,
     refused,
     unreachable,
 )
@@ -83,21 +83,16 @@ class PgSyncStore(SqlSyncStore[psycopg.Connection[Any]]):
         self._where = shown_database(url)
         self._fence: tuple[str, int] | None = None
         try:
-            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
-        except psycopg.Error as error:
-            raise SyncDatabaseError(str(unreachable(self._where, error))) from None
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=POOL_MAX,
-            kwargs=connection_options("exalate-tui sync", pooled=pooled),
-            check=ConnectionPool.check_connection,
-            open=False,
-            name="exalate-tui-sync",
-            timeout=CONNECT_TIMEOUT,
-        )
+            self._pool = open_pool(
+                url,
+                self._where,
+                name="exalate-tui-sync",
+                max_size=POOL_MAX,
+                options=connection_options("exalate-tui sync", pooled=pooled),
+            )
+        except StateError as error:  # out of reach
+            raise SyncDatabaseError(str(error)) from None
         try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             with self._pool.connection() as db:
                 migrate_schema(db, self._where)
         except StateError as error:  # a newer schema

@@ -48,18 +48,18 @@ import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from pydantic import SecretStr, ValidationError
 
 from exalate_tui.domain.models import Connection, shown_database
 from exalate_tui.errors import ExalateError
 from exalate_tui.home.store import Loaded, NameTaken, NotFound, StoreError
 from exalate_tui.transport.pg_streams import (
-    CONNECT_TIMEOUT,
     SCHEMA,
     SCHEMA_VERSION,
     _version,
     migrate_schema,
+    open_pool,
     refused,
     unreachable,
 )
@@ -123,25 +123,13 @@ class PgConnections:
         self._known = -1
         self._complete = False  # the cache holds every connection as of `_known`
         self._checked = -math.inf  # monotonic time `_known` was last seen current
-        try:
-            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
-        except psycopg.Error as error:
-            raise unreachable(self._db_where, error) from None
-        self._pool = ConnectionPool(
+        self._pool = open_pool(
             url,
-            min_size=1,
-            max_size=POOL_MAX,
-            kwargs={"autocommit": True, "application_name": "exalate-tui connections"},
-            check=ConnectionPool.check_connection,
-            open=False,
+            self._db_where,
             name="exalate-tui-connections",
-            timeout=CONNECT_TIMEOUT,
+            max_size=POOL_MAX,
+            options={"autocommit": True, "application_name": "exalate-tui connections"},
         )
-        try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        except PoolTimeout as error:
-            self._pool.close()
-            raise unreachable(self._db_where, error) from None
         try:
             self.key_registered = self._open(migrate, register)
         except BaseException:

@@ -274,6 +274,35 @@ def refused(where: str, error: BaseException) -> StateError:
     )
 
 
+def open_pool(
+    url: str, where: str, *, name: str, max_size: int, options: dict[str, Any]
+) -> ConnectionPool:
+    """An open pool on `url` (the streams', the connections' and the sync tables' each
+    have one); a database out of reach is a `StateError` naming `where` at once: one
+    connection is made first, as the pool alone would only time out."""
+    try:
+        psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
+    except psycopg.Error as error:
+        raise unreachable(where, error) from None
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        kwargs=options,
+        # A connection the server dropped (a restart) is found and replaced on checkout.
+        check=ConnectionPool.check_connection,
+        open=False,
+        name=name,
+        timeout=CONNECT_TIMEOUT,
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+    except PoolTimeout as error:
+        pool.close()
+        raise unreachable(where, error) from None
+    return pool
+
+
 def unreachable(where: str, error: BaseException) -> StateError:
     """The error for a database that cannot be reached, naming what to check."""
     reason = " ".join(str(error).split()) or type(error).__name__
@@ -314,26 +343,13 @@ class PgStreams:
         self._uses = 0
         # One connection first, so a database that cannot be reached says why at once
         # (the pool would only time out).
-        try:
-            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
-        except psycopg.Error as error:
-            raise unreachable(self._where, error) from None
-        self._pool = ConnectionPool(
+        self._pool = open_pool(
             url,
-            min_size=1,
-            max_size=POOL_MAX,
-            kwargs=connection_options("exalate-tui", pooled=listen_url not in (None, url)),
-            # A connection the server dropped (a restart) is found and replaced on checkout.
-            check=ConnectionPool.check_connection,
-            open=False,
+            self._where,
             name="exalate-tui",
-            timeout=CONNECT_TIMEOUT,
+            max_size=POOL_MAX,
+            options=connection_options("exalate-tui", pooled=listen_url not in (None, url)),
         )
-        try:
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        except PoolTimeout as error:
-            self._pool.close()
-            raise unreachable(self._where, error) from None
         try:
             with self._pool.connection() as db:
                 if migrate:
