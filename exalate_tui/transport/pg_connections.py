@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolTimeout
 from pydantic import SecretStr, ValidationError
 
 from exalate_tui.domain.models import Connection, shown_database
@@ -58,6 +57,7 @@ from exalate_tui.transport.pg_streams import (
     SCHEMA,
     SCHEMA_VERSION,
     _version,
+    checkout,
     migrate_schema,
     open_pool,
     refused,
@@ -176,15 +176,8 @@ class PgConnections:
     def close(self) -> None:
         self._pool.close()
 
-    @contextmanager
-    def _db(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            with self._pool.connection() as db:
-                yield db
-        except PoolTimeout as error:
-            raise unreachable(self._db_where, error) from None
-        except psycopg.OperationalError as error:
-            raise unreachable(self._db_where, error) from None
+    def _db(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return checkout(self._pool, self._db_where)
 
     @contextmanager
     def _write(self) -> Iterator[tuple[psycopg.Connection[Any], int]]:

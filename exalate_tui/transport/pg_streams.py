@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 import psycopg
@@ -274,6 +274,16 @@ def refused(where: str, error: BaseException) -> StateError:
     )
 
 
+@contextmanager
+def checkout(pool: ConnectionPool, where: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of `pool`; a database that went away is a `StateError` naming `where`."""
+    try:
+        with pool.connection() as db:
+            yield db
+    except (PoolTimeout, psycopg.OperationalError) as error:
+        raise unreachable(where, error) from None
+
+
 def open_pool(
     url: str, where: str, *, name: str, max_size: int, options: dict[str, Any]
 ) -> ConnectionPool:
@@ -392,16 +402,8 @@ class PgStreams:
         self.hints.close(self._notify)
         self._pool.close()
 
-    @contextmanager
-    def _db(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the pool; a database that went away is a `StateError`."""
-        try:
-            with self._pool.connection() as db:
-                yield db
-        except PoolTimeout as error:
-            raise unreachable(self._where, error) from None
-        except psycopg.OperationalError as error:
-            raise unreachable(self._where, error) from None
+    def _db(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return checkout(self._pool, self._where)
 
     # -- listeners ------------------------------------------------------------------
 
