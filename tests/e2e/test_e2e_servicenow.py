@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pilots import settle
 from textual.widgets import TextArea
 
 from exalate_tui.console.app import ExalateApp
@@ -139,12 +140,9 @@ async def initiate_in_the_console(home: Home) -> str:
     async with app.run_test(size=(80, 24)) as pilot:
 
         async def press(*keys: str) -> None:
-            for key in keys:
-                await pilot.press(key)
-                await pilot.pause()
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            await settle(pilot, *keys)
 
+        await settle(pilot)  # the first screen comes from a worker
         assert isinstance(app.screen, ConnectionsScreen)
         await press("i")  # 2. Initiate connection
         assert isinstance(app.screen, DestinationScreen)
