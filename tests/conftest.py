@@ -29,6 +29,7 @@ from textual.widgets import Input, TextArea
 
 from exalate_tui.console import app as app_module
 from exalate_tui.console.app import ExalateApp
+from exalate_tui.domain.models import Connection, Mode, Role, Topology
 from exalate_tui.home.store import Home, Loaded
 from exalate_tui.protocol.api import UrlCheck
 
@@ -462,3 +463,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "!", "PostgreSQL could not be started: its tests were SKIPPED", red=True, bold=True
         )
         terminalreporter.write_line(_NO_POSTGRES[0])
+
+
+# A private initiator's connection with both secrets, for the connection stores' tests
+# (tests/home/test_connection_stores.py, tests/transport/test_pg_connections.py).
+SECRET = "s3cret-connection-secret-value"
+TOKEN = "t0ken-of-a-private-initiator"
+
+
+def connection(name: str = "snow_to_jira", **fields: object) -> Connection:
+    values: dict[str, object] = {
+        "name": name,
+        "mode": Mode.SCRIPT,
+        "topology": Topology.PUBLIC_PRIVATE,
+        "role": Role.INITIATOR,
+        "local_name": "snow",
+        "remote_name": "jira",
+        "token_hash": "0" * 64,
+        "secret": SECRET,
+        "token": TOKEN,
+    }
+    values.update(fields)
+    return Connection.model_validate(values)

@@ -19,29 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import SECRET, TOKEN, connection
 
-from exalate_tui.domain.models import Connection, Instance, Mode, Role, Topology
+from exalate_tui.domain.models import Connection, Instance
 from exalate_tui.home.store import FileConnections, Home, NameTaken, NotFound, StoreError
 from exalate_tui.transport.storage import ENV, KEY_ENV, connection_store, make_key
-
-SECRET = "s3cret-connection-secret-value"
-TOKEN = "t0ken-of-a-private-initiator"
-
-
-def connection(name: str = "snow_to_jira", **fields: object) -> Connection:
-    values: dict[str, object] = {
-        "name": name,
-        "mode": Mode.SCRIPT,
-        "topology": Topology.PUBLIC_PRIVATE,
-        "role": Role.INITIATOR,
-        "local_name": "snow",
-        "remote_name": "jira",
-        "token_hash": "0" * 64,
-        "secret": SECRET,
-        "token": TOKEN,
-    }
-    values.update(fields)
-    return Connection.model_validate(values)
 
 
 @dataclass

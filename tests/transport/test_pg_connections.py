@@ -16,9 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import SECRET, TOKEN, connection
 
 from exalate_tui.cli import main
-from exalate_tui.domain.models import Connection, Instance, Mode, Role, Topology
+from exalate_tui.domain.models import Instance
 from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.pg_connections import PgConnections
 from exalate_tui.transport.storage import (
@@ -31,30 +32,11 @@ from exalate_tui.transport.storage import (
     open_home,
 )
 
-SECRET = "s3cret-connection-secret-value"
-TOKEN = "t0ken-of-a-private-initiator"
-
 
 @pytest.fixture(autouse=True)
 def no_database_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.delenv(KEY_ENV, raising=False)
-
-
-def connection(name: str = "snow_to_jira", **fields: object) -> Connection:
-    values: dict[str, object] = {
-        "name": name,
-        "mode": Mode.SCRIPT,
-        "topology": Topology.PUBLIC_PRIVATE,
-        "role": Role.INITIATOR,
-        "local_name": "snow",
-        "remote_name": "jira",
-        "token_hash": "0" * 64,
-        "secret": SECRET,
-        "token": TOKEN,
-    }
-    values.update(fields)
-    return Connection.model_validate(values)
 
 
 def worker(path: Path, url: str, key_from: Path | None = None) -> Home:
