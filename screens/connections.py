@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -33,7 +32,7 @@ from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.streams import StateError, Streams
 
 from .stores import Stores, read_tracker_error
-from .widgets import NodeBar, TabBar
+from .widgets import NodeBar, TabBar, content_widths
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -86,7 +85,7 @@ def row(
     connection: Connection, live: LiveState, tracker_error: str | None = None
 ) -> tuple[Text, ...]:
     # Text, not str: a name like "[b]" must show as typed, not as markup.
-    # One line each, cut with an ellipsis where the column is narrowed (`names_width`):
+    # One line each, cut with an ellipsis where the column is narrowed (`column_widths`):
     # a long name must not wrap over the local → remote line below it.
     names = Text(connection.name, no_wrap=True, overflow="ellipsis")
     names.append(f"\n{connection.local_name} → {connection.remote_name or 'unknown'}", "dim")
@@ -102,21 +101,16 @@ def row(
 Row = tuple[str, tuple[Text, ...]]
 
 
-def names_width(rows: Sequence[Row], screen_width: int) -> int | None:
-    """The names column's width: None (as wide as its content) unless that would push
-    the other columns, Status above all, off the screen; then what is left for it.
+def column_widths(rows: Sequence[Row], screen_width: int) -> tuple[int, ...]:
+    """Each column as wide as its content, except the names column where that would push
+    the others, Status above all, off the screen: it gets what is left.
 
     A partner's long connection name must not hide whether the connection works.
     """
-
-    def widest(index: int) -> int:
-        lines = [COLUMNS[index][1]]
-        lines += [line for _, cells in rows for line in cells[index].plain.split("\n")]
-        return max(cell_len(line) for line in lines)
-
-    others = sum(widest(index) + PADDING for index in range(1, len(COLUMNS)))
-    room = screen_width - others - PADDING - SCROLLBAR
-    return max(room, len("Name")) if widest(0) > room else None
+    widths = content_widths([label for _, label in COLUMNS], (cells for _, cells in rows))
+    room = screen_width - sum(w + PADDING for w in widths[1:]) - PADDING - SCROLLBAR
+    widths[0] = min(widths[0], max(room, len("Name")))
+    return tuple(widths)
 
 
 def _without_status(rows: list[Row]) -> list[tuple[object, ...]]:
@@ -312,10 +306,9 @@ class ConnectionsScreen(Screen[None]):
         self._signature: Signature | None = None
         # The connections as last read: the app hands them to the wizards.
         self.connections: Sequence[Connection] = []
-        self._statuses: dict[str, Text] = {}
         # The rows as last shown, to leave the table alone when a reading shows the same.
         self._rows: list[Row] = []
-        self._names_width: int | None = None
+        self._widths: tuple[int, ...] | None = None
         self._shown = False
 
     def compose(self) -> ComposeResult:
@@ -326,16 +319,15 @@ class ConnectionsScreen(Screen[None]):
         yield Static(EMPTY, id="empty")
         yield Footer(show_command_palette=False)
 
-    def _add_columns(self, table: DataTable[Text], names: int | None) -> None:
-        self._names_width = names
-        for key, label in COLUMNS:
+    def _add_columns(self, table: DataTable[Text], widths: Sequence[int | None]) -> None:
+        for (key, label), width in zip(COLUMNS, widths, strict=True):
             # A Text, not a str: a str label is parsed as markup, and Rich's emoji
             # lookup that comes with it loads a 5 ms table before the first frame.
-            table.add_column(Text(label), key=key, width=names if key == "names" else None)
+            table.add_column(Text(label), key=key, width=width)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        self._add_columns(table, None)
+        self._add_columns(table, [None] * len(COLUMNS))
         # The files are read in a worker once the first frame is out (the table's
         # header, no rows yet): a thread started now would hold the GIL that frame needs.
         self.query_one("#empty").display = False
@@ -373,18 +365,19 @@ class ConnectionsScreen(Screen[None]):
 
     def _show(self, reading: Reading) -> None:
         now = self.now()
-        table = self.query_one(DataTable)
-        statuses = {
-            c.id: status_of(
-                c, live_state(c, reading.contacts.get(c.id, Contact()), now), reading.tracker_error
-            )
-            for c in reading.connections
-        }
+
+        def status(c: Connection) -> Text:
+            live = live_state(c, reading.contacts.get(c.id, Contact()), now)
+            return status_of(c, live, reading.tracker_error)
+
         if not reading.files_changed:
-            for cid, cell in statuses.items():
-                if cid in self._statuses and cell != self._statuses[cid]:
-                    table.update_cell(cid, "status", cell, update_width=True)
-            self._statuses = statuses
+            statuses = {c.id: status(c) for c in reading.connections}
+            self._fill(
+                [
+                    (key, (*cells[:2], statuses.get(key, cells[2]), *cells[3:]))
+                    for key, cells in self._rows
+                ]
+            )
             return
         self._signature = reading.signature
         self.connections = reading.connections
@@ -394,39 +387,47 @@ class ConnectionsScreen(Screen[None]):
             self.query_one("#instance", Label).update(
                 Text(f"{reading.instance.short_name} · {where}")
             )
-        rows = [
-            (
-                c.id,
-                row(
-                    c,
-                    live_state(c, reading.contacts.get(c.id, Contact()), now),
-                    reading.tracker_error,
-                ),
-            )
-            for c in reading.connections
-        ]
-        if _without_status(rows) == _without_status(self._rows):
-            # The same connections (a file rewritten as it was, say): only statuses move.
-            for cid, cell in statuses.items():
-                if cell != self._statuses.get(cid):
-                    table.update_cell(cid, "status", cell, update_width=True)
-        else:
-            selected = table.cursor_row
-            width = names_width(rows, self.app.size.width)
-            table.clear(columns=width != self._names_width)
-            if width != self._names_width:
-                self._add_columns(table, width)
-            for key, cells in rows:
-                table.add_row(*cells, height=2, key=key)
-            if rows:
-                table.move_cursor(row=min(selected, len(rows) - 1))
-        self._rows = rows
-        self._statuses = statuses
+        self._fill(
+            [
+                (
+                    c.id,
+                    row(
+                        c,
+                        live_state(c, reading.contacts.get(c.id, Contact()), now),
+                        reading.tracker_error,
+                    ),
+                )
+                for c in reading.connections
+            ]
+        )
+        table = self.query_one(DataTable)
         table.display = bool(reading.connections)
         if table.display and self.focused is None:  # hidden while the home had none
             table.focus()
         self.query_one("#empty").display = not reading.connections
         self._show_problems(reading.problems)
+
+    def _fill(self, rows: list[Row]) -> None:
+        """Put `rows` in the table: only the status cells that moved when nothing else
+        did, else every row again (and the columns, if their widths changed)."""
+        table = self.query_one(DataTable)
+        widths = column_widths(rows, self.app.size.width)
+        if widths == self._widths and _without_status(rows) == _without_status(self._rows):
+            # The same connections (a file rewritten as it was, say): only statuses move.
+            for (key, cells), (_, shown) in zip(rows, self._rows, strict=True):
+                if cells[2] != shown[2]:
+                    table.update_cell(key, "status", cells[2])
+        else:
+            selected = table.cursor_row
+            table.clear(columns=widths != self._widths)
+            if widths != self._widths:
+                self._add_columns(table, widths)
+                self._widths = widths
+            for key, cells in rows:
+                table.add_row(*cells, height=2, key=key)
+            if rows:
+                table.move_cursor(row=min(selected, len(rows) - 1))
+        self._rows = rows
 
     def _show_problems(self, problems: list[StoreError]) -> None:
         lines = [escape(str(problem)) for problem in problems]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -27,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from exalate_tui.flows.tickets import TicketFilter, short_time, status_label
 from exalate_tui.trackers.adapter import Query, Ticket, Tracker, TrackerError
 
-from .widgets import TabBar
+from .widgets import TabBar, content_widths
 
 COLUMNS = (
     ("key", "Key"),
@@ -73,15 +72,12 @@ def row(ticket: Ticket, now: float) -> tuple[Text, ...]:
     )
 
 
-def summary_width(rows: Sequence[tuple[Text, ...]], screen_width: int) -> int:
-    """What is left of the screen for the summary once every other column has its content."""
-
-    def widest(index: int) -> int:
-        cells = [cell_len(COLUMNS[index][1])] + [cell_len(cells[index].plain) for cells in rows]
-        return max(cells)
-
-    others = sum(widest(i) + PADDING for i in range(len(COLUMNS)) if i != SUMMARY)
-    return max(MIN_SUMMARY, screen_width - others - PADDING - SCROLLBAR)
+def column_widths(rows: Sequence[tuple[Text, ...]], screen_width: int) -> tuple[int, ...]:
+    """Each column as wide as its content; the summary takes what is left of the screen."""
+    widths = content_widths([label for _, label in COLUMNS], rows)
+    others = sum(w + PADDING for i, w in enumerate(widths) if i != SUMMARY)
+    widths[SUMMARY] = max(MIN_SUMMARY, screen_width - others - PADDING - SCROLLBAR)
+    return tuple(widths)
 
 
 def newest_first(tickets: Sequence[Ticket]) -> list[Ticket]:
@@ -167,7 +163,7 @@ class TicketsScreen(Screen[None]):
         self.filter = TicketFilter(tracker.check_query) if tracker else None
         self.tickets: list[Ticket] = []
         self._rows: list[tuple[str, tuple[Text, ...]]] = []
-        self._summary_width: int | None = None
+        self._widths: tuple[int, ...] | None = None
         self._unwatch: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -193,7 +189,7 @@ class TicketsScreen(Screen[None]):
         problem.display = self.problem is not None
         if self.problem is not None:
             problem.update(Text.assemble(("No tickets: ", "bold"), self.problem))
-        self._add_columns(None)
+        self._add_columns([None] * len(COLUMNS))
         if self.tracker is None:
             self.query_one("#empty").display = False
             self.query_one(TicketTable).display = False
@@ -236,11 +232,9 @@ class TicketsScreen(Screen[None]):
             return
         self._show(newest_first(event.tickets), event.query)
 
-    def _add_columns(self, summary: int | None) -> None:
+    def _add_columns(self, widths: Sequence[int | None]) -> None:
         table = self.query_one(TicketTable)
-        self._summary_width = summary
-        for key, label in COLUMNS:
-            width = summary if key == "summary" else None
+        for (key, label), width in zip(COLUMNS, widths, strict=True):
             table.add_column(Text(label), key=key, width=width)
 
     def _show(self, tickets: list[Ticket], query: Query | None) -> None:
@@ -248,12 +242,13 @@ class TicketsScreen(Screen[None]):
         now = self.now()
         rows = [(t.key, row(t, now)) for t in tickets]
         table = self.query_one(TicketTable)
-        width = summary_width([cells for _, cells in rows], self.size.width or self.app.size.width)
-        if rows != self._rows or width != self._summary_width:
+        widths = column_widths([cells for _, cells in rows], self.size.width or self.app.size.width)
+        if rows != self._rows or widths != self._widths:
             selected = table.cursor_row
-            table.clear(columns=width != self._summary_width)
-            if width != self._summary_width:
-                self._add_columns(width)
+            table.clear(columns=widths != self._widths)
+            if widths != self._widths:
+                self._add_columns(widths)
+                self._widths = widths
             for key, cells in rows:
                 table.add_row(*cells, key=key)
             if rows:

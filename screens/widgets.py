@@ -1,15 +1,16 @@
 """The parts several screens share, each with its own look: the tab bar, the view bar,
 the title bar, the node's bar, a field row (and its one-line form), the button bar, the invitation
-code's box, and "Enter presses the focused button".
+code's box, "Enter presses the focused button", and tables' column widths.
 
 A screen's own .tcss only adjusts these (a narrower label, a red title bar).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar, Protocol, TypeVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -20,6 +21,21 @@ from textual.widgets import Button, Input, Label, Select, TextArea
 
 from exalate_tui.domain.live import NodeNeed, ago
 from exalate_tui.transport.background import Status
+
+
+def content_widths(labels: Sequence[str], rows: Iterable[Sequence[Text]]) -> list[int]:
+    """Each column's width: its widest line, label included.
+
+    Given to the table's columns rather than left to DataTable's auto width, which is
+    measured once the table is next idle: rows drawn before then keep their narrower
+    cells until something else changes (a longer status wrapped onto a hidden line).
+    """
+    widths = [cell_len(label) for label in labels]
+    for cells in rows:
+        for index, cell in enumerate(cells):
+            widths[index] = max(widths[index], *(cell_len(line) for line in cell.plain.split("\n")))
+    return widths
+
 
 # The console's tabs: (id, title, the key that shows it).
 TABS = (("connections", "Connections", "c"), ("tickets", "Tickets", "t"))

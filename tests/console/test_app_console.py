@@ -648,3 +648,20 @@ def test_console_start_does_not_load_the_node() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_column_is_as_wide_as_its_widest_line_and_names_give_way() -> None:
+    """The widths are set on the columns, not left to DataTable's auto width: that is
+    measured once the table is idle, and rows drawn before it kept narrower cells (a
+    snapshot caught "waiting for servicedesk" wrapped onto a line nobody sees)."""
+    from rich.text import Text
+
+    from screens.connections import column_widths
+
+    cells = (Text("a_long_connection_name\nsnow → jira"), Text("public-private\nScript"))
+    status = Text("Pending\nwaiting for servicedesk")
+    rows = [("c1", (*cells, status, Text("2024-05-01")))]
+    assert column_widths(rows, 120) == (22, 15, 23, 10)  # "Topology / mode" is 15
+    # On 70 columns Status stays whole and the names give way, to what is left.
+    narrow = column_widths(rows, 70)
+    assert narrow == (12, 15, 23, 10) and sum(w + 2 for w in narrow) + 2 == 70
