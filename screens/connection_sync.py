@@ -41,7 +41,7 @@ from exalate_tui.sync.store import SyncStoreError
 from exalate_tui.trackers.adapter import QueryError, Tracker
 
 from .stores import Stores, read_connection_sync
-from .widgets import TitleBar, ViewBar
+from .widgets import TitleBar, ViewBar, set_rows
 
 REFRESH = 1.5
 VIEW_KEYS = {view: str(n) for n, view in enumerate(VIEWS, 1)}
@@ -291,12 +291,7 @@ class ConnectionSyncScreen(Screen[None]):
         if shown == self._shown_rows.get(table_id):
             return
         self._shown_rows[table_id] = list(shown)
-        place = table.cursor_row
-        table.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=key)
-        if rows:
-            table.move_cursor(row=min(place, len(rows) - 1))
+        set_rows(table, rows)
 
     def _queue_text(self) -> Text:
         sync, now, partner = self.sync, self.now(), self._partner()

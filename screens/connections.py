@@ -32,7 +32,7 @@ from exalate_tui.home.store import Home, StoreError
 from exalate_tui.transport.streams import StateError, Streams
 
 from .stores import Stores, read_tracker_error
-from .widgets import NodeBar, TabBar, content_widths
+from .widgets import NodeBar, TabBar, content_widths, set_rows
 
 # Every cell holds two lines, so four columns carry seven facts within 80 columns.
 COLUMNS = (
@@ -319,15 +319,12 @@ class ConnectionsScreen(Screen[None]):
         yield Static(EMPTY, id="empty")
         yield Footer(show_command_palette=False)
 
-    def _add_columns(self, table: DataTable[Text], widths: Sequence[int | None]) -> None:
-        for (key, label), width in zip(COLUMNS, widths, strict=True):
-            # A Text, not a str: a str label is parsed as markup, and Rich's emoji
-            # lookup that comes with it loads a 5 ms table before the first frame.
-            table.add_column(Text(label), key=key, width=width)
-
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        self._add_columns(table, [None] * len(COLUMNS))
+        for key, label in COLUMNS:
+            # A Text, not a str: a str label is parsed as markup, and Rich's emoji
+            # lookup that comes with it loads a 5 ms table before the first frame.
+            table.add_column(Text(label), key=key)
         # The files are read in a worker once the first frame is out (the table's
         # header, no rows yet): a thread started now would hold the GIL that frame needs.
         self.query_one("#empty").display = False
@@ -418,16 +415,9 @@ class ConnectionsScreen(Screen[None]):
                 if cells[2] != shown[2]:
                     table.update_cell(key, "status", cells[2])
         else:
-            selected = table.cursor_row
-            table.clear(columns=widths != self._widths)
-            if widths != self._widths:
-                self._add_columns(table, widths)
-                self._widths = widths
-            for key, cells in rows:
-                table.add_row(*cells, height=2, key=key)
-            if rows:
-                table.move_cursor(row=min(selected, len(rows) - 1))
+            set_rows(table, rows, widths, height=2)
         self._rows = rows
+        self._widths = widths
 
     def _show_problems(self, problems: list[StoreError]) -> None:
         lines = [escape(str(problem)) for problem in problems]

@@ -31,7 +31,7 @@ from exalate_tui.flows.rules import TestRun, report_lines
 from exalate_tui.trackers.adapter import Tracker
 
 from .stores import Stores, TrackerOnLoop
-from .widgets import TitleBar
+from .widgets import TitleBar, set_rows
 
 STYLES = {"heading": "bold", "error": "red", "added": "green", "dim": "dim", "text": ""}
 
@@ -139,9 +139,7 @@ class RulesTestScreen(Screen[None]):
     def _synced(self, event: Synced) -> None:
         self.run.synced = event.keys
         table = self.query_one("#synced", DataTable)
-        table.clear()
-        for local, remote in event.keys:
-            table.add_row(Text(local), Text(remote), key=local)
+        set_rows(table, [(local, (Text(local), Text(remote))) for local, remote in event.keys])
         table.display = bool(event.keys)
         none = self.query_one("#none", Static)
         none.display = not event.keys

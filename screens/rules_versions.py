@@ -28,7 +28,7 @@ from exalate_tui.flows.rules import Versions
 
 from .confirm import ConfirmRevertScreen
 from .stores import Stores, VersionsReading, ask_engine, read_versions
-from .widgets import TitleBar
+from .widgets import TitleBar, set_rows
 
 
 def diff_text(lines: list[str]) -> Text:
@@ -108,19 +108,25 @@ class RulesVersionsScreen(Screen[bool]):
             return
         place = self.versions.selected
         self.versions = Versions.of(reading.versions, reading.sources)
-        table = self.query_one("#versions", DataTable)
-        table.clear()
-        for row in self.versions.rows:
-            mark = " *" if row.in_force else ""
-            table.add_row(
-                Text(f"v{row.number}{mark}", "bold" if row.in_force else ""),
-                Text(row.direction),
-                Text(row.when),
-                Text(row.note),
-                key=str(row.number),
+        rows = [
+            (
+                str(row.number),
+                (
+                    Text(
+                        f"v{row.number}{' *' if row.in_force else ''}",
+                        "bold" if row.in_force else "",
+                    ),
+                    Text(row.direction),
+                    Text(row.when),
+                    Text(row.note),
+                ),
             )
-        if self.versions.rows:
-            table.move_cursor(row=min(place, len(self.versions.rows) - 1))
+            for row in self.versions.rows
+        ]
+        table = self.query_one("#versions", DataTable)
+        set_rows(table, rows)
+        if rows:
+            table.move_cursor(row=min(place, len(rows) - 1))
         self._show_diff()
 
     @on(DataTable.RowHighlighted, "#versions")

@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from exalate_tui.flows.tickets import TicketFilter, short_time, status_label
 from exalate_tui.trackers.adapter import Query, Ticket, Tracker, TrackerError
 
-from .widgets import TabBar, content_widths
+from .widgets import TabBar, content_widths, set_rows
 
 COLUMNS = (
     ("key", "Key"),
@@ -189,7 +189,9 @@ class TicketsScreen(Screen[None]):
         problem.display = self.problem is not None
         if self.problem is not None:
             problem.update(Text.assemble(("No tickets: ", "bold"), self.problem))
-        self._add_columns([None] * len(COLUMNS))
+        table = self.query_one(TicketTable)
+        for key, label in COLUMNS:
+            table.add_column(Text(label), key=key)
         if self.tracker is None:
             self.query_one("#empty").display = False
             self.query_one(TicketTable).display = False
@@ -232,11 +234,6 @@ class TicketsScreen(Screen[None]):
             return
         self._show(newest_first(event.tickets), event.query)
 
-    def _add_columns(self, widths: Sequence[int | None]) -> None:
-        table = self.query_one(TicketTable)
-        for (key, label), width in zip(COLUMNS, widths, strict=True):
-            table.add_column(Text(label), key=key, width=width)
-
     def _show(self, tickets: list[Ticket], query: Query | None) -> None:
         self.tickets = tickets
         now = self.now()
@@ -244,15 +241,8 @@ class TicketsScreen(Screen[None]):
         table = self.query_one(TicketTable)
         widths = column_widths([cells for _, cells in rows], self.size.width or self.app.size.width)
         if rows != self._rows or widths != self._widths:
-            selected = table.cursor_row
-            table.clear(columns=widths != self._widths)
-            if widths != self._widths:
-                self._add_columns(widths)
-                self._widths = widths
-            for key, cells in rows:
-                table.add_row(*cells, key=key)
-            if rows:
-                table.move_cursor(row=min(selected, len(rows) - 1))
+            set_rows(table, rows, widths)
+            self._widths = widths
         self._rows = rows
         count = len(tickets)
         shown = f"{count} ticket{'s' if count != 1 else ''}"

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, Select, TextArea
+from textual.widgets import Button, DataTable, Input, Label, Select, TextArea
 
 from exalate_tui.domain.live import NodeNeed, ago
 from exalate_tui.transport.background import Status
@@ -35,6 +35,31 @@ def content_widths(labels: Sequence[str], rows: Iterable[Sequence[Text]]) -> lis
         for index, cell in enumerate(cells):
             widths[index] = max(widths[index], *(cell_len(line) for line in cell.plain.split("\n")))
     return widths
+
+
+def set_rows(
+    table: DataTable[Text],
+    rows: Sequence[tuple[str, Sequence[Text]]],
+    widths: Sequence[int] | None = None,
+    *,
+    height: int = 1,
+) -> None:
+    """Replace the table's rows, keeping the cursor's place; each column set to its width
+    in `widths`, by default as wide as its content (`content_widths`)."""
+    columns = table.ordered_columns
+    if widths is None:
+        widths = content_widths([column.label.plain for column in columns], (r[1] for r in rows))
+    place = table.cursor_row
+    if [column.width for column in columns] == list(widths):
+        table.clear()
+    else:
+        table.clear(columns=True)
+        for column, width in zip(columns, widths, strict=True):
+            table.add_column(column.label, key=column.key.value, width=width)
+    for key, cells in rows:
+        table.add_row(*cells, height=height, key=key)
+    if rows:
+        table.move_cursor(row=min(place, len(rows) - 1))
 
 
 # The console's tabs: (id, title, the key that shows it).
