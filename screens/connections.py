@@ -13,7 +13,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -145,7 +144,10 @@ class Reading:
     files_changed: bool
     instance: Instance | None = None
     connections: Sequence[Connection] = field(default_factory=list)
+    # Files that could not be read (instance.toml, a connection's file).
     problems: list[StoreError] = field(default_factory=list)
+    # Stores that cannot be read now (a database out of reach, a damaged message store).
+    unreachable: list[str] = field(default_factory=list)
     contacts: dict[str, Contact] = field(default_factory=dict)
     # Why the tracker cannot be used (the sync engine's Error), read by the worker only.
     tracker_error: str | None = None
@@ -163,11 +165,14 @@ def read_home(
     key that is not the other workers') is a problem shown above what was read last,
     looked at again on the next tick."""
     problems: list[StoreError] = []
+    unreachable: list[str] = []
     try:
         current = signature(home)
         if current == previous:
-            contacts = _contacts(state, known, problems)
-            return Reading(current, False, connections=known, problems=problems, contacts=contacts)
+            contacts = _contacts(state, known, unreachable)
+            return Reading(
+                current, False, connections=known, unreachable=unreachable, contacts=contacts
+            )
         try:
             instance = home.load_instance()
         except StoreError as error:
@@ -177,17 +182,22 @@ def read_home(
     except StoreError:
         raise
     except ExalateError as error:
-        unread = StoreError(Path("connections"), str(error))
         # Shown as a change (so the problem is), with what was read last.
-        return Reading((None, None), True, connections=known, problems=[unread])
-    contacts = _contacts(state, loaded.connections, problems)
+        return Reading((None, None), True, connections=known, unreachable=[str(error)])
+    contacts = _contacts(state, loaded.connections, unreachable)
     return Reading(
-        current, True, instance, loaded.connections, problems + loaded.problems, contacts
+        current,
+        True,
+        instance,
+        loaded.connections,
+        problems + loaded.problems,
+        unreachable,
+        contacts,
     )
 
 
 def _contacts(
-    state: Streams | None, connections: Sequence[Connection], problems: list[StoreError]
+    state: Streams | None, connections: Sequence[Connection], unreachable: list[str]
 ) -> dict[str, Contact]:
     """Each connection's last contact; a store that opened but is damaged inside is a
     problem shown above the table, not the end of the console."""
@@ -196,15 +206,12 @@ def _contacts(
     try:
         return {c.id: state.contact(c.id) for c in connections}
     except StateError as error:  # a database that cannot be reached now
-        problems.append(StoreError(Path(state.where), str(error).removeprefix(f"{state.where}: ")))
+        unreachable.append(f"{state.where}: {str(error).removeprefix(f'{state.where}: ')}")
         return {}
     except sqlite3.DatabaseError as error:
-        problems.append(
-            StoreError(
-                Path(state.where),
-                f"the message store is damaged ({error}); move it aside and restart the "
-                "console (undelivered messages in it would be lost)",
-            )
+        unreachable.append(
+            f"{state.where}: the message store is damaged ({error}); move it aside and "
+            "restart the console (undelivered messages in it would be lost)"
         )
         return {}
 
@@ -309,6 +316,9 @@ class ConnectionsScreen(Screen[None]):
         # The rows as last shown, to leave the table alone when a reading shows the same.
         self._rows: list[Row] = []
         self._widths: tuple[int, ...] | None = None
+        # The files the last reading of them could not read, and what the box last said.
+        self._unread: list[StoreError] = []
+        self._problems_text = ""
         self._shown = False
 
     def compose(self) -> ComposeResult:
@@ -375,6 +385,7 @@ class ConnectionsScreen(Screen[None]):
                     for key, cells in self._rows
                 ]
             )
+            self._show_problems(self._unread, reading.unreachable)
             return
         self._signature = reading.signature
         self.connections = reading.connections
@@ -402,7 +413,8 @@ class ConnectionsScreen(Screen[None]):
         if table.display and self.focused is None:  # hidden while the home had none
             table.focus()
         self.query_one("#empty").display = not reading.connections
-        self._show_problems(reading.problems)
+        self._unread = reading.problems
+        self._show_problems(reading.problems, reading.unreachable)
 
     def _fill(self, rows: list[Row]) -> None:
         """Put `rows` in the table: only the status cells that moved when nothing else
@@ -419,19 +431,27 @@ class ConnectionsScreen(Screen[None]):
         self._rows = rows
         self._widths = widths
 
-    def _show_problems(self, problems: list[StoreError]) -> None:
-        lines = [escape(str(problem)) for problem in problems]
-        box = self.query_one("#problems", Static)
-        box.display = bool(lines or self.stores.state_problem)
-        text = ""
-        if lines:
-            count = len(lines)
-            text = (
+    def _show_problems(self, unread: list[StoreError], unreachable: list[str]) -> None:
+        """Above the table: the files that could not be read (as of the last reading of
+        them), the stores that cannot be read now, and a console with no live state."""
+        parts = []
+        if unread:
+            count = len(unread)
+            parts.append(
                 f"[b]{count} file{'s' if count > 1 else ''} could not be read[/b] "
-                "(fix or remove it; it is never overwritten):\n" + "\n".join(lines)
+                "(fix or remove it; it is never overwritten):\n"
+                + "\n".join(escape(str(problem)) for problem in unread)
+            )
+        if unreachable:
+            parts.append(
+                f"[b]Cannot be read now[/b] (looked at again every {REFRESH:g} s):\n"
+                + "\n".join(escape(problem) for problem in unreachable)
             )
         if self.stores.state_problem:
-            text += ("\n" if text else "") + (
-                f"[b]No live state, no pollers:[/b] {escape(self.stores.state_problem)}"
-            )
-        box.update(text)
+            parts.append(f"[b]No live state, no pollers:[/b] {escape(self.stores.state_problem)}")
+        text = "\n".join(parts)
+        box = self.query_one("#problems", Static)
+        box.display = bool(text)
+        if text != self._problems_text:
+            self._problems_text = text
+            box.update(text)

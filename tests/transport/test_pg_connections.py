@@ -334,11 +334,12 @@ def test_the_consoles_connections_tab_shows_a_refused_key_as_a_problem(
     intruder = worker(tmp_path / "b", pg_url)
     try:
         reading = read_home(intruder, None, None, [])
-        (problem,) = reading.problems
-        assert "not the key" in str(problem) and reading.connections == []
+        (problem,) = reading.unreachable  # not a file the admin could fix or remove
+        assert "not the key" in problem and reading.problems == [] and reading.connections == []
         shutil.copy2(key_path(first), key_path(intruder))
         reading = read_home(intruder, None, reading.signature, [])
-        assert reading.problems == [] and [c.name for c in reading.connections] == ["snow_to_jira"]
+        assert reading.unreachable == [] and reading.problems == []
+        assert [c.name for c in reading.connections] == ["snow_to_jira"]
     finally:
         intruder.close()
 
