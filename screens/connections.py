@@ -373,12 +373,13 @@ class ConnectionsScreen(Screen[None]):
     def _show(self, reading: Reading) -> None:
         now = self.now()
 
-        def status(c: Connection) -> Text:
-            live = live_state(c, reading.contacts.get(c.id, Contact()), now)
-            return status_of(c, live, reading.tracker_error)
+        def live(c: Connection) -> LiveState:
+            return live_state(c, reading.contacts.get(c.id, Contact()), now)
 
         if not reading.files_changed:
-            statuses = {c.id: status(c) for c in reading.connections}
+            statuses = {
+                c.id: status_of(c, live(c), reading.tracker_error) for c in reading.connections
+            }
             self._fill(
                 [
                     (key, (*cells[:2], statuses.get(key, cells[2]), *cells[3:]))
@@ -395,19 +396,7 @@ class ConnectionsScreen(Screen[None]):
             self.query_one("#instance", Label).update(
                 Text(f"{reading.instance.short_name} · {where}")
             )
-        self._fill(
-            [
-                (
-                    c.id,
-                    row(
-                        c,
-                        live_state(c, reading.contacts.get(c.id, Contact()), now),
-                        reading.tracker_error,
-                    ),
-                )
-                for c in reading.connections
-            ]
-        )
+        self._fill([(c.id, row(c, live(c), reading.tracker_error)) for c in reading.connections])
         table = self.query_one(DataTable)
         table.display = bool(reading.connections)
         if table.display and self.focused is None:  # hidden while the home had none

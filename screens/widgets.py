@@ -50,7 +50,7 @@ def set_rows(
     if widths is None:
         widths = content_widths([column.label.plain for column in columns], (r[1] for r in rows))
     place = table.cursor_row
-    if [column.width for column in columns] == list(widths):
+    if all(not c.auto_width and c.width == w for c, w in zip(columns, widths, strict=True)):
         table.clear()
     else:
         table.clear(columns=True)
